@@ -1,0 +1,13 @@
+module github.com/cyclealign/cyclealign
+
+go 1.26.8
+
+require (
+	github.com/dlclark/regexp2 v1.12.0 // indirect
+	github.com/gomlx/gomlx v0.26.0 // indirect
+	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/spf13/cobra v1.10.2 // indirect
+	github.com/spf13/pflag v1.0.9 // indirect
+	github.com/x448/float16 v0.8.4 // indirect
+	golang.org/x/text v0.44.0 // indirect
+)
