@@ -1,0 +1,33 @@
+package model
+
+import (
+	"os"
+	"sync"
+
+	"github.com/gomlx/gomlx/backends"
+	_ "github.com/gomlx/gomlx/backends/simplego"
+)
+
+// defaultBackend is simplego with an unbounded worker pool: GoMLX v0.26's default pool
+// deadlocks on 2-core machines (ENGINE-NOTES), and unbounded was also the fastest setting.
+const defaultBackend = "go:parallelism=-1"
+
+var stdoutMu sync.Mutex
+
+// NewBackend opens the compute backend: $GOMLX_BACKEND when set (e.g. "xla:cuda" in a build
+// with -tags xla), else simplego, the pure-Go CPU backend.
+func NewBackend() (backends.Backend, error) {
+	if cfg, ok := os.LookupEnv(backends.ConfigEnvVar); ok && cfg != "" {
+		return backends.NewWithConfig(cfg)
+	}
+	// simplego prints its parallelism setting on stdout, which would corrupt --json output.
+	stdoutMu.Lock()
+	defer stdoutMu.Unlock()
+	saved := os.Stdout
+	if devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0); err == nil {
+		os.Stdout = devnull
+		defer devnull.Close()
+	}
+	defer func() { os.Stdout = saved }()
+	return backends.NewWithConfig(defaultBackend)
+}

@@ -1,0 +1,5 @@
+//go:build xla
+
+package model
+
+import _ "github.com/gomlx/gomlx/backends/xla"

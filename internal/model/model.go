@@ -1,0 +1,203 @@
+// Package model is the white-box engine: it loads a HuggingFace causal-LM directory into GoMLX
+// variables named after the checkpoint's tensors, builds the forward graph of each supported
+// architecture, scores (prompt, response) pairs, runs cached decoding steps, and saves back.
+package model
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+
+	"github.com/gomlx/gomlx/backends"
+	. "github.com/gomlx/gomlx/pkg/core/graph"
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+	"github.com/gomlx/gomlx/pkg/ml/context"
+
+	"github.com/cyclealign/cyclealign/internal/hf"
+	"github.com/cyclealign/cyclealign/internal/tokenizer"
+)
+
+// WeightScope is the context scope holding the checkpoint's tensors, one variable per tensor,
+// named exactly as in model.safetensors.
+const WeightScope = "/w"
+
+// arch is one architecture family: which tensors it needs and how it computes.
+type arch interface {
+	// tensors lists every tensor the checkpoint must hold, with its shape. has reports whether
+	// an optional tensor is present in the file.
+	tensors(c *hf.Config, has func(string) bool) (map[string][]int, error)
+	// hidden returns the final-normed hidden states [B,T,D].
+	hidden(w *weights, tokens, positions *Node, att *attention) *Node
+	// lmHead maps hidden states to logits [B,T,V].
+	lmHead(w *weights, h *Node) *Node
+}
+
+var archs = map[string]arch{}
+
+func register(modelType string, a arch) { archs[modelType] = a }
+
+// Model is a loaded white-box model. Graph executions are serialised by an internal lock.
+type Model struct {
+	Config    *hf.Config
+	Tokenizer *tokenizer.Tokenizer
+	Backend   backends.Backend
+	Ctx       *context.Context
+	arch      arch
+	stored    map[string]hf.DType
+	names     []string
+
+	mu    sync.Mutex
+	execs map[string]*context.Exec
+}
+
+// Load reads config.json, tokenizer.json and the safetensors weights of dir. Every tensor the
+// architecture needs must be present with the shape the config implies.
+func Load(backend backends.Backend, dir string) (*Model, error) {
+	cfg, err := hf.ReadConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		return nil, err
+	}
+	ts, err := hf.ReadModelTensors(dir)
+	if err != nil {
+		return nil, err
+	}
+	return New(backend, cfg, tok, ts, dir)
+}
+
+// New builds a Model from parsed parts; source names the files in error messages.
+func New(backend backends.Backend, cfg *hf.Config, tok *tokenizer.Tokenizer, ts map[string]*hf.Tensor, source string) (*Model, error) {
+	a, ok := archs[cfg.ModelType]
+	if !ok {
+		return nil, fmt.Errorf("config.json field model_type: unsupported value %q", cfg.ModelType)
+	}
+	want, err := a.tensors(cfg, func(n string) bool { _, ok := ts[n]; return ok })
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
+	m := &Model{Config: cfg, Tokenizer: tok, Backend: backend, Ctx: context.New(), arch: a,
+		stored: map[string]hf.DType{}, execs: map[string]*context.Exec{}}
+	wctx := m.Ctx.InAbsPath(WeightScope)
+	for name := range want {
+		m.names = append(m.names, name)
+	}
+	sort.Strings(m.names)
+	for _, name := range m.names {
+		shape := want[name]
+		t, ok := ts[name]
+		if !ok {
+			return nil, fmt.Errorf("%s: tensor %q is missing from the weights", source, name)
+		}
+		if !equalInts(t.Shape, shape) {
+			return nil, fmt.Errorf("%s: tensor %q has shape %v, config.json implies %v", source, name, t.Shape, shape)
+		}
+		m.stored[name] = t.Stored
+		wctx.VariableWithValue(name, tensors.FromFlatDataAndDimensions(t.Data, t.Shape...))
+	}
+	if tok != nil && tok.VocabSize() > cfg.VocabSize {
+		return nil, fmt.Errorf("%s: tokenizer has %d tokens but config.json vocab_size is %d", source, tok.VocabSize(), cfg.VocabSize)
+	}
+	return m, nil
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TensorNames lists the checkpoint tensors the model holds, sorted.
+func (m *Model) TensorNames() []string { return append([]string(nil), m.names...) }
+
+// Variable returns the variable holding a checkpoint tensor, or nil.
+func (m *Model) Variable(name string) *context.Variable {
+	return m.Ctx.GetVariableByScopeAndName(WeightScope, name)
+}
+
+// Tensors returns the current weights as float32 tensors, each tagged with the dtype it was
+// loaded in, ready to be written.
+func (m *Model) Tensors() (map[string]*hf.Tensor, error) {
+	out := map[string]*hf.Tensor{}
+	for _, n := range m.names {
+		v := m.Variable(n)
+		val, err := v.Value()
+		if err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", n, err)
+		}
+		data, err := tensors.CopyFlatData[float32](val)
+		if err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", n, err)
+		}
+		out[n] = &hf.Tensor{Shape: val.Shape().Dimensions, Stored: m.stored[n], Data: data}
+	}
+	return out, nil
+}
+
+// Save writes the model as a HuggingFace directory: config.json, model.safetensors with the
+// checkpoint's tensor names and dtypes, and tokenizer.json.
+func (m *Model) Save(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	ts, err := m.Tensors()
+	if err != nil {
+		return err
+	}
+	if err := hf.WriteSafetensors(filepath.Join(dir, "model.safetensors"), ts, map[string]string{"format": "pt"}); err != nil {
+		return err
+	}
+	if err := hf.WriteConfig(dir, m.Config); err != nil {
+		return err
+	}
+	if m.Tokenizer != nil {
+		return hf.WriteFileAtomic(filepath.Join(dir, "tokenizer.json"), func(w io.Writer) error {
+			_, err := w.Write(m.Tokenizer.Raw())
+			return err
+		})
+	}
+	return nil
+}
+
+// weights gives graph code access to checkpoint tensors by name.
+type weights struct {
+	m   *Model
+	ctx *context.Context
+	g   *Graph
+}
+
+func newWeights(m *Model, ctx *context.Context, g *Graph) *weights {
+	return &weights{m: m, ctx: ctx.InAbsPath(WeightScope), g: g}
+}
+
+func (w *weights) get(name string) *Node {
+	v := w.ctx.GetVariableByScopeAndName(WeightScope, name)
+	if v == nil {
+		panic(fmt.Errorf("model has no tensor %q", name))
+	}
+	return v.ValueGraph(w.g)
+}
+
+func (w *weights) has(name string) bool {
+	return w.ctx.GetVariableByScopeAndName(WeightScope, name) != nil
+}
+
+// linear applies a torch.nn.Linear stored as name.weight [out,in] (+ name.bias when present).
+func (w *weights) linear(x *Node, name string) *Node {
+	y := Einsum("bti,oi->bto", x, w.get(name+".weight"))
+	if w.has(name + ".bias") {
+		y = Add(y, ExpandLeftToRank(w.get(name+".bias"), y.Rank()))
+	}
+	return y
+}

@@ -1,0 +1,109 @@
+package model
+
+import (
+	"fmt"
+
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	. "github.com/gomlx/gomlx/pkg/core/graph"
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+	"github.com/gomlx/gomlx/pkg/ml/context"
+)
+
+// exec returns the named executable, building it on first use. Callers hold m.mu.
+func (m *Model) exec(name string, fn func(ctx *context.Context, in []*Node) []*Node) (*context.Exec, error) {
+	if e, ok := m.execs[name]; ok {
+		return e, nil
+	}
+	e, err := context.NewExec(m.Backend, m.Ctx, fn)
+	if err != nil {
+		return nil, err
+	}
+	e.SetMaxCache(64)
+	m.execs[name] = e
+	return e, nil
+}
+
+// run executes a named graph under the model lock and turns GoMLX panics into errors.
+func (m *Model) run(name string, fn func(ctx *context.Context, in []*Node) []*Node, args ...any) (out []*tensors.Tensor, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, err := m.exec(name, fn)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%s: %v", name, r)
+		}
+	}()
+	return e.Exec(args...)
+}
+
+// Forward builds the logits graph [B,T,V] for tokens and positions [B,T] (int32) and a
+// boolean attention mask [B,T,T]. Training code calls it inside its own graphs.
+func (m *Model) Forward(ctx *context.Context, tokens, positions, mask *Node) *Node {
+	w := newWeights(m, ctx, tokens.Graph())
+	h := m.arch.hidden(w, tokens, positions, &attention{mask: mask})
+	return m.arch.lmHead(w, h)
+}
+
+// TokenLogProbs builds log p(targets[b,t] | tokens[b,:t+1]) -> [B,T] inside a graph.
+func (m *Model) TokenLogProbs(ctx *context.Context, tokens, positions, mask, targets *Node) *Node {
+	return tokenLogProbs(m.Forward(ctx, tokens, positions, mask), targets)
+}
+
+func logitsGraph(m *Model) func(ctx *context.Context, in []*Node) []*Node {
+	return func(ctx *context.Context, in []*Node) []*Node {
+		return []*Node{m.Forward(ctx, in[0], in[1], in[2])}
+	}
+}
+
+func logProbsGraph(m *Model) func(ctx *context.Context, in []*Node) []*Node {
+	return func(ctx *context.Context, in []*Node) []*Node {
+		return []*Node{m.TokenLogProbs(ctx, in[0], in[1], in[2], in[3])}
+	}
+}
+
+// stepGraph runs C new tokens through the model with a KV cache: in = tokens [B,C],
+// positions [B,C], mask [B,C,Tmax], write [C,Tmax], then 2 caches per layer. It returns the
+// logits of the last token [B,V] and the updated caches.
+func stepGraph(m *Model) func(ctx *context.Context, in []*Node) []*Node {
+	return func(ctx *context.Context, in []*Node) []*Node {
+		w := newWeights(m, ctx, in[0].Graph())
+		att := &attention{mask: in[2], write: in[3], cache: in[4:]}
+		h := m.arch.hidden(w, in[0], in[1], att)
+		C := h.Shape().Dimensions[1]
+		last := Slice(h, AxisRange(), AxisRange(C-1, C), AxisRange())
+		logits := m.arch.lmHead(w, last)
+		out := []*Node{Reshape(logits, logits.Shape().Dimensions[0], -1)}
+		return append(out, att.out...)
+	}
+}
+
+// selectGraph is the no-cache decoding step: a full forward pass over a fixed window and the
+// logits at the position selected by the one-hot in[3] [T].
+func selectGraph(m *Model) func(ctx *context.Context, in []*Node) []*Node {
+	return func(ctx *context.Context, in []*Node) []*Node {
+		w := newWeights(m, ctx, in[0].Graph())
+		h := m.arch.hidden(w, in[0], in[1], &attention{mask: in[2]})
+		h = InsertAxes(Einsum("btd,t->bd", h, in[3]), 1)
+		logits := m.arch.lmHead(w, h)
+		return []*Node{Reshape(logits, logits.Shape().Dimensions[0], -1)}
+	}
+}
+
+func int32Tensor(rows [][]int32) *tensors.Tensor {
+	B, T := len(rows), len(rows[0])
+	flat := make([]int32, 0, B*T)
+	for _, r := range rows {
+		flat = append(flat, r...)
+	}
+	return tensors.FromFlatDataAndDimensions(flat, B, T)
+}
+
+func toFloat32(t *tensors.Tensor) ([]float32, error) {
+	if t.DType() != dtypes.Float32 {
+		return nil, fmt.Errorf("want float32 output, got %s", t.DType())
+	}
+	return tensors.CopyFlatData[float32](t)
+}

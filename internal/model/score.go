@@ -1,0 +1,209 @@
+package model
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+)
+
+// MaxBatchRows bounds the rows of one scoring execution; more sequences are split.
+const MaxBatchRows = 16
+
+// bucket rounds a length up to a multiple of 16, so few distinct graph shapes are compiled.
+func (m *Model) bucket(n int) (int, error) {
+	if n > m.Config.MaxPositions {
+		return 0, fmt.Errorf("sequence of %d tokens exceeds the model's %d positions", n, m.Config.MaxPositions)
+	}
+	return min((n+15)/16*16, m.Config.MaxPositions), nil
+}
+
+// allowed reports whether query position q may attend to key position k of a row whose real
+// tokens start at pad. A query on padding attends to itself only, so no softmax row is empty.
+func (m *Model) allowed(q, k, pad int) bool {
+	if k == q {
+		return true
+	}
+	if k < pad || k > q {
+		return false
+	}
+	return m.Config.SlidingWindow <= 0 || q-k < m.Config.SlidingWindow
+}
+
+// RightPadded lays sequences out as a right-padded batch of width T: tokens, positions
+// [B,T] and a causal mask [B,T,T]. Padding ids are 0; they are never attended to by real tokens.
+func (m *Model) RightPadded(seqs [][]int, T int) (tokens, positions, mask *tensors.Tensor) {
+	B := len(seqs)
+	tok := make([]int32, B*T)
+	pos := make([]int32, B*T)
+	msk := make([]bool, B*T*T)
+	for b, s := range seqs {
+		for t := 0; t < T; t++ {
+			if t < len(s) {
+				tok[b*T+t] = int32(s[t])
+			}
+			pos[b*T+t] = int32(t)
+			for k := 0; k <= t; k++ {
+				msk[(b*T+t)*T+k] = m.allowed(t, k, 0)
+			}
+		}
+	}
+	return tensors.FromFlatDataAndDimensions(tok, B, T), tensors.FromFlatDataAndDimensions(pos, B, T),
+		tensors.FromFlatDataAndDimensions(msk, B, T, T)
+}
+
+// batches groups sequence indices by length into batches of at most MaxBatchRows.
+func batches(seqs [][]int) [][]int {
+	idx := make([]int, len(seqs))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return len(seqs[idx[a]]) > len(seqs[idx[b]]) })
+	var out [][]int
+	for len(idx) > 0 {
+		n := min(MaxBatchRows, len(idx))
+		out = append(out, idx[:n])
+		idx = idx[n:]
+	}
+	return out
+}
+
+// LogProbs returns, for each sequence s, lp[t] = log p(s[t+1] | s[:t+1]) for t < len(s)-1.
+// Results do not depend on which sequences share a batch.
+func (m *Model) LogProbs(ctx context.Context, seqs [][]int) ([][]float32, error) {
+	out := make([][]float32, len(seqs))
+	for _, group := range batches(seqs) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		rows := make([][]int, len(group))
+		for i, j := range group {
+			if len(seqs[j]) < 2 {
+				return nil, fmt.Errorf("sequence %d has %d tokens; scoring needs at least 2", j, len(seqs[j]))
+			}
+			rows[i] = seqs[j]
+		}
+		T, err := m.bucket(len(rows[0]))
+		if err != nil {
+			return nil, err
+		}
+		tok, pos, mask := m.RightPadded(rows, T)
+		tgt := make([]int32, len(rows)*T)
+		for b, s := range rows {
+			for t := 0; t+1 < len(s); t++ {
+				tgt[b*T+t] = int32(s[t+1])
+			}
+		}
+		res, err := m.run("logprobs", logProbsGraph(m), tok, pos, mask, tensors.FromFlatDataAndDimensions(tgt, len(rows), T))
+		if err != nil {
+			return nil, err
+		}
+		flat, err := toFloat32(res[0])
+		if err != nil {
+			return nil, err
+		}
+		for b, j := range group {
+			out[j] = append([]float32(nil), flat[b*T:b*T+len(rows[b])-1]...)
+		}
+	}
+	return out, nil
+}
+
+// Logits returns the logits [len(s)][V] of every position of each sequence.
+func (m *Model) Logits(ctx context.Context, seqs [][]int) ([][][]float32, error) {
+	out := make([][][]float32, len(seqs))
+	V := m.Config.VocabSize
+	if m.Config.NumLabels > 0 {
+		V = m.Config.NumLabels
+	}
+	for _, group := range batches(seqs) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		rows := make([][]int, len(group))
+		for i, j := range group {
+			if len(seqs[j]) == 0 {
+				return nil, fmt.Errorf("sequence %d is empty", j)
+			}
+			rows[i] = seqs[j]
+		}
+		T, err := m.bucket(len(rows[0]))
+		if err != nil {
+			return nil, err
+		}
+		tok, pos, mask := m.RightPadded(rows, T)
+		res, err := m.run("logits", logitsGraph(m), tok, pos, mask)
+		if err != nil {
+			return nil, err
+		}
+		flat, err := toFloat32(res[0])
+		if err != nil {
+			return nil, err
+		}
+		for b, j := range group {
+			out[j] = make([][]float32, len(rows[b]))
+			for t := range rows[b] {
+				out[j][t] = flat[(b*T+t)*V : (b*T+t+1)*V]
+			}
+		}
+	}
+	return out, nil
+}
+
+// Score is the log-probability of a response given a prompt.
+type Score struct {
+	PromptIDs     []int     `json:"prompt_ids"`
+	ResponseIDs   []int     `json:"response_ids"`
+	TokenLogProbs []float64 `json:"token_logprobs"`
+	Sum           float64   `json:"sum"`
+	Mean          float64   `json:"mean"` // length-normalised: Sum / len(ResponseIDs)
+}
+
+// ScoreIDs scores token-level (prompt, response) pairs in batches.
+func (m *Model) ScoreIDs(ctx context.Context, prompts, responses [][]int) ([]Score, error) {
+	if len(prompts) != len(responses) {
+		return nil, fmt.Errorf("%d prompts but %d responses", len(prompts), len(responses))
+	}
+	seqs := make([][]int, len(prompts))
+	for i := range prompts {
+		if len(prompts[i]) == 0 {
+			return nil, fmt.Errorf("pair %d: empty prompt (a response's first token needs context)", i)
+		}
+		if len(responses[i]) == 0 {
+			return nil, fmt.Errorf("pair %d: empty response", i)
+		}
+		seqs[i] = append(append([]int(nil), prompts[i]...), responses[i]...)
+	}
+	lps, err := m.LogProbs(ctx, seqs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Score, len(seqs))
+	for i := range seqs {
+		p := len(prompts[i])
+		s := Score{PromptIDs: prompts[i], ResponseIDs: responses[i]}
+		for t := range responses[i] {
+			v := float64(lps[i][p-1+t])
+			s.TokenLogProbs = append(s.TokenLogProbs, v)
+			s.Sum += v
+		}
+		s.Mean = s.Sum / float64(len(responses[i]))
+		out[i] = s
+	}
+	return out, nil
+}
+
+// ScoreText tokenizes prompts (with special tokens) and responses (without) and scores them.
+func (m *Model) ScoreText(ctx context.Context, prompts, responses []string) ([]Score, error) {
+	if len(prompts) != len(responses) {
+		return nil, fmt.Errorf("%d prompts but %d responses", len(prompts), len(responses))
+	}
+	p := make([][]int, len(prompts))
+	r := make([][]int, len(prompts))
+	for i := range prompts {
+		p[i] = m.Tokenizer.Encode(prompts[i], true)
+		r[i] = m.Tokenizer.Encode(responses[i], false)
+	}
+	return m.ScoreIDs(ctx, p, r)
+}
