@@ -26,6 +26,17 @@ const (
 	F16  DType = "F16"
 )
 
+// DTypeOf maps a config.json dtype name ("bfloat16") to its safetensors type (F32 by default).
+func DTypeOf(name string) DType {
+	switch name {
+	case "bfloat16":
+		return BF16
+	case "float16":
+		return F16
+	}
+	return F32
+}
+
 func (d DType) size() int {
 	switch d {
 	case F32:

@@ -68,14 +68,18 @@ func Load(backend backends.Backend, dir string) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	return New(backend, cfg, tok, ts, dir)
+	source := filepath.Join(dir, "model.safetensors")
+	if _, err := os.Stat(source); err != nil {
+		source = filepath.Join(dir, "model.safetensors.index.json")
+	}
+	return New(backend, cfg, tok, ts, source)
 }
 
 // New builds a Model from parsed parts; source names the files in error messages.
 func New(backend backends.Backend, cfg *hf.Config, tok *tokenizer.Tokenizer, ts map[string]*hf.Tensor, source string) (*Model, error) {
 	a, ok := archs[cfg.ModelType]
 	if !ok {
-		return nil, fmt.Errorf("config.json field model_type: unsupported value %q", cfg.ModelType)
+		return nil, errUnsupported(cfg.ModelType)
 	}
 	want, err := a.tensors(cfg, func(n string) bool { _, ok := ts[n]; return ok })
 	if err != nil {
@@ -84,10 +88,7 @@ func New(backend backends.Backend, cfg *hf.Config, tok *tokenizer.Tokenizer, ts 
 	m := &Model{Config: cfg, Tokenizer: tok, Backend: backend, Ctx: context.New(), arch: a,
 		stored: map[string]hf.DType{}, execs: map[string]*context.Exec{}}
 	wctx := m.Ctx.InAbsPath(WeightScope)
-	for name := range want {
-		m.names = append(m.names, name)
-	}
-	sort.Strings(m.names)
+	m.names = sortedKeys(want)
 	for _, name := range m.names {
 		shape := want[name]
 		t, ok := ts[name]
@@ -104,6 +105,19 @@ func New(backend backends.Backend, cfg *hf.Config, tok *tokenizer.Tokenizer, ts 
 		return nil, fmt.Errorf("%s: tokenizer has %d tokens but config.json vocab_size is %d", source, tok.VocabSize(), cfg.VocabSize)
 	}
 	return m, nil
+}
+
+func errUnsupported(modelType string) error {
+	return fmt.Errorf("config.json field model_type: unsupported value %q", modelType)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func equalInts(a, b []int) bool {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -58,5 +59,94 @@ func TestMatchesHFReference(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestMalformedTokenizerJSON(t *testing.T) {
+	good, err := os.ReadFile(filepath.Join("..", "..", "testdata", "tiny-gpt2-bytelevel", "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit := func(f func(map[string]any)) []byte {
+		var m map[string]any
+		json.Unmarshal(good, &m)
+		f(m)
+		b, _ := json.Marshal(m)
+		return b
+	}
+	cases := []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"not json", good[:100], "not valid JSON"},
+		{"no model", edit(func(m map[string]any) { delete(m, "model") }), "model: missing"},
+		{"wordpiece", edit(func(m map[string]any) { m["model"].(map[string]any)["type"] = "WordPiece" }), "WordPiece"},
+		{"bad merge", edit(func(m map[string]any) {
+			mm := m["model"].(map[string]any)
+			mm["merges"] = append(mm["merges"].([]any), []any{"zzz", "q"})
+		}), "model.merges[242]"},
+		{"pre-tokenizer", edit(func(m map[string]any) { m["pre_tokenizer"] = map[string]any{"type": "BertPreTokenizer"} }), "pre_tokenizer.type"},
+		{"regex", edit(func(m map[string]any) {
+			m["pre_tokenizer"] = map[string]any{"type": "Split", "pattern": map[string]any{"Regex": "(unclosed"}, "behavior": "Isolated"}
+		}), "pre_tokenizer.pattern.Regex"},
+		{"decoder", edit(func(m map[string]any) { m["decoder"] = map[string]any{"type": "CTC"} }), "decoder.type"},
+	}
+	for _, c := range cases {
+		p := filepath.Join(t.TempDir(), "tokenizer.json")
+		os.WriteFile(p, c.data, 0o644)
+		_, err := Load(p)
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), p) {
+			t.Errorf("%s: got %v, want an error naming %q and the file", c.name, err, c.want)
+		}
+	}
+}
+
+// TestLlama3StyleSplit checks a Split pre-tokenizer with a look-ahead regex (Llama-3/Qwen2
+// style) followed by a ByteLevel step without its own regex.
+func TestLlama3StyleSplit(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "tiny-gpt2-bytelevel", "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	json.Unmarshal(b, &m)
+	m["pre_tokenizer"] = map[string]any{"type": "Sequence", "pretokenizers": []any{
+		map[string]any{"type": "Split", "behavior": "Isolated", "invert": false, "pattern": map[string]any{
+			"Regex": `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`}},
+		map[string]any{"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false},
+	}}
+	nb, _ := json.Marshal(m)
+	tok, err := Parse(nb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := "I'LL pay 12345 dollars  now!\n\n  ok"
+	ids := tok.Encode(text, false)
+	if got := tok.Decode(ids, false); got != text {
+		t.Fatalf("round trip: %q", got)
+	}
+	pieces := tok.preTok([]string{text}, true)
+	want := []string{"I", "'LL", "Ġpay", "Ġ", "123", "45", "Ġdollars", "Ġ", "Ġnow", "!ĊĊ", "Ġ", "Ġok"}
+	if !slices.Equal(pieces, want) {
+		t.Fatalf("pre-tokens %q, want %q", pieces, want)
+	}
+}
+
+func TestSplitBehaviors(t *testing.T) {
+	c := &compiled{lit: "-"}
+	for _, tc := range []struct {
+		behavior string
+		want     []string
+	}{
+		{"Removed", []string{"the", "final", "countdown"}},
+		{"Isolated", []string{"the", "-", "final", "-", "-", "countdown"}},
+		{"MergedWithPrevious", []string{"the-", "final-", "-", "countdown"}},
+		{"MergedWithNext", []string{"the", "-final", "-", "-countdown"}},
+		{"Contiguous", []string{"the", "-", "final", "--", "countdown"}},
+	} {
+		if got := splitBy("the-final--countdown", c, tc.behavior, false); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %q, want %q", tc.behavior, got, tc.want)
+		}
 	}
 }

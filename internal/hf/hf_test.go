@@ -1,0 +1,121 @@
+package hf
+
+import (
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestDTypesRoundTrip(t *testing.T) {
+	vals := []float32{0, 1, -2.5, 3.140625, 1e-3, 65504, -0.0001}
+	for _, dt := range []DType{F32, BF16, F16} {
+		p := filepath.Join(t.TempDir(), "x.safetensors")
+		in := map[string]*Tensor{"a": {Shape: []int{len(vals)}, Stored: dt, Data: vals}}
+		if err := WriteSafetensors(p, in, nil); err != nil {
+			t.Fatal(err)
+		}
+		out, err := ReadSafetensors(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := out["a"]
+		if got.Stored != dt {
+			t.Fatalf("%s stored as %s", dt, got.Stored)
+		}
+		for i, v := range vals {
+			tol := map[DType]float64{F32: 0, BF16: 1.0 / 128, F16: 1.0 / 1024}[dt]
+			if d := float64(got.Data[i] - v); d < 0 && -d > tol*abs(v) || d > 0 && d > tol*abs(v) {
+				t.Errorf("%s: %v read back as %v", dt, v, got.Data[i])
+			}
+		}
+		// Writing what was read gives the same file (values are exactly representable now).
+		p2 := filepath.Join(t.TempDir(), "y.safetensors")
+		if err := WriteSafetensors(p2, out, nil); err != nil {
+			t.Fatal(err)
+		}
+		a, _ := os.ReadFile(p)
+		b, _ := os.ReadFile(p2)
+		if string(a) != string(b) {
+			t.Fatalf("%s: rewrite is not byte-identical", dt)
+		}
+	}
+	if bf16Bits(1.00390625) != 0x3f80 || bf16Bits(1.01171875) != 0x3f82 {
+		t.Fatal("bf16 rounding is not round-to-nearest-even")
+	}
+}
+
+func abs(v float32) float64 {
+	if v < 0 {
+		return float64(-v)
+	}
+	return float64(v)
+}
+
+func writeRaw(t *testing.T, header string, data []byte) string {
+	p := filepath.Join(t.TempDir(), "model.safetensors")
+	var n [8]byte
+	binary.LittleEndian.PutUint64(n[:], uint64(len(header)))
+	b := append(append(n[:], header...), data...)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestBadSafetensors(t *testing.T) {
+	cases := []struct {
+		name, header string
+		data         []byte
+		want         []string
+	}{
+		{"dtype", `{"w":{"dtype":"I64","shape":[2],"data_offsets":[0,16]}}`, make([]byte, 16), []string{`"w"`, "I64"}},
+		{"offsets", `{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}`, make([]byte, 8), []string{`"w"`, "data_offsets"}},
+		{"truncated", `{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}`, make([]byte, 9), []string{`"w"`, "truncated"}},
+		{"json", `{"w":`, nil, []string{"JSON"}},
+	}
+	for _, c := range cases {
+		p := writeRaw(t, c.header, c.data)
+		_, err := ReadSafetensors(p)
+		if err == nil {
+			t.Fatalf("%s: no error", c.name)
+		}
+		for _, w := range append(c.want, p) {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error %q lacks %q", c.name, err, w)
+			}
+		}
+	}
+	p := filepath.Join(t.TempDir(), "short.safetensors")
+	os.WriteFile(p, []byte{1, 2, 3}, 0o644)
+	if _, err := ReadSafetensors(p); err == nil || !strings.Contains(err.Error(), "truncated") {
+		t.Fatalf("3-byte file: %v", err)
+	}
+}
+
+func TestConfigRope(t *testing.T) {
+	base := `"model_type":"llama","vocab_size":10,"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2`
+	c, err := ParseConfig([]byte(`{` + base + `,"rope_theta":500000.0,"rope_scaling":{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":8192}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Rope.Type != "llama3" || c.Rope.Theta != 500000 || c.Rope.Factor != 8 || c.Rope.OriginalMaxPositions != 8192 {
+		t.Fatalf("transformers-4 llama3 rope: %+v", c.Rope)
+	}
+	c, err = ParseConfig([]byte(`{` + base + `,"rope_parameters":{"rope_theta":20000.0,"rope_type":"default"}}`))
+	if err != nil || c.Rope.Theta != 20000 || c.Rope.Type != "default" {
+		t.Fatalf("transformers-5 rope_parameters: %+v %v", c.Rope, err)
+	}
+	if c.NumKVHeads != 2 || c.HeadDim != 4 || c.EOSTokenIDs != nil {
+		t.Fatalf("defaults: %+v", c)
+	}
+	_, err = ParseConfig([]byte(`{` + base + `,"rope_scaling":{"rope_type":"llama3","factor":8.0}}`))
+	if err == nil || !strings.Contains(err.Error(), "low_freq_factor") {
+		t.Fatalf("incomplete llama3 rope: %v", err)
+	}
+	c, err = ParseConfig([]byte(`{` + base + `,"eos_token_id":[5,7]}`))
+	if err != nil || len(c.EOSTokenIDs) != 2 {
+		t.Fatalf("eos list: %v %v", c.EOSTokenIDs, err)
+	}
+}
