@@ -148,7 +148,7 @@ func decodeBatch(ctx context.Context, m *model.Model, prompts [][]int, rngs []*r
 				next[r] = 0
 				continue
 			}
-			tok := sample(logits[r], rngs[r], opt)
+			tok := Sample(logits[r], rngs[r], opt)
 			next[r] = tok
 			if eos[tok] {
 				done[r], comps[r].FinishReason = true, "stop"
@@ -175,7 +175,7 @@ func decodeBatch(ctx context.Context, m *model.Model, prompts [][]int, rngs []*r
 		if comps[r].IDs == nil {
 			comps[r].IDs = []int{}
 		}
-		if comps[r].Text == "" {
+		if comps[r].Text == "" && m.Tokenizer != nil {
 			comps[r].Text = m.Tokenizer.Decode(comps[r].IDs, true)
 		}
 	}
@@ -185,7 +185,7 @@ func decodeBatch(ctx context.Context, m *model.Model, prompts [][]int, rngs []*r
 // cutStop ends a completion at the first stop string: the text stops before it and the ids
 // keep the longest prefix whose text does not reach into it.
 func cutStop(m *model.Model, c *Completion, stops []string) bool {
-	if len(stops) == 0 {
+	if len(stops) == 0 || m.Tokenizer == nil {
 		return false
 	}
 	text := m.Tokenizer.Decode(c.IDs, true)
@@ -208,8 +208,8 @@ func cutStop(m *model.Model, c *Completion, stops []string) bool {
 	return true
 }
 
-// sample draws a token from logits under the options; greedy takes the first maximum.
-func sample(logits []float32, rng *rand.Rand, opt Options) int {
+// Sample draws a token from logits under the options; greedy takes the first maximum.
+func Sample(logits []float32, rng *rand.Rand, opt Options) int {
 	if opt.Greedy {
 		best := 0
 		for i, v := range logits {

@@ -202,7 +202,7 @@ func TestSampleTopKTopP(t *testing.T) {
 	seen := map[int]int{}
 	for s := uint64(0); s < 400; s++ {
 		r := newRNG(s)
-		seen[sample(logits, r, opt)]++
+		seen[Sample(logits, r, opt)]++
 	}
 	if len(seen) != 2 || seen[1] == 0 || seen[3] == 0 {
 		t.Fatalf("top-k 2 sampled %v, want only tokens 1 and 3", seen)
@@ -210,7 +210,7 @@ func TestSampleTopKTopP(t *testing.T) {
 	// softmax(0,3,1,2): p(1)=0.644, p(3)=0.237; top-p 0.6 keeps token 1 alone.
 	opt = Options{Temperature: 1, TopP: 0.6}
 	for s := uint64(0); s < 100; s++ {
-		if tok := sample(logits, newRNG(s), opt); tok != 1 {
+		if tok := Sample(logits, newRNG(s), opt); tok != 1 {
 			t.Fatalf("top-p 0.6 sampled %d", tok)
 		}
 	}
@@ -218,7 +218,7 @@ func TestSampleTopKTopP(t *testing.T) {
 	seen = map[int]int{}
 	opt.TopP = 0.85
 	for s := uint64(0); s < 400; s++ {
-		seen[sample(logits, newRNG(s), opt)]++
+		seen[Sample(logits, newRNG(s), opt)]++
 	}
 	if len(seen) != 2 || seen[1] == 0 || seen[3] == 0 {
 		t.Fatalf("top-p 0.85 sampled %v, want tokens 1 and 3", seen)

@@ -144,7 +144,8 @@ func (d *cached) Step(tokens []int) ([][]float32, error) {
 	return d.run(d.slot, 1, func(r, _ int) int { return tokens[r] })
 }
 
-// recompute runs a full forward pass over the fixed Tmax window at every step.
+// recompute runs a full forward pass over the tokens so far at every step, as transformers
+// does with use_cache=False. The window grows in steps of 16 slots to bound graph shapes.
 type recompute struct {
 	*layout
 	gen [][]int // generated tokens per row
@@ -161,10 +162,11 @@ func (d *recompute) token(r, s int) int {
 }
 
 func (d *recompute) logitsAt(slot int) ([][]float32, error) {
-	ids, pos, mask := d.inputs(0, d.tmax, d.tmax, d.token)
-	sel := make([]float32, d.tmax)
+	W := min((slot+16)/16*16, d.tmax)
+	ids, pos, mask := d.inputs(0, W, W, d.token)
+	sel := make([]float32, W)
 	sel[slot] = 1
-	out, err := d.m.run("select", selectGraph(d.m), ids, pos, mask, tensors.FromFlatDataAndDimensions(sel, d.tmax))
+	out, err := d.m.run("select", selectGraph(d.m), ids, pos, mask, tensors.FromFlatDataAndDimensions(sel, W))
 	if err != nil {
 		return nil, err
 	}

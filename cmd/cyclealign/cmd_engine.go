@@ -1,0 +1,171 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/cyclealign/cyclealign/internal/bench"
+	"github.com/cyclealign/cyclealign/internal/generate"
+	"github.com/cyclealign/cyclealign/internal/model"
+)
+
+type tokenizeOptions struct {
+	Model     string
+	NoSpecial bool
+}
+
+func newTokenizeCmd(g *globalOptions) *cobra.Command {
+	o := &tokenizeOptions{}
+	cmd := &cobra.Command{
+		Use:   "tokenize --model DIR [--no-special] TEXT",
+		Short: "Encode text with a model's tokenizer.json",
+		Args:  cobra.ExactArgs(1),
+		RunE:  func(cmd *cobra.Command, args []string) error { return runTokenize(cmd, g, o, args[0]) },
+	}
+	cmd.Flags().StringVar(&o.Model, "model", "", "HF model directory (its tokenizer.json is used)")
+	cmd.Flags().BoolVar(&o.NoSpecial, "no-special", false, "do not add the post-processor's special tokens")
+	return cmd
+}
+
+func runTokenize(cmd *cobra.Command, g *globalOptions, o *tokenizeOptions, text string) error {
+	m, err := loadModel(o.Model)
+	if err != nil {
+		return err
+	}
+	ids := m.Tokenizer.Encode(text, !o.NoSpecial)
+	out := struct {
+		IDs    []int    `json:"ids"`
+		Tokens []string `json:"tokens"`
+	}{ids, m.Tokenizer.Tokens(ids)}
+	if g.JSON {
+		return printJSON(cmd.OutOrStdout(), out)
+	}
+	for i, id := range ids {
+		fmt.Fprintf(cmd.OutOrStdout(), "%6d  %q\n", id, out.Tokens[i])
+	}
+	return nil
+}
+
+type scoreOptions struct {
+	Model, Prompt, Response string
+}
+
+func newScoreCmd(g *globalOptions) *cobra.Command {
+	o := &scoreOptions{}
+	cmd := &cobra.Command{
+		Use:   "score --model DIR --prompt P --response R",
+		Short: "Log-probability of a response given a prompt, per token, summed and length-normalised",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return runScore(cmd, g, o) },
+	}
+	cmd.Flags().StringVar(&o.Model, "model", "", "HF model directory")
+	cmd.Flags().StringVar(&o.Prompt, "prompt", "", "prompt text (encoded with special tokens)")
+	cmd.Flags().StringVar(&o.Response, "response", "", "response text (encoded without special tokens)")
+	return cmd
+}
+
+func runScore(cmd *cobra.Command, g *globalOptions, o *scoreOptions) error {
+	m, err := loadModel(o.Model)
+	if err != nil {
+		return err
+	}
+	s, err := m.ScoreText(cmd.Context(), []string{o.Prompt}, []string{o.Response})
+	if err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(cmd.OutOrStdout(), s[0])
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "response tokens %d, sum %.6f, mean %.6f\n", len(s[0].ResponseIDs), s[0].Sum, s[0].Mean)
+	return nil
+}
+
+type generateOptions struct {
+	Model, Prompt string
+	Opt           generate.Options
+}
+
+func (o *generateOptions) AddFlags(f *pflag.FlagSet) {
+	d := generate.Defaults()
+	f.StringVar(&o.Model, "model", "", "HF model directory")
+	f.StringVar(&o.Prompt, "prompt", "", "prompt text")
+	f.IntVarP(&o.Opt.N, "n", "n", 1, "completions to sample")
+	f.IntVar(&o.Opt.MaxNewTokens, "max-new-tokens", d.MaxNewTokens, "tokens to generate at most")
+	f.BoolVar(&o.Opt.Greedy, "greedy", false, "argmax decoding")
+	f.Float64Var(&o.Opt.Temperature, "temperature", d.Temperature, "sampling temperature")
+	f.Float64Var(&o.Opt.TopP, "top-p", d.TopP, "nucleus sampling mass (1 = off)")
+	f.IntVar(&o.Opt.TopK, "top-k", 0, "sample among the k most likely tokens (0 = off)")
+	f.Uint64Var(&o.Opt.Seed, "seed", 0, "random seed")
+	f.StringArrayVar(&o.Opt.Stop, "stop", d.Stop, "stop string (repeatable)")
+	f.BoolVar(&o.Opt.IgnoreEOS, "ignore-eos", false, "do not stop at the EOS token")
+	f.BoolVar(&o.Opt.NoCache, "no-cache", false, "recompute the whole window at each step (slow; for comparison)")
+}
+
+func newGenerateCmd(g *globalOptions) *cobra.Command {
+	o := &generateOptions{}
+	cmd := &cobra.Command{
+		Use:   "generate --model DIR --prompt P [-n N] [--greedy] [--max-new-tokens K] [--temperature T] [--top-p P] [--seed S]",
+		Short: "Sample completions of a prompt",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return runGenerate(cmd, g, o) },
+	}
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
+func runGenerate(cmd *cobra.Command, g *globalOptions, o *generateOptions) error {
+	m, err := loadModel(o.Model)
+	if err != nil {
+		return err
+	}
+	res, err := generate.Text(cmd.Context(), m, []string{o.Prompt}, o.Opt)
+	if err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(cmd.OutOrStdout(), map[string]any{"completions": res[0]})
+	}
+	for i, c := range res[0] {
+		fmt.Fprintf(cmd.OutOrStdout(), "--- completion %d (%s, %d tokens)\n%s\n", i+1, c.FinishReason, len(c.IDs), c.Text)
+	}
+	return nil
+}
+
+func newBenchCmd(g *globalOptions) *cobra.Command {
+	o := bench.Defaults()
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure scoring and generation throughput on a random-init LLaMA model (~10M parameters)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			b, err := model.NewBackend()
+			if err != nil {
+				return err
+			}
+			res, err := bench.Run(cmd.Context(), b, o, func(f string, a ...any) {
+				if !g.JSON {
+					fmt.Fprintf(cmd.OutOrStdout(), f+"\n", a...)
+				}
+			})
+			if err != nil {
+				return err
+			}
+			if g.JSON {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			fmt.Fprint(cmd.OutOrStdout(), strings.Repeat("-", 48)+"\n"+res.String())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.Hidden, "hidden", o.Hidden, "hidden size")
+	f.IntVar(&o.Layers, "layers", o.Layers, "layers")
+	f.IntVar(&o.Vocab, "vocab", o.Vocab, "vocabulary size")
+	f.IntVar(&o.Batch, "batch", o.Batch, "rows")
+	f.IntVar(&o.NewTokens, "new-tokens", o.NewTokens, "tokens generated per row")
+	f.IntVar(&o.ScoreLen, "score-len", o.ScoreLen, "tokens per scored sequence")
+	return cmd
+}

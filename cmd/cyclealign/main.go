@@ -1,0 +1,74 @@
+// Command cyclealign aligns an open language model with human preferences by iterative
+// distillation from a black-box LLM (CycleAlign). This file wires the subcommands.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cyclealign/cyclealign/internal/model"
+)
+
+// globalOptions are flags every subcommand shares.
+type globalOptions struct {
+	JSON     bool
+	LogLevel string
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newRootCmd().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCmd() *cobra.Command {
+	g := &globalOptions{}
+	root := &cobra.Command{
+		Use:           "cyclealign",
+		Short:         "Align an open model with a black-box LLM by iterative distillation (CycleAlign)",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(g.LogLevel)); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})))
+			return nil
+		},
+	}
+	root.PersistentFlags().BoolVar(&g.JSON, "json", false, "print machine-readable JSON on stdout")
+	root.PersistentFlags().StringVar(&g.LogLevel, "log-level", "info", "debug, info, warn or error (logs go to stderr)")
+	root.AddCommand(newTokenizeCmd(g), newScoreCmd(g), newGenerateCmd(g), newBenchCmd(g))
+	return root
+}
+
+// loadModel opens the backend and loads a HF model directory.
+func loadModel(dir string) (*model.Model, error) {
+	if dir == "" {
+		return nil, fmt.Errorf("--model DIR is required")
+	}
+	b, err := model.NewBackend()
+	if err != nil {
+		return nil, err
+	}
+	return model.Load(b, dir)
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}

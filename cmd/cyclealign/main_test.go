@@ -1,0 +1,90 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+func run(t *testing.T, args ...string) []byte {
+	t.Helper()
+	root := newRootCmd()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetArgs(args)
+	if err := root.ExecuteContext(context.Background()); err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+	return out.Bytes()
+}
+
+// TestCLIAgainstReference runs tokenize, score and generate as a user would and compares
+// their JSON with the HF reference outputs.
+func TestCLIAgainstReference(t *testing.T) {
+	dir := filepath.Join("..", "..", "testdata", "tiny-llama-metaspace")
+	b, err := os.ReadFile(filepath.Join(dir, "reference.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ref struct {
+		Tokenize []struct {
+			Text         string `json:"text"`
+			IDs          []int  `json:"ids"`
+			IDsNoSpecial []int  `json:"ids_no_special"`
+		} `json:"tokenize"`
+		Pairs []struct {
+			Prompt, Response string
+			PromptIDs        []int     `json:"prompt_ids"`
+			ResponseIDs      []int     `json:"response_ids"`
+			TokenLogProbs    []float64 `json:"response_token_logprobs"`
+			Mean             float64   `json:"mean"`
+		} `json:"pairs"`
+	}
+	if err := json.Unmarshal(b, &ref); err != nil {
+		t.Fatal(err)
+	}
+	var tok struct {
+		IDs    []int    `json:"ids"`
+		Tokens []string `json:"tokens"`
+	}
+	c := ref.Tokenize[1]
+	json.Unmarshal(run(t, "tokenize", "--model", dir, "--json", c.Text), &tok)
+	if !slices.Equal(tok.IDs, c.IDs) || len(tok.Tokens) != len(c.IDs) || tok.Tokens[0] != "<s>" {
+		t.Fatalf("tokenize: %v %q", tok.IDs, tok.Tokens)
+	}
+	json.Unmarshal(run(t, "tokenize", "--model", dir, "--no-special", "--json", c.Text), &tok)
+	if !slices.Equal(tok.IDs, c.IDsNoSpecial) {
+		t.Fatalf("tokenize --no-special: %v", tok.IDs)
+	}
+	p := ref.Pairs[0]
+	var sc struct {
+		PromptIDs     []int     `json:"prompt_ids"`
+		ResponseIDs   []int     `json:"response_ids"`
+		TokenLogProbs []float64 `json:"token_logprobs"`
+		Sum, Mean     float64
+	}
+	json.Unmarshal(run(t, "score", "--model", dir, "--prompt", p.Prompt, "--response", p.Response, "--json"), &sc)
+	if !slices.Equal(sc.PromptIDs, p.PromptIDs) || !slices.Equal(sc.ResponseIDs, p.ResponseIDs) || math.Abs(sc.Mean-p.Mean) > 1e-4 {
+		t.Fatalf("score: %+v", sc)
+	}
+	var gen struct {
+		Completions []struct {
+			Text string `json:"text"`
+			IDs  []int  `json:"ids"`
+		} `json:"completions"`
+	}
+	json.Unmarshal(run(t, "generate", "--model", dir, "--prompt", p.Prompt, "-n", "3", "--max-new-tokens", "6", "--seed", "5", "--stop", "zzzz", "--json"), &gen)
+	if len(gen.Completions) != 3 {
+		t.Fatalf("generate -n 3 returned %d completions", len(gen.Completions))
+	}
+	for _, c := range gen.Completions {
+		if len(c.IDs) == 0 || len(c.IDs) > 6 {
+			t.Fatalf("completion with %d ids", len(c.IDs))
+		}
+	}
+}

@@ -1,0 +1,73 @@
+package bench
+
+import (
+	"context"
+	"testing"
+
+	"github.com/cyclealign/cyclealign/internal/model"
+)
+
+// BenchmarkScore measures scoring of 16 x 128 tokens on the ~10M-parameter model.
+func BenchmarkScore(b *testing.B) {
+	be, err := model.NewBackend()
+	if err != nil {
+		b.Fatal(err)
+	}
+	o := Defaults()
+	m, err := RandomModel(be, o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	seqs := make([][]int, o.Batch)
+	for i := range seqs {
+		for j := 0; j < o.ScoreLen; j++ {
+			seqs[i] = append(seqs[i], (i*131+j*17)%o.Vocab)
+		}
+	}
+	ctx := context.Background()
+	if _, err := m.LogProbs(ctx, seqs); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := m.LogProbs(ctx, seqs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*o.Batch*o.ScoreLen)/b.Elapsed().Seconds(), "tokens/s")
+}
+
+// BenchmarkDecodeStep measures one cached decoding step for 16 rows.
+func BenchmarkDecodeStep(b *testing.B) {
+	be, err := model.NewBackend()
+	if err != nil {
+		b.Fatal(err)
+	}
+	o := Defaults()
+	m, err := RandomModel(be, o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	prompts := make([][]int, o.Batch)
+	for i := range prompts {
+		for j := 0; j < o.PromptLen; j++ {
+			prompts[i] = append(prompts[i], (i*131+j*17)%o.Vocab)
+		}
+	}
+	d, err := m.NewDecoder(prompts, b.N+2, true)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := d.Start(); err != nil {
+		b.Fatal(err)
+	}
+	next := make([]int, o.Batch)
+	d.Step(next)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := d.Step(next); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*o.Batch)/b.Elapsed().Seconds(), "tokens/s")
+}
