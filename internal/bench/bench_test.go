@@ -7,8 +7,7 @@ import (
 	"github.com/cyclealign/cyclealign/internal/model"
 )
 
-// BenchmarkScore measures scoring of 16 x 128 tokens on the ~10M-parameter model.
-func BenchmarkScore(b *testing.B) {
+func benchModel(b *testing.B) (*model.Model, Options) {
 	be, err := model.NewBackend()
 	if err != nil {
 		b.Fatal(err)
@@ -18,6 +17,12 @@ func BenchmarkScore(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return m, o
+}
+
+// BenchmarkScore measures scoring of 16 x 128 tokens on the ~10M-parameter model.
+func BenchmarkScore(b *testing.B) {
+	m, o := benchModel(b)
 	seqs := make([][]int, o.Batch)
 	for i := range seqs {
 		for j := 0; j < o.ScoreLen; j++ {
@@ -39,15 +44,7 @@ func BenchmarkScore(b *testing.B) {
 
 // BenchmarkDecodeStep measures one cached decoding step for 16 rows.
 func BenchmarkDecodeStep(b *testing.B) {
-	be, err := model.NewBackend()
-	if err != nil {
-		b.Fatal(err)
-	}
-	o := Defaults()
-	m, err := RandomModel(be, o)
-	if err != nil {
-		b.Fatal(err)
-	}
+	m, o := benchModel(b)
 	prompts := make([][]int, o.Batch)
 	for i := range prompts {
 		for j := 0; j < o.PromptLen; j++ {

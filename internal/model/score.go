@@ -69,25 +69,36 @@ func batches(seqs [][]int) [][]int {
 	return out
 }
 
-// LogProbs returns, for each sequence s, lp[t] = log p(s[t+1] | s[:t+1]) for t < len(s)-1.
-// Results do not depend on which sequences share a batch.
-func (m *Model) LogProbs(ctx context.Context, seqs [][]int) ([][]float32, error) {
-	out := make([][]float32, len(seqs))
+// eachBatch calls fn on groups of sequences of similar length (indices into seqs and the
+// sequences themselves), with the bucketed width T they are padded to.
+func (m *Model) eachBatch(ctx context.Context, seqs [][]int, minLen int, fn func(group []int, rows [][]int, T int) error) error {
 	for _, group := range batches(seqs) {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
 		rows := make([][]int, len(group))
 		for i, j := range group {
-			if len(seqs[j]) < 2 {
-				return nil, fmt.Errorf("sequence %d has %d tokens; scoring needs at least 2", j, len(seqs[j]))
+			if len(seqs[j]) < minLen {
+				return fmt.Errorf("sequence %d has %d tokens; at least %d needed", j, len(seqs[j]), minLen)
 			}
 			rows[i] = seqs[j]
 		}
 		T, err := m.bucket(len(rows[0]))
 		if err != nil {
-			return nil, err
+			return err
 		}
+		if err := fn(group, rows, T); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// LogProbs returns, for each sequence s, lp[t] = log p(s[t+1] | s[:t+1]) for t < len(s)-1.
+// Results do not depend on which sequences share a batch.
+func (m *Model) LogProbs(ctx context.Context, seqs [][]int) ([][]float32, error) {
+	out := make([][]float32, len(seqs))
+	err := m.eachBatch(ctx, seqs, 2, func(group []int, rows [][]int, T int) error {
 		tok, pos, mask := m.RightPadded(rows, T)
 		tgt := make([]int32, len(rows)*T)
 		for b, s := range rows {
@@ -97,49 +108,37 @@ func (m *Model) LogProbs(ctx context.Context, seqs [][]int) ([][]float32, error)
 		}
 		res, err := m.run("logprobs", logProbsGraph(m), tok, pos, mask, tensors.FromFlatDataAndDimensions(tgt, len(rows), T))
 		if err != nil {
-			return nil, err
+			return err
 		}
 		flat, err := toFloat32(res[0])
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for b, j := range group {
 			out[j] = append([]float32(nil), flat[b*T:b*T+len(rows[b])-1]...)
 		}
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
 
-// Logits returns the logits [len(s)][V] of every position of each sequence.
+// Logits returns the logits [len(s)][V] of every position of each sequence (V is num_labels
+// for a sequence-classification head).
 func (m *Model) Logits(ctx context.Context, seqs [][]int) ([][][]float32, error) {
 	out := make([][][]float32, len(seqs))
 	V := m.Config.VocabSize
 	if m.Config.NumLabels > 0 {
 		V = m.Config.NumLabels
 	}
-	for _, group := range batches(seqs) {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		rows := make([][]int, len(group))
-		for i, j := range group {
-			if len(seqs[j]) == 0 {
-				return nil, fmt.Errorf("sequence %d is empty", j)
-			}
-			rows[i] = seqs[j]
-		}
-		T, err := m.bucket(len(rows[0]))
-		if err != nil {
-			return nil, err
-		}
+	err := m.eachBatch(ctx, seqs, 1, func(group []int, rows [][]int, T int) error {
 		tok, pos, mask := m.RightPadded(rows, T)
 		res, err := m.run("logits", logitsGraph(m), tok, pos, mask)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		flat, err := toFloat32(res[0])
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for b, j := range group {
 			out[j] = make([][]float32, len(rows[b]))
@@ -147,8 +146,9 @@ func (m *Model) Logits(ctx context.Context, seqs [][]int) ([][][]float32, error)
 				out[j][t] = flat[(b*T+t)*V : (b*T+t+1)*V]
 			}
 		}
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
 
 // Score is the log-probability of a response given a prompt.

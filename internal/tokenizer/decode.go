@@ -11,8 +11,9 @@ import (
 // decoder maps tokens to text pieces (HF's decode_chain); the pieces are concatenated at the end.
 type decoder func(tokens []string) []string
 
+// newDecoder returns nil for a missing decoder: HF then joins tokens with spaces.
 func newDecoder(raw json.RawMessage, field string) (decoder, error) {
-	if len(raw) == 0 || string(raw) == "null" {
+	if isNull(raw) {
 		return nil, nil
 	}
 	var t typed
@@ -21,24 +22,15 @@ func newDecoder(raw json.RawMessage, field string) (decoder, error) {
 	}
 	switch t.Type {
 	case "Sequence":
-		var j struct {
-			Decoders []json.RawMessage `json:"decoders"`
-		}
-		if err := json.Unmarshal(raw, &j); err != nil {
-			return nil, fmt.Errorf("%s: %w", field, err)
-		}
-		var seq []decoder
-		for i, d := range j.Decoders {
-			f, err := newDecoder(d, fmt.Sprintf("%s.decoders[%d]", field, i))
-			if err != nil {
-				return nil, err
-			}
-			if f != nil {
-				seq = append(seq, f)
-			}
+		seq, err := sequence(raw, field, "decoders", newDecoder)
+		if err != nil {
+			return nil, err
 		}
 		return func(toks []string) []string {
 			for _, f := range seq {
+				if f == nil {
+					continue
+				}
 				toks = f(toks)
 			}
 			return toks
@@ -159,9 +151,11 @@ func byteFallback(toks []string) []string {
 // postProcessor adds special tokens around an encoded single sequence.
 type postProcessor func(ids []int) []int
 
+func identityIDs(ids []int) []int { return ids }
+
 func newPostProcessor(raw json.RawMessage, field string, vocab func(string) (int, bool)) (postProcessor, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return nil, nil
+	if isNull(raw) {
+		return identityIDs, nil
 	}
 	var t typed
 	if err := json.Unmarshal(raw, &t); err != nil {
@@ -169,23 +163,13 @@ func newPostProcessor(raw json.RawMessage, field string, vocab func(string) (int
 	}
 	switch t.Type {
 	case "ByteLevel":
-		return nil, nil // only adjusts offsets, never ids
+		return identityIDs, nil // only adjusts offsets, never ids
 	case "Sequence":
-		var j struct {
-			Processors []json.RawMessage `json:"processors"`
-		}
-		if err := json.Unmarshal(raw, &j); err != nil {
-			return nil, fmt.Errorf("%s: %w", field, err)
-		}
-		var seq []postProcessor
-		for i, p := range j.Processors {
-			f, err := newPostProcessor(p, fmt.Sprintf("%s.processors[%d]", field, i), vocab)
-			if err != nil {
-				return nil, err
-			}
-			if f != nil {
-				seq = append(seq, f)
-			}
+		seq, err := sequence(raw, field, "processors", func(r json.RawMessage, f string) (postProcessor, error) {
+			return newPostProcessor(r, f, vocab)
+		})
+		if err != nil {
+			return nil, err
 		}
 		return func(ids []int) []int {
 			for _, f := range seq {

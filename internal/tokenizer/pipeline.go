@@ -72,17 +72,41 @@ func (c *compiled) matches(s string) [][2]int {
 	return out
 }
 
+// sequence builds each element of the list raw[key] (a Sequence normalizer, pre-tokenizer,
+// decoder or post-processor).
+func sequence[T any](raw json.RawMessage, field, key string, build func(json.RawMessage, string) (T, error)) ([]T, error) {
+	var j map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &j); err != nil {
+		return nil, fmt.Errorf("%s: %w", field, err)
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(j[key], &items); err != nil {
+		return nil, fmt.Errorf("%s.%s: want a list", field, key)
+	}
+	out := make([]T, 0, len(items))
+	for i, it := range items {
+		f, err := build(it, fmt.Sprintf("%s.%s[%d]", field, key, i))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
 // ---- normalizers ----
 
 type normalizer func(string) string
+
+func isNull(raw json.RawMessage) bool { return len(raw) == 0 || string(raw) == "null" }
 
 type typed struct {
 	Type string `json:"type"`
 }
 
 func newNormalizer(raw json.RawMessage, field string) (normalizer, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return nil, nil
+	if isNull(raw) {
+		return func(s string) string { return s }, nil
 	}
 	var t typed
 	if err := json.Unmarshal(raw, &t); err != nil {
@@ -90,21 +114,9 @@ func newNormalizer(raw json.RawMessage, field string) (normalizer, error) {
 	}
 	switch t.Type {
 	case "Sequence":
-		var j struct {
-			Normalizers []json.RawMessage `json:"normalizers"`
-		}
-		if err := json.Unmarshal(raw, &j); err != nil {
-			return nil, fmt.Errorf("%s: %w", field, err)
-		}
-		var seq []normalizer
-		for i, n := range j.Normalizers {
-			f, err := newNormalizer(n, fmt.Sprintf("%s.normalizers[%d]", field, i))
-			if err != nil {
-				return nil, err
-			}
-			if f != nil {
-				seq = append(seq, f)
-			}
+		seq, err := sequence(raw, field, "normalizers", newNormalizer)
+		if err != nil {
+			return nil, err
 		}
 		return func(s string) string {
 			for _, f := range seq {
@@ -191,8 +203,8 @@ func (c *compiled) replace(s, content string) string {
 type preTokenizer func(pieces []string, first bool) []string
 
 func newPreTokenizer(raw json.RawMessage, field string) (preTokenizer, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return nil, nil
+	if isNull(raw) {
+		return func(p []string, _ bool) []string { return p }, nil
 	}
 	var t typed
 	if err := json.Unmarshal(raw, &t); err != nil {
@@ -200,21 +212,9 @@ func newPreTokenizer(raw json.RawMessage, field string) (preTokenizer, error) {
 	}
 	switch t.Type {
 	case "Sequence":
-		var j struct {
-			PreTokenizers []json.RawMessage `json:"pretokenizers"`
-		}
-		if err := json.Unmarshal(raw, &j); err != nil {
-			return nil, fmt.Errorf("%s: %w", field, err)
-		}
-		var seq []preTokenizer
-		for i, p := range j.PreTokenizers {
-			f, err := newPreTokenizer(p, fmt.Sprintf("%s.pretokenizers[%d]", field, i))
-			if err != nil {
-				return nil, err
-			}
-			if f != nil {
-				seq = append(seq, f)
-			}
+		seq, err := sequence(raw, field, "pretokenizers", newPreTokenizer)
+		if err != nil {
+			return nil, err
 		}
 		return func(pieces []string, first bool) []string {
 			for _, f := range seq {

@@ -155,22 +155,16 @@ func (t *Tokenizer) Encode(text string, addSpecial bool) []int {
 			continue
 		}
 		s := seg.text
-		if t.normalize != nil {
-			s = t.normalize(s)
-		}
-		if s == "" {
+		if s = t.normalize(s); s == "" {
 			continue
 		}
-		pieces := []string{s}
-		if t.preTok != nil {
-			pieces = t.preTok(pieces, first)
-		}
+		pieces := t.preTok([]string{s}, first)
 		first = false
 		for _, p := range pieces {
 			ids = append(ids, t.model.tokenize(p)...)
 		}
 	}
-	if addSpecial && t.post != nil {
+	if addSpecial {
 		ids = t.post(ids)
 	}
 	if ids == nil {
