@@ -28,7 +28,7 @@ func InitTensors(cfg *hf.Config, std float64, seed uint64) (map[string]*hf.Tenso
 		rng := rand.New(rand.NewPCG(seed, hashName(name)))
 		switch {
 		case strings.HasSuffix(name, ".bias"):
-		case isNorm(name):
+		case IsNorm(name):
 			for i := range t.Data {
 				t.Data[i] = 1
 			}
@@ -42,9 +42,9 @@ func InitTensors(cfg *hf.Config, std float64, seed uint64) (map[string]*hf.Tenso
 	return out, nil
 }
 
-// isNorm reports whether a tensor is a normalisation weight (also used to exempt it from
+// IsNorm reports whether a tensor is a normalisation weight (also used to exempt it from
 // weight decay).
-func isNorm(name string) bool {
+func IsNorm(name string) bool {
 	for _, s := range []string{"norm", "ln_", "layernorm"} {
 		if strings.Contains(name, s) {
 			return true

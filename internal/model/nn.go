@@ -8,20 +8,21 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/shapes"
 )
 
-// Graph building blocks shared by the architectures. None of them slices a tensor that needs
+// Graph building blocks shared by the architectures. Norms divide by Sqrt because GoMLX has no
+// gradient for Rsqrt. None of them slices a tensor that needs
 // a gradient: simplego has no Pad, which Slice's gradient uses, so selections are written as
 // contractions with constant one-hot or sign matrices instead.
 
 func rmsNorm(x, w *Node, eps float64) *Node {
 	v := ReduceAndKeep(Square(x), ReduceMean, -1)
-	return Mul(Mul(x, Rsqrt(AddScalar(v, eps))), ExpandLeftToRank(w, x.Rank()))
+	return Mul(Div(x, Sqrt(AddScalar(v, eps))), ExpandLeftToRank(w, x.Rank()))
 }
 
 func layerNorm(x, w, b *Node, eps float64) *Node {
 	mean := ReduceAndKeep(x, ReduceMean, -1)
 	xc := Sub(x, mean)
 	v := ReduceAndKeep(Square(xc), ReduceMean, -1)
-	return Add(Mul(Mul(xc, Rsqrt(AddScalar(v, eps))), ExpandLeftToRank(w, x.Rank())), ExpandLeftToRank(b, x.Rank()))
+	return Add(Mul(Div(xc, Sqrt(AddScalar(v, eps))), ExpandLeftToRank(w, x.Rank())), ExpandLeftToRank(b, x.Rank()))
 }
 
 func geluTanh(x *Node) *Node {

@@ -1,0 +1,98 @@
+// Package train is the white-box training side: ranking losses (SFT, RRHF, PRO) over ranked
+// candidates, AdamW with a warm-up/cosine schedule, clipping and gradient accumulation,
+// resumable checkpoints, and a faster DotGeneral gradient for GoMLX.
+package train
+
+import (
+	"reflect"
+	"slices"
+	"sync"
+
+	. "github.com/gomlx/gomlx/pkg/core/graph"
+	"github.com/gomlx/gomlx/pkg/core/shapes"
+)
+
+// GoMLX v0.26's DotGeneral gradient materialises the broadcast product [batch, M, N, K] before
+// reducing it (ENGINE-NOTES: 12x slower, 11x more memory). fastDotGeneralVJP writes each
+// operand's gradient as one DotGeneral of the output gradient with the other operand, followed by
+// a transpose into the operand's axis order.
+
+var (
+	stockDotGeneralVJP = VJPRegistration[NodeTypeDotGeneral]
+	installOnce        sync.Once
+)
+
+// InstallFastGradients replaces GoMLX's DotGeneral gradient, once per process.
+func InstallFastGradients() {
+	installOnce.Do(func() { VJPRegistration[NodeTypeDotGeneral] = fastDotGeneralVJP })
+}
+
+// dotAxes reads the axes of a DotGeneral node; GoMLX keeps them unexported.
+func dotAxes(node *Node) (lc, lb, rc, rb []int) {
+	p := reflect.ValueOf(node).Elem().FieldByName("inputs").Elem().Elem()
+	get := func(name string) []int {
+		f := p.FieldByName(name)
+		out := make([]int, f.Len())
+		for i := range out {
+			out[i] = int(f.Index(i).Int())
+		}
+		return out
+	}
+	return get("lhsContractingAxes"), get("lhsBatchAxes"), get("rhsContractingAxes"), get("rhsBatchAxes")
+}
+
+// freeAxes lists the axes of a rank-r operand that are neither contracted nor batch axes, in order.
+func freeAxes(r int, contracting, batch []int) []int {
+	var out []int
+	for a := 0; a < r; a++ {
+		if !slices.Contains(contracting, a) && !slices.Contains(batch, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func span(from, n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = from + i
+	}
+	return out
+}
+
+// operandGrad is the gradient of one operand ("self") of out = DotGeneral(...). v has the
+// output layout [batch, lhsFree, rhsFree]; vOther are the positions of the other operand's free
+// axes in v. The product's layout is [batch, selfFree, other's contracting axes in ascending
+// order]; it is transposed back to self's axis order.
+func operandGrad(v *Node, vBatch, vOther []int, other *Node, oFree, oBatch, oContract []int,
+	selfRank int, sBatch, sFree, sContract []int) *Node {
+	r := DotGeneral(v, vOther, vBatch, other, oFree, oBatch)
+	ascending := slices.Sorted(slices.Values(oContract))
+	perm := make([]int, selfRank)
+	for i, a := range sBatch {
+		perm[a] = i
+	}
+	for i, a := range sFree {
+		perm[a] = len(sBatch) + i
+	}
+	for i, a := range sContract {
+		perm[a] = len(sBatch) + len(sFree) + slices.Index(ascending, oContract[i])
+	}
+	if slices.Equal(perm, span(0, selfRank)) {
+		return r
+	}
+	return TransposeAllAxes(r, perm...)
+}
+
+func fastDotGeneralVJP(node *Node, vjpOutputs []*Node, _ shapes.Shape) []*Node {
+	v := vjpOutputs[0]
+	lhs, rhs := node.Inputs()[0], node.Inputs()[1]
+	lc, lb, rc, rb := dotAxes(node)
+	lf, rf := freeAxes(lhs.Rank(), lc, lb), freeAxes(rhs.Rank(), rc, rb)
+	vb := span(0, len(lb))
+	vlf := span(len(lb), len(lf))
+	vrf := span(len(lb)+len(lf), len(rf))
+	gl := operandGrad(v, vb, vrf, rhs, rf, rb, rc, lhs.Rank(), lb, lf, lc)
+	gr := operandGrad(v, vb, vlf, lhs, lf, lb, lc, rhs.Rank(), rb, rf, rc)
+	return []*Node{gl, gr}
+}

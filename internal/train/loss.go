@@ -1,0 +1,212 @@
+package train
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	. "github.com/gomlx/gomlx/pkg/core/graph"
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+	"github.com/gomlx/gomlx/pkg/ml/context"
+
+	"github.com/cyclealign/cyclealign/internal/model"
+	"github.com/cyclealign/cyclealign/internal/tokenizer"
+)
+
+// LossKind names a training objective (METHOD.md, Losses).
+type LossKind string
+
+// The objectives.
+const (
+	SFT  LossKind = "sft"
+	RRHF LossKind = "rrhf"
+	PRO  LossKind = "pro"
+)
+
+// ParseLoss checks a loss name.
+func ParseLoss(s string) (LossKind, error) {
+	switch k := LossKind(s); k {
+	case SFT, RRHF, PRO:
+		return k, nil
+	}
+	return "", fmt.Errorf("unknown loss %q (want sft, rrhf or pro)", s)
+}
+
+// DefaultSFTWeight is λ of METHOD.md: 1 for RRHF, 0.5 for PRO.
+func DefaultSFTWeight(k LossKind) float64 {
+	if k == PRO {
+		return 0.5
+	}
+	return 1
+}
+
+// Loss is an objective with its SFT weight λ.
+type Loss struct {
+	Kind      LossKind
+	SFTWeight float64
+}
+
+// Terms returns L_rank (L_pro for PRO, 0 for SFT) and L_sft for one prompt's length-normalised
+// scores, ranked best first. This is the reference the graph is tested against.
+func (l Loss) Terms(s []float64) (rank, sft float64) {
+	sft = -s[0]
+	switch l.Kind {
+	case RRHF:
+		for i := range s {
+			for j := i + 1; j < len(s); j++ {
+				rank += math.Max(0, s[j]-s[i])
+			}
+		}
+	case PRO:
+		for k := 0; k < len(s)-1; k++ {
+			m := s[k]
+			for _, v := range s[k:] {
+				m = math.Max(m, v)
+			}
+			sum := 0.0
+			for _, v := range s[k:] {
+				sum += math.Exp(v - m)
+			}
+			rank += m + math.Log(sum) - s[k]
+		}
+	}
+	return rank, sft
+}
+
+// Total combines the terms: L_sft alone for SFT, L_rank + λ·L_sft otherwise.
+func (l Loss) Total(rank, sft float64) float64 {
+	if l.Kind == SFT {
+		return sft
+	}
+	return rank + l.SFTWeight*sft
+}
+
+// Example is a tokenized ranked prompt.
+type Example struct {
+	Prompt     []int
+	Candidates [][]int // best first
+}
+
+// Tokenize encodes a ranked example: the prompt with special tokens, candidates without, each
+// candidate truncated to maxResponse tokens (0: no limit).
+func Tokenize(tok *tokenizer.Tokenizer, r Ranked, maxResponse int) Example {
+	ex := Example{Prompt: tok.Encode(r.Prompt, true)}
+	for _, c := range r.Candidates {
+		ids := tok.Encode(c, false)
+		if maxResponse > 0 && len(ids) > maxResponse {
+			ids = ids[:maxResponse]
+		}
+		ex.Candidates = append(ex.Candidates, ids)
+	}
+	return ex
+}
+
+// batch is a set of examples laid out for the loss graph: one row per (prompt, candidate),
+// plus constant matrices that select each example's terms from the row scores.
+type batch struct {
+	args     []any // tokens, positions, mask, targets, respMask, sftSel, pairs, suffix, pick
+	examples int
+	rows     int
+	tokens   int      // real tokens in the batch
+	owner    [][2]int // row -> (example, candidate rank)
+}
+
+func newBatch(m *model.Model, exs []Example) (*batch, error) {
+	var seqs [][]int
+	var plen []int
+	b := &batch{examples: len(exs)}
+	maxLen := 0
+	for e, ex := range exs {
+		if len(ex.Candidates) < 2 {
+			return nil, fmt.Errorf("example %d has %d candidates; need at least 2", e, len(ex.Candidates))
+		}
+		for c, cand := range ex.Candidates {
+			if len(cand) == 0 {
+				return nil, fmt.Errorf("example %d candidate %d has no tokens", e, c)
+			}
+			s := append(append([]int(nil), ex.Prompt...), cand...)
+			seqs = append(seqs, s)
+			plen = append(plen, len(ex.Prompt))
+			b.owner = append(b.owner, [2]int{e, c})
+			maxLen = max(maxLen, len(s))
+			b.tokens += len(s)
+		}
+	}
+	R := len(seqs)
+	b.rows = R
+	if maxLen > m.Config.MaxPositions {
+		return nil, fmt.Errorf("a prompt plus candidate has %d tokens, over the model's %d positions", maxLen, m.Config.MaxPositions)
+	}
+	T := min((maxLen+15)/16*16, m.Config.MaxPositions)
+	tok, pos, mask := m.RightPadded(seqs, T)
+	tgt := make([]int32, R*T)
+	resp := make([]float32, R*T)
+	for r, s := range seqs {
+		for t := plen[r] - 1; t+1 < len(s); t++ {
+			tgt[r*T+t] = int32(s[t+1])
+			resp[r*T+t] = 1
+		}
+	}
+	E := len(exs)
+	sftSel := make([]float32, E*R)
+	var pairs []float32
+	var suffix []bool
+	var pick []float32
+	row0 := 0
+	for e, ex := range exs {
+		n := len(ex.Candidates)
+		sftSel[e*R+row0] = 1
+		for i := 0; i < n; i++ {
+			for j := i + 1; j < n; j++ {
+				p := make([]float32, R)
+				p[row0+j], p[row0+i] = 1, -1
+				pairs = append(pairs, p...)
+			}
+		}
+		for k := 0; k < n-1; k++ {
+			sfx := make([]bool, R)
+			pk := make([]float32, R)
+			for i := k; i < n; i++ {
+				sfx[row0+i] = true
+			}
+			pk[row0+k] = 1
+			suffix = append(suffix, sfx...)
+			pick = append(pick, pk...)
+		}
+		row0 += n
+	}
+	b.args = []any{tok, pos, mask,
+		tensors.FromFlatDataAndDimensions(tgt, R, T),
+		tensors.FromFlatDataAndDimensions(resp, R, T),
+		tensors.FromFlatDataAndDimensions(sftSel, E, R),
+		tensors.FromFlatDataAndDimensions(pairs, len(pairs)/R, R),
+		tensors.FromFlatDataAndDimensions(suffix, len(suffix)/R, R),
+		tensors.FromFlatDataAndDimensions(pick, len(pick)/R, R)}
+	return b, nil
+}
+
+// lossGraph returns the summed objective over the batch's examples, the summed rank and SFT
+// terms, and the row scores s (length-normalised response log-probabilities).
+func lossGraph(m *model.Model, l Loss, ctx *context.Context, in []*Node) (total, rank, sft, scores *Node) {
+	lp := m.TokenLogProbs(ctx, in[0], in[1], in[2], in[3])
+	resp := in[4]
+	scores = Div(ReduceSum(Mul(lp, resp), -1), ReduceSum(resp, -1)) // [R]
+	sft = Neg(ReduceAllSum(Einsum("er,r->e", in[5], scores)))
+	switch l.Kind {
+	case RRHF:
+		rank = ReduceAllSum(MaxScalar(Einsum("pr,r->p", in[6], scores), 0))
+	case PRO:
+		suffix, pick := in[7], in[8]
+		S := BroadcastToDims(InsertAxes(scores, 0), suffix.Shape().Dimensions...)
+		mx := StopGradient(ReduceMax(Where(suffix, S, Scalar(S.Graph(), dtypes.Float32, -1e30)), -1))
+		shifted := Where(suffix, Sub(S, InsertAxes(mx, -1)), Scalar(S.Graph(), dtypes.Float32, -1e4))
+		lse := Add(mx, Log(ReduceSum(Exp(shifted), -1)))
+		rank = ReduceAllSum(Sub(lse, Einsum("tr,r->t", pick, scores)))
+	default:
+		rank = ScalarZero(scores.Graph(), dtypes.Float32)
+	}
+	if l.Kind == SFT {
+		return sft, rank, sft, scores
+	}
+	return Add(rank, MulScalar(sft, l.SFTWeight)), rank, sft, scores
+}

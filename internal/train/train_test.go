@@ -1,0 +1,285 @@
+package train
+
+import (
+	"context"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+
+	"github.com/cyclealign/cyclealign/internal/model"
+)
+
+func loadTiny(t *testing.T) *model.Model {
+	t.Helper()
+	b, err := model.NewBackend()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.Load(b, filepath.Join("..", "..", "testdata", "tiny-llama-metaspace"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestLossTermsByHand(t *testing.T) {
+	s := []float64{-1, -2, -0.5}
+	// RRHF: max(0,-2+1) + max(0,-0.5+1) + max(0,-0.5+2) = 0 + 0.5 + 1.5.
+	rank, sft := Loss{Kind: RRHF}.Terms(s)
+	if math.Abs(rank-2) > 1e-12 || sft != 1 {
+		t.Fatalf("rrhf terms %v %v", rank, sft)
+	}
+	if got := (Loss{Kind: RRHF, SFTWeight: 1}).Total(rank, sft); math.Abs(got-3) > 1e-12 {
+		t.Fatalf("rrhf total %v", got)
+	}
+	// PRO: [log(e^-1+e^-2+e^-0.5) + 1] + [log(e^-2+e^-0.5) + 2] = 2.805543883319481.
+	rank, _ = Loss{Kind: PRO}.Terms(s)
+	if math.Abs(rank-2.805543883319481) > 1e-12 {
+		t.Fatalf("pro rank %v", rank)
+	}
+	if got := (Loss{Kind: PRO, SFTWeight: 0.5}).Total(rank, 1); math.Abs(got-3.305543883319481) > 1e-12 {
+		t.Fatalf("pro total %v", got)
+	}
+	if got := (Loss{Kind: SFT}).Total(5, 1); got != 1 {
+		t.Fatalf("sft total %v", got)
+	}
+	// A correctly ordered ranking costs RRHF nothing.
+	if r, _ := (Loss{Kind: RRHF}).Terms([]float64{-0.1, -0.2, -3}); r != 0 {
+		t.Fatalf("ordered ranking: rrhf %v", r)
+	}
+}
+
+func tinyExamples(m *model.Model) []Example {
+	rs := []Ranked{
+		{Prompt: "\n\nHuman: How do I bake bread?\n\nAssistant:", Candidates: []string{" Mix flour, water and yeast, then bake.", " No.", " Bread is a food made of flour and water, baked."}},
+		{Prompt: "\n\nHuman: Hi\n\nAssistant:", Candidates: []string{" Hello! How can I help?", " What"}},
+		{Prompt: "\n\nHuman: Tell me a joke.\n\nAssistant:", Candidates: []string{" Why did the cat sit on the computer?", " I will not.", " Jokes are fun", " ok"}},
+	}
+	var out []Example
+	for _, r := range rs {
+		out = append(out, Tokenize(m.Tokenizer, r, 0))
+	}
+	return out
+}
+
+// TestGraphLossMatchesReference: the loss graph's scores equal the engine's length-normalised
+// scores, and its loss equals the reference formulas applied to them, for mixed n and lengths.
+func TestGraphLossMatchesReference(t *testing.T) {
+	m := loadTiny(t)
+	exs := tinyExamples(m)
+	ctx := context.Background()
+	for _, kind := range []LossKind{SFT, RRHF, PRO} {
+		l := Loss{Kind: kind, SFTWeight: DefaultSFTWeight(kind)}
+		st, err := NewTrainer(m, l, DefaultOptimizer()).Evaluate(ctx, exs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 0.0
+		for e, ex := range exs {
+			var prompts [][]int
+			for range ex.Candidates {
+				prompts = append(prompts, ex.Prompt)
+			}
+			sc, err := m.ScoreIDs(ctx, prompts, ex.Candidates)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for c := range sc {
+				if math.Abs(sc[c].Mean-st.Scores[e][c]) > 1e-5 {
+					t.Fatalf("%s example %d candidate %d: graph score %v, engine %v", kind, e, c, st.Scores[e][c], sc[c].Mean)
+				}
+			}
+			want += l.Total(l.Terms(st.Scores[e]))
+		}
+		if math.Abs(st.Loss-want) > 1e-4 {
+			t.Fatalf("%s: graph loss %v, reference %v", kind, st.Loss, want)
+		}
+	}
+}
+
+func weightValue(t *testing.T, m *model.Model, name string) []float32 {
+	v, err := m.Variable(name).Value()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tensors.MustCopyFlatData[float32](v)
+}
+
+func setWeight(t *testing.T, m *model.Model, name string, data []float32) {
+	v := m.Variable(name)
+	if err := v.SetValue(tensors.FromFlatDataAndDimensions(data, v.Shape().Dimensions...)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFiniteDifferences checks the gradient of each loss against central differences.
+func TestFiniteDifferences(t *testing.T) {
+	m := loadTiny(t)
+	exs := tinyExamples(m)
+	ctx := context.Background()
+	names := []string{"model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight", "model.norm.weight", "lm_head.weight"}
+	for _, kind := range []LossKind{SFT, RRHF, PRO} {
+		tr := NewTrainer(m, Loss{Kind: kind, SFTWeight: DefaultSFTWeight(kind)}, DefaultOptimizer())
+		if _, err := tr.Accumulate(ctx, exs); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range names {
+			var grad []float32
+			for i, p := range tr.params {
+				if p.Name() == name {
+					grad = tensors.MustCopyFlatData[float32](tr.accum[i].MustValue())
+				}
+			}
+			w := weightValue(t, m, name)
+			// The largest gradient entry of this tensor, where float32 differences are reliable.
+			best := 0
+			for i := range grad {
+				if math.Abs(float64(grad[i])) > math.Abs(float64(grad[best])) {
+					best = i
+				}
+			}
+			const eps = 1e-2
+			loss := func(delta float32) float64 {
+				w2 := append([]float32(nil), w...)
+				w2[best] += delta
+				setWeight(t, m, name, w2)
+				st, err := tr.Evaluate(ctx, exs)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return st.Loss
+			}
+			fd := (loss(eps) - loss(-eps)) / (2 * eps)
+			setWeight(t, m, name, w)
+			g := float64(grad[best])
+			if math.Abs(fd-g) > 0.02*math.Abs(g)+1e-3 {
+				t.Errorf("%s %s[%d]: gradient %.6f, finite difference %.6f", kind, name, best, g, fd)
+			}
+		}
+	}
+}
+
+// TestAccumulationEqualsLargeBatch: two micro-batches accumulated give the same update as one
+// batch holding both.
+func TestAccumulationEqualsLargeBatch(t *testing.T) {
+	ctx := context.Background()
+	opt := DefaultOptimizer()
+	opt.LR, opt.WarmupSteps, opt.TotalSteps = 1e-3, 0, 10
+	l := Loss{Kind: PRO, SFTWeight: 0.5}
+	a, b := loadTiny(t), loadTiny(t)
+	exs := tinyExamples(a)
+	ta, tb := NewTrainer(a, l, opt), NewTrainer(b, l, opt)
+	for step := 0; step < 2; step++ {
+		if _, err := ta.Accumulate(ctx, exs); err != nil {
+			t.Fatal(err)
+		}
+		for _, part := range [][]Example{exs[:1], exs[1:]} {
+			if _, err := tb.Accumulate(ctx, part); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The pending gradients agree element by element before the step.
+		for i := range ta.accum {
+			ga := tensors.MustCopyFlatData[float32](ta.accum[i].MustValue())
+			gb := tensors.MustCopyFlatData[float32](tb.accum[i].MustValue())
+			for j := range ga {
+				if d := math.Abs(float64(ga[j] - gb[j])); d > 1e-5*(1+math.Abs(float64(ga[j]))) {
+					t.Fatalf("step %d %s[%d]: accumulated gradient %v vs %v", step, ta.params[i].Name(), j, gb[j], ga[j])
+				}
+			}
+		}
+		na, err := ta.Apply()
+		if err != nil {
+			t.Fatal(err)
+		}
+		nb, err := tb.Apply()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if math.Abs(na-nb) > 1e-5*na {
+			t.Fatalf("step %d: gradient norms %v vs %v", step, na, nb)
+		}
+	}
+	moved := false
+	orig := loadTiny(t)
+	for _, n := range a.TensorNames() {
+		wa, wb, w0 := weightValue(t, a, n), weightValue(t, b, n), weightValue(t, orig, n)
+		for i := range wa {
+			// Adam divides by sqrt(v), so float32 rounding in the gradient shows up in the
+			// update; 1e-5 is 1% of the 1e-3 step.
+			if math.Abs(float64(wa[i]-wb[i])) > 1e-5 {
+				t.Fatalf("%s[%d]: %v vs %v", n, i, wa[i], wb[i])
+			}
+			moved = moved || wa[i] != w0[i]
+		}
+	}
+	if !moved {
+		t.Fatal("two optimiser steps left every weight unchanged")
+	}
+}
+
+func TestSchedule(t *testing.T) {
+	o := Optimizer{LR: 1, WarmupSteps: 4, TotalSteps: 12}
+	for _, c := range []struct {
+		step int
+		want float64
+	}{{0, 0}, {2, 0.5}, {4, 1}, {8, 0.5}, {12, 0}, {20, 0}} {
+		if got := o.LRAt(c.step); math.Abs(got-c.want) > 1e-12 {
+			t.Errorf("LRAt(%d) = %v, want %v", c.step, got, c.want)
+		}
+	}
+}
+
+func TestTrainingLowersLoss(t *testing.T) {
+	m := loadTiny(t)
+	ctx := context.Background()
+	exs := tinyExamples(m)
+	opt := DefaultOptimizer()
+	opt.LR = 3e-3
+	tr := NewTrainer(m, Loss{Kind: RRHF, SFTWeight: 1}, opt)
+	first, err := tr.Evaluate(ctx, exs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 8; i++ {
+		if _, err := tr.Accumulate(ctx, exs); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tr.Apply(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last, _ := tr.Evaluate(ctx, exs)
+	if last.Loss >= first.Loss*0.9 {
+		t.Fatalf("8 steps: loss %v -> %v", first.Loss, last.Loss)
+	}
+}
+
+func TestReadRankedErrors(t *testing.T) {
+	cases := []struct{ body, want string }{
+		{`{"prompt":"p","candidates":["a","b"]}` + "\n" + `{"prompt":"p","candidates":["only"]}`, "line 2: 1 candidate"},
+		{`{"prompt":"p","candidates":["a",""]}`, "line 1: candidate 1 is empty"},
+		{`{"prompt":"","candidates":["a","b"]}`, "line 1: empty prompt"},
+		{`{"prompt":"p","candidates":["a","b"]}` + "\n\n" + `{"prompt": "p", oops}`, "line 3: invalid JSON"},
+		{`{"query":"q","responses":["a","b"],"scores":[1]}`, "line 1: 2 responses but 1 scores"},
+		{`{"text":"x"}`, "line 1: want"},
+	}
+	for _, c := range cases {
+		p := filepath.Join(t.TempDir(), "ranked.jsonl")
+		os.WriteFile(p, []byte(c.body), 0o644)
+		_, err := ReadRanked(p)
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), p) {
+			t.Errorf("%q: got %v, want %q", c.body, err, c.want)
+		}
+	}
+	p := filepath.Join(t.TempDir(), "rrhf.jsonl")
+	os.WriteFile(p, []byte(`{"query":"q","responses":["low","high","mid"],"scores":[-1,2,0.5]}`), 0o644)
+	rs, err := ReadRanked(p)
+	if err != nil || strings.Join(rs[0].Candidates, ",") != "high,mid,low" {
+		t.Fatalf("RRHF format ranked by score: %v %v", rs, err)
+	}
+}
