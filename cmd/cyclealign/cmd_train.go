@@ -1,0 +1,154 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/cyclealign/cyclealign/internal/train"
+)
+
+type trainOptions struct {
+	Model, Data, Loss, Out string
+	SFTWeight              float64
+	MaxResponseTokens      int
+	WarmupRatio            float64
+	Opt                    train.Optimizer
+	Run                    train.RunOptions
+	Quiet                  bool
+}
+
+func (o *trainOptions) AddFlags(f *pflag.FlagSet) {
+	d := train.DefaultOptimizer()
+	f.StringVar(&o.Model, "model", "", "HF model directory to start from")
+	f.StringVar(&o.Data, "data", "", `ranked JSONL: {"prompt", "candidates": [best, ...]} or {"query", "responses", "scores"}`)
+	f.StringVar(&o.Loss, "loss", "pro", "objective: pro, rrhf or sft")
+	f.Float64Var(&o.SFTWeight, "sft-weight", -1, "λ on the SFT term (default: 1 for rrhf, 0.5 for pro)")
+	f.StringVar(&o.Out, "out", "", "run directory: final model, checkpoints/, metrics.jsonl (resumes if it holds a checkpoint)")
+	f.Float64Var(&o.Opt.LR, "lr", d.LR, "peak learning rate")
+	f.Float64Var(&o.Opt.WeightDecay, "weight-decay", d.WeightDecay, "AdamW decoupled weight decay (not on norms and biases)")
+	f.Float64Var(&o.Opt.ClipNorm, "clip", d.ClipNorm, "clip gradients to this global norm (0: off)")
+	f.Float64Var(&o.WarmupRatio, "warmup-ratio", 0.1, "fraction of steps of linear warm-up before cosine decay")
+	f.IntVar(&o.Run.Epochs, "epochs", 1, "passes over the data")
+	f.IntVar(&o.Run.MaxSteps, "max-steps", 0, "stop after this many optimiser steps (0: epochs decide)")
+	f.IntVar(&o.Run.BatchSize, "batch-size", 4, "prompts per optimiser step")
+	f.IntVar(&o.Run.GradAccum, "grad-accum", 1, "micro-batches the batch is split into")
+	f.Uint64Var(&o.Run.Seed, "seed", 0, "data-order seed")
+	f.IntVar(&o.Run.SaveEvery, "save-every", 50, "checkpoint every N steps")
+	f.IntVar(&o.Run.Keep, "keep", 2, "checkpoints to keep")
+	f.IntVar(&o.MaxResponseTokens, "max-response-tokens", 256, "truncate candidates to this many tokens")
+	f.BoolVar(&o.Quiet, "quiet", false, "no progress bar")
+}
+
+func newTrainCmd(g *globalOptions) *cobra.Command {
+	o := &trainOptions{}
+	cmd := &cobra.Command{
+		Use:   "train --model DIR --data ranked.jsonl --loss pro|rrhf|sft --out DIR",
+		Short: "Train on ranked candidates offline (the RRHF/PRO baselines)",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return runTrain(cmd, g, o) },
+	}
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
+func runTrain(cmd *cobra.Command, g *globalOptions, o *trainOptions) error {
+	if o.Out == "" || o.Data == "" {
+		return fmt.Errorf("--data and --out are required")
+	}
+	kind, err := train.ParseLoss(o.Loss)
+	if err != nil {
+		return err
+	}
+	loss := train.Loss{Kind: kind, SFTWeight: o.SFTWeight}
+	if loss.SFTWeight < 0 {
+		loss.SFTWeight = train.DefaultSFTWeight(kind)
+	}
+	ranked, err := train.ReadRanked(o.Data)
+	if err != nil {
+		return err
+	}
+	m, err := loadModel(o.Model)
+	if err != nil {
+		return err
+	}
+	data := make([]train.Example, len(ranked))
+	for i, r := range ranked {
+		data[i] = train.Tokenize(m.Tokenizer, r, o.MaxResponseTokens)
+	}
+	opt := train.DefaultOptimizer()
+	opt.LR, opt.WeightDecay, opt.ClipNorm = o.Opt.LR, o.Opt.WeightDecay, o.Opt.ClipNorm
+	opt.TotalSteps = o.Run.TotalSteps(len(data))
+	opt.WarmupSteps = int(o.WarmupRatio * float64(opt.TotalSteps))
+	ro := o.Run
+	ro.Out = o.Out
+	if !o.Quiet && !g.JSON {
+		ro.Progress = os.Stderr
+	}
+	tr := train.NewTrainer(m, loss, opt)
+	slog.Info("training", "examples", len(data), "steps", opt.TotalSteps, "params", tr.NumParams(), "loss", kind, "sft_weight", loss.SFTWeight)
+	metrics, err := train.Run(cmd.Context(), tr, data, ro)
+	if err != nil {
+		return err
+	}
+	if err := m.Save(o.Out); err != nil {
+		return err
+	}
+	slog.Info("saved", "model", o.Out, "metrics", filepath.Join(o.Out, "metrics.jsonl"))
+	if g.JSON {
+		return printJSON(cmd.OutOrStdout(), map[string]any{"out": o.Out, "steps": tr.Step, "metrics": metrics})
+	}
+	return nil
+}
+
+type lossOptions struct {
+	Model, Ranked, Loss string
+	SFTWeight           float64
+}
+
+func newLossCmd(g *globalOptions) *cobra.Command {
+	o := &lossOptions{}
+	cmd := &cobra.Command{
+		Use:   "loss --model DIR --ranked FILE.jsonl --loss rrhf|pro [--sft-weight W]",
+		Short: "Loss and gradient norm of a ranked file as one batch, without updating anything",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return runLoss(cmd, g, o) },
+	}
+	cmd.Flags().StringVar(&o.Model, "model", "", "HF model directory")
+	cmd.Flags().StringVar(&o.Ranked, "ranked", "", "ranked JSONL file")
+	cmd.Flags().StringVar(&o.Loss, "loss", "pro", "rrhf, pro or sft")
+	cmd.Flags().Float64Var(&o.SFTWeight, "sft-weight", -1, "λ (default: 1 for rrhf, 0.5 for pro)")
+	return cmd
+}
+
+func runLoss(cmd *cobra.Command, g *globalOptions, o *lossOptions) error {
+	kind, err := train.ParseLoss(o.Loss)
+	if err != nil {
+		return err
+	}
+	loss := train.Loss{Kind: kind, SFTWeight: o.SFTWeight}
+	if loss.SFTWeight < 0 {
+		loss.SFTWeight = train.DefaultSFTWeight(kind)
+	}
+	ranked, err := train.ReadRanked(o.Ranked)
+	if err != nil {
+		return err
+	}
+	m, err := loadModel(o.Model)
+	if err != nil {
+		return err
+	}
+	rep, err := train.Diagnose(cmd.Context(), m, loss, ranked)
+	if err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(cmd.OutOrStdout(), rep)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "loss %.6f  grad norm %.6f  (%d prompts)\n", rep.Loss, rep.GradNorm, len(rep.PerPrompt))
+	return nil
+}

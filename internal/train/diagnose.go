@@ -1,0 +1,44 @@
+package train
+
+import (
+	"context"
+
+	"github.com/cyclealign/cyclealign/internal/model"
+)
+
+// PromptTerms are one prompt's scores and loss terms before weighting.
+type PromptTerms struct {
+	Scores   []float64 `json:"scores"`
+	RankTerm float64   `json:"rank_term"`
+	SFTTerm  float64   `json:"sft_term"`
+}
+
+// Report is the loss of a ranked set taken as one batch.
+type Report struct {
+	Loss      float64       `json:"loss"`
+	GradNorm  float64       `json:"grad_global_norm"`
+	PerPrompt []PromptTerms `json:"per_prompt"`
+}
+
+// Diagnose computes the batch loss (mean over prompts), the global norm of its gradient and
+// each prompt's terms, without updating the model.
+func Diagnose(ctx context.Context, m *model.Model, l Loss, ranked []Ranked) (*Report, error) {
+	exs := make([]Example, len(ranked))
+	for i, r := range ranked {
+		exs[i] = Tokenize(m.Tokenizer, r, 0)
+	}
+	t := NewTrainer(m, l, DefaultOptimizer())
+	st, err := t.Accumulate(ctx, exs)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{Loss: st.Loss / float64(st.Examples)}
+	if rep.GradNorm, err = t.GradNorm(); err != nil {
+		return nil, err
+	}
+	for _, s := range st.Scores {
+		rank, sft := l.Terms(s)
+		rep.PerPrompt = append(rep.PerPrompt, PromptTerms{Scores: s, RankTerm: rank, SFTTerm: sft})
+	}
+	return rep, nil
+}

@@ -1,0 +1,194 @@
+package train
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/cyclealign/cyclealign/internal/hf"
+)
+
+// RunOptions drive offline training on ranked data.
+type RunOptions struct {
+	Epochs    int    // passes over the data
+	MaxSteps  int    // stop after this many optimiser steps in all (0: Epochs decides)
+	BatchSize int    // examples per optimiser step
+	GradAccum int    // micro-batches per step (BatchSize is split among them)
+	Seed      uint64 // data order
+	SaveEvery int    // checkpoint every N steps (0: only at the end)
+	Keep      int    // checkpoints kept
+	Out       string // run directory: checkpoints/, metrics.jsonl
+	Progress  io.Writer
+	// StopAfter ends the run after this many steps of this call, as a kill would, with the
+	// checkpoint of SaveEvery as the only record; tests use it. 0: off.
+	StopAfter int
+}
+
+// Metrics is one line of metrics.jsonl.
+type Metrics struct {
+	Step         int     `json:"step"`
+	Epoch        int     `json:"epoch"`
+	Loss         float64 `json:"loss"`
+	RankTerm     float64 `json:"rank_term"`
+	SFTTerm      float64 `json:"sft_term"`
+	GradNorm     float64 `json:"grad_norm"`
+	LR           float64 `json:"lr"`
+	Tokens       int     `json:"tokens"`
+	TokensPerSec float64 `json:"tokens_per_s"`
+	Seconds      float64 `json:"seconds"`
+}
+
+// TotalSteps is the number of optimiser steps the options imply for n examples.
+func (o RunOptions) TotalSteps(n int) int {
+	per := (n + o.BatchSize - 1) / o.BatchSize
+	total := per * max(1, o.Epochs)
+	if o.MaxSteps > 0 {
+		total = min(total, o.MaxSteps)
+	}
+	return total
+}
+
+func order(n int, seed uint64, epoch int) []int {
+	return rand.New(rand.NewPCG(seed, uint64(epoch))).Perm(n)
+}
+
+// Run trains on data, resuming from o.Out/checkpoints when a checkpoint is there. On
+// cancellation it saves a checkpoint at the last completed step before returning.
+func Run(ctx context.Context, t *Trainer, data []Example, o RunOptions) ([]Metrics, error) {
+	if o.BatchSize < 1 || o.GradAccum < 1 || o.GradAccum > o.BatchSize {
+		return nil, fmt.Errorf("batch size %d and gradient accumulation %d: need 1 <= accumulation <= batch size", o.BatchSize, o.GradAccum)
+	}
+	ckdir := filepath.Join(o.Out, "checkpoints")
+	if err := os.MkdirAll(ckdir, 0o755); err != nil {
+		return nil, err
+	}
+	st := State{Seed: o.Seed, Examples: len(data)}
+	if got, found, err := t.LoadCheckpoint(ckdir); err != nil {
+		return nil, err
+	} else if found {
+		if got.Examples != len(data) || got.Seed != o.Seed {
+			return nil, fmt.Errorf("%s: checkpoint was made on %d examples with seed %d, this run has %d with seed %d", ckdir, got.Examples, got.Seed, len(data), o.Seed)
+		}
+		st = got
+		slog.Info("resuming", "checkpoint", ckdir, "step", st.Step)
+	}
+	metricsPath := filepath.Join(o.Out, "metrics.jsonl")
+	if err := truncateMetrics(metricsPath, st.Step); err != nil {
+		return nil, err
+	}
+	mf, err := os.OpenFile(metricsPath, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer mf.Close()
+	total := o.TotalSteps(len(data))
+	var bar *progressbar.ProgressBar
+	if o.Progress != nil {
+		bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(o.Progress), progressbar.OptionShowCount(),
+			progressbar.OptionSetPredictTime(true), progressbar.OptionSetWidth(24), progressbar.OptionThrottle(200*time.Millisecond))
+		bar.Set(st.Step)
+	}
+	save := func() error { return t.SaveCheckpoint(ckdir, st, o.Keep) }
+	var out []Metrics
+	perm := order(len(data), o.Seed, st.Epoch)
+	done := 0
+	for st.Step < total {
+		if err := ctx.Err(); err != nil {
+			if serr := save(); serr != nil {
+				return out, errors.Join(err, serr)
+			}
+			return out, err
+		}
+		if st.Pos >= len(data) {
+			st.Epoch, st.Pos = st.Epoch+1, 0
+			perm = order(len(data), o.Seed, st.Epoch)
+		}
+		end := min(st.Pos+o.BatchSize, len(data))
+		var exs []Example
+		for _, i := range perm[st.Pos:end] {
+			exs = append(exs, data[i])
+		}
+		start := time.Now()
+		m := Metrics{Step: st.Step + 1, Epoch: st.Epoch, LR: t.Opt.LRAt(st.Step)}
+		micro := (len(exs) + o.GradAccum - 1) / o.GradAccum
+		for k := 0; k < len(exs); k += micro {
+			s, err := t.Accumulate(ctx, exs[k:min(k+micro, len(exs))])
+			if err != nil {
+				return out, err
+			}
+			m.Loss += s.Loss
+			m.RankTerm += s.Rank
+			m.SFTTerm += s.SFT
+			m.Tokens += s.Tokens
+		}
+		n := float64(len(exs))
+		m.Loss, m.RankTerm, m.SFTTerm = m.Loss/n, m.RankTerm/n, m.SFTTerm/n
+		if m.GradNorm, err = t.Apply(); err != nil {
+			return out, err
+		}
+		m.Seconds = time.Since(start).Seconds()
+		m.TokensPerSec = float64(m.Tokens) / m.Seconds
+		st.Step, st.Pos = st.Step+1, end
+		out = append(out, m)
+		line, _ := json.Marshal(m)
+		if _, err := mf.Write(append(line, '\n')); err != nil {
+			return out, err
+		}
+		if bar != nil {
+			bar.Describe(fmt.Sprintf("loss %.4f  %.0f tok/s", m.Loss, m.TokensPerSec))
+			bar.Set(st.Step)
+		}
+		if o.SaveEvery > 0 && st.Step%o.SaveEvery == 0 && st.Step < total {
+			if err := save(); err != nil {
+				return out, err
+			}
+		}
+		if done++; o.StopAfter > 0 && done >= o.StopAfter {
+			return out, nil
+		}
+	}
+	if bar != nil {
+		bar.Finish()
+		fmt.Fprintln(o.Progress)
+	}
+	return out, save()
+}
+
+// truncateMetrics drops lines past step, left by a run killed after its last checkpoint,
+// so metrics.jsonl never holds a step twice.
+func truncateMetrics(path string, step int) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var keep [][]byte
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var m Metrics
+		if json.Unmarshal(sc.Bytes(), &m) == nil && m.Step <= step {
+			keep = append(keep, append([]byte(nil), sc.Bytes()...))
+		}
+	}
+	f.Close()
+	return hf.WriteFileAtomic(path, func(w io.Writer) error {
+		for _, l := range keep {
+			if _, err := w.Write(append(l, '\n')); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

@@ -1,0 +1,112 @@
+package train
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func moreExamples(t *testing.T) []Example {
+	m := loadTiny(t)
+	exs := tinyExamples(m)
+	for _, r := range []Ranked{
+		{Prompt: "\n\nHuman: Why is the sky blue?\n\nAssistant:", Candidates: []string{" Sunlight scatters off air.", " Because."}},
+		{Prompt: "\n\nHuman: Name a fruit.\n\nAssistant:", Candidates: []string{" An apple.", " A car.", " Rocks"}},
+		{Prompt: "\n\nHuman: Count to three.\n\nAssistant:", Candidates: []string{" One, two, three.", " Four."}},
+	} {
+		exs = append(exs, Tokenize(m.Tokenizer, r, 0))
+	}
+	return exs
+}
+
+// TestKillAndResume stops a run after a step that no checkpoint recorded, leaves a half-written
+// checkpoint behind as a kill during a save would, resumes from disk in a fresh model, and
+// compares losses and final weights with an uninterrupted run.
+func TestKillAndResume(t *testing.T) {
+	ctx := context.Background()
+	data := moreExamples(t)
+	opt := DefaultOptimizer()
+	opt.LR, opt.WarmupSteps = 2e-3, 2
+	ro := RunOptions{Epochs: 2, BatchSize: 2, GradAccum: 2, Seed: 9, SaveEvery: 2, Keep: 2}
+	opt.TotalSteps = ro.TotalSteps(len(data))
+	loss := Loss{Kind: PRO, SFTWeight: 0.5}
+
+	full := ro
+	full.Out = t.TempDir()
+	mA := loadTiny(t)
+	want, err := Run(ctx, NewTrainer(mA, loss, opt), data, full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want) != 6 {
+		t.Fatalf("uninterrupted run took %d steps, want 6", len(want))
+	}
+
+	cut := ro
+	cut.Out = t.TempDir()
+	cut.StopAfter = 3
+	if _, err := Run(ctx, NewTrainer(loadTiny(t), loss, opt), data, cut); err != nil {
+		t.Fatal(err)
+	}
+	ck := filepath.Join(cut.Out, "checkpoints")
+	if err := os.MkdirAll(filepath.Join(ck, "step-00000004.tmp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(ck, "step-00000004.tmp", "params.safetensors"), []byte("half"), 0o644)
+
+	cut.StopAfter = 0
+	mB := loadTiny(t)
+	got, err := Run(ctx, NewTrainer(mB, loss, opt), data, cut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 4 || got[0].Step != 3 {
+		t.Fatalf("resumed run did steps %d.., %d of them; want 3..6", got[0].Step, len(got))
+	}
+	for i, m := range got {
+		w := want[m.Step-1]
+		if math.Abs(m.Loss-w.Loss) > 1e-6 || math.Abs(m.GradNorm-w.GradNorm) > 1e-6 {
+			t.Fatalf("step %d: resumed loss %.8f norm %.8f, uninterrupted %.8f %.8f", m.Step, m.Loss, m.GradNorm, w.Loss, w.GradNorm)
+		}
+		_ = i
+	}
+	for _, n := range mA.TensorNames() {
+		a, b := weightValue(t, mA, n), weightValue(t, mB, n)
+		for i := range a {
+			if math.Abs(float64(a[i]-b[i])) > 1e-6 {
+				t.Fatalf("%s[%d]: %v vs %v", n, i, a[i], b[i])
+			}
+		}
+	}
+	// metrics.jsonl holds each step once, in order.
+	f, err := os.Open(filepath.Join(cut.Out, "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	step := 0
+	for sc.Scan() {
+		var m Metrics
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatal(err)
+		}
+		step++
+		if m.Step != step {
+			t.Fatalf("metrics line %d is step %d", step, m.Step)
+		}
+	}
+	if step != 6 {
+		t.Fatalf("metrics has %d lines", step)
+	}
+	entries, _ := os.ReadDir(ck)
+	for _, e := range entries {
+		if filepath.Ext(e.Name()) == ".tmp" {
+			t.Fatalf("leftover %s", e.Name())
+		}
+	}
+}
