@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/cyclealign/cyclealign/internal/model"
 	"github.com/cyclealign/cyclealign/internal/train"
 )
 
@@ -17,6 +18,7 @@ type trainOptions struct {
 	SFTWeight              float64
 	MaxResponseTokens      int
 	WarmupRatio            float64
+	LoRA                   model.LoRA
 	Opt                    train.Optimizer
 	Run                    train.RunOptions
 	Quiet                  bool
@@ -42,6 +44,10 @@ func (o *trainOptions) AddFlags(f *pflag.FlagSet) {
 	f.IntVar(&o.Run.Keep, "keep", 2, "checkpoints to keep")
 	f.IntVar(&o.MaxResponseTokens, "max-response-tokens", 256, "truncate candidates to this many tokens")
 	f.BoolVar(&o.Quiet, "quiet", false, "no progress bar")
+	f.IntVar(&o.LoRA.R, "lora-r", 0, "LoRA rank (0: full fine-tuning)")
+	f.Float64Var(&o.LoRA.Alpha, "lora-alpha", 16, "LoRA alpha (scale alpha/r)")
+	f.Float64Var(&o.LoRA.Dropout, "lora-dropout", 0.05, "dropout on LoRA inputs")
+	f.StringSliceVar(&o.LoRA.Targets, "lora-targets", []string{"q", "k", "v", "o"}, "modules to adapt: q,k,v,o,gate,up,down")
 }
 
 func newTrainCmd(g *globalOptions) *cobra.Command {
@@ -76,6 +82,12 @@ func runTrain(cmd *cobra.Command, g *globalOptions, o *trainOptions) error {
 	if err != nil {
 		return err
 	}
+	if o.LoRA.R > 0 {
+		// Same seed every time, so a resumed run re-creates the adapters its checkpoint fills.
+		if err := m.AddLoRA(o.LoRA, o.Run.Seed); err != nil {
+			return err
+		}
+	}
 	data := make([]train.Example, len(ranked))
 	for i, r := range ranked {
 		data[i] = train.Tokenize(m.Tokenizer, r, o.MaxResponseTokens)
@@ -90,10 +102,19 @@ func runTrain(cmd *cobra.Command, g *globalOptions, o *trainOptions) error {
 		ro.Progress = os.Stderr
 	}
 	tr := train.NewTrainer(m, loss, opt)
+	tr.DropoutSeed = o.Run.Seed
 	slog.Info("training", "examples", len(data), "steps", opt.TotalSteps, "params", tr.NumParams(), "loss", kind, "sft_weight", loss.SFTWeight)
 	metrics, err := train.Run(cmd.Context(), tr, data, ro)
 	if err != nil {
 		return err
+	}
+	if m.HasLoRA() {
+		if err := m.SaveAdapter(filepath.Join(o.Out, "adapter")); err != nil {
+			return err
+		}
+		if err := m.MergeLoRA(); err != nil {
+			return err
+		}
 	}
 	if err := m.Save(o.Out); err != nil {
 		return err

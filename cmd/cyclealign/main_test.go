@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -86,5 +87,51 @@ func TestCLIAgainstReference(t *testing.T) {
 		if len(c.IDs) == 0 || len(c.IDs) > 6 {
 			t.Fatalf("completion with %d ids", len(c.IDs))
 		}
+	}
+}
+
+func TestCLITrainAndLoss(t *testing.T) {
+	model := filepath.Join("..", "..", "testdata", "tiny-llama-metaspace")
+	data := filepath.Join(t.TempDir(), "ranked.jsonl")
+	os.WriteFile(data, []byte(`{"prompt": "\n\nHuman: Hi\n\nAssistant:", "candidates": [" Hello! How can I help?", " What"]}
+{"query": "\n\nHuman: Name a fruit.\n\nAssistant:", "responses": [" A car.", " An apple."], "scores": [0, 1]}
+`), 0o644)
+	var rep struct {
+		Loss      *float64 `json:"loss"`
+		GradNorm  *float64 `json:"grad_global_norm"`
+		PerPrompt []struct {
+			Scores   []float64 `json:"scores"`
+			RankTerm *float64  `json:"rank_term"`
+			SFTTerm  *float64  `json:"sft_term"`
+		} `json:"per_prompt"`
+	}
+	if err := json.Unmarshal(run(t, "loss", "--model", model, "--ranked", data, "--loss", "rrhf", "--json"), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Loss == nil || rep.GradNorm == nil || *rep.GradNorm <= 0 || len(rep.PerPrompt) != 2 || len(rep.PerPrompt[1].Scores) != 2 {
+		t.Fatalf("loss report: %+v", rep)
+	}
+	// loss is the mean over prompts of rank + 1.0 * sft.
+	want := 0.0
+	for _, p := range rep.PerPrompt {
+		want += (*p.RankTerm + *p.SFTTerm) / 2
+	}
+	if math.Abs(*rep.Loss-want) > 1e-4 {
+		t.Fatalf("loss %v, terms give %v", *rep.Loss, want)
+	}
+	out := t.TempDir()
+	run(t, "train", "--model", model, "--data", data, "--loss", "pro", "--out", out, "--epochs", "2", "--batch-size", "1", "--lora-r", "2", "--quiet")
+	for _, f := range []string{"config.json", "model.safetensors", "tokenizer.json", "metrics.jsonl", "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "checkpoints/latest"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Errorf("train output lacks %s", f)
+		}
+	}
+	bad := filepath.Join(t.TempDir(), "bad.jsonl")
+	os.WriteFile(bad, []byte(`{"prompt": "p", "candidates": ["a", "b"]}`+"\n"+`{"prompt": "p", "candidates": ["a"]}`+"\n"), 0o644)
+	root := newRootCmd()
+	root.SetOut(&bytes.Buffer{})
+	root.SetArgs([]string{"train", "--model", model, "--data", bad, "--out", t.TempDir()})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Fatalf("bad data: %v", err)
 	}
 }

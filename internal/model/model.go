@@ -49,6 +49,8 @@ type Model struct {
 	stored    map[string]hf.DType
 	names     []string
 
+	lora *loraState
+
 	mu    sync.Mutex
 	execs map[string]*context.Exec
 }
@@ -184,15 +186,21 @@ func (m *Model) Save(dir string) error {
 	return nil
 }
 
-// weights gives graph code access to checkpoint tensors by name.
+// weights gives graph code access to checkpoint tensors by name, and applies LoRA adapters
+// (with dropout when the graph carries a random state) to the linear layers that have them.
 type weights struct {
 	m   *Model
 	ctx *context.Context
 	g   *Graph
+	rng *Node
 }
 
 func newWeights(m *Model, ctx *context.Context, g *Graph) *weights {
-	return &weights{m: m, ctx: ctx.InAbsPath(WeightScope), g: g}
+	w := &weights{m: m, ctx: ctx.InAbsPath(WeightScope), g: g}
+	if v, ok := ctx.GetGraphParam(g, DropoutRNGParam); ok {
+		w.rng, _ = v.(*Node)
+	}
+	return w
 }
 
 func (w *weights) get(name string) *Node {
@@ -212,6 +220,9 @@ func (w *weights) linear(x *Node, name string) *Node {
 	y := Einsum("bti,oi->bto", x, w.get(name+".weight"))
 	if w.has(name + ".bias") {
 		y = Add(y, ExpandLeftToRank(w.get(name+".bias"), y.Rank()))
+	}
+	if d := w.loraDelta(x, name); d != nil {
+		y = Add(y, d)
 	}
 	return y
 }

@@ -124,7 +124,7 @@ func (t *Trainer) LoadCheckpoint(dir string) (st State, found bool, err error) {
 		}
 	}
 	t.Step = st.Step
-	t.accumulated = 0
+	t.accumulated, t.micro = 0, 0
 	return st, true, nil
 }
 

@@ -6,7 +6,6 @@ package train
 import (
 	"reflect"
 	"slices"
-	"sync"
 
 	. "github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/shapes"
@@ -17,14 +16,19 @@ import (
 // operand's gradient as one DotGeneral of the output gradient with the other operand, followed by
 // a transpose into the operand's axis order.
 
-var (
-	stockDotGeneralVJP = VJPRegistration[NodeTypeDotGeneral]
-	installOnce        sync.Once
-)
+var stockDotGeneralVJP = VJPRegistration[NodeTypeDotGeneral]
 
-// InstallFastGradients replaces GoMLX's DotGeneral gradient, once per process.
-func InstallFastGradients() {
-	installOnce.Do(func() { VJPRegistration[NodeTypeDotGeneral] = fastDotGeneralVJP })
+// Importing this package installs the fast gradient for every graph built afterwards.
+func init() { SetFastGradients(true) }
+
+// SetFastGradients chooses the DotGeneral gradient of graphs built from now on: the
+// replacement (true) or GoMLX's stock one (false, for comparison).
+func SetFastGradients(on bool) {
+	if on {
+		VJPRegistration[NodeTypeDotGeneral] = fastDotGeneralVJP
+	} else {
+		VJPRegistration[NodeTypeDotGeneral] = stockDotGeneralVJP
+	}
 }
 
 // dotAxes reads the axes of a DotGeneral node; GoMLX keeps them unexported.

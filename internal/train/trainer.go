@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"strings"
 	"sync"
 
@@ -57,6 +58,10 @@ type Trainer struct {
 	Loss Loss
 	Opt  Optimizer
 	Step int // optimiser steps taken
+	// DropoutSeed seeds LoRA dropout; each micro-batch draws from (seed, step, micro-batch),
+	// so a resumed run draws the same masks.
+	DropoutSeed uint64
+	micro       int
 
 	params      []*mlctx.Variable
 	accum       []*mlctx.Variable
@@ -75,7 +80,6 @@ const (
 
 // NewTrainer prepares training of every trainable variable of m.
 func NewTrainer(m *model.Model, loss Loss, opt Optimizer) *Trainer {
-	InstallFastGradients()
 	t := &Trainer{M: m, Loss: loss, Opt: opt, execs: map[string]*mlctx.Exec{}}
 	for v := range m.Ctx.IterVariables() {
 		if v.Trainable && !strings.HasPrefix(v.Scope(), "/train") {
@@ -160,7 +164,21 @@ func (t *Trainer) Accumulate(ctx context.Context, exs []Example) (Stats, error) 
 	if err != nil {
 		return Stats{}, err
 	}
+	args := b.args
+	dropout := t.M.LoRADropout() > 0
+	if dropout {
+		seed := int64(rand.New(rand.NewPCG(t.DropoutSeed, uint64(t.Step)<<20|uint64(t.micro))).Uint64() >> 1)
+		rng, err := RNGStateFromSeed(seed)
+		if err != nil {
+			return Stats{}, err
+		}
+		args = append(append([]any(nil), args...), rng)
+	}
+	t.micro++
 	out, err := t.run("accumulate", func(ctx *mlctx.Context, in []*Node) []*Node {
+		if dropout {
+			ctx.SetGraphParam(in[0].Graph(), model.DropoutRNGParam, in[len(in)-1])
+		}
 		total, rank, sft, scores := lossGraph(t.M, t.Loss, ctx, in)
 		g := total.Graph()
 		nodes := make([]*Node, len(t.params))
@@ -171,7 +189,7 @@ func (t *Trainer) Accumulate(ctx context.Context, exs []Example) (Stats, error) 
 			t.accum[i].SetValueGraph(Add(t.accum[i].ValueGraph(g), grad))
 		}
 		return []*Node{total, rank, sft, scores}
-	}, b.args...)
+	}, args...)
 	if err != nil {
 		return Stats{}, err
 	}
@@ -262,6 +280,6 @@ func (t *Trainer) Apply() (float64, error) {
 		return 0, err
 	}
 	t.Step++
-	t.accumulated = 0
+	t.accumulated, t.micro = 0, 0
 	return float64(tensors.ToScalar[float32](out[0])), nil
 }

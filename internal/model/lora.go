@@ -1,0 +1,217 @@
+package model
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	. "github.com/gomlx/gomlx/pkg/core/graph"
+	"github.com/gomlx/gomlx/pkg/core/shapes"
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+	"github.com/gomlx/gomlx/pkg/ml/context"
+
+	"github.com/cyclealign/cyclealign/internal/hf"
+)
+
+// LoRAScope holds adapter variables, named <module>.lora_A.weight / .lora_B.weight.
+const LoRAScope = "/lora"
+
+// DropoutRNGParam is the graph parameter through which a training graph hands the LoRA
+// dropout its random state; without it, dropout is off (inference).
+const DropoutRNGParam = "lora_dropout_rng"
+
+// LoRA is a low-rank adapter configuration (PEFT's LoraConfig).
+type LoRA struct {
+	R       int      `json:"r"`
+	Alpha   float64  `json:"lora_alpha"`
+	Dropout float64  `json:"lora_dropout"`
+	Targets []string `json:"target_modules"` // q, k, v, o, gate, up, down or the *_proj names
+}
+
+var loraTargets = map[string]string{
+	"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
+	"gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj",
+}
+
+// AddLoRA attaches adapters to the chosen linear layers of every block (A random as PEFT's
+// kaiming-uniform, B zero, so the model's outputs are unchanged) and freezes the base weights.
+func (m *Model) AddLoRA(cfg LoRA, seed uint64) error {
+	if m.lora != nil {
+		return fmt.Errorf("model already has LoRA adapters")
+	}
+	if cfg.R < 1 {
+		return fmt.Errorf("LoRA rank must be at least 1, got %d", cfg.R)
+	}
+	if cfg.Dropout < 0 || cfg.Dropout >= 1 {
+		return fmt.Errorf("LoRA dropout must be in [0, 1), got %g", cfg.Dropout)
+	}
+	if _, ok := m.arch.(llama); !ok {
+		return fmt.Errorf("LoRA targets are defined for llama, mistral and qwen2; %s has none", m.Config.ModelType)
+	}
+	var suffixes []string
+	for _, t := range cfg.Targets {
+		s, ok := loraTargets[t]
+		if !ok {
+			for _, v := range loraTargets {
+				if strings.HasSuffix(v, "."+t) {
+					s, ok = v, true
+				}
+			}
+		}
+		if !ok {
+			return fmt.Errorf("LoRA target %q: %s has no such module (have q, k, v, o, gate, up, down)", t, m.Config.ModelType)
+		}
+		suffixes = append(suffixes, s)
+	}
+	if len(suffixes) == 0 {
+		return fmt.Errorf("no LoRA targets")
+	}
+	for _, n := range m.names {
+		m.Variable(n).Trainable = false
+	}
+	lctx := m.Ctx.InAbsPath(LoRAScope)
+	l := &loraState{cfg: cfg, scale: cfg.Alpha / float64(cfg.R), modules: map[string]bool{}}
+	for _, n := range m.names {
+		mod, ok := strings.CutSuffix(n, ".weight")
+		if !ok || !slices.ContainsFunc(suffixes, func(s string) bool { return strings.HasSuffix(mod, "."+s) }) {
+			continue
+		}
+		dims := m.Variable(n).Shape().Dimensions // [out, in]
+		out, in := dims[0], dims[1]
+		rng := rand.New(rand.NewPCG(seed, hashName(mod)))
+		a := make([]float32, cfg.R*in)
+		bound := 1 / math.Sqrt(float64(in))
+		for i := range a {
+			a[i] = float32((2*rng.Float64() - 1) * bound)
+		}
+		lctx.VariableWithValue(mod+".lora_A.weight", tensors.FromFlatDataAndDimensions(a, cfg.R, in))
+		lctx.VariableWithValue(mod+".lora_B.weight", tensors.FromShape(shapes.Make(m.Variable(n).DType(), out, cfg.R)))
+		l.modules[mod] = true
+	}
+	m.lora = l
+	m.execs = map[string]*context.Exec{} // graphs built before now lack the adapters
+	return nil
+}
+
+// LoRADropout is the adapters' dropout rate (0 without adapters).
+func (m *Model) LoRADropout() float64 {
+	if m.lora == nil {
+		return 0
+	}
+	return m.lora.cfg.Dropout
+}
+
+// HasLoRA reports whether adapters are attached.
+func (m *Model) HasLoRA() bool { return m.lora != nil }
+
+type loraState struct {
+	cfg     LoRA
+	scale   float64
+	modules map[string]bool
+}
+
+// loraDelta is scale·B·A·dropout(x) for a module with adapters, or nil.
+func (w *weights) loraDelta(x *Node, module string) *Node {
+	l := w.m.lora
+	if l == nil || !l.modules[module] {
+		return nil
+	}
+	get := func(n string) *Node {
+		return w.ctx.GetVariableByScopeAndName(LoRAScope, module+n).ValueGraph(w.g)
+	}
+	if w.rng != nil && l.cfg.Dropout > 0 {
+		var u *Node
+		w.rng, u = RandomUniform(w.rng, x.Shape())
+		keep := GreaterOrEqual(u, Scalar(w.g, u.DType(), l.cfg.Dropout))
+		x = Where(keep, MulScalar(x, 1/(1-l.cfg.Dropout)), ZerosLike(x))
+	}
+	h := Einsum("bti,ri->btr", x, get(".lora_A.weight"))
+	return MulScalar(Einsum("btr,or->bto", h, get(".lora_B.weight")), l.scale)
+}
+
+// peftName is the tensor name PEFT uses for an adapter of a causal LM.
+func peftName(module, ab string) string {
+	return "base_model.model." + module + ".lora_" + ab + ".weight"
+}
+
+// SaveAdapter writes the adapters in PEFT's layout: adapter_config.json and
+// adapter_model.safetensors.
+func (m *Model) SaveAdapter(dir string) error {
+	if m.lora == nil {
+		return fmt.Errorf("model has no LoRA adapters")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	ts := map[string]*hf.Tensor{}
+	var mods []string
+	for mod := range m.lora.modules {
+		mods = append(mods, mod)
+		for _, ab := range []string{"A", "B"} {
+			v := m.Ctx.GetVariableByScopeAndName(LoRAScope, mod+".lora_"+ab+".weight")
+			val := v.MustValue()
+			ts[peftName(mod, ab)] = &hf.Tensor{Shape: val.Shape().Dimensions, Stored: hf.F32, Data: tensors.MustCopyFlatData[float32](val)}
+		}
+	}
+	if err := hf.WriteSafetensors(filepath.Join(dir, "adapter_model.safetensors"), ts, map[string]string{"format": "pt"}); err != nil {
+		return err
+	}
+	sort.Strings(mods)
+	targets := map[string]bool{}
+	for _, mod := range mods {
+		targets[mod[strings.LastIndex(mod, ".")+1:]] = true
+	}
+	cfg := map[string]any{
+		"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": m.lora.cfg.R, "lora_alpha": m.lora.cfg.Alpha,
+		"lora_dropout": m.lora.cfg.Dropout, "target_modules": sortedKeys(targets), "bias": "none",
+		"fan_in_fan_out": false, "inference_mode": true, "base_model_name_or_path": "",
+	}
+	b, _ := json.MarshalIndent(cfg, "", "  ")
+	return hf.WriteFileAtomic(filepath.Join(dir, "adapter_config.json"), func(w io.Writer) error {
+		_, err := w.Write(append(b, '\n'))
+		return err
+	})
+}
+
+// MergeLoRA folds the adapters into the base weights (W += scale·B·A) and removes them, so
+// Save writes a plain HF checkpoint.
+func (m *Model) MergeLoRA() error {
+	if m.lora == nil {
+		return fmt.Errorf("model has no LoRA adapters")
+	}
+	for mod := range m.lora.modules {
+		a := m.Ctx.GetVariableByScopeAndName(LoRAScope, mod+".lora_A.weight").MustValue()
+		b := m.Ctx.GetVariableByScopeAndName(LoRAScope, mod+".lora_B.weight").MustValue()
+		w := m.Variable(mod + ".weight")
+		wd := tensors.MustCopyFlatData[float32](w.MustValue())
+		ad, bd := tensors.MustCopyFlatData[float32](a), tensors.MustCopyFlatData[float32](b)
+		r, in := a.Shape().Dimensions[0], a.Shape().Dimensions[1]
+		out := b.Shape().Dimensions[0]
+		for o := 0; o < out; o++ {
+			for i := 0; i < in; i++ {
+				s := 0.0
+				for k := 0; k < r; k++ {
+					s += float64(bd[o*r+k]) * float64(ad[k*in+i])
+				}
+				wd[o*in+i] += float32(m.lora.scale * s)
+			}
+		}
+		w.MustSetValue(tensors.FromFlatDataAndDimensions(wd, out, in))
+	}
+	if err := m.Ctx.InAbsPath(LoRAScope).DeleteVariablesInScope(); err != nil {
+		return err
+	}
+	for _, n := range m.names {
+		m.Variable(n).Trainable = true
+	}
+	m.lora = nil
+	m.execs = map[string]*context.Exec{}
+	return nil
+}
