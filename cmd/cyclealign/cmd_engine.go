@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/gomlx/gomlx/backends"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -136,14 +137,19 @@ func runGenerate(cmd *cobra.Command, g *globalOptions, o *generateOptions) error
 
 func newBenchCmd(g *globalOptions) *cobra.Command {
 	o := bench.Defaults()
+	to := bench.DefaultTrain()
+	var trainBench bool
 	cmd := &cobra.Command{
-		Use:   "bench",
-		Short: "Measure scoring and generation throughput on a random-init LLaMA model (~10M parameters)",
+		Use:   "bench [--train]",
+		Short: "Measure scoring, generation (or, with --train, training) throughput on a random-init LLaMA model (~10M parameters)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			b, err := model.NewBackend()
 			if err != nil {
 				return err
+			}
+			if trainBench {
+				return runTrainBench(cmd, g, b, o, to)
 			}
 			res, err := bench.Run(cmd.Context(), b, o, func(f string, a ...any) {
 				if !g.JSON {
@@ -167,5 +173,28 @@ func newBenchCmd(g *globalOptions) *cobra.Command {
 	f.IntVar(&o.Batch, "batch", o.Batch, "rows")
 	f.IntVar(&o.NewTokens, "new-tokens", o.NewTokens, "tokens generated per row")
 	f.IntVar(&o.ScoreLen, "score-len", o.ScoreLen, "tokens per scored sequence")
+	f.BoolVar(&trainBench, "train", false, "benchmark training, fast against stock gradient")
+	f.IntVar(&to.Steps, "train-steps", to.Steps, "timed training steps per gradient")
+	f.IntVar(&to.ReplyLen, "reply-len", to.ReplyLen, "candidate tokens in the training benchmark")
 	return cmd
+}
+
+func runTrainBench(cmd *cobra.Command, g *globalOptions, b backends.Backend, o bench.Options, to bench.TrainOptions) error {
+	var rs []*bench.TrainResult
+	for _, fast := range []bool{true, false} {
+		r, err := bench.Train(cmd.Context(), b, o, to, fast)
+		if err != nil {
+			return err
+		}
+		if !g.JSON {
+			fmt.Fprintf(cmd.OutOrStdout(), "%s gradient: %.1f tokens/s\n", r.Gradient, r.TokensPerSec)
+		}
+		rs = append(rs, r)
+	}
+	if g.JSON {
+		return printJSON(cmd.OutOrStdout(), rs)
+	}
+	fmt.Fprint(cmd.OutOrStdout(), bench.TrainTable(rs))
+	fmt.Fprintf(cmd.OutOrStdout(), "speed-up of the fast gradient: %.1fx\n", rs[0].TokensPerSec/rs[1].TokensPerSec)
+	return nil
 }
