@@ -61,7 +61,7 @@ func TestLoRA(t *testing.T) {
 	if want := 2 * (4*64 + 32*4 + 4*64 + 64*4 + 4*160 + 64*4); tr.NumParams() != want {
 		t.Fatalf("trainable parameters %d, want %d (adapters only)", tr.NumParams(), want)
 	}
-	for i := 0; i < 3; i++ {
+	for i := 0; i < 2; i++ {
 		if _, err := tr.Accumulate(ctx, exs); err != nil {
 			t.Fatal(err)
 		}
@@ -74,6 +74,19 @@ func TestLoRA(t *testing.T) {
 			t.Fatalf("base weight %s changed under LoRA", n)
 		}
 	}
+	// Dropout is live in training graphs: two micro-batches draw different masks.
+	s1, err := tr.Accumulate(ctx, exs[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := tr.Accumulate(ctx, exs[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s1.Loss == s2.Loss {
+		t.Fatal("LoRA dropout gave the same loss twice")
+	}
+	tr.Apply()
 	adapted := logitsOf(t, m, seqs)
 	if maxDiff(base, adapted) < 1e-4 {
 		t.Fatal("training the adapters did not change the model")

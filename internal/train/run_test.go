@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/cyclealign/cyclealign/internal/model"
 )
 
 func moreExamples(t *testing.T) []Example {
@@ -27,7 +29,28 @@ func moreExamples(t *testing.T) []Example {
 // checkpoint behind as a kill during a save would, resumes from disk in a fresh model, and
 // compares losses and final weights with an uninterrupted run.
 func TestKillAndResume(t *testing.T) {
+	t.Run("full", func(t *testing.T) { testKillAndResume(t, nil) })
+	t.Run("lora-dropout", func(t *testing.T) {
+		testKillAndResume(t, &model.LoRA{R: 2, Alpha: 4, Dropout: 0.2, Targets: []string{"q", "v", "up"}})
+	})
+}
+
+func testKillAndResume(t *testing.T, lora *model.LoRA) {
 	ctx := context.Background()
+	fresh := func() *model.Model {
+		m := loadTiny(t)
+		if lora != nil {
+			if err := m.AddLoRA(*lora, 5); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return m
+	}
+	newTrainer := func(m *model.Model, l Loss, o Optimizer) *Trainer {
+		tr := NewTrainer(m, l, o)
+		tr.DropoutSeed = 11
+		return tr
+	}
 	data := moreExamples(t)
 	opt := DefaultOptimizer()
 	opt.LR, opt.WarmupSteps = 2e-3, 2
@@ -37,8 +60,8 @@ func TestKillAndResume(t *testing.T) {
 
 	full := ro
 	full.Out = t.TempDir()
-	mA := loadTiny(t)
-	want, err := Run(ctx, NewTrainer(mA, loss, opt), data, full)
+	mA := fresh()
+	want, err := Run(ctx, newTrainer(mA, loss, opt), data, full)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +72,7 @@ func TestKillAndResume(t *testing.T) {
 	cut := ro
 	cut.Out = t.TempDir()
 	cut.StopAfter = 3
-	if _, err := Run(ctx, NewTrainer(loadTiny(t), loss, opt), data, cut); err != nil {
+	if _, err := Run(ctx, newTrainer(fresh(), loss, opt), data, cut); err != nil {
 		t.Fatal(err)
 	}
 	ck := filepath.Join(cut.Out, "checkpoints")
@@ -59,8 +82,8 @@ func TestKillAndResume(t *testing.T) {
 	os.WriteFile(filepath.Join(ck, "step-00000004.tmp", "params.safetensors"), []byte("half"), 0o644)
 
 	cut.StopAfter = 0
-	mB := loadTiny(t)
-	got, err := Run(ctx, NewTrainer(mB, loss, opt), data, cut)
+	mB := fresh()
+	got, err := Run(ctx, newTrainer(mB, loss, opt), data, cut)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,6 +96,10 @@ func TestKillAndResume(t *testing.T) {
 			t.Fatalf("step %d: resumed loss %.8f norm %.8f, uninterrupted %.8f %.8f", m.Step, m.Loss, m.GradNorm, w.Loss, w.GradNorm)
 		}
 		_ = i
+	}
+	if lora != nil {
+		mA.MergeLoRA()
+		mB.MergeLoRA()
 	}
 	for _, n := range mA.TensorNames() {
 		a, b := weightValue(t, mA, n), weightValue(t, mB, n)
