@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/cyclealign/cyclealign/internal/blackbox/llmtest"
 )
 
 func run(t *testing.T, args ...string) []byte {
@@ -133,5 +135,41 @@ func TestCLITrainAndLoss(t *testing.T) {
 	root.SetArgs([]string{"train", "--model", model, "--data", bad, "--out", t.TempDir()})
 	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "line 2") {
 		t.Fatalf("bad data: %v", err)
+	}
+}
+
+func TestCLIRank(t *testing.T) {
+	s := llmtest.New(llmtest.RankBy(func(a, b string) bool { return len(a) < len(b) }))
+	defer s.Close()
+	dir := t.TempDir()
+	cands := filepath.Join(dir, "cands.json")
+	os.WriteFile(cands, []byte(`["a longer answer", "short", "the longest answer of the three"]`), 0o644)
+	demos := filepath.Join(dir, "demos.json")
+	os.WriteFile(demos, []byte(`[{"prompt": "q", "candidates": ["x", "yy"], "ranking": [1, 0]}]`), 0o644)
+	t.Setenv("JUDGE_KEY", "sk-cli-secret")
+	var res struct {
+		Ranking []int    `json:"ranking"`
+		Raw     []string `json:"raw"`
+		Usage   struct {
+			Requests int `json:"requests"`
+		} `json:"usage"`
+	}
+	out := run(t, "rank", "--blackbox-url", s.BaseURL(), "--model", "judge", "--api-key-env", "JUDGE_KEY",
+		"--prompt", "\n\nHuman: hi\n\nAssistant:", "--candidates", cands, "--demos", demos, "--json")
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(res.Ranking, []int{1, 0, 2}) || res.Usage.Requests != 1 || len(res.Raw) != 1 {
+		t.Fatalf("rank: %s", out)
+	}
+	if got := s.Requests()[0].Header.Get("Authorization"); got != "Bearer sk-cli-secret" {
+		t.Fatalf("authorization %q", got)
+	}
+	os.WriteFile(demos, []byte(`[{"prompt": "q", "candidates": ["x", "yy"], "ranking": [1, 1]}]`), 0o644)
+	root := newRootCmd()
+	root.SetOut(&bytes.Buffer{})
+	root.SetArgs([]string{"rank", "--blackbox-url", s.BaseURL(), "--model", "judge", "--prompt", "p", "--candidates", cands, "--demos", demos})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "demonstration 0") {
+		t.Fatalf("bad demos: %v", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Config is the part of a transformers config.json the engine uses, normalised across
@@ -90,10 +91,17 @@ func ParseConfig(b []byte) (*Config, error) {
 			}
 		}
 	}
-	if id2label, ok := raw["id2label"].(map[string]any); ok {
-		c.NumLabels = len(id2label)
+	// Only sequence-classification checkpoints (reward models) have a score head; causal LMs
+	// may still carry transformers' default id2label.
+	for _, a := range c.Architectures {
+		if strings.HasSuffix(a, "ForSequenceClassification") {
+			c.NumLabels = 2
+			if id2label, ok := raw["id2label"].(map[string]any); ok {
+				c.NumLabels = len(id2label)
+			}
+			c.NumLabels = r.intOr("num_labels", c.NumLabels)
+		}
 	}
-	c.NumLabels = r.intOr("num_labels", c.NumLabels)
 	c.TieWordEmbeddings = r.boolOr("tie_word_embeddings", c.ModelType == "gpt2")
 	switch c.ModelType {
 	case "llama", "mistral", "qwen2":

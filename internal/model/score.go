@@ -207,3 +207,20 @@ func (m *Model) ScoreText(ctx context.Context, prompts, responses []string) ([]S
 	}
 	return m.ScoreIDs(ctx, p, r)
 }
+
+// Rewards returns the scalar reward of each sequence: the first score-head output at its last
+// token, as transformers' ...ForSequenceClassification pools it.
+func (m *Model) Rewards(ctx context.Context, seqs [][]int) ([]float64, error) {
+	if m.Config.NumLabels < 1 {
+		return nil, fmt.Errorf("model has no score head (config.json architectures must name a ...ForSequenceClassification)")
+	}
+	logits, err := m.Logits(ctx, seqs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float64, len(seqs))
+	for i, l := range logits {
+		out[i] = float64(l[len(l)-1][0])
+	}
+	return out, nil
+}

@@ -1,0 +1,348 @@
+package blackbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"golang.org/x/time/rate"
+)
+
+// LLMConfig configures the OpenAI-compatible ranker.
+type LLMConfig struct {
+	BaseURL     string // API base as users write it, e.g. https://api.openai.com/v1
+	Model       string
+	APIKey      string // from ReadAPIKey; never logged or written
+	Temperature float64
+	MaxTokens   int           // reply budget (default 512)
+	Timeout     time.Duration // per request (default 120s)
+	MaxAttempts int           // per request, retries included (default 6)
+	BaseDelay   time.Duration // first back-off (default 1s), doubled each retry, with jitter
+	MaxDelay    time.Duration // back-off ceiling (default 60s)
+	Concurrency int           // requests in flight (default 8)
+	RPM, TPM    int           // optional requests/tokens per minute limits
+	Consistency bool          // rank twice in different orders and keep what both agree on
+	Prompter    *Prompter
+	Cache       *Cache
+	Prices      Prices
+	Budget      *Budget
+	HTTPClient  *http.Client
+}
+
+// ReadAPIKey returns the API key from file when given, else from the environment variable
+// env; "" when neither is set (local servers often need none).
+func ReadAPIKey(env, file string) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("API key file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return os.Getenv(env), nil
+}
+
+// LLM ranks through a chat-completions endpoint.
+type LLM struct {
+	cfg    LLMConfig
+	client openai.Client
+	sem    chan struct{}
+	rpm    *rate.Limiter
+	tpm    *rate.Limiter
+	warned sync.Once
+}
+
+// NewLLM validates cfg and fills in defaults.
+func NewLLM(cfg LLMConfig) (*LLM, error) {
+	if cfg.BaseURL == "" || cfg.Model == "" {
+		return nil, fmt.Errorf("the LLM ranker needs a base URL and a model name")
+	}
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&cfg.MaxTokens, 512)
+	def(&cfg.MaxAttempts, 6)
+	def(&cfg.Concurrency, 8)
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 120 * time.Second
+	}
+	if cfg.BaseDelay <= 0 {
+		cfg.BaseDelay = time.Second
+	}
+	if cfg.MaxDelay <= 0 {
+		cfg.MaxDelay = 60 * time.Second
+	}
+	if cfg.Prompter == nil {
+		cfg.Prompter = DefaultPrompter()
+	}
+	if cfg.Prices == nil {
+		cfg.Prices = DefaultPrices()
+	}
+	if cfg.Budget == nil {
+		cfg.Budget = NewBudget(0, 0)
+	}
+	opts := []option.RequestOption{option.WithBaseURL(strings.TrimRight(cfg.BaseURL, "/") + "/"),
+		option.WithAPIKey(cfg.APIKey), option.WithMaxRetries(0)}
+	if cfg.HTTPClient != nil {
+		opts = append(opts, option.WithHTTPClient(cfg.HTTPClient))
+	}
+	l := &LLM{cfg: cfg, client: openai.NewClient(opts...), sem: make(chan struct{}, cfg.Concurrency)}
+	if cfg.RPM > 0 {
+		l.rpm = rate.NewLimiter(rate.Limit(float64(cfg.RPM)/60), max(1, cfg.RPM/60))
+	}
+	if cfg.TPM > 0 {
+		l.tpm = rate.NewLimiter(rate.Limit(float64(cfg.TPM)/60), cfg.TPM)
+	}
+	return l, nil
+}
+
+// Describe implements Ranker.
+func (l *LLM) Describe() string {
+	s := fmt.Sprintf("LLM ranker: model %s at %s, temperature %g, in-context demonstrations", l.cfg.Model, l.cfg.BaseURL, l.cfg.Temperature)
+	if l.cfg.Consistency {
+		s += ", each ranking asked twice in different orders (position-bias control)"
+	}
+	return s
+}
+
+// Budget is the ranker's spend tracker.
+func (l *LLM) Budget() *Budget { return l.cfg.Budget }
+
+// Rank implements Ranker.
+func (l *LLM) Rank(ctx context.Context, req Request) (*Result, error) {
+	if len(req.Candidates) < 2 {
+		return nil, fmt.Errorf("ranking needs at least 2 candidates, got %d", len(req.Candidates))
+	}
+	first, err := l.rankOnce(ctx, req)
+	if err != nil || !l.cfg.Consistency || first.Unranked {
+		return first, err
+	}
+	again := req
+	again.Seed = req.Seed ^ 0x9e3779b97f4a7c15
+	second, err := l.rankOnce(ctx, again)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Raw: append(first.Raw, second.Raw...), RequestIDs: append(first.RequestIDs, second.RequestIDs...),
+		Permutation: first.Permutation, Usage: first.Usage}
+	res.Usage.Add(second.Usage)
+	if second.Unranked {
+		res.Unranked = true
+		return res, nil
+	}
+	// Keep the order both passes agree on: their longest common subsequence.
+	res.Ranking = LCS(first.Ranking, second.Ranking)
+	return res, nil
+}
+
+func (l *LLM) rankOnce(ctx context.Context, req Request) (*Result, error) {
+	msgs, perm := l.cfg.Prompter.Messages(req)
+	n := len(req.Candidates)
+	res := &Result{Permutation: perm}
+	for try := 0; try < 2; try++ {
+		reply, id, usage, err := l.complete(ctx, msgs)
+		if err != nil {
+			return nil, err
+		}
+		res.Raw = append(res.Raw, reply)
+		res.RequestIDs = append(res.RequestIDs, id)
+		res.Usage.Add(usage)
+		if lab, ok := ParseRanking(reply, n); ok {
+			res.Ranking = make([]int, n)
+			for i, x := range lab {
+				res.Ranking[i] = perm[x]
+			}
+			return res, nil
+		}
+		msgs = append(msgs, Message{Role: "assistant", Content: reply}, Message{Role: "user", Content: Correction(n)})
+	}
+	res.Unranked = true
+	return res, nil
+}
+
+// complete returns the reply to msgs from the cache or the API.
+func (l *LLM) complete(ctx context.Context, msgs []Message) (string, string, Usage, error) {
+	cr := chatRequest{Model: l.cfg.Model, Messages: msgs, Temperature: l.cfg.Temperature, MaxTokens: l.cfg.MaxTokens}
+	key := cr.key()
+	if e, ok := l.cfg.Cache.get(key); ok {
+		return e.Reply, key, Usage{PromptTokens: e.PromptTokens, CompletionTokens: e.CompletionTokens, CachedRequests: 1}, nil
+	}
+	if err := l.cfg.Budget.check(); err != nil {
+		return "", key, Usage{}, err
+	}
+	if err := l.wait(ctx, cr); err != nil {
+		return "", key, Usage{}, err
+	}
+	select {
+	case l.sem <- struct{}{}:
+	case <-ctx.Done():
+		return "", key, Usage{}, ctx.Err()
+	}
+	defer func() { <-l.sem }()
+	params := openai.ChatCompletionNewParams{Model: l.cfg.Model, Temperature: openai.Float(l.cfg.Temperature),
+		MaxTokens: openai.Int(int64(l.cfg.MaxTokens))}
+	for _, m := range msgs {
+		switch m.Role {
+		case "system":
+			params.Messages = append(params.Messages, openai.SystemMessage(m.Content))
+		case "assistant":
+			params.Messages = append(params.Messages, openai.AssistantMessage(m.Content))
+		default:
+			params.Messages = append(params.Messages, openai.UserMessage(m.Content))
+		}
+	}
+	var resp *openai.ChatCompletion
+	for attempt := 1; ; attempt++ {
+		rctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
+		var err error
+		resp, err = l.client.Chat.Completions.New(rctx, params)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return "", key, Usage{}, ctx.Err()
+		}
+		delay, retry := l.retryable(err, attempt)
+		if !retry || attempt >= l.cfg.MaxAttempts {
+			return "", key, Usage{}, fmt.Errorf("%s at %s: %w", l.cfg.Model, l.cfg.BaseURL, describe(err, attempt))
+		}
+		slog.Warn("black-box request failed, retrying", "model", l.cfg.Model, "attempt", attempt, "in", delay.Round(time.Millisecond), "error", describe(err, attempt))
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return "", key, Usage{}, ctx.Err()
+		}
+	}
+	reply := ""
+	if len(resp.Choices) > 0 {
+		reply = resp.Choices[0].Message.Content
+	}
+	u := Usage{PromptTokens: int(resp.Usage.PromptTokens), CompletionTokens: int(resp.Usage.CompletionTokens), Requests: 1}
+	cost, known := l.cfg.Prices.Cost(l.cfg.Model, u.PromptTokens, u.CompletionTokens)
+	if !known {
+		l.warned.Do(func() { slog.Warn("model not in the price table; its cost counts as 0", "model", l.cfg.Model) })
+	}
+	u.Cost = cost
+	l.cfg.Budget.add(cost)
+	if err := l.cfg.Cache.put(&cacheEntry{Key: key, Request: cr, Reply: reply, PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens}); err != nil {
+		slog.Warn("could not cache a black-box reply", "error", err)
+	}
+	return reply, key, u, nil
+}
+
+// wait applies the requests- and tokens-per-minute limits.
+func (l *LLM) wait(ctx context.Context, cr chatRequest) error {
+	if l.rpm != nil {
+		if err := l.rpm.Wait(ctx); err != nil {
+			return err
+		}
+	}
+	if l.tpm != nil {
+		n := cr.MaxTokens
+		for _, m := range cr.Messages {
+			n += l.cfg.Prompter.count(m.Content)
+		}
+		if err := l.tpm.WaitN(ctx, min(n, l.tpm.Burst())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// retryable classifies a failure: 429 and 5xx (honouring Retry-After), timeouts and broken
+// connections are retried with exponential back-off and jitter; other 4xx fail at once.
+func (l *LLM) retryable(err error, attempt int) (time.Duration, bool) {
+	backoff := min(float64(l.cfg.MaxDelay), float64(l.cfg.BaseDelay)*math.Pow(2, float64(attempt-1)))
+	delay := time.Duration(backoff * (0.5 + 0.5*rand.Float64()))
+	var apiErr *openai.Error
+	if errors.As(err, &apiErr) {
+		if apiErr.StatusCode != http.StatusTooManyRequests && apiErr.StatusCode < 500 {
+			return 0, false
+		}
+		if apiErr.Response != nil {
+			if d, ok := retryAfter(apiErr.Response.Header.Get("Retry-After")); ok {
+				return min(d, l.cfg.MaxDelay), true
+			}
+		}
+		return delay, true
+	}
+	var netErr net.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &netErr) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.ECONNREFUSED) || strings.Contains(err.Error(), "EOF") {
+		return delay, true
+	}
+	return 0, false
+}
+
+func retryAfter(h string) (time.Duration, bool) {
+	if h == "" {
+		return 0, false
+	}
+	if s, err := strconv.ParseFloat(h, 64); err == nil && s >= 0 {
+		return time.Duration(s * float64(time.Second)), true
+	}
+	if t, err := http.ParseTime(h); err == nil {
+		return max(0, time.Until(t)), true
+	}
+	return 0, false
+}
+
+// describe renders an API failure with the server's own message (openai-go's Error() keeps
+// it out, as it may hold provider details; ours never holds the key).
+func describe(err error, attempts int) error {
+	var apiErr *openai.Error
+	if errors.As(err, &apiErr) {
+		msg := apiErr.Message
+		if msg == "" {
+			msg = strings.TrimSpace(apiErr.RawJSON())
+		}
+		return fmt.Errorf("HTTP %d after %d attempt(s): %s", apiErr.StatusCode, attempts, msg)
+	}
+	return fmt.Errorf("after %d attempt(s): %w", attempts, err)
+}
+
+// LCS is the longest common subsequence of two rankings (ties broken towards a's order).
+func LCS(a, b []int) []int {
+	dp := make([][]int, len(a)+1)
+	for i := range dp {
+		dp[i] = make([]int, len(b)+1)
+	}
+	for i := len(a) - 1; i >= 0; i-- {
+		for j := len(b) - 1; j >= 0; j-- {
+			if a[i] == b[j] {
+				dp[i][j] = dp[i+1][j+1] + 1
+			} else {
+				dp[i][j] = max(dp[i+1][j], dp[i][j+1])
+			}
+		}
+	}
+	var out []int
+	for i, j := 0, 0; i < len(a) && j < len(b); {
+		switch {
+		case a[i] == b[j]:
+			out = append(out, a[i])
+			i, j = i+1, j+1
+		case dp[i][j+1] >= dp[i+1][j]: // on ties keep a's earlier element
+			j++
+		default:
+			i++
+		}
+	}
+	return out
+}

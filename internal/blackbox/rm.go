@@ -1,0 +1,55 @@
+package blackbox
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/cyclealign/cyclealign/internal/model"
+)
+
+// RewardModel ranks candidates by a local reward model (a causal LM with a scalar head, HF
+// ...ForSequenceClassification layout) applied to prompt + candidate. It needs no API and
+// ignores demonstrations.
+type RewardModel struct {
+	M    *model.Model
+	Name string // shown by Describe, e.g. the model directory
+}
+
+// Describe implements Ranker.
+func (r *RewardModel) Describe() string {
+	return fmt.Sprintf("reward-model ranker (%s): ranks by the scalar reward of prompt+response; ignores demonstrations", r.Name)
+}
+
+// Scores returns the reward of each candidate after the prompt.
+func (r *RewardModel) Scores(ctx context.Context, prompt string, cands []string) ([]float64, error) {
+	seqs := make([][]int, len(cands))
+	maxLen := r.M.Config.MaxPositions
+	for i, c := range cands {
+		ids := r.M.Tokenizer.Encode(prompt+c, true)
+		if len(ids) > maxLen {
+			ids = ids[len(ids)-maxLen:] // the reward reads the last token: keep the response
+		}
+		seqs[i] = ids
+	}
+	return r.M.Rewards(ctx, seqs)
+}
+
+// Rank implements Ranker: highest reward first, ties in candidate order.
+func (r *RewardModel) Rank(ctx context.Context, req Request) (*Result, error) {
+	if len(req.Candidates) < 2 {
+		return nil, fmt.Errorf("ranking needs at least 2 candidates, got %d", len(req.Candidates))
+	}
+	s, err := r.Scores(ctx, req.Prompt, req.Candidates)
+	if err != nil {
+		return nil, err
+	}
+	rank := make([]int, len(s))
+	perm := make([]int, len(s))
+	for i := range rank {
+		rank[i], perm[i] = i, i
+	}
+	sort.SliceStable(rank, func(a, b int) bool { return s[rank[a]] > s[rank[b]] })
+	raw := fmt.Sprintf("rewards %v", s)
+	return &Result{Ranking: rank, Raw: []string{raw}, Permutation: perm}, nil
+}
