@@ -103,7 +103,9 @@ func TestLLMReplyVariantsAndCorrection(t *testing.T) {
 	formats := []func([]int) string{
 		func(l []int) string { return llmtest.FormatRanking(l) },
 		func(l []int) string { return strings.NewReplacer("[", "", "]", "").Replace(llmtest.FormatRanking(l)) },
-		func(l []int) string { return "[" + strings.ReplaceAll(strings.Trim(llmtest.FormatRanking(l), "[]"), "] > [", ", ") + "]" },
+		func(l []int) string {
+			return "[" + strings.ReplaceAll(strings.Trim(llmtest.FormatRanking(l), "[]"), "] > [", ", ") + "]"
+		},
 		func(l []int) string { return "Let me think. [1] is long.\nFinal ranking: " + llmtest.FormatRanking(l) },
 	}
 	for i, f := range formats {
