@@ -32,7 +32,9 @@ const latestFile = "latest"
 // "latest" pointer is replaced atomically afterwards, so a kill at any moment leaves the
 // previous checkpoint intact and never a half-written one behind "latest". Only the newest
 // keep checkpoints are kept.
-func (t *Trainer) SaveCheckpoint(dir string, st State, keep int) error {
+// extra files (name -> JSON value) are written into the same checkpoint, so state kept by a
+// caller (the cycle's demonstration pool) is saved atomically with the weights.
+func (t *Trainer) SaveCheckpoint(dir string, st State, keep int, extra map[string]any) error {
 	name := fmt.Sprintf("step-%08d", st.Step)
 	final := filepath.Join(dir, name)
 	tmp := final + ".tmp"
@@ -52,8 +54,13 @@ func (t *Trainer) SaveCheckpoint(dir string, st State, keep int) error {
 	if err := hf.WriteSafetensors(filepath.Join(tmp, "optimizer.safetensors"), moments, nil); err != nil {
 		return err
 	}
-	if err := writeJSON(filepath.Join(tmp, "state.json"), st); err != nil {
+	if err := WriteJSON(filepath.Join(tmp, "state.json"), st); err != nil {
 		return err
+	}
+	for name, v := range extra {
+		if err := WriteJSON(filepath.Join(tmp, name), v); err != nil {
+			return err
+		}
 	}
 	if err := os.RemoveAll(final); err != nil {
 		return err
@@ -82,30 +89,31 @@ func (t *Trainer) tensorsOf(vars []*mlctx.Variable) map[string]*hf.Tensor {
 	return out
 }
 
-// LoadCheckpoint restores the newest checkpoint under dir. found is false when there is none.
-func (t *Trainer) LoadCheckpoint(dir string) (st State, found bool, err error) {
+// LoadCheckpoint restores the newest checkpoint under dir and returns its directory (where
+// extra files are). found is false when there is none.
+func (t *Trainer) LoadCheckpoint(dir string) (st State, ck string, found bool, err error) {
 	b, err := os.ReadFile(filepath.Join(dir, latestFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return st, false, nil
+		return st, "", false, nil
 	}
 	if err != nil {
-		return st, false, err
+		return st, "", false, err
 	}
-	ck := filepath.Join(dir, strings.TrimSpace(string(b)))
+	ck = filepath.Join(dir, strings.TrimSpace(string(b)))
 	params, err := hf.ReadSafetensors(filepath.Join(ck, "params.safetensors"))
 	if err != nil {
-		return st, false, err
+		return st, ck, false, err
 	}
 	moments, err := hf.ReadSafetensors(filepath.Join(ck, "optimizer.safetensors"))
 	if err != nil {
-		return st, false, err
+		return st, ck, false, err
 	}
 	sb, err := os.ReadFile(filepath.Join(ck, "state.json"))
 	if err != nil {
-		return st, false, err
+		return st, ck, false, err
 	}
 	if err := json.Unmarshal(sb, &st); err != nil {
-		return st, false, fmt.Errorf("%s: %w", filepath.Join(ck, "state.json"), err)
+		return st, ck, false, fmt.Errorf("%s: %w", filepath.Join(ck, "state.json"), err)
 	}
 	for i, p := range t.params {
 		k := key(p)
@@ -116,16 +124,16 @@ func (t *Trainer) LoadCheckpoint(dir string) (st State, found bool, err error) {
 		}{{p, params, k}, {t.m1[i], moments, k}, {t.m2[i], moments, "m2:" + k}} {
 			ts, ok := x.src[x.k]
 			if !ok || !equalShape(ts.Shape, p.Shape().Dimensions) {
-				return st, false, fmt.Errorf("%s: tensor %q missing or of another shape: the checkpoint is not of this model", ck, x.k)
+				return st, ck, false, fmt.Errorf("%s: tensor %q missing or of another shape: the checkpoint is not of this model", ck, x.k)
 			}
 			if err := x.v.SetValue(tensors.FromFlatDataAndDimensions(ts.Data, ts.Shape...)); err != nil {
-				return st, false, err
+				return st, ck, false, err
 			}
 		}
 	}
 	t.Step = st.Step
 	t.accumulated, t.micro = 0, 0
-	return st, true, nil
+	return st, ck, true, nil
 }
 
 func equalShape(a, b []int) bool {
@@ -140,7 +148,20 @@ func equalShape(a, b []int) bool {
 	return true
 }
 
-func writeJSON(path string, v any) error {
+// ReadJSON reads a JSON file written with a checkpoint.
+func ReadJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// WriteJSON writes v as indented JSON, atomically.
+func WriteJSON(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err

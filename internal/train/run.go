@@ -73,7 +73,7 @@ func Run(ctx context.Context, t *Trainer, data []Example, o RunOptions) ([]Metri
 		return nil, err
 	}
 	st := State{Seed: o.Seed, Examples: len(data)}
-	if got, found, err := t.LoadCheckpoint(ckdir); err != nil {
+	if got, _, found, err := t.LoadCheckpoint(ckdir); err != nil {
 		return nil, err
 	} else if found {
 		if got.Examples != len(data) || got.Seed != o.Seed {
@@ -83,7 +83,7 @@ func Run(ctx context.Context, t *Trainer, data []Example, o RunOptions) ([]Metri
 		slog.Info("resuming", "checkpoint", ckdir, "step", st.Step)
 	}
 	metricsPath := filepath.Join(o.Out, "metrics.jsonl")
-	if err := truncateMetrics(metricsPath, st.Step); err != nil {
+	if err := TruncateJSONL(metricsPath, "step", st.Step); err != nil {
 		return nil, err
 	}
 	mf, err := os.OpenFile(metricsPath, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
@@ -98,7 +98,7 @@ func Run(ctx context.Context, t *Trainer, data []Example, o RunOptions) ([]Metri
 			progressbar.OptionSetPredictTime(true), progressbar.OptionSetWidth(24), progressbar.OptionThrottle(200*time.Millisecond))
 		bar.Set(st.Step)
 	}
-	save := func() error { return t.SaveCheckpoint(ckdir, st, o.Keep) }
+	save := func() error { return t.SaveCheckpoint(ckdir, st, o.Keep, nil) }
 	var out []Metrics
 	perm := order(len(data), o.Seed, st.Epoch)
 	done := 0
@@ -164,9 +164,9 @@ func Run(ctx context.Context, t *Trainer, data []Example, o RunOptions) ([]Metri
 	return out, save()
 }
 
-// truncateMetrics drops lines past step, left by a run killed after its last checkpoint,
-// so metrics.jsonl never holds a step twice.
-func truncateMetrics(path string, step int) error {
+// TruncateJSONL drops the lines of a JSONL file whose integer field exceeds limit: records
+// a killed run wrote after its last checkpoint, which the resumed run writes again.
+func TruncateJSONL(path, field string, limit int) error {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -176,13 +176,20 @@ func truncateMetrics(path string, step int) error {
 	}
 	var keep [][]byte
 	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 256<<20)
 	for sc.Scan() {
-		var m Metrics
-		if json.Unmarshal(sc.Bytes(), &m) == nil && m.Step <= step {
+		var rec map[string]any
+		if json.Unmarshal(sc.Bytes(), &rec) != nil {
+			continue // a line cut short by the kill
+		}
+		if v, ok := rec[field].(float64); ok && int(v) <= limit {
 			keep = append(keep, append([]byte(nil), sc.Bytes()...))
 		}
 	}
 	f.Close()
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
 	return hf.WriteFileAtomic(path, func(w io.Writer) error {
 		for _, l := range keep {
 			if _, err := w.Write(append(l, '\n')); err != nil {

@@ -1,0 +1,105 @@
+package blackbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+
+	"github.com/cyclealign/cyclealign/internal/model"
+)
+
+// Options are a ranker's settings as users give them (flags or a run's YAML). They name where
+// the API key is, never the key itself.
+type Options struct {
+	URL             string        `yaml:"url"`
+	Model           string        `yaml:"model"`
+	KeyEnv          string        `yaml:"api_key_env"`
+	KeyFile         string        `yaml:"api_key_file"`
+	RewardModel     string        `yaml:"reward_model"`
+	Instruction     string        `yaml:"instruction"`
+	Prices          string        `yaml:"prices"`
+	Cache           string        `yaml:"cache"`
+	Temperature     float64       `yaml:"temperature"`
+	MaxCost         float64       `yaml:"max_cost"`
+	Concurrency     int           `yaml:"concurrency"`
+	RPM             int           `yaml:"rpm"`
+	TPM             int           `yaml:"tpm"`
+	MaxAttempts     int           `yaml:"max_attempts"`
+	Timeout         time.Duration `yaml:"timeout"`
+	Consistency     bool          `yaml:"consistency"`
+	PromptTokens    int           `yaml:"max_prompt_tokens"`
+	CandidateTokens int           `yaml:"max_candidate_tokens"`
+}
+
+// DefaultOptions are the ranker defaults.
+func DefaultOptions() Options {
+	return Options{KeyEnv: "OPENAI_API_KEY", Concurrency: 8, MaxAttempts: 6, Timeout: 120 * time.Second,
+		PromptTokens: 1024, CandidateTokens: 512}
+}
+
+// Build returns the configured ranker; spent is a resumed run's earlier API spend.
+func (o Options) Build(spent float64) (Ranker, error) {
+	if o.RewardModel != "" {
+		b, err := model.NewBackend()
+		if err != nil {
+			return nil, err
+		}
+		m, err := model.Load(b, o.RewardModel)
+		if err != nil {
+			return nil, err
+		}
+		return &RewardModel{M: m, Name: o.RewardModel}, nil
+	}
+	if o.URL == "" || o.Model == "" {
+		return nil, fmt.Errorf("set the black-box URL and model (--blackbox-url, --blackbox-model), or a reward model (--reward-model DIR)")
+	}
+	key, err := ReadAPIKey(o.KeyEnv, o.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	p := DefaultPrompter()
+	p.PromptTokens, p.CandidateTokens = o.PromptTokens, o.CandidateTokens
+	if o.Instruction != "" {
+		b, err := os.ReadFile(o.Instruction)
+		if err != nil {
+			return nil, err
+		}
+		p.Instruction = string(b)
+	}
+	cfg := LLMConfig{BaseURL: o.URL, Model: o.Model, APIKey: key, Temperature: o.Temperature,
+		Concurrency: o.Concurrency, RPM: o.RPM, TPM: o.TPM, MaxAttempts: o.MaxAttempts, Timeout: o.Timeout,
+		Consistency: o.Consistency, Prompter: p, Budget: NewBudget(spent, o.MaxCost)}
+	if o.Prices != "" {
+		if cfg.Prices, err = LoadPrices(o.Prices); err != nil {
+			return nil, err
+		}
+	}
+	if o.Cache != "" {
+		if cfg.Cache, err = OpenCache(o.Cache); err != nil {
+			return nil, err
+		}
+	}
+	return NewLLM(cfg)
+}
+
+// Check asks the server for its model list before a run starts, so an unreachable URL or a
+// refused key is reported before any work. A server without /models only gets a warning.
+func (l *LLM) Check(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, min(l.cfg.Timeout, 30*time.Second))
+	defer cancel()
+	_, err := l.client.Models.List(cctx)
+	if err == nil {
+		return nil
+	}
+	var apiErr *openai.Error
+	if errors.As(err, &apiErr) && apiErr.StatusCode != 401 && apiErr.StatusCode != 403 {
+		slog.Warn("black-box server did not list its models; going on", "url", l.cfg.BaseURL, "status", apiErr.StatusCode)
+		return nil
+	}
+	return fmt.Errorf("black-box at %s is not usable: %w", l.cfg.BaseURL, describe(err, 1))
+}

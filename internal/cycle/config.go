@@ -1,0 +1,161 @@
+// Package cycle runs CycleAlign (METHOD.md, One step): the white-box samples candidates,
+// ranks them by its own length-normalised log-probability, the black-box ranks them with static
+// and dynamic demonstrations, their agreement (longest common subsequence) feeds a demonstration
+// pool, and the white-box trains on the black-box ranking. It owns the run directory (config,
+// journal, metrics, pool, checkpoints, final model) and resuming it.
+package cycle
+
+import (
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/cyclealign/cyclealign/internal/blackbox"
+)
+
+//go:embed defaults/demos.json
+var defaultDemos []byte
+
+// DefaultDemos are the shipped static demonstrations.
+func DefaultDemos() []blackbox.Demo {
+	var d []blackbox.Demo
+	if err := json.Unmarshal(defaultDemos, &d); err != nil {
+		panic(err)
+	}
+	return d
+}
+
+// Method names the algorithm or one of METHOD.md's baselines.
+type Method string
+
+// The methods.
+const (
+	CycleAlign  Method = "cyclealign"
+	StaticICL   Method = "static-icl"   // T=1, no dynamic demonstrations
+	NoAgreement Method = "no-agreement" // every black-box ranking enters the pool
+	SFTBest     Method = "sft-best"     // SFT on the black-box's top candidate only
+)
+
+// Config is every setting of a run, with METHOD.md's defaults. It is read from YAML, overridden
+// by flags, and written to the run directory.
+type Config struct {
+	Method  Method `yaml:"method"`
+	Model   string `yaml:"model"`   // white-box HF directory
+	Prompts string `yaml:"prompts"` // JSONL of {"prompt": ...} (or HH-RLHF rows)
+	Out     string `yaml:"out"`     // run directory
+	Seed    uint64 `yaml:"seed"`
+
+	Steps     int `yaml:"steps"`      // optimisation steps (batches of prompts)
+	BatchSize int `yaml:"batch_size"` // prompts per step
+
+	N            int      `yaml:"n"` // candidates per prompt
+	Temperature  float64  `yaml:"temperature"`
+	TopP         float64  `yaml:"top_p"`
+	MaxNewTokens int      `yaml:"max_new_tokens"`
+	Stop         []string `yaml:"stop"`
+
+	Interactions int    `yaml:"interactions"` // T
+	Tau          int    `yaml:"tau"`          // agreement threshold; 0 means N-1
+	PoolSize     int    `yaml:"pool_size"`    // P
+	StaticDemos  string `yaml:"static_demos"` // JSON file; "" uses the shipped ones
+	NumStatic    int    `yaml:"num_static"`
+	NumDynamic   int    `yaml:"num_dynamic"`
+	DemoSelect   string `yaml:"demo_select"` // "recent" or "similar"
+
+	Loss        string   `yaml:"loss"` // pro or rrhf
+	SFTWeight   float64  `yaml:"sft_weight"`
+	LR          float64  `yaml:"lr"`
+	WeightDecay float64  `yaml:"weight_decay"`
+	Clip        float64  `yaml:"clip"`
+	WarmupRatio float64  `yaml:"warmup_ratio"`
+	MaxResponse int      `yaml:"max_response_tokens"`
+	LoRAR       int      `yaml:"lora_r"`
+	LoRAAlpha   float64  `yaml:"lora_alpha"`
+	LoRADropout float64  `yaml:"lora_dropout"`
+	LoRATargets []string `yaml:"lora_targets"`
+	SaveEvery   int      `yaml:"save_every"`
+	Keep        int      `yaml:"keep"`
+
+	Blackbox blackbox.Options `yaml:"blackbox"`
+
+	EvalEvery   int    `yaml:"eval_every"`   // evaluate every K steps (0: never)
+	EvalPrompts string `yaml:"eval_prompts"` // held-out prompts for it
+	EvalN       int    `yaml:"eval_n"`       // how many of them
+}
+
+// Defaults returns METHOD.md's settings.
+func Defaults() Config {
+	return Config{Method: CycleAlign, Steps: 10, BatchSize: 4, N: 4, Temperature: 1, TopP: 0.9, MaxNewTokens: 128,
+		Stop: []string{"\n\nHuman:"}, Interactions: 3, PoolSize: 16, NumStatic: 2, NumDynamic: 3, DemoSelect: "recent",
+		Loss: "pro", SFTWeight: -1, LR: 5e-6, WeightDecay: 0.01, Clip: 1, WarmupRatio: 0.1, MaxResponse: 256,
+		LoRAAlpha: 16, LoRADropout: 0.05, LoRATargets: []string{"q", "k", "v", "o"}, SaveEvery: 1, Keep: 2, EvalN: 32,
+		Blackbox: blackbox.DefaultOptions()}
+}
+
+// LoadConfig reads a YAML file over the defaults; unknown keys are errors.
+func LoadConfig(path string) (Config, error) {
+	c := Defaults()
+	f, err := os.Open(path)
+	if err != nil {
+		return c, err
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Effective applies the method's fixed choices and derived defaults.
+func (c Config) Effective() Config {
+	switch c.Method {
+	case StaticICL:
+		c.Interactions, c.NumDynamic = 1, 0
+	case SFTBest:
+		c.Loss = "sft"
+	}
+	if c.Tau <= 0 {
+		c.Tau = c.N - 1
+	}
+	return c
+}
+
+// Validate checks settings, naming the bad one.
+func (c Config) Validate() error {
+	switch c.Method {
+	case CycleAlign, StaticICL, NoAgreement, SFTBest:
+	default:
+		return fmt.Errorf("method: unknown %q (cyclealign, static-icl, no-agreement, sft-best)", c.Method)
+	}
+	checks := []struct {
+		ok   bool
+		what string
+	}{
+		{c.Model != "", "model: required"},
+		{c.Prompts != "", "prompts: required"},
+		{c.Out != "", "out: required"},
+		{c.Steps >= 1, "steps: must be at least 1"},
+		{c.BatchSize >= 1, "batch_size: must be at least 1"},
+		{c.N >= 2, "n: need at least 2 candidates to rank"},
+		{c.Interactions >= 1, "interactions: must be at least 1"},
+		{c.Tau >= 1 && c.Tau <= c.N, "tau: must be between 1 and n"},
+		{c.PoolSize >= 0 && c.NumStatic >= 0 && c.NumDynamic >= 0, "pool_size, num_static, num_dynamic: must not be negative"},
+		{c.DemoSelect == "recent" || c.DemoSelect == "similar", "demo_select: recent or similar"},
+		{c.MaxNewTokens >= 1, "max_new_tokens: must be at least 1"},
+		{c.Temperature > 0, "temperature: must be > 0"},
+		{c.TopP > 0 && c.TopP <= 1, "top_p: must be in (0, 1]"},
+		{c.LR > 0, "lr: must be > 0"},
+		{c.SaveEvery >= 1, "save_every: must be at least 1"},
+	}
+	for _, ch := range checks {
+		if !ch.ok {
+			return fmt.Errorf("config %s", ch.what)
+		}
+	}
+	return nil
+}

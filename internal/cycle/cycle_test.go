@@ -1,0 +1,344 @@
+package cycle
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/cyclealign/cyclealign/internal/blackbox"
+	"github.com/cyclealign/cyclealign/internal/blackbox/llmtest"
+	"github.com/cyclealign/cyclealign/internal/generate"
+	"github.com/cyclealign/cyclealign/internal/model"
+)
+
+var topics = []string{"bake bread", "fix a flat tire", "learn to swim", "write a poem", "save money", "plant tomatoes",
+	"train a puppy", "make coffee", "study for exams", "paint a room", "tie a tie", "start running",
+	"cook rice", "clean a keyboard", "fold a shirt", "sleep better", "brew tea", "wash a car"}
+
+func prompt(t string) string { return "\n\nHuman: How do I " + t + "?\n\nAssistant:" }
+
+func writePrompts(t *testing.T, ts []string) string {
+	p := filepath.Join(t.TempDir(), "prompts.jsonl")
+	var b strings.Builder
+	for _, x := range ts {
+		line, _ := json.Marshal(map[string]string{"prompt": prompt(x)})
+		b.Write(append(line, '\n'))
+	}
+	os.WriteFile(p, []byte(b.String()), 0o644)
+	return p
+}
+
+// shorterWithNoise is a black-box with a hidden preference (shorter replies) and noise: with
+// probability 0.2 it swaps two adjacent places of its ranking. Deterministic per request.
+func shorterWithNoise() llmtest.Script {
+	return func(_ int, req llmtest.Request) llmtest.Reply {
+		c := llmtest.Candidates(req)
+		order := llmtest.Order(c, func(a, b string) bool { return len(a) < len(b) })
+		h := uint64(0)
+		for _, x := range c {
+			for i := 0; i < len(x); i++ {
+				h = h*31 + uint64(x[i])
+			}
+		}
+		rng := rand.New(rand.NewPCG(h, 1))
+		if len(order) > 1 && rng.Float64() < 0.2 {
+			i := rng.IntN(len(order) - 1)
+			order[i], order[i+1] = order[i+1], order[i]
+		}
+		return llmtest.Reply{Content: "Reasoning: shorter is better.\n" + llmtest.FormatRanking(order)}
+	}
+}
+
+func testConfig(t *testing.T, server *llmtest.Server, promptFile string) Config {
+	c := Defaults()
+	c.Model = filepath.Join("..", "..", "testdata", "tiny-llama-metaspace")
+	c.Prompts = promptFile
+	c.Out = t.TempDir()
+	c.Steps, c.BatchSize, c.N, c.Interactions = 10, 4, 4, 2
+	c.MaxNewTokens, c.LR, c.WarmupRatio, c.Seed = 16, 1e-2, 0, 1
+	c.PoolSize = 5
+	c.Blackbox.URL, c.Blackbox.Model = server.BaseURL(), "judge"
+	return c.Effective()
+}
+
+// pairAccuracy is the fraction of candidate pairs the white-box orders as the hidden
+// preference does (shorter first), over fixed candidate sets.
+func pairAccuracy(t *testing.T, m *model.Model, prompts []string, cands [][]string) float64 {
+	var ps, rs []string
+	for i, p := range prompts {
+		for _, c := range cands[i] {
+			if c != "" {
+				ps, rs = append(ps, p), append(rs, c)
+			}
+		}
+	}
+	sc, err := m.ScoreText(context.Background(), ps, rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, all := 0, 0
+	for k := 0; k < len(rs); k++ {
+		for l := k + 1; l < len(rs); l++ {
+			if ps[k] != ps[l] || len(rs[k]) == len(rs[l]) {
+				continue
+			}
+			all++
+			if (len(rs[k]) < len(rs[l])) == (sc[k].Mean > sc[l].Mean) {
+				good++
+			}
+		}
+	}
+	return float64(good) / float64(all)
+}
+
+func readLines[T any](t *testing.T, path string) []T {
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []T
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		var v T
+		if err := json.Unmarshal(sc.Bytes(), &v); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+func TestEndToEnd(t *testing.T) {
+	s := llmtest.New(shorterWithNoise())
+	defer s.Close()
+	train, heldOut := topics[:12], topics[12:]
+	cfg := testConfig(t, s, writePrompts(t, train))
+	ctx := context.Background()
+	r, err := Prepare(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fixed held-out candidates from the starting model.
+	var hp []string
+	for _, x := range heldOut {
+		hp = append(hp, prompt(x))
+	}
+	opt := generate.Defaults()
+	opt.N, opt.MaxNewTokens, opt.Seed = 8, 16, 99
+	gen, err := generate.Text(ctx, r.M, hp, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := make([][]string, len(gen))
+	for i, g := range gen {
+		for _, c := range g {
+			hc[i] = append(hc[i], c.Text)
+		}
+	}
+	before := pairAccuracy(t, r.M, hp, hc)
+	if err := r.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after := pairAccuracy(t, r.M, hp, hc)
+	t.Logf("held-out pairwise agreement with the hidden preference: %.3f -> %.3f", before, after)
+	if after <= before {
+		t.Fatalf("white-box agreement with the preference did not rise: %.3f -> %.3f", before, after)
+	}
+
+	recs := readLines[Record](t, filepath.Join(cfg.Out, JournalFile))
+	if len(recs) != cfg.Steps*cfg.BatchSize*cfg.Interactions {
+		t.Fatalf("journal has %d records, want %d", len(recs), cfg.Steps*cfg.BatchSize*cfg.Interactions)
+	}
+	entered := 0
+	for _, rec := range recs {
+		if len(rec.Candidates) != 4 || len(rec.WhiteScores) != 4 || len(rec.WhiteRanking) != 4 || len(rec.RequestIDs) == 0 {
+			t.Fatalf("incomplete record %+v", rec)
+		}
+		if !slices.Equal(rec.Agreement, blackbox.LCS(rec.BlackRanking, rec.WhiteRanking)) {
+			t.Fatalf("agreement %v is not LCS(%v, %v)", rec.Agreement, rec.BlackRanking, rec.WhiteRanking)
+		}
+		if rec.EnteredPool != (len(rec.Agreement) >= cfg.Tau) {
+			t.Fatalf("|A|=%d, tau=%d, entered pool: %v", len(rec.Agreement), cfg.Tau, rec.EnteredPool)
+		}
+		if rec.EnteredPool {
+			entered++
+		}
+		if len(rec.Demos) < 2 || rec.Demos[0] != DefaultDemos()[0].Prompt {
+			t.Fatalf("static demonstrations missing: %v", rec.Demos)
+		}
+		for _, d := range rec.Demos[2:] {
+			if d == rec.Prompt {
+				t.Fatal("a prompt was shown its own demonstration")
+			}
+		}
+	}
+	if entered == 0 {
+		t.Fatal("no example ever entered the pool")
+	}
+	var pool Pool
+	b, _ := os.ReadFile(filepath.Join(cfg.Out, PoolFile))
+	json.Unmarshal(b, &pool)
+	if len(pool.Entries) == 0 || len(pool.Entries) > cfg.PoolSize {
+		t.Fatalf("pool has %d entries (max %d)", len(pool.Entries), cfg.PoolSize)
+	}
+	for _, e := range pool.Entries {
+		if len(e.Demo.Ranking) < cfg.Tau {
+			t.Fatalf("pool entry with |A| = %d < tau", len(e.Demo.Ranking))
+		}
+	}
+	ms := readLines[StepMetrics](t, filepath.Join(cfg.Out, MetricsFile))
+	if len(ms) != cfg.Steps || ms[len(ms)-1].PoolSize != len(pool.Entries) || ms[0].APIRequests != cfg.BatchSize*cfg.Interactions {
+		t.Fatalf("metrics: %d lines, last %+v", len(ms), ms[len(ms)-1])
+	}
+	// Later interactions show dynamic demonstrations to the black-box.
+	found := false
+	for _, req := range s.Requests() {
+		if len(req.Messages) > 1+2*2 {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("no request carried dynamic demonstrations")
+	}
+	if err := r.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Out, "model", "model.safetensors")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBaselines(t *testing.T) {
+	s := llmtest.New(shorterWithNoise())
+	defer s.Close()
+	pf := writePrompts(t, topics[:8])
+	for _, method := range []Method{StaticICL, NoAgreement, SFTBest} {
+		t.Run(string(method), func(t *testing.T) {
+			cfg := testConfig(t, s, pf)
+			cfg.Method, cfg.Steps = method, 2
+			cfg = cfg.Effective()
+			r, err := Prepare(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			recs := readLines[Record](t, filepath.Join(cfg.Out, JournalFile))
+			var pool Pool
+			b, _ := os.ReadFile(filepath.Join(cfg.Out, PoolFile))
+			json.Unmarshal(b, &pool)
+			switch method {
+			case StaticICL:
+				if len(recs) != 2*cfg.BatchSize || len(pool.Entries) != 0 {
+					t.Fatalf("static-icl: %d records, pool %d", len(recs), len(pool.Entries))
+				}
+			case NoAgreement:
+				ranked := 0
+				for _, rec := range recs {
+					if !rec.Unranked {
+						ranked++
+						if !rec.EnteredPool {
+							t.Fatal("no-agreement left a ranked example out of the pool")
+						}
+					}
+				}
+				if len(pool.Entries) != min(cfg.PoolSize, 8) && len(pool.Entries) != cfg.PoolSize {
+					t.Fatalf("no-agreement pool %d", len(pool.Entries))
+				}
+			case SFTBest:
+				ms := readLines[StepMetrics](t, filepath.Join(cfg.Out, MetricsFile))
+				if ms[0].RankTerm != 0 || ms[0].SFTTerm <= 0 || ms[0].Loss != ms[0].SFTTerm {
+					t.Fatalf("sft-best trains only the SFT term: %+v", ms[0])
+				}
+			}
+		})
+	}
+}
+
+// TestResumeInProcess stops a run after a step whose checkpoint was not written, then resumes
+// and compares everything with an uninterrupted run.
+func TestResumeInProcess(t *testing.T) {
+	s := llmtest.New(shorterWithNoise())
+	defer s.Close()
+	pf := writePrompts(t, topics[:8])
+	run := func(cfg Config, stopAfter int) *Runner {
+		r, err := Prepare(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.StopAfter = stopAfter
+		if err := r.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	full := testConfig(t, s, pf)
+	full.Steps, full.SaveEvery = 4, 2
+	a := run(full, 0)
+	cut := full
+	cut.Out = t.TempDir()
+	run(cut, 3) // checkpoint at step 2; step 3's work is lost
+	n := len(s.Requests())
+	b := run(cut, 0)
+	// Step 3 is redone from the cache; only step 4 is new.
+	if extra := len(s.Requests()) - n; extra != full.BatchSize*full.Interactions {
+		t.Fatalf("the resumed run sent %d black-box requests, want %d (step 4 only)", extra, full.BatchSize*full.Interactions)
+	}
+	ta, _ := a.M.Tensors()
+	tb, _ := b.M.Tensors()
+	for name, x := range ta {
+		if !slices.Equal(x.Data, tb[name].Data) {
+			t.Fatalf("%s differs after resume", name)
+		}
+	}
+	ja := readLines[Record](t, filepath.Join(full.Out, JournalFile))
+	jb := readLines[Record](t, filepath.Join(cut.Out, JournalFile))
+	if len(ja) != len(jb) {
+		t.Fatalf("journal %d vs %d records", len(ja), len(jb))
+	}
+	for i := range ja {
+		if fmt.Sprint(ja[i].BlackRanking, ja[i].Candidates) != fmt.Sprint(jb[i].BlackRanking, jb[i].Candidates) {
+			t.Fatalf("journal record %d differs", i)
+		}
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	s := llmtest.New(shorterWithNoise())
+	defer s.Close()
+	bad := filepath.Join(t.TempDir(), "p.jsonl")
+	os.WriteFile(bad, []byte(`{"prompt": "a"}`+"\n"+`{"prompt": }`+"\n"), 0o644)
+	cfg := testConfig(t, s, bad)
+	if _, err := Prepare(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Fatalf("bad prompt file: %v", err)
+	}
+	demos := filepath.Join(t.TempDir(), "demos.json")
+	os.WriteFile(demos, []byte(`[{"prompt": "p", "candidates": ["a", "b", "c"], "ranking": [0, 2, 2]}]`), 0o644)
+	cfg = testConfig(t, s, writePrompts(t, topics[:2]))
+	cfg.StaticDemos = demos
+	if _, err := Prepare(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "demonstration 0") {
+		t.Fatalf("bad demonstrations: %v", err)
+	}
+	// An unreachable black-box is reported before any model is loaded or trained.
+	dead := llmtest.New(shorterWithNoise())
+	url := dead.BaseURL()
+	dead.Close()
+	cfg = testConfig(t, s, writePrompts(t, topics[:2]))
+	cfg.Blackbox.URL = url
+	if _, err := Prepare(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "not usable") {
+		t.Fatalf("unreachable black-box: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Out, "checkpoints")); err == nil {
+		t.Fatal("a run started against an unreachable black-box")
+	}
+}

@@ -1,0 +1,80 @@
+package cycle
+
+import (
+	"encoding/json"
+	"os"
+
+	"github.com/cyclealign/cyclealign/internal/blackbox"
+)
+
+// Record is one journal line: one prompt in one interaction of one step.
+type Record struct {
+	Step         int            `json:"step"`
+	Interaction  int            `json:"interaction"`
+	Prompt       string         `json:"prompt"`
+	Candidates   []string       `json:"candidates"`
+	WhiteScores  []float64      `json:"white_scores"`
+	WhiteRanking []int          `json:"white_ranking"`
+	BlackRanking []int          `json:"black_ranking"` // nil when unranked
+	Unranked     bool           `json:"unranked"`
+	RawReplies   []string       `json:"raw_replies,omitempty"`
+	RequestIDs   []string       `json:"request_ids,omitempty"` // cache keys of the black-box exchanges
+	Agreement    []int          `json:"agreement"`
+	EnteredPool  bool           `json:"entered_pool"`
+	Demos        []string       `json:"demos"` // prompts of the demonstrations shown
+	Skipped      string         `json:"skipped,omitempty"`
+	Usage        blackbox.Usage `json:"usage"`
+}
+
+// StepMetrics is one metrics.jsonl line.
+type StepMetrics struct {
+	Step            int                `json:"step"`
+	Loss            float64            `json:"loss"`
+	RankTerm        float64            `json:"rank_term"`
+	SFTTerm         float64            `json:"sft_term"`
+	GradNorm        float64            `json:"grad_norm"`
+	LR              float64            `json:"lr"`
+	AgreementRate   float64            `json:"agreement_rate"` // ranked prompts with |A| >= tau
+	MeanAgreement   float64            `json:"mean_agreement"` // mean |A|
+	AgreementByIter []float64          `json:"agreement_by_interaction"`
+	MeanAByIter     []float64          `json:"mean_agreement_by_interaction"`
+	PoolSize        int                `json:"pool_size"`
+	Ranked          int                `json:"ranked"`
+	Unranked        int                `json:"unranked"`
+	GenTokens       int                `json:"generated_tokens"`
+	TrainTokens     int                `json:"train_tokens"`
+	APIPromptTokens int                `json:"api_prompt_tokens"`
+	APIOutTokens    int                `json:"api_completion_tokens"`
+	APIRequests     int                `json:"api_requests"`
+	CachedRequests  int                `json:"api_cached"`
+	Cost            float64            `json:"cost"`
+	CostTotal       float64            `json:"cost_total"`
+	TokensPerSec    float64            `json:"tokens_per_s"`
+	Seconds         float64            `json:"seconds"`
+	Eval            map[string]float64 `json:"eval,omitempty"`
+}
+
+// appender writes JSON lines to a file opened for appending.
+type appender struct{ f *os.File }
+
+func openAppender(path string) (*appender, error) {
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return &appender{f}, nil
+}
+
+func (a *appender) write(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = a.f.Write(append(b, '\n'))
+	return err
+}
+
+// sync makes the lines so far durable; called at each completed step.
+func (a *appender) sync() error { return a.f.Sync() }
+
+func (a *appender) close() error { return a.f.Close() }

@@ -1,0 +1,423 @@
+package cycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/cyclealign/cyclealign/internal/blackbox"
+	"github.com/cyclealign/cyclealign/internal/generate"
+	"github.com/cyclealign/cyclealign/internal/model"
+	"github.com/cyclealign/cyclealign/internal/train"
+)
+
+// Runner executes a run. Build one with the parts, then call Run.
+type Runner struct {
+	Cfg      Config // effective and validated
+	M        *model.Model
+	Ranker   blackbox.Ranker
+	Budget   *blackbox.Budget // the LLM ranker's; nil for the reward model
+	Static   []blackbox.Demo
+	Prompts  []string
+	Progress io.Writer // a live bar; nil: none
+	// Eval, when set, runs every Cfg.EvalEvery steps; its numbers go to metrics.jsonl.
+	Eval func(ctx context.Context, step int) (map[string]float64, error)
+	// StopAfter returns after this many steps of this call (tests); 0: off.
+	StopAfter int
+
+	tr   *train.Trainer
+	pool Pool
+}
+
+// extra files kept in each checkpoint next to the weights.
+type runState struct {
+	Steps int     `json:"steps"` // completed steps
+	Cost  float64 `json:"cost"`  // estimated API spend so far
+}
+
+// Paths inside a run directory.
+const (
+	ConfigFile  = "config.yaml"
+	JournalFile = "journal.jsonl"
+	MetricsFile = "metrics.jsonl"
+	PoolFile    = "pool.json"
+)
+
+func mix(a, b, c uint64) uint64 {
+	return rand.New(rand.NewPCG(a^0x243f6a8885a308d3, b<<32|c)).Uint64()
+}
+
+// promptsFor returns the prompts of a step: consecutive slices of a seeded shuffle of the
+// prompt file, reshuffled each pass, so any step's batch follows from its number.
+func (r *Runner) promptsFor(step int) []string {
+	n := len(r.Prompts)
+	out := make([]string, r.Cfg.BatchSize)
+	for j := range out {
+		i := step*r.Cfg.BatchSize + j
+		perm := rand.New(rand.NewPCG(r.Cfg.Seed, uint64(i/n))).Perm(n)
+		out[j] = r.Prompts[perm[i%n]]
+	}
+	return out
+}
+
+// Run executes the remaining steps, resuming from the run directory's last checkpoint.
+func (r *Runner) Run(ctx context.Context) error {
+	c := r.Cfg
+	kind, err := train.ParseLoss(c.Loss)
+	if err != nil {
+		return err
+	}
+	loss := train.Loss{Kind: kind, SFTWeight: c.SFTWeight}
+	if loss.SFTWeight < 0 {
+		loss.SFTWeight = train.DefaultSFTWeight(kind)
+	}
+	opt := train.DefaultOptimizer()
+	opt.LR, opt.WeightDecay, opt.ClipNorm = c.LR, c.WeightDecay, c.Clip
+	opt.TotalSteps = c.Steps * c.Interactions
+	opt.WarmupSteps = int(c.WarmupRatio * float64(opt.TotalSteps))
+	r.tr = train.NewTrainer(r.M, loss, opt)
+	r.tr.DropoutSeed = c.Seed
+	r.pool = Pool{Max: c.PoolSize}
+	ckdir := filepath.Join(c.Out, "checkpoints")
+	_, ck, found, err := r.tr.LoadCheckpoint(ckdir)
+	if err != nil {
+		return err
+	}
+	var rs runState
+	if found {
+		if err := train.ReadJSON(filepath.Join(ck, PoolFile), &r.pool); err != nil {
+			return err
+		}
+		if err := train.ReadJSON(filepath.Join(ck, "cycle.json"), &rs); err != nil {
+			return err
+		}
+		slog.Info("resuming", "run", c.Out, "completed_steps", rs.Steps, "pool", len(r.pool.Entries), "cost", rs.Cost)
+	}
+	for _, f := range []string{JournalFile, MetricsFile} {
+		if err := train.TruncateJSONL(filepath.Join(c.Out, f), "step", rs.Steps); err != nil {
+			return err
+		}
+	}
+	journal, err := openAppender(filepath.Join(c.Out, JournalFile))
+	if err != nil {
+		return err
+	}
+	defer journal.close()
+	metrics, err := openAppender(filepath.Join(c.Out, MetricsFile))
+	if err != nil {
+		return err
+	}
+	defer metrics.close()
+	var bar *progressbar.ProgressBar
+	if r.Progress != nil {
+		bar = progressbar.NewOptions(c.Steps, progressbar.OptionSetWriter(r.Progress), progressbar.OptionShowCount(),
+			progressbar.OptionSetPredictTime(true), progressbar.OptionSetWidth(20), progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionSetDescription("starting"))
+		bar.Set(rs.Steps)
+	}
+	phase := func(s string) {
+		if bar != nil {
+			bar.Describe(s)
+		}
+	}
+	save := func() error {
+		st := train.State{Step: r.tr.Step, Seed: c.Seed, Examples: len(r.Prompts)}
+		extra := map[string]any{PoolFile: r.pool, "cycle.json": rs}
+		if err := r.tr.SaveCheckpoint(ckdir, st, c.Keep, extra); err != nil {
+			return err
+		}
+		return train.WriteJSON(filepath.Join(c.Out, PoolFile), r.pool)
+	}
+	done := 0
+	for step := rs.Steps; step < c.Steps; step++ {
+		if err := ctx.Err(); err != nil {
+			return err // the last completed step is already checkpointed
+		}
+		m, err := r.step(ctx, step, journal, phase)
+		if err != nil {
+			return err
+		}
+		rs.Cost += m.Cost
+		rs.Steps = step + 1
+		m.CostTotal = rs.Cost
+		if r.Eval != nil && c.EvalEvery > 0 && (step+1)%c.EvalEvery == 0 {
+			phase(fmt.Sprintf("step %d: evaluating", step+1))
+			if m.Eval, err = r.Eval(ctx, step+1); err != nil {
+				return err
+			}
+		}
+		if err := metrics.write(m); err != nil {
+			return err
+		}
+		if err := errors.Join(journal.sync(), metrics.sync()); err != nil {
+			return err
+		}
+		if (step+1)%c.SaveEvery == 0 || step+1 == c.Steps {
+			if err := save(); err != nil {
+				return err
+			}
+		}
+		if bar != nil {
+			bar.Describe(fmt.Sprintf("agree %.0f%% |A| %.1f pool %d $%.4f", 100*m.AgreementRate, m.MeanAgreement, m.PoolSize, rs.Cost))
+			bar.Set(step + 1)
+		} else {
+			slog.Info("step", "step", step+1, "of", c.Steps, "loss", fmt.Sprintf("%.4f", m.Loss), "agreement", fmt.Sprintf("%.2f", m.AgreementRate),
+				"mean_A", fmt.Sprintf("%.2f", m.MeanAgreement), "pool", m.PoolSize, "unranked", m.Unranked, "cost", fmt.Sprintf("%.4f", rs.Cost))
+		}
+		if done++; r.StopAfter > 0 && done >= r.StopAfter {
+			return nil
+		}
+	}
+	if bar != nil {
+		bar.Finish()
+		fmt.Fprintln(r.Progress)
+	}
+	return nil
+}
+
+// step runs one batch of prompts through generation and T interactions.
+func (r *Runner) step(ctx context.Context, step int, journal *appender, phase func(string)) (*StepMetrics, error) {
+	c := r.Cfg
+	start := time.Now()
+	m := &StepMetrics{Step: step + 1}
+	prompts := r.promptsFor(step)
+	phase(fmt.Sprintf("step %d: generating", step+1))
+	cands, genTokens, err := r.candidates(ctx, prompts, step)
+	if err != nil {
+		return nil, err
+	}
+	m.GenTokens = genTokens
+	var agreeSum, agreeN, ranked int
+	for t := 0; t < c.Interactions; t++ {
+		phase(fmt.Sprintf("step %d.%d: white-box judging", step+1, t+1))
+		white, err := r.whiteRanking(ctx, prompts, cands)
+		if err != nil {
+			return nil, err
+		}
+		phase(fmt.Sprintf("step %d.%d: black-box ranking", step+1, t+1))
+		recs, err := r.blackRanking(ctx, step, t, prompts, cands, white)
+		if err != nil {
+			return nil, err
+		}
+		var exs []train.Example
+		iterAgree, iterN, iterA := 0, 0, 0
+		for i := range recs {
+			rec := &recs[i]
+			m.APIPromptTokens += rec.Usage.PromptTokens
+			m.APIOutTokens += rec.Usage.CompletionTokens
+			m.APIRequests += rec.Usage.Requests
+			m.CachedRequests += rec.Usage.CachedRequests
+			m.Cost += rec.Usage.Cost
+			if rec.Skipped != "" {
+				continue
+			}
+			if rec.Unranked {
+				m.Unranked++
+				continue
+			}
+			ranked++
+			iterN++
+			rec.Agreement = blackbox.LCS(rec.BlackRanking, rec.WhiteRanking)
+			iterA += len(rec.Agreement)
+			if len(rec.Agreement) >= c.Tau {
+				iterAgree++
+			}
+			ex := train.Example{Prompt: r.M.Tokenizer.Encode(rec.Prompt, true)}
+			for _, k := range rec.BlackRanking {
+				ex.Candidates = append(ex.Candidates, truncateIDs(r.M.Tokenizer.Encode(rec.Candidates[k], false), c.MaxResponse))
+			}
+			if len(ex.Candidates) >= 2 {
+				exs = append(exs, ex)
+			}
+		}
+		// Pool update after the whole interaction, so every prompt of it saw the same pool.
+		for i := range recs {
+			rec := &recs[i]
+			if rec.Skipped != "" || rec.Unranked || c.NumDynamic == 0 {
+				continue
+			}
+			demo := blackbox.Demo{Prompt: rec.Prompt, Candidates: rec.Candidates, Ranking: rec.Agreement}
+			if c.Method == NoAgreement {
+				demo.Ranking = rec.BlackRanking
+			} else if len(rec.Agreement) < c.Tau || len(rec.Agreement) < 2 {
+				continue
+			}
+			r.pool.Add(demo, step+1, t+1)
+			rec.EnteredPool = true
+		}
+		m.AgreementByIter = append(m.AgreementByIter, ratio(iterAgree, iterN))
+		m.MeanAByIter = append(m.MeanAByIter, ratio(iterA, iterN))
+		agreeSum, agreeN = agreeSum+iterAgree, agreeN+iterN
+		m.MeanAgreement += float64(iterA)
+		for _, rec := range recs {
+			if err := journal.write(rec); err != nil {
+				return nil, err
+			}
+		}
+		if len(exs) == 0 {
+			continue
+		}
+		phase(fmt.Sprintf("step %d.%d: training", step+1, t+1))
+		m.LR = r.tr.Opt.LRAt(r.tr.Step)
+		s, err := r.tr.Accumulate(ctx, exs)
+		if err != nil {
+			return nil, err
+		}
+		if m.GradNorm, err = r.tr.Apply(); err != nil {
+			return nil, err
+		}
+		n := float64(s.Examples * c.Interactions)
+		m.Loss += s.Loss / n
+		m.RankTerm += s.Rank / n
+		m.SFTTerm += s.SFT / n
+		m.TrainTokens += s.Tokens
+	}
+	m.AgreementRate = ratio(agreeSum, agreeN)
+	m.MeanAgreement = ratio(int(m.MeanAgreement), agreeN)
+	m.Ranked = ranked
+	m.PoolSize = len(r.pool.Entries)
+	m.Seconds = time.Since(start).Seconds()
+	m.TokensPerSec = float64(m.GenTokens+m.TrainTokens) / m.Seconds
+	return m, nil
+}
+
+func ratio(a, b int) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+func truncateIDs(ids []int, n int) []int {
+	if n > 0 && len(ids) > n {
+		return ids[:n]
+	}
+	return ids
+}
+
+// candidates samples N responses per prompt; exact duplicates (and empty responses) are
+// re-sampled once, then kept.
+func (r *Runner) candidates(ctx context.Context, prompts []string, step int) ([][]string, int, error) {
+	c := r.Cfg
+	opt := generate.Options{N: c.N, MaxNewTokens: c.MaxNewTokens, Temperature: c.Temperature, TopP: c.TopP,
+		Stop: c.Stop, Seed: mix(c.Seed, uint64(step), 1)}
+	res, err := generate.Text(ctx, r.M, prompts, opt)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([][]string, len(prompts))
+	tokens := 0
+	var again []int // (prompt, candidate) pairs to re-sample, flattened
+	for i, comps := range res {
+		seen := map[string]bool{}
+		for j, cp := range comps {
+			out[i] = append(out[i], cp.Text)
+			tokens += len(cp.IDs)
+			if seen[cp.Text] || cp.Text == "" {
+				again = append(again, i*c.N+j)
+			}
+			seen[cp.Text] = true
+		}
+	}
+	if len(again) > 0 {
+		ps := make([]string, len(again))
+		for k, f := range again {
+			ps[k] = prompts[f/c.N]
+		}
+		opt.N, opt.Seed = 1, mix(c.Seed, uint64(step), 2)
+		re, err := generate.Text(ctx, r.M, ps, opt)
+		if err != nil {
+			return nil, 0, err
+		}
+		for k, f := range again {
+			out[f/c.N][f%c.N] = re[k][0].Text
+			tokens += len(re[k][0].IDs)
+		}
+	}
+	return out, tokens, nil
+}
+
+// whiteRanking scores every candidate by its length-normalised log-probability and sorts.
+func (r *Runner) whiteRanking(ctx context.Context, prompts []string, cands [][]string) ([][]float64, error) {
+	var ps, rs [][]int
+	for i, p := range prompts {
+		pid := r.M.Tokenizer.Encode(p, true)
+		for _, cd := range cands[i] {
+			ps = append(ps, pid)
+			rs = append(rs, truncateIDs(r.M.Tokenizer.Encode(cd, false), r.Cfg.MaxResponse))
+		}
+	}
+	valid := make([]bool, len(rs))
+	var vp, vr [][]int
+	for k := range rs {
+		if valid[k] = len(rs[k]) > 0; valid[k] {
+			vp, vr = append(vp, ps[k]), append(vr, rs[k])
+		}
+	}
+	scores, err := r.M.ScoreIDs(ctx, vp, vr)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]float64, len(prompts))
+	v := 0
+	for k := range rs {
+		s := -1e30 // an empty candidate ranks last
+		if valid[k] {
+			s = scores[v].Mean
+			v++
+		}
+		out[k/r.Cfg.N] = append(out[k/r.Cfg.N], s)
+	}
+	return out, nil
+}
+
+func rankOf(scores []float64) []int {
+	idx := make([]int, len(scores))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return scores[idx[a]] > scores[idx[b]] })
+	return idx
+}
+
+// blackRanking asks the ranker about every prompt concurrently (the ranker bounds the load).
+func (r *Runner) blackRanking(ctx context.Context, step, t int, prompts []string, cands [][]string, white [][]float64) ([]Record, error) {
+	c := r.Cfg
+	recs := make([]Record, len(prompts))
+	errs := make([]error, len(prompts))
+	var wg sync.WaitGroup
+	for i := range prompts {
+		static := r.Static[:min(c.NumStatic, len(r.Static))]
+		dynamic := r.pool.Select(prompts[i], c.NumDynamic, c.DemoSelect)
+		demos := append(append([]blackbox.Demo(nil), static...), dynamic...)
+		rec := Record{Step: step + 1, Interaction: t + 1, Prompt: prompts[i], Candidates: cands[i],
+			WhiteScores: white[i], WhiteRanking: rankOf(white[i])}
+		for _, d := range demos {
+			rec.Demos = append(rec.Demos, d.Prompt)
+		}
+		recs[i] = rec
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			res, err := r.Ranker.Rank(ctx, blackbox.Request{Prompt: prompts[i], Candidates: cands[i], Demos: demos,
+				Seed: mix(c.Seed, uint64(step), uint64(t)<<16|uint64(i))})
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			recs[i].BlackRanking, recs[i].Unranked = res.Ranking, res.Unranked
+			recs[i].RawReplies, recs[i].RequestIDs, recs[i].Usage = res.Raw, res.RequestIDs, res.Usage
+		}(i)
+	}
+	wg.Wait()
+	return recs, errors.Join(errs...)
+}

@@ -1,0 +1,137 @@
+package cycle
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/cyclealign/cyclealign/internal/blackbox"
+	"github.com/cyclealign/cyclealign/internal/data"
+	"github.com/cyclealign/cyclealign/internal/hf"
+	"github.com/cyclealign/cyclealign/internal/model"
+	"github.com/cyclealign/cyclealign/internal/train"
+)
+
+// ReadDemos reads a JSON array of demonstrations ("" gives the shipped ones) and checks that
+// every ranking is a ranking of its candidates.
+func ReadDemos(path string) ([]blackbox.Demo, error) {
+	if path == "" {
+		return DefaultDemos(), nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var demos []blackbox.Demo
+	if err := json.Unmarshal(b, &demos); err != nil {
+		return nil, fmt.Errorf("%s: want a JSON array of {prompt, candidates, ranking}: %w", path, err)
+	}
+	for i, d := range demos {
+		if err := d.Validate(); err != nil {
+			return nil, fmt.Errorf("%s: demonstration %d: %w", path, i, err)
+		}
+	}
+	return demos, nil
+}
+
+// LoadRunConfig reads the effective configuration a run directory was started with.
+func LoadRunConfig(dir string) (Config, error) {
+	return LoadConfig(filepath.Join(dir, ConfigFile))
+}
+
+// HasRun reports whether dir already holds a run (a configuration or a checkpoint).
+func HasRun(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, ConfigFile))
+	return err == nil
+}
+
+// spentSoFar is the API cost recorded by the run's last checkpoint.
+func spentSoFar(out string) float64 {
+	b, err := os.ReadFile(filepath.Join(out, "checkpoints", "latest"))
+	if err != nil {
+		return 0
+	}
+	var rs runState
+	train.ReadJSON(filepath.Join(out, "checkpoints", strings.TrimSpace(string(b)), "cycle.json"), &rs)
+	return rs.Cost
+}
+
+// Prepare loads everything a run needs: the white-box (with LoRA if configured), prompts,
+// static demonstrations and the ranker, checks the black-box is reachable, and writes the
+// effective configuration into the run directory. Nothing is trained yet.
+func Prepare(ctx context.Context, cfg Config) (*Runner, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	prompts, err := data.ReadPrompts(cfg.Prompts)
+	if err != nil {
+		return nil, err
+	}
+	static, err := ReadDemos(cfg.StaticDemos)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+		return nil, err
+	}
+	if cfg.Blackbox.Cache == "" && cfg.Blackbox.RewardModel == "" {
+		cfg.Blackbox.Cache = filepath.Join(cfg.Out, "cache")
+	}
+	ranker, err := cfg.Blackbox.Build(spentSoFar(cfg.Out))
+	if err != nil {
+		return nil, err
+	}
+	r := &Runner{Cfg: cfg, Ranker: ranker, Static: static, Prompts: prompts}
+	if llm, ok := ranker.(*blackbox.LLM); ok {
+		if err := llm.Check(ctx); err != nil {
+			return nil, err
+		}
+		r.Budget = llm.Budget()
+	}
+	b, err := model.NewBackend()
+	if err != nil {
+		return nil, err
+	}
+	if r.M, err = model.Load(b, cfg.Model); err != nil {
+		return nil, err
+	}
+	if cfg.LoRAR > 0 {
+		lora := model.LoRA{R: cfg.LoRAR, Alpha: cfg.LoRAAlpha, Dropout: cfg.LoRADropout, Targets: cfg.LoRATargets}
+		if err := r.M.AddLoRA(lora, cfg.Seed); err != nil {
+			return nil, err
+		}
+	}
+	return r, WriteConfig(cfg)
+}
+
+// WriteConfig writes the effective configuration as the run directory's config.yaml.
+func WriteConfig(cfg Config) error {
+	b, err := yaml.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	return hf.WriteFileAtomic(filepath.Join(cfg.Out, ConfigFile), func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	})
+}
+
+// Finish writes the trained white-box as a HF directory in out/model (LoRA merged in; the
+// adapter alone in PEFT's format in out/adapter).
+func (r *Runner) Finish() error {
+	if r.M.HasLoRA() {
+		if err := r.M.SaveAdapter(filepath.Join(r.Cfg.Out, "adapter")); err != nil {
+			return err
+		}
+		if err := r.M.MergeLoRA(); err != nil {
+			return err
+		}
+	}
+	return r.M.Save(filepath.Join(r.Cfg.Out, "model"))
+}

@@ -1,0 +1,174 @@
+// Package data reads the project's text data: HH-RLHF preference files (chosen/rejected
+// dialogues, .jsonl or .jsonl.gz) and plain prompt files, naming the line of any bad row.
+package data
+
+import (
+	"bufio"
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// AssistantTag starts an assistant turn in the HH dialogue format.
+const AssistantTag = "\n\nAssistant:"
+
+// Pair is one preference: a prompt (the dialogue up to and including the last
+// "\n\nAssistant:") and two final responses.
+type Pair struct {
+	Prompt   string `json:"prompt"`
+	Chosen   string `json:"chosen"`
+	Rejected string `json:"rejected"`
+}
+
+// SplitDialogue cuts a dialogue after its last "\n\nAssistant:".
+func SplitDialogue(s string) (prompt, response string, ok bool) {
+	i := strings.LastIndex(s, AssistantTag)
+	if i < 0 {
+		return "", "", false
+	}
+	return s[:i+len(AssistantTag)], s[i+len(AssistantTag):], true
+}
+
+// open reads plain or gzip-compressed files (by the .gz suffix).
+func open(path string) (io.ReadCloser, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	if !strings.HasSuffix(path, ".gz") {
+		return f, nil
+	}
+	z, err := gzip.NewReader(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{z, f}, nil
+}
+
+// eachLine calls fn with every non-blank line and its 1-based number.
+func eachLine(path string, fn func(line []byte, n int) error) error {
+	r, err := open(path)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for n := 1; sc.Scan(); n++ {
+		if strings.TrimSpace(sc.Text()) == "" {
+			continue
+		}
+		if err := fn(sc.Bytes(), n); err != nil {
+			return fmt.Errorf("%s: line %d: %w", path, n, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// ReadHH reads HH-RLHF rows {"chosen": dialogue, "rejected": dialogue}. Rows whose chosen and
+// rejected prompts differ are skipped and counted.
+func ReadHH(path string) (pairs []Pair, skipped int, err error) {
+	err = eachLine(path, func(line []byte, _ int) error {
+		p, ok, err := parseHH(line)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			skipped++
+			return nil
+		}
+		pairs = append(pairs, p)
+		return nil
+	})
+	return pairs, skipped, err
+}
+
+func parseHH(line []byte) (Pair, bool, error) {
+	var row struct {
+		Chosen   *string `json:"chosen"`
+		Rejected *string `json:"rejected"`
+	}
+	if err := json.Unmarshal(line, &row); err != nil {
+		return Pair{}, false, fmt.Errorf("invalid JSON: %w", err)
+	}
+	if row.Chosen == nil || row.Rejected == nil {
+		return Pair{}, false, fmt.Errorf(`want "chosen" and "rejected"`)
+	}
+	cp, cr, ok1 := SplitDialogue(*row.Chosen)
+	rp, rr, ok2 := SplitDialogue(*row.Rejected)
+	if !ok1 || !ok2 {
+		return Pair{}, false, fmt.Errorf("dialogue has no %q turn", strings.TrimSpace(AssistantTag))
+	}
+	if cp != rp {
+		return Pair{}, false, nil
+	}
+	return Pair{Prompt: cp, Chosen: cr, Rejected: rr}, true, nil
+}
+
+// Turns splits a prompt into its (speaker, text) turns, for display and checks.
+func Turns(prompt string) [][2]string {
+	var out [][2]string
+	rest := prompt
+	for rest != "" {
+		h := strings.Index(rest, "\n\nHuman:")
+		a := strings.Index(rest, AssistantTag)
+		i, tag := h, "Human"
+		if h < 0 || (a >= 0 && a < h) {
+			i, tag = a, "Assistant"
+		}
+		if i < 0 {
+			break
+		}
+		rest = rest[i+len("\n\n"+tag+":"):]
+		next := len(rest)
+		for _, t := range []string{"\n\nHuman:", AssistantTag} {
+			if j := strings.Index(rest, t); j >= 0 && j < next {
+				next = j
+			}
+		}
+		out = append(out, [2]string{tag, strings.TrimSpace(rest[:next])})
+		rest = rest[next:]
+	}
+	return out
+}
+
+// ReadPrompts reads prompts from JSONL: {"prompt": ...} lines, or HH rows (their prompt).
+func ReadPrompts(path string) ([]string, error) {
+	var out []string
+	err := eachLine(path, func(line []byte, _ int) error {
+		var row struct {
+			Prompt *string `json:"prompt"`
+			Chosen *string `json:"chosen"`
+		}
+		if err := json.Unmarshal(line, &row); err != nil {
+			return fmt.Errorf("invalid JSON: %w", err)
+		}
+		switch {
+		case row.Prompt != nil && *row.Prompt != "":
+			out = append(out, *row.Prompt)
+		case row.Chosen != nil:
+			p, _, ok := SplitDialogue(*row.Chosen)
+			if !ok {
+				return fmt.Errorf("dialogue has no %q turn", strings.TrimSpace(AssistantTag))
+			}
+			out = append(out, p)
+		default:
+			return fmt.Errorf(`want a non-empty "prompt" (or an HH-RLHF "chosen" dialogue)`)
+		}
+		return nil
+	})
+	if err == nil && len(out) == 0 {
+		err = fmt.Errorf("%s: no prompts", path)
+	}
+	return out, err
+}

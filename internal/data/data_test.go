@@ -1,0 +1,72 @@
+package data
+
+import (
+	"compress/gzip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func write(t *testing.T, name, body string) string {
+	p := filepath.Join(t.TempDir(), name)
+	if strings.HasSuffix(name, ".gz") {
+		f, _ := os.Create(p)
+		z := gzip.NewWriter(f)
+		z.Write([]byte(body))
+		z.Close()
+		f.Close()
+		return p
+	}
+	os.WriteFile(p, []byte(body), 0o644)
+	return p
+}
+
+func TestReadHH(t *testing.T) {
+	body := `{"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke\n\nAssistant: Why did the chicken cross the road?", "rejected": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke\n\nAssistant: No."}
+{"chosen": "\n\nHuman: A\n\nAssistant: x", "rejected": "\n\nHuman: B\n\nAssistant: y"}
+
+{"chosen": "\n\nHuman: Q\n\nAssistant: good", "rejected": "\n\nHuman: Q\n\nAssistant: bad"}
+`
+	for _, name := range []string{"hh.jsonl", "hh.jsonl.gz"} {
+		pairs, skipped, err := ReadHH(write(t, name, body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pairs) != 2 || skipped != 1 {
+			t.Fatalf("%s: %d pairs, %d skipped", name, len(pairs), skipped)
+		}
+		p := pairs[0]
+		if p.Prompt != "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke\n\nAssistant:" || p.Chosen != " Why did the chicken cross the road?" || p.Rejected != " No." {
+			t.Fatalf("multi-turn split: %+v", p)
+		}
+		if turns := Turns(p.Prompt); len(turns) != 4 || turns[2] != [2]string{"Human", "Tell me a joke"} || turns[3][0] != "Assistant" {
+			t.Fatalf("turns %q", turns)
+		}
+	}
+	for _, c := range []struct{ body, want string }{
+		{"{\"chosen\": \"x\"}\n", "line 1: want"},
+		{`{"chosen": "\n\nHuman: Q\n\nAssistant: a", "rejected": "\n\nHuman: Q\n\nAssistant: b"}` + "\n{oops\n", "line 2: invalid JSON"},
+		{`{"chosen": "no turns", "rejected": "no turns"}`, "line 1: dialogue has no"},
+	} {
+		p := write(t, "bad.jsonl", c.body)
+		_, _, err := ReadHH(p)
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), p) {
+			t.Errorf("%q: %v", c.body, err)
+		}
+	}
+}
+
+func TestReadPrompts(t *testing.T) {
+	p := write(t, "p.jsonl", `{"prompt": "\n\nHuman: a\n\nAssistant:"}
+{"chosen": "\n\nHuman: b\n\nAssistant: yes", "rejected": "\n\nHuman: b\n\nAssistant: no"}
+`)
+	got, err := ReadPrompts(p)
+	if err != nil || len(got) != 2 || got[1] != "\n\nHuman: b\n\nAssistant:" {
+		t.Fatalf("%q %v", got, err)
+	}
+	bad := write(t, "bad.jsonl", `{"prompt": "ok"}`+"\n"+`{"text": "x"}`+"\n")
+	if _, err := ReadPrompts(bad); err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Fatalf("bad prompt line: %v", err)
+	}
+}
