@@ -11,7 +11,7 @@ import (
 	"fmt"
 	"os"
 
-	"gopkg.in/yaml.v3"
+	"github.com/goccy/go-yaml"
 
 	"github.com/cyclealign/cyclealign/internal/blackbox"
 )
@@ -103,9 +103,7 @@ func LoadConfig(path string) (Config, error) {
 		return c, err
 	}
 	defer f.Close()
-	dec := yaml.NewDecoder(f)
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
+	if err := yaml.NewDecoder(f, yaml.DisallowUnknownField()).Decode(&c); err != nil {
 		return c, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil

@@ -56,3 +56,19 @@ func TestPoolSelection(t *testing.T) {
 		t.Fatalf("k larger than the pool: %d", len(got))
 	}
 }
+
+func TestConfigRoundTrip(t *testing.T) {
+	c := Defaults()
+	c.Model, c.Prompts, c.Out = "m", "p.jsonl", t.TempDir()
+	c.Blackbox.URL = "http://x/v1"
+	if err := WriteConfig(c); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadRunConfig(c.Out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(c) || got.Stop[0] != "\n\nHuman:" {
+		t.Fatalf("config changed on the way through YAML:\n%+v\n%+v", got, c)
+	}
+}
