@@ -150,3 +150,44 @@ func TestSplitBehaviors(t *testing.T) {
 		}
 	}
 }
+
+func TestTrainByteLevelBPE(t *testing.T) {
+	texts := []string{}
+	for i := 0; i < 50; i++ {
+		texts = append(texts, "\n\nHuman: How do I bake bread at home?\n\nAssistant: Mix flour, water, salt and yeast, then bake it.")
+		texts = append(texts, "\n\nHuman: What is the capital of France?\n\nAssistant: Paris is the capital of France.")
+	}
+	b, err := Train(texts, TrainOptions{VocabSize: 300, SpecialTokens: []string{"<|endoftext|>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2, _ := Train(texts, TrainOptions{VocabSize: 300, SpecialTokens: []string{"<|endoftext|>"}})
+	if string(b) != string(b2) {
+		t.Fatal("training is not deterministic")
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	m := doc["model"].(map[string]any)
+	if doc["version"] != "1.0" || m["type"] != "BPE" || len(m["vocab"].(map[string]any)) != 300 {
+		t.Fatalf("structure: version %v type %v vocab %d", doc["version"], m["type"], len(m["vocab"].(map[string]any)))
+	}
+	if pair, ok := m["merges"].([]any)[0].([]any); !ok || len(pair) != 2 {
+		t.Fatalf("merges must be [a, b] pairs as tokenizers >= 0.20 writes them: %v", m["merges"].([]any)[0])
+	}
+	tok, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range append(texts[:2], "Unseen text: café 東京 🙂 with\ttabs  and  spaces!", "") {
+		ids := tok.Encode(s, true)
+		if len(ids) == 0 || ids[0] != 0 || tok.Decode(ids, true) != s {
+			t.Fatalf("round trip of %q: ids %v decode %q", s, ids, tok.Decode(ids, true))
+		}
+	}
+	// Frequent words were merged: " Paris" is 6 bytes.
+	if ids := tok.Encode(" Paris", false); len(ids) > 2 {
+		t.Fatalf(`" Paris" is %d tokens after training on it 50 times`, len(ids))
+	}
+}

@@ -21,15 +21,18 @@ const (
 	SFT  LossKind = "sft"
 	RRHF LossKind = "rrhf"
 	PRO  LossKind = "pro"
+	// BT is the Bradley–Terry reward-model loss, −log σ(r_chosen − r_rejected), with r the
+	// score head at the last token; candidates are [chosen, rejected].
+	BT LossKind = "bt"
 )
 
 // ParseLoss checks a loss name.
 func ParseLoss(s string) (LossKind, error) {
 	switch k := LossKind(s); k {
-	case SFT, RRHF, PRO:
+	case SFT, RRHF, PRO, BT:
 		return k, nil
 	}
-	return "", fmt.Errorf("unknown loss %q (want sft, rrhf or pro)", s)
+	return "", fmt.Errorf("unknown loss %q (want sft, rrhf, pro or bt)", s)
 }
 
 // DefaultSFTWeight is λ of METHOD.md: 1 for RRHF, 0.5 for PRO.
@@ -51,6 +54,8 @@ type Loss struct {
 func (l Loss) Terms(s []float64) (rank, sft float64) {
 	sft = -s[0]
 	switch l.Kind {
+	case BT:
+		return math.Log1p(math.Exp(s[1] - s[0])), 0
 	case RRHF:
 		for i := range s {
 			for j := i + 1; j < len(s); j++ {
@@ -75,8 +80,11 @@ func (l Loss) Terms(s []float64) (rank, sft float64) {
 
 // Total combines the terms: L_sft alone for SFT, L_rank + λ·L_sft otherwise.
 func (l Loss) Total(rank, sft float64) float64 {
-	if l.Kind == SFT {
+	switch l.Kind {
+	case SFT:
 		return sft
+	case BT:
+		return rank
 	}
 	return rank + l.SFTWeight*sft
 }
@@ -104,21 +112,22 @@ func Tokenize(tok *tokenizer.Tokenizer, r Ranked, maxResponse int) Example {
 // batch is a set of examples laid out for the loss graph: one row per (prompt, candidate),
 // plus constant matrices that select each example's terms from the row scores.
 type batch struct {
-	args     []any // tokens, positions, mask, targets, respMask, sftSel, pairs, suffix, pick
+	args     []any // tokens, positions, mask, targets, respMask, sftSel, pairs, suffix, pick, last
 	examples int
 	rows     int
 	tokens   int      // real tokens in the batch
 	owner    [][2]int // row -> (example, candidate rank)
 }
 
-func newBatch(m *model.Model, exs []Example) (*batch, error) {
+// newBatch lays out exs; minCands is 1 for plain language modelling (SFT), else 2.
+func newBatch(m *model.Model, exs []Example, minCands int) (*batch, error) {
 	var seqs [][]int
 	var plen []int
 	b := &batch{examples: len(exs)}
 	maxLen := 0
 	for e, ex := range exs {
-		if len(ex.Candidates) < 2 {
-			return nil, fmt.Errorf("example %d has %d candidates; need at least 2", e, len(ex.Candidates))
+		if len(ex.Candidates) < minCands {
+			return nil, fmt.Errorf("example %d has %d candidates; need at least %d", e, len(ex.Candidates), minCands)
 		}
 		for c, cand := range ex.Candidates {
 			if len(cand) == 0 {
@@ -141,11 +150,13 @@ func newBatch(m *model.Model, exs []Example) (*batch, error) {
 	tok, pos, mask := m.RightPadded(seqs, T)
 	tgt := make([]int32, R*T)
 	resp := make([]float32, R*T)
+	last := make([]float32, R*T)
 	for r, s := range seqs {
 		for t := plen[r] - 1; t+1 < len(s); t++ {
 			tgt[r*T+t] = int32(s[t+1])
 			resp[r*T+t] = 1
 		}
+		last[r*T+len(s)-1] = 1
 	}
 	E := len(exs)
 	sftSel := make([]float32, E*R)
@@ -175,19 +186,36 @@ func newBatch(m *model.Model, exs []Example) (*batch, error) {
 		}
 		row0 += n
 	}
+	// A batch of single candidates has no pairs or suffixes; one all-zero row keeps every input
+	// non-empty and adds nothing to the SFT objective they are used with.
+	if len(pairs) == 0 {
+		pairs = make([]float32, R)
+	}
+	if len(suffix) == 0 {
+		suffix, pick = make([]bool, R), make([]float32, R)
+	}
 	b.args = []any{tok, pos, mask,
 		tensors.FromFlatDataAndDimensions(tgt, R, T),
 		tensors.FromFlatDataAndDimensions(resp, R, T),
 		tensors.FromFlatDataAndDimensions(sftSel, E, R),
 		tensors.FromFlatDataAndDimensions(pairs, len(pairs)/R, R),
 		tensors.FromFlatDataAndDimensions(suffix, len(suffix)/R, R),
-		tensors.FromFlatDataAndDimensions(pick, len(pick)/R, R)}
+		tensors.FromFlatDataAndDimensions(pick, len(pick)/R, R),
+		tensors.FromFlatDataAndDimensions(last, R, T)}
 	return b, nil
 }
 
 // lossGraph returns the summed objective over the batch's examples, the summed rank and SFT
 // terms, and the row scores s (length-normalised response log-probabilities).
 func lossGraph(m *model.Model, l Loss, ctx *context.Context, in []*Node) (total, rank, sft, scores *Node) {
+	if l.Kind == BT {
+		logits := m.Forward(ctx, in[0], in[1], in[2]) // [R,T,1]: the score head
+		dims := logits.Shape().Dimensions
+		scores = Einsum("rt,rt->r", Reshape(logits, dims[0], dims[1]), in[9])
+		// pairs rows are +1 at the rejected and -1 at the chosen candidate: softplus(r_r - r_c).
+		rank = ReduceAllSum(Softplus(Einsum("pr,r->p", in[6], scores)))
+		return rank, rank, ScalarZero(scores.Graph(), dtypes.Float32), scores
+	}
 	lp := m.TokenLogProbs(ctx, in[0], in[1], in[2], in[3])
 	resp := in[4]
 	scores = Div(ReduceSum(Mul(lp, resp), -1), ReduceSum(resp, -1)) // [R]

@@ -134,6 +134,14 @@ func (t *Trainer) run(name string, fn any, args ...any) (out []*tensors.Tensor, 
 	return e.Exec(args...)
 }
 
+// minCandidates is 1 for language modelling with SFT, else 2.
+func (t *Trainer) minCandidates() int {
+	if t.Loss.Kind == SFT {
+		return 1
+	}
+	return 2
+}
+
 // Stats are the results of a forward pass over a batch.
 type Stats struct {
 	Loss, Rank, SFT float64     // summed over the batch's examples
@@ -160,7 +168,7 @@ func (t *Trainer) Accumulate(ctx context.Context, exs []Example) (Stats, error) 
 	if err := ctx.Err(); err != nil {
 		return Stats{}, err
 	}
-	b, err := newBatch(t.M, exs)
+	b, err := newBatch(t.M, exs, t.minCandidates())
 	if err != nil {
 		return Stats{}, err
 	}
@@ -202,7 +210,7 @@ func (t *Trainer) Evaluate(ctx context.Context, exs []Example) (Stats, error) {
 	if err := ctx.Err(); err != nil {
 		return Stats{}, err
 	}
-	b, err := newBatch(t.M, exs)
+	b, err := newBatch(t.M, exs, t.minCandidates())
 	if err != nil {
 		return Stats{}, err
 	}
