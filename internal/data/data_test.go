@@ -2,6 +2,7 @@ package data
 
 import (
 	"compress/gzip"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -68,5 +69,31 @@ func TestReadPrompts(t *testing.T) {
 	bad := write(t, "bad.jsonl", `{"prompt": "ok"}`+"\n"+`{"text": "x"}`+"\n")
 	if _, err := ReadPrompts(bad); err == nil || !strings.Contains(err.Error(), "line 2") {
 		t.Fatalf("bad prompt line: %v", err)
+	}
+}
+
+func TestSplitIsDisjointAndDeterministic(t *testing.T) {
+	var pairs []Pair
+	for i := 0; i < 1000; i++ {
+		pairs = append(pairs, Pair{Prompt: fmt.Sprint("p", i), Chosen: "c", Rejected: "r"})
+	}
+	a, b := Split(pairs), Split(pairs)
+	seen := map[string]string{}
+	parts := map[string][]Pair{"base": a.Base, "judge": a.Judge, "evaluator": a.Evaluator, "align": a.Align, "test": a.Test}
+	total := 0
+	for name, ps := range parts {
+		total += len(ps)
+		for _, p := range ps {
+			if prev, ok := seen[p.Prompt]; ok {
+				t.Fatalf("%s is in %s and %s", p.Prompt, prev, name)
+			}
+			seen[p.Prompt] = name
+		}
+	}
+	if total != 1000 || len(a.Base) != 400 || len(a.Judge) != 200 || len(a.Evaluator) != 200 || len(a.Align) != 125 || len(a.Test) != 75 {
+		t.Fatalf("sizes %d %d %d %d %d", len(a.Base), len(a.Judge), len(a.Evaluator), len(a.Align), len(a.Test))
+	}
+	if a.Test[3] != b.Test[3] || a.Base[0] == pairs[0] && a.Base[1] == pairs[1] {
+		t.Fatal("split is not a fixed shuffle")
 	}
 }

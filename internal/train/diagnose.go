@@ -42,3 +42,22 @@ func Diagnose(ctx context.Context, m *model.Model, l Loss, ranked []Ranked) (*Re
 	}
 	return rep, nil
 }
+
+// PairAccuracy is the fraction of [chosen, rejected] examples a reward model scores chosen
+// higher, in batches of 16.
+func PairAccuracy(ctx context.Context, rm *model.Model, exs []Example) (float64, error) {
+	t := NewTrainer(rm, Loss{Kind: BT}, DefaultOptimizer())
+	right := 0
+	for i := 0; i < len(exs); i += 16 {
+		st, err := t.Evaluate(ctx, exs[i:min(i+16, len(exs))])
+		if err != nil {
+			return 0, err
+		}
+		for _, s := range st.Scores {
+			if s[0] > s[1] {
+				right++
+			}
+		}
+	}
+	return float64(right) / float64(len(exs)), nil
+}
