@@ -98,7 +98,7 @@ func TestRankersConform(t *testing.T) {
 				t.Fatalf("ranking %v does not follow rewards %v", res.Ranking, scores)
 			}
 		}
-		ids := rm.M.Tokenizer.Encode("q"+cands[2], true)
+		ids := append(rm.M.Tokenizer.Encode("q", true), rm.M.Tokenizer.Encode(cands[2], false)...)
 		logits, _ := rm.M.Logits(context.Background(), [][]int{ids})
 		if float64(logits[0][len(ids)-1][0]) != scores[2] || len(logits[0][0]) != 1 {
 			t.Fatalf("reward %v, score head at last token %v", scores[2], logits[0][len(ids)-1])

@@ -320,3 +320,17 @@ func TestTruncation(t *testing.T) {
 		t.Fatalf("long candidate not truncated visibly: %q", last)
 	}
 }
+
+func TestParseBlockInvertsMessages(t *testing.T) {
+	c := []string{"first line\nsecond line of one reply", "[2] looks like a label but is text", "third"}
+	msgs, perm := DefaultPrompter().Messages(Request{Prompt: "\n\nHuman: q?\n\nAssistant:", Candidates: c, Seed: 3})
+	prompt, got, ok := ParseBlock(msgs[len(msgs)-1].Content)
+	if !ok || prompt != "Human: q?\n\nAssistant:" || len(got) != 3 {
+		t.Fatalf("ParseBlock: %q %q %v", prompt, got, ok)
+	}
+	for i, k := range perm {
+		if got[i] != c[k] {
+			t.Fatalf("label %d: %q, want %q", i+1, got[i], c[k])
+		}
+	}
+}

@@ -112,3 +112,32 @@ func Correction(n int) string {
 	}
 	return fmt.Sprintf("That was not a valid ranking. Reply with one line ranking all %d candidates exactly once, best first, like %s.", n, strings.Join(ex, " > "))
 }
+
+// ParseBlock reads back a prompt and candidates from a ranking request's user message, as a
+// server standing in for a black-box (the reward-model judge server) needs. Candidates may span
+// several lines.
+func ParseBlock(msg string) (prompt string, cands []string, ok bool) {
+	const head, list = "Conversation:\n", "\n\nCandidate replies:\n"
+	i, j := strings.Index(msg, head), strings.LastIndex(msg, list)
+	k := strings.LastIndex(msg, "\n\nRank all ")
+	if i < 0 || j < i || k < j {
+		return "", nil, false
+	}
+	prompt = msg[i+len(head) : j]
+	body := msg[j+len(list) : k+1]
+	for n := 1; ; n++ {
+		tag := fmt.Sprintf("[%d] ", n)
+		if !strings.HasPrefix(body, tag) {
+			break
+		}
+		body = body[len(tag):]
+		next := strings.Index(body, fmt.Sprintf("\n[%d] ", n+1))
+		if next < 0 {
+			cands = append(cands, strings.TrimSuffix(body, "\n"))
+			break
+		}
+		cands = append(cands, body[:next])
+		body = body[next+1:]
+	}
+	return prompt, cands, len(cands) >= 2
+}

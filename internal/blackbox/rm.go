@@ -23,14 +23,13 @@ func (r *RewardModel) Describe() string {
 
 // Scores returns the reward of each candidate after the prompt.
 func (r *RewardModel) Scores(ctx context.Context, prompt string, cands []string) ([]float64, error) {
+	// Encoded as in training (prompt with special tokens, response without) and fitted to the
+	// context keeping the latest turns.
 	seqs := make([][]int, len(cands))
-	maxLen := r.M.Config.MaxPositions
+	pid := r.M.Tokenizer.Encode(prompt, true)
 	for i, c := range cands {
-		ids := r.M.Tokenizer.Encode(prompt+c, true)
-		if len(ids) > maxLen {
-			ids = ids[len(ids)-maxLen:] // the reward reads the last token: keep the response
-		}
-		seqs[i] = ids
+		p, resp := model.FitContext(pid, r.M.Tokenizer.Encode(c, false), r.M.Config.MaxPositions)
+		seqs[i] = append(append([]int(nil), p...), resp...)
 	}
 	return r.M.Rewards(ctx, seqs)
 }

@@ -236,7 +236,7 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 				ex.Candidates = append(ex.Candidates, truncateIDs(r.M.Tokenizer.Encode(rec.Candidates[k], false), c.MaxResponse))
 			}
 			if len(ex.Candidates) >= 2 {
-				exs = append(exs, ex)
+				exs = append(exs, ex.Fit(r.M.Config.MaxPositions))
 			}
 		}
 		// Pool update after the whole interaction, so every prompt of it saw the same pool.
@@ -309,7 +309,7 @@ func truncateIDs(ids []int, n int) []int {
 func (r *Runner) candidates(ctx context.Context, prompts []string, step int) ([][]string, int, error) {
 	c := r.Cfg
 	opt := generate.Options{N: c.N, MaxNewTokens: c.MaxNewTokens, Temperature: c.Temperature, TopP: c.TopP,
-		Stop: c.Stop, Seed: mix(c.Seed, uint64(step), 1)}
+		Stop: c.Stop, Seed: mix(c.Seed, uint64(step), 1), TruncatePrompt: true}
 	res, err := generate.Text(ctx, r.M, prompts, opt)
 	if err != nil {
 		return nil, 0, err
@@ -352,8 +352,8 @@ func (r *Runner) whiteRanking(ctx context.Context, prompts []string, cands [][]s
 	for i, p := range prompts {
 		pid := r.M.Tokenizer.Encode(p, true)
 		for _, cd := range cands[i] {
-			ps = append(ps, pid)
-			rs = append(rs, truncateIDs(r.M.Tokenizer.Encode(cd, false), r.Cfg.MaxResponse))
+			pp, rr := model.FitContext(pid, truncateIDs(r.M.Tokenizer.Encode(cd, false), r.Cfg.MaxResponse), r.M.Config.MaxPositions)
+			ps, rs = append(ps, pp), append(rs, rr)
 		}
 	}
 	valid := make([]bool, len(rs))

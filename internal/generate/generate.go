@@ -28,14 +28,17 @@ type Options struct {
 	Seed         uint64   // same seed, same prompts: same completions
 	Stop         []string // cut the completion before the first of these
 	IgnoreEOS    bool     // keep going past EOS (as HF's reference greedy runs do)
-	NoCache      bool     // recompute the window each step (benchmark baseline)
-	MaxRows      int      // rows per decoding batch (0: 64)
+	// TruncatePrompt drops a too-long prompt's oldest tokens (after the first) so prompt and
+	// MaxNewTokens fit the model's positions; without it such a prompt is an error.
+	TruncatePrompt bool
+	NoCache        bool // recompute the window each step (benchmark baseline)
+	MaxRows        int  // rows per decoding batch (0: 64)
 }
 
 // Defaults returns METHOD.md's sampling defaults: temperature 1.0, top-p 0.9, 128 new tokens,
 // stop at the next "\n\nHuman:".
 func Defaults() Options {
-	return Options{N: 1, MaxNewTokens: 128, Temperature: 1, TopP: 0.9, Stop: []string{DefaultStop}}
+	return Options{N: 1, MaxNewTokens: 128, Temperature: 1, TopP: 0.9, Stop: []string{DefaultStop}, TruncatePrompt: true}
 }
 
 // Completion is one generated response.
@@ -87,6 +90,17 @@ func IDs(ctx context.Context, m *model.Model, prompts [][]int, opt Options) ([][
 	maxRows := opt.MaxRows
 	if maxRows <= 0 {
 		maxRows = 64
+	}
+	if opt.TruncatePrompt {
+		room := m.Config.MaxPositions - opt.MaxNewTokens
+		if room < 2 {
+			return nil, fmt.Errorf("max-new-tokens %d leaves no room for a prompt in %d positions", opt.MaxNewTokens, m.Config.MaxPositions)
+		}
+		fitted := make([][]int, len(prompts))
+		for i, p := range prompts {
+			fitted[i], _ = model.FitContext(p, nil, room)
+		}
+		prompts = fitted
 	}
 	type row struct{ prompt, sample int }
 	var rows []row

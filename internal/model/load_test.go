@@ -291,3 +291,19 @@ func TestBadCheckpoints(t *testing.T) {
 		}
 	})
 }
+
+func TestFitContext(t *testing.T) {
+	p := []int{1, 2, 3, 4, 5, 6, 7, 8}
+	r := []int{10, 11, 12, 13, 14, 15}
+	if gp, gr := FitContext(p, r, 20); len(gp) != 8 || len(gr) != 6 {
+		t.Fatal("a fitting pair was changed")
+	}
+	gp, gr := FitContext(p, r, 10)
+	if len(gp)+len(gr) != 10 || gp[0] != 1 || gp[len(gp)-1] != 8 || len(gr) != 5 || gr[0] != 10 {
+		t.Fatalf("fit to 10: %v %v", gp, gr)
+	}
+	gp, gr = FitContext(p, nil, 4)
+	if !equalInts(gp, []int{1, 6, 7, 8}) || len(gr) != 0 {
+		t.Fatalf("prompt alone to 4: %v", gp)
+	}
+}

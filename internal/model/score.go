@@ -224,3 +224,19 @@ func (m *Model) Rewards(ctx context.Context, seqs [][]int) ([]float64, error) {
 	}
 	return out, nil
 }
+
+// FitContext shortens a prompt and response to maxLen tokens together: the response is cut to
+// half of maxLen at most, then the prompt loses its oldest tokens after the first (the BOS), so
+// the latest turns, which the response answers, survive.
+func FitContext(prompt, resp []int, maxLen int) ([]int, []int) {
+	if len(prompt)+len(resp) <= maxLen {
+		return prompt, resp
+	}
+	if len(resp) > maxLen/2 {
+		resp = resp[:max(maxLen/2, maxLen-len(prompt))]
+	}
+	if over := len(prompt) + len(resp) - maxLen; over > 0 && len(prompt) > 1 {
+		prompt = append([]int{prompt[0]}, prompt[1+min(over, len(prompt)-2):]...)
+	}
+	return prompt, resp
+}

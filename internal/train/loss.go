@@ -239,21 +239,17 @@ func lossGraph(m *model.Model, l Loss, ctx *context.Context, in []*Node) (total,
 	return Add(rank, MulScalar(sft, l.SFTWeight)), rank, sft, scores
 }
 
-// Fit shortens an example to maxLen tokens per prompt+candidate: candidates are cut to half of
-// maxLen at most, then the prompt loses its oldest tokens (its first token, the BOS, is kept),
-// so the latest turns, which the response answers, survive.
+// Fit shortens an example so every prompt+candidate fits maxLen tokens (model.FitContext).
 func (ex Example) Fit(maxLen int) Example {
 	out := Example{Prompt: ex.Prompt}
-	longest := 0
+	longest := []int{}
 	for _, c := range ex.Candidates {
-		if len(c) > maxLen/2 && len(ex.Prompt)+len(c) > maxLen {
-			c = c[:max(maxLen/2, maxLen-len(ex.Prompt))]
-		}
+		_, c = model.FitContext(ex.Prompt, c, maxLen)
 		out.Candidates = append(out.Candidates, c)
-		longest = max(longest, len(c))
+		if len(c) > len(longest) {
+			longest = c
+		}
 	}
-	if over := len(out.Prompt) + longest - maxLen; over > 0 && len(out.Prompt) > 1 {
-		out.Prompt = append([]int{out.Prompt[0]}, out.Prompt[1+min(over, len(out.Prompt)-2):]...)
-	}
+	out.Prompt, _ = model.FitContext(ex.Prompt, longest, maxLen)
 	return out
 }

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cyclealign/cyclealign/internal/blackbox"
+	"github.com/cyclealign/cyclealign/internal/data"
+	"github.com/cyclealign/cyclealign/internal/demo"
+	"github.com/cyclealign/cyclealign/internal/eval"
+)
+
+type evalOptions struct {
+	Model, Data, RewardModel, Baseline string
+	JudgeURL, JudgeModel, KeyEnv       string
+	N, MaxNewTokens                    int
+	Seed                               uint64
+}
+
+func newEvalCmd(g *globalOptions) *cobra.Command {
+	o := &evalOptions{}
+	cmd := &cobra.Command{
+		Use:   "eval --model DIR --data FILE [--reward-model DIR] [--baseline DIR] [--judge-url URL --judge-model NAME] [--n K]",
+		Short: "Evaluate a model on held-out prompts: reward, win rate, preference accuracy, BLEU, perplexity",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return runEval(cmd, g, o) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Model, "model", "", "model to evaluate")
+	f.StringVar(&o.Data, "data", "", "held-out HH-RLHF pairs (all metrics) or JSONL prompts (reward and win rate)")
+	f.StringVar(&o.RewardModel, "reward-model", "", "reward model for the mean reward (and the win-rate judge without --judge-url)")
+	f.StringVar(&o.Baseline, "baseline", "", "baseline model for the win rate")
+	f.StringVar(&o.JudgeURL, "judge-url", "", "OpenAI-compatible API base of a black-box judge for the win rate")
+	f.StringVar(&o.JudgeModel, "judge-model", "", "judge model name")
+	f.StringVar(&o.KeyEnv, "api-key-env", "OPENAI_API_KEY", "environment variable holding the judge's API key")
+	f.IntVar(&o.N, "n", 0, "evaluate the first K prompts (0: all)")
+	f.IntVar(&o.MaxNewTokens, "max-new-tokens", 128, "greedy response length at most")
+	f.Uint64Var(&o.Seed, "seed", 0, "bootstrap seed")
+	return cmd
+}
+
+func runEval(cmd *cobra.Command, g *globalOptions, o *evalOptions) error {
+	if o.Data == "" {
+		return fmt.Errorf("--data is required")
+	}
+	m, err := loadModel(o.Model)
+	if err != nil {
+		return err
+	}
+	eo := eval.Options{Model: m, MaxNewTokens: o.MaxNewTokens, Seed: o.Seed}
+	if pairs, _, err := data.ReadHH(o.Data); err == nil {
+		eo.Pairs, eo.Prompts = pairs, data.Prompts(pairs)
+	} else if eo.Prompts, err = data.ReadPrompts(o.Data); err != nil {
+		return err
+	}
+	if o.N > 0 {
+		eo.Prompts = eo.Prompts[:min(o.N, len(eo.Prompts))]
+		eo.Pairs = eo.Pairs[:min(o.N, len(eo.Pairs))]
+	}
+	if o.RewardModel != "" {
+		rm, err := loadModel(o.RewardModel)
+		if err != nil {
+			return err
+		}
+		eo.RewardModel = &blackbox.RewardModel{M: rm, Name: o.RewardModel}
+	}
+	if o.Baseline != "" {
+		if eo.Baseline, err = loadModel(o.Baseline); err != nil {
+			return err
+		}
+	}
+	if o.JudgeURL != "" {
+		bo := blackbox.DefaultOptions()
+		bo.URL, bo.Model, bo.KeyEnv = o.JudgeURL, o.JudgeModel, o.KeyEnv
+		if eo.Judge, err = bo.Build(0); err != nil {
+			return err
+		}
+	}
+	rep, err := eval.Run(cmd.Context(), eo)
+	if err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(cmd.OutOrStdout(), rep)
+	}
+	fmt.Fprint(cmd.OutOrStdout(), eval.Table([]string{o.Model}, []*eval.Report{rep}))
+	return nil
+}
+
+func newDemoCmd(g *globalOptions) *cobra.Command {
+	o := demo.Options{}
+	cmd := &cobra.Command{
+		Use:   "demo [--small] [--judge-server] [--out DIR]",
+		Short: "Run CycleAlign offline on the embedded default and print a before/after table",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !g.JSON {
+				o.Progress = os.Stderr
+			}
+			res, err := demo.Run(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			if g.JSON {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "\nrun directory: %s\n%s", res.Run, res.Table)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Out, "out", "runs/demo", "run directory")
+	f.BoolVar(&o.Small, "small", false, "a reduced run (seconds per phase) that still goes through every phase")
+	f.BoolVar(&o.JudgeServer, "judge-server", false, "put the judge reward model behind a loopback OpenAI-compatible server and rank through the API client")
+	f.IntVar(&o.Steps, "steps", 0, "alignment steps (0: 12, or 2 with --small)")
+	f.IntVar(&o.EvalPrompts, "eval-prompts", 0, "held-out prompts evaluated (0: 64, or 4 with --small)")
+	f.Uint64Var(&o.Seed, "seed", 0, "seed")
+	f.StringVar(&o.AssetsDir, "assets", "", "where to unpack the embedded default (default: the user cache directory)")
+	return cmd
+}

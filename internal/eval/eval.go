@@ -1,0 +1,254 @@
+package eval
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/cyclealign/cyclealign/internal/blackbox"
+	"github.com/cyclealign/cyclealign/internal/data"
+	"github.com/cyclealign/cyclealign/internal/generate"
+	"github.com/cyclealign/cyclealign/internal/model"
+)
+
+// Options say what to evaluate and against what.
+type Options struct {
+	Model        *model.Model
+	Baseline     *model.Model          // win rate against it (optional)
+	RewardModel  *blackbox.RewardModel // reward, and the win-rate judge unless Judge is set (optional)
+	Judge        blackbox.Ranker       // a black-box judge for the win rate (optional)
+	Prompts      []string              // held-out prompts (greedy responses are generated)
+	Pairs        []data.Pair           // held-out chosen/rejected pairs (preference accuracy, BLEU, perplexity)
+	MaxNewTokens int
+	Seed         uint64
+}
+
+// Report holds every number, each mean with its 95% bootstrap interval.
+type Report struct {
+	Prompts            int        `json:"prompts"`
+	Reward             *Interval  `json:"reward,omitempty"`
+	RewardQuantiles    [5]float64 `json:"reward_quantiles"`
+	BaselineReward     *Interval  `json:"baseline_reward,omitempty"`
+	WinRate            *Interval  `json:"win_rate,omitempty"`
+	Wins               int        `json:"wins"`
+	Ties               int        `json:"ties"`
+	Losses             int        `json:"losses"`
+	Judge              string     `json:"judge,omitempty"`
+	PreferenceAccuracy *Interval  `json:"preference_accuracy,omitempty"`
+	BLEU               *float64   `json:"bleu,omitempty"`
+	Perplexity         *Interval  `json:"perplexity,omitempty"`
+	Samples            []Sample   `json:"samples,omitempty"`
+}
+
+// Sample is one prompt with the responses compared.
+type Sample struct {
+	Prompt   string  `json:"prompt"`
+	Response string  `json:"response"`
+	Baseline string  `json:"baseline,omitempty"`
+	Reward   float64 `json:"reward"`
+}
+
+func greedy(ctx context.Context, m *model.Model, prompts []string, maxNew int) ([]string, error) {
+	opt := generate.Options{N: 1, MaxNewTokens: maxNew, Greedy: true, TopP: 1, Stop: []string{generate.DefaultStop}, MaxRows: 32, TruncatePrompt: true}
+	res, err := generate.Text(ctx, m, prompts, opt)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(res))
+	for i, r := range res {
+		out[i] = r[0].Text
+	}
+	return out, nil
+}
+
+func (o Options) rewards(ctx context.Context, prompts, responses []string) ([]float64, error) {
+	out := make([]float64, len(prompts))
+	for i := range prompts {
+		s, err := o.RewardModel.Scores(ctx, prompts[i], []string{responses[i]})
+		if err != nil {
+			return nil, err
+		}
+		out[i] = s[0]
+	}
+	return out, nil
+}
+
+// Run evaluates o.Model.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	if o.MaxNewTokens <= 0 {
+		o.MaxNewTokens = 128
+	}
+	rep := &Report{Prompts: len(o.Prompts)}
+	resp, err := greedy(ctx, o.Model, o.Prompts, o.MaxNewTokens)
+	if err != nil {
+		return nil, err
+	}
+	for i, p := range o.Prompts {
+		rep.Samples = append(rep.Samples, Sample{Prompt: p, Response: resp[i]})
+	}
+	if o.RewardModel != nil && len(o.Prompts) > 0 {
+		rs, err := o.rewards(ctx, o.Prompts, resp)
+		if err != nil {
+			return nil, err
+		}
+		iv := Bootstrap(rs, o.Seed)
+		rep.Reward, rep.RewardQuantiles = &iv, Quantiles(rs)
+		for i := range rs {
+			rep.Samples[i].Reward = rs[i]
+		}
+	}
+	if o.Baseline != nil && len(o.Prompts) > 0 {
+		base, err := greedy(ctx, o.Baseline, o.Prompts, o.MaxNewTokens)
+		if err != nil {
+			return nil, err
+		}
+		for i := range base {
+			rep.Samples[i].Baseline = base[i]
+		}
+		if o.RewardModel != nil {
+			rs, err := o.rewards(ctx, o.Prompts, base)
+			if err != nil {
+				return nil, err
+			}
+			iv := Bootstrap(rs, o.Seed)
+			rep.BaselineReward = &iv
+		}
+		judge := o.Judge
+		if judge == nil && o.RewardModel != nil {
+			judge = o.RewardModel
+		}
+		if judge != nil {
+			js, err := judgeBothOrders(ctx, judge, o.Prompts, resp, base, o.Seed)
+			if err != nil {
+				return nil, err
+			}
+			iv, w, t, l := WinRate(js, o.Seed)
+			rep.WinRate, rep.Wins, rep.Ties, rep.Losses, rep.Judge = &iv, w, t, l, judge.Describe()
+		}
+	}
+	if len(o.Pairs) > 0 {
+		if err := pairMetrics(ctx, o, rep); err != nil {
+			return nil, err
+		}
+	}
+	return rep, nil
+}
+
+// judgeBothOrders asks the judge about (model, baseline) and (baseline, model) for each prompt.
+// Identical responses are a tie without asking.
+func judgeBothOrders(ctx context.Context, judge blackbox.Ranker, prompts, a, b []string, seed uint64) ([][2]Outcome, error) {
+	out := make([][2]Outcome, len(prompts))
+	for i := range prompts {
+		if a[i] == b[i] {
+			out[i] = [2]Outcome{Tie, Tie}
+			continue
+		}
+		for k, c := range [][]string{{a[i], b[i]}, {b[i], a[i]}} {
+			res, err := judge.Rank(ctx, blackbox.Request{Prompt: prompts[i], Candidates: c, Seed: seed + uint64(i)})
+			if err != nil {
+				return nil, err
+			}
+			switch {
+			case res.Unranked || len(res.Ranking) == 0:
+				out[i][k] = Tie
+			case res.Ranking[0] == k: // the model's response sits at index k
+				out[i][k] = Win
+			default:
+				out[i][k] = Loss
+			}
+		}
+	}
+	return out, nil
+}
+
+// pairMetrics: preference accuracy (length-normalised log-probability of chosen above
+// rejected), perplexity on the chosen responses, and BLEU of greedy responses against them.
+func pairMetrics(ctx context.Context, o Options, rep *Report) error {
+	var ps, rs []string
+	for _, p := range o.Pairs {
+		if strings.TrimSpace(p.Chosen) == "" || strings.TrimSpace(p.Rejected) == "" {
+			continue
+		}
+		ps = append(ps, p.Prompt, p.Prompt)
+		rs = append(rs, p.Chosen, p.Rejected)
+	}
+	if len(ps) == 0 {
+		return fmt.Errorf("no usable pairs")
+	}
+	pIDs, rIDs := make([][]int, len(ps)), make([][]int, len(ps))
+	maxLen := o.Model.Config.MaxPositions
+	for i := range ps {
+		pIDs[i], rIDs[i] = model.FitContext(o.Model.Tokenizer.Encode(ps[i], true), o.Model.Tokenizer.Encode(rs[i], false), maxLen)
+	}
+	sc, err := o.Model.ScoreIDs(ctx, pIDs, rIDs)
+	if err != nil {
+		return err
+	}
+	n := len(ps) / 2
+	acc := make([]float64, n)
+	nll := make([]float64, n)
+	toks := make([]float64, n)
+	for i := 0; i < n; i++ {
+		if sc[2*i].Mean > sc[2*i+1].Mean {
+			acc[i] = 1
+		}
+		nll[i], toks[i] = -sc[2*i].Sum, float64(len(sc[2*i].ResponseIDs))
+	}
+	a := Bootstrap(acc, o.Seed)
+	rep.PreferenceAccuracy = &a
+	ppl := BootstrapStat(n, o.Seed, func(idx []int) float64 {
+		s, t := 0.0, 0.0
+		for _, i := range idx {
+			s, t = s+nll[i], t+toks[i]
+		}
+		return math.Exp(s / t)
+	})
+	rep.Perplexity = &ppl
+	prompts := make([]string, n)
+	refs := make([][]string, n)
+	for i := 0; i < n; i++ {
+		prompts[i], refs[i] = ps[2*i], []string{rs[2*i]}
+	}
+	hyps, err := greedy(ctx, o.Model, prompts, o.MaxNewTokens)
+	if err != nil {
+		return err
+	}
+	bleu := CorpusBLEU(hyps, refs)
+	rep.BLEU = &bleu
+	return nil
+}
+
+// Table renders reports side by side (e.g. base and aligned).
+func Table(names []string, reps []*Report) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-24s", "metric")
+	for _, n := range names {
+		fmt.Fprintf(&b, " %26s", n)
+	}
+	b.WriteString("\n")
+	row := func(label string, get func(*Report) string) {
+		fmt.Fprintf(&b, "%-24s", label)
+		for _, r := range reps {
+			fmt.Fprintf(&b, " %26s", get(r))
+		}
+		b.WriteString("\n")
+	}
+	iv := func(x *Interval, scale float64, unit string) string {
+		if x == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%.3f%s [%.3f, %.3f]", x.Mean*scale, unit, x.Lo*scale, x.Hi*scale)
+	}
+	row("mean reward", func(r *Report) string { return iv(r.Reward, 1, "") })
+	row("win rate vs baseline", func(r *Report) string { return iv(r.WinRate, 1, "") })
+	row("preference accuracy", func(r *Report) string { return iv(r.PreferenceAccuracy, 1, "") })
+	row("perplexity (chosen)", func(r *Report) string { return iv(r.Perplexity, 1, "") })
+	row("BLEU vs chosen", func(r *Report) string {
+		if r.BLEU == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f", *r.BLEU)
+	})
+	return b.String()
+}
