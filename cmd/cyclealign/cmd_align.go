@@ -53,6 +53,10 @@ func (o *alignOptions) AddFlags(f *pflag.FlagSet) {
 	f.Float64Var(&c.WarmupRatio, "warmup-ratio", c.WarmupRatio, "warm-up fraction of optimiser steps")
 	f.IntVar(&c.LoRAR, "lora-r", 0, "LoRA rank (0: full fine-tuning)")
 	f.IntVar(&c.SaveEvery, "save-every", c.SaveEvery, "checkpoint every N steps")
+	f.IntVar(&c.EvalEvery, "eval-every", 0, "evaluate on held-out prompts every K steps (0: never)")
+	f.StringVar(&c.EvalPrompts, "eval-prompts", "", "held-out HH-RLHF pairs or prompts for --eval-every")
+	f.IntVar(&c.EvalN, "eval-n", c.EvalN, "how many held-out prompts")
+	f.StringVar(&c.EvalReward, "eval-reward-model", "", "reward model scoring the held-out responses")
 	addBlackboxFlags(f, &c.Blackbox)
 }
 

@@ -81,9 +81,10 @@ type Config struct {
 
 	Blackbox blackbox.Options `yaml:"blackbox"`
 
-	EvalEvery   int    `yaml:"eval_every"`   // evaluate every K steps (0: never)
-	EvalPrompts string `yaml:"eval_prompts"` // held-out prompts for it
-	EvalN       int    `yaml:"eval_n"`       // how many of them
+	EvalEvery   int    `yaml:"eval_every"`        // evaluate every K steps (0: never)
+	EvalPrompts string `yaml:"eval_prompts"`      // held-out prompts for it
+	EvalN       int    `yaml:"eval_n"`            // how many of them
+	EvalReward  string `yaml:"eval_reward_model"` // reward model scoring them
 }
 
 // Defaults returns METHOD.md's settings.

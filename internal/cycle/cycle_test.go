@@ -342,3 +342,47 @@ func TestBadInput(t *testing.T) {
 		t.Fatal("a run started against an unreachable black-box")
 	}
 }
+
+func TestEvalEvery(t *testing.T) {
+	s := llmtest.New(shorterWithNoise())
+	defer s.Close()
+	cfg := testConfig(t, s, writePrompts(t, topics[:6]))
+	cfg.Steps, cfg.EvalEvery, cfg.EvalN = 2, 1, 3
+	be, _ := model.NewBackend()
+	base, err := model.Load(be, cfg.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rm, err := base.WithRewardHead(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.EvalReward = filepath.Join(t.TempDir(), "rm")
+	if err := rm.Save(cfg.EvalReward); err != nil {
+		t.Fatal(err)
+	}
+	pairs := filepath.Join(t.TempDir(), "pairs.jsonl")
+	var b strings.Builder
+	for _, x := range topics[12:] {
+		line, _ := json.Marshal(map[string]string{"chosen": prompt(x) + " Here is how.", "rejected": prompt(x) + " No."})
+		b.Write(append(line, '\n'))
+	}
+	os.WriteFile(pairs, []byte(b.String()), 0o644)
+	cfg.EvalPrompts = pairs
+	r, err := Prepare(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ms := readLines[StepMetrics](t, filepath.Join(cfg.Out, MetricsFile))
+	for _, m := range ms {
+		if _, ok := m.Eval["reward"]; !ok {
+			t.Fatalf("step %d has no evaluation: %v", m.Step, m.Eval)
+		}
+		if acc, ok := m.Eval["preference_accuracy"]; !ok || acc < 0 || acc > 1 {
+			t.Fatalf("step %d preference accuracy %v", m.Step, m.Eval)
+		}
+	}
+}

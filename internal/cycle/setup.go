@@ -13,6 +13,7 @@ import (
 
 	"github.com/cyclealign/cyclealign/internal/blackbox"
 	"github.com/cyclealign/cyclealign/internal/data"
+	"github.com/cyclealign/cyclealign/internal/eval"
 	"github.com/cyclealign/cyclealign/internal/hf"
 	"github.com/cyclealign/cyclealign/internal/model"
 	"github.com/cyclealign/cyclealign/internal/train"
@@ -107,7 +108,48 @@ func Prepare(ctx context.Context, cfg Config) (*Runner, error) {
 			return nil, err
 		}
 	}
+	if cfg.EvalEvery > 0 {
+		if err := r.setupEval(cfg); err != nil {
+			return nil, err
+		}
+	}
 	return r, WriteConfig(cfg)
+}
+
+// setupEval wires the periodic held-out evaluation: greedy responses to EvalN prompts scored by
+// the evaluation reward model, and preference accuracy when the file holds pairs.
+func (r *Runner) setupEval(cfg Config) error {
+	if cfg.EvalPrompts == "" || cfg.EvalReward == "" {
+		return fmt.Errorf("config eval_every needs eval_prompts and eval_reward_model")
+	}
+	eo := eval.Options{MaxNewTokens: cfg.MaxNewTokens, Seed: cfg.Seed}
+	if pairs, _, err := data.ReadHH(cfg.EvalPrompts); err == nil {
+		eo.Pairs = pairs[:min(cfg.EvalN, len(pairs))]
+		eo.Prompts = data.Prompts(eo.Pairs)
+	} else if eo.Prompts, err = data.ReadPrompts(cfg.EvalPrompts); err != nil {
+		return err
+	} else {
+		eo.Prompts = eo.Prompts[:min(cfg.EvalN, len(eo.Prompts))]
+	}
+	rm, err := model.Load(r.M.Backend, cfg.EvalReward)
+	if err != nil {
+		return err
+	}
+	eo.RewardModel = &blackbox.RewardModel{M: rm, Name: cfg.EvalReward}
+	r.Eval = func(ctx context.Context, step int) (map[string]float64, error) {
+		o := eo
+		o.Model = r.M
+		rep, err := eval.Run(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]float64{"reward": rep.Reward.Mean, "reward_ci_lo": rep.Reward.Lo, "reward_ci_hi": rep.Reward.Hi}
+		if rep.PreferenceAccuracy != nil {
+			out["preference_accuracy"] = rep.PreferenceAccuracy.Mean
+		}
+		return out, nil
+	}
+	return nil
 }
 
 // WriteConfig writes the effective configuration as the run directory's config.yaml.
