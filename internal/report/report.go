@@ -1,0 +1,200 @@
+package report
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"html"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cyclealign/cyclealign/internal/cycle"
+)
+
+// Run is a run directory's records.
+type Run struct {
+	Dir     string
+	Config  string
+	Metrics []cycle.StepMetrics
+	Journal []cycle.Record
+}
+
+// Load reads a run directory.
+func Load(dir string) (*Run, error) {
+	r := &Run{Dir: dir}
+	b, err := os.ReadFile(filepath.Join(dir, cycle.ConfigFile))
+	if err != nil {
+		return nil, fmt.Errorf("%s is not a run directory: %w", dir, err)
+	}
+	r.Config = string(b)
+	if err := readJSONL(filepath.Join(dir, cycle.MetricsFile), &r.Metrics); err != nil {
+		return nil, err
+	}
+	if err := readJSONL(filepath.Join(dir, cycle.JournalFile), &r.Journal); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func readJSONL[T any](path string, out *[]T) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 256<<20)
+	for n := 1; sc.Scan(); n++ {
+		var v T
+		if err := json.Unmarshal(sc.Bytes(), &v); err != nil {
+			return fmt.Errorf("%s: line %d: %w", path, n, err)
+		}
+		*out = append(*out, v)
+	}
+	return sc.Err()
+}
+
+func (r *Run) series(name string, get func(m cycle.StepMetrics) (float64, bool)) Series {
+	s := Series{Name: name}
+	for _, m := range r.Metrics {
+		if v, ok := get(m); ok {
+			s.X, s.Y = append(s.X, float64(m.Step)), append(s.Y, v)
+		}
+	}
+	return s
+}
+
+func always(f func(m cycle.StepMetrics) float64) func(cycle.StepMetrics) (float64, bool) {
+	return func(m cycle.StepMetrics) (float64, bool) { return f(m), true }
+}
+
+// Plots are the report's charts, by title.
+func (r *Run) Plots() []string {
+	var byIter []Series
+	T := 0
+	for _, m := range r.Metrics {
+		T = max(T, len(m.AgreementByIter))
+	}
+	for t := 0; t < T; t++ {
+		byIter = append(byIter, r.series(fmt.Sprintf("interaction %d", t+1), func(m cycle.StepMetrics) (float64, bool) {
+			if t < len(m.AgreementByIter) {
+				return m.AgreementByIter[t], true
+			}
+			return 0, false
+		}))
+	}
+	evalReward := r.series("held-out reward", func(m cycle.StepMetrics) (float64, bool) {
+		v, ok := m.Eval["reward"]
+		return v, ok
+	})
+	return []string{
+		LineChart("Loss", "step", []Series{
+			r.series("loss", always(func(m cycle.StepMetrics) float64 { return m.Loss })),
+			r.series("rank term", always(func(m cycle.StepMetrics) float64 { return m.RankTerm })),
+			r.series("SFT term", always(func(m cycle.StepMetrics) float64 { return m.SFTTerm }))}),
+		LineChart("Agreement rate (|A| ≥ τ)", "step", append([]Series{
+			r.series("all interactions", always(func(m cycle.StepMetrics) float64 { return m.AgreementRate }))}, byIter...)),
+		LineChart("Mean agreement length |A|", "step", []Series{
+			r.series("mean |A|", always(func(m cycle.StepMetrics) float64 { return m.MeanAgreement }))}),
+		LineChart("Demonstration pool size", "step", []Series{
+			r.series("pool", always(func(m cycle.StepMetrics) float64 { return float64(m.PoolSize) }))}),
+		LineChart("Unranked rate", "step", []Series{
+			r.series("unranked", always(func(m cycle.StepMetrics) float64 {
+				if m.Ranked+m.Unranked == 0 {
+					return 0
+				}
+				return float64(m.Unranked) / float64(m.Ranked+m.Unranked)
+			}))}),
+		LineChart("API cost (USD, cumulative)", "step", []Series{
+			r.series("cost", always(func(m cycle.StepMetrics) float64 { return m.CostTotal }))}),
+		LineChart("Held-out evaluation reward", "step", []Series{evalReward}),
+	}
+}
+
+const style = `body{font-family:sans-serif;margin:24px;color:#222;max-width:1200px}h1{font-size:22px}h2{font-size:17px;margin-top:28px}
+.plots{display:flex;flex-wrap:wrap;gap:12px}.plot{border:1px solid #ddd;background:#fff}
+table{border-collapse:collapse;font-size:12px;margin-top:8px}td,th{border:1px solid #ccc;padding:4px 6px;vertical-align:top;text-align:left}
+th{background:#f3f3f3}pre{background:#f7f7f7;padding:10px;font-size:12px;overflow:auto}.c{white-space:pre-wrap;max-width:360px}`
+
+// HTML renders the report page.
+func (r *Run) HTML() string {
+	var b strings.Builder
+	b.WriteString("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>cyclealign run " + html.EscapeString(filepath.Base(r.Dir)) + "</title><style>" + style + "</style></head><body>\n")
+	fmt.Fprintf(&b, "<h1>CycleAlign run: %s</h1>\n", html.EscapeString(r.Dir))
+	if n := len(r.Metrics); n > 0 {
+		last := r.Metrics[n-1]
+		fmt.Fprintf(&b, "<p>%d steps; last step: loss %.4f, agreement rate %.2f, mean |A| %.2f, pool %d, API cost $%.4f.</p>\n",
+			n, last.Loss, last.AgreementRate, last.MeanAgreement, last.PoolSize, last.CostTotal)
+	}
+	b.WriteString("<h2>Curves</h2>\n<div class=\"plots\">\n")
+	for _, p := range r.Plots() {
+		b.WriteString(p + "\n")
+	}
+	b.WriteString("</div>\n<h2>Sample prompts (last step)</h2>\n")
+	b.WriteString(r.samplesTable(8))
+	b.WriteString("<h2>Effective configuration</h2>\n<pre>" + html.EscapeString(r.Config) + "</pre>\n</body></html>\n")
+	return b.String()
+}
+
+func (r *Run) samplesTable(k int) string {
+	if len(r.Journal) == 0 {
+		return "<p>No journal records.</p>"
+	}
+	last := r.Journal[len(r.Journal)-1].Step
+	var b strings.Builder
+	b.WriteString("<table><tr><th>prompt</th><th>candidates</th><th>white-box ranking</th><th>black-box ranking</th><th>agreement</th><th>pool</th></tr>\n")
+	n := 0
+	for _, rec := range r.Journal {
+		if rec.Step != last || n >= k {
+			continue
+		}
+		n++
+		var cands strings.Builder
+		for i, c := range rec.Candidates {
+			fmt.Fprintf(&cands, "[%d] %s\n", i, c)
+		}
+		black := fmt.Sprint(rec.BlackRanking)
+		if rec.Unranked {
+			black = "unranked"
+		}
+		fmt.Fprintf(&b, "<tr><td class=\"c\">%s</td><td class=\"c\">%s</td><td>%v</td><td>%s</td><td>%v</td><td>%v</td></tr>\n",
+			html.EscapeString(strings.TrimSpace(rec.Prompt)), html.EscapeString(cands.String()), rec.WhiteRanking, black, rec.Agreement, rec.EnteredPool)
+	}
+	b.WriteString("</table>\n")
+	return b.String()
+}
+
+// Compare renders several runs side by side: a table of final numbers and one plot of the
+// agreement rate and one of the held-out reward.
+func Compare(runs []*Run) (table string, page string) {
+	var t strings.Builder
+	fmt.Fprintf(&t, "%-32s %6s %9s %10s %8s %6s %10s %12s\n", "run", "steps", "loss", "agreement", "mean|A|", "pool", "cost", "eval reward")
+	var agree, reward []Series
+	for _, r := range runs {
+		name := filepath.Base(r.Dir)
+		if len(r.Metrics) == 0 {
+			fmt.Fprintf(&t, "%-32s (no steps)\n", name)
+			continue
+		}
+		m := r.Metrics[len(r.Metrics)-1]
+		ev := "-"
+		for i := len(r.Metrics) - 1; i >= 0; i-- {
+			if v, ok := r.Metrics[i].Eval["reward"]; ok {
+				ev = fmt.Sprintf("%.4f", v)
+				break
+			}
+		}
+		fmt.Fprintf(&t, "%-32s %6d %9.4f %10.3f %8.2f %6d %10.4f %12s\n", name, m.Step, m.Loss, m.AgreementRate, m.MeanAgreement, m.PoolSize, m.CostTotal, ev)
+		agree = append(agree, r.series(name, always(func(m cycle.StepMetrics) float64 { return m.AgreementRate })))
+		reward = append(reward, r.series(name, func(m cycle.StepMetrics) (float64, bool) {
+			v, ok := m.Eval["reward"]
+			return v, ok
+		}))
+	}
+	var p strings.Builder
+	p.WriteString("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>cyclealign comparison</title><style>" + style + "</style></head><body>\n<h1>Run comparison</h1>\n<pre>" + html.EscapeString(t.String()) + "</pre>\n<div class=\"plots\">")
+	p.WriteString(LineChart("Agreement rate", "step", agree) + LineChart("Held-out evaluation reward", "step", reward))
+	p.WriteString("</div></body></html>\n")
+	return t.String(), p.String()
+}
