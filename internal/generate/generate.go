@@ -43,9 +43,10 @@ func Defaults() Options {
 
 // Completion is one generated response.
 type Completion struct {
-	Text         string `json:"text"`
-	IDs          []int  `json:"ids"`
-	FinishReason string `json:"finish_reason"` // "stop" (EOS or stop string) or "length"
+	Text         string    `json:"text"`
+	IDs          []int     `json:"ids"`
+	FinishReason string    `json:"finish_reason"` // "stop" (EOS or stop string) or "length"
+	Logprobs     []float64 `json:"-"`             // log-probability of each generated token
 }
 
 func (o *Options) check() error {
@@ -115,14 +116,12 @@ func IDs(ctx context.Context, m *model.Model, prompts [][]int, opt Options) ([][
 	}
 	for start := 0; start < len(rows); start += maxRows {
 		chunk := rows[start:min(start+maxRows, len(rows))]
-		ps := make([][]int, len(chunk))
-		rngs := make([]*rand.Rand, len(chunk))
+		batch := make([]Row, len(chunk))
 		for k, r := range chunk {
-			ps[k] = prompts[r.prompt]
 			// One stream per (prompt, sample), so results do not depend on batching.
-			rngs[k] = rand.New(rand.NewPCG(opt.Seed, uint64(r.prompt)<<20|uint64(r.sample)))
+			batch[k] = Row{Prompt: prompts[r.prompt], Opt: opt, RNG: rand.New(rand.NewPCG(opt.Seed, uint64(r.prompt)<<20|uint64(r.sample)))}
 		}
-		comps, err := decodeBatch(ctx, m, ps, rngs, opt)
+		comps, err := Rows(ctx, m, batch)
 		if err != nil {
 			return nil, err
 		}
@@ -133,8 +132,28 @@ func IDs(ctx context.Context, m *model.Model, prompts [][]int, opt Options) ([][
 	return out, nil
 }
 
-func decodeBatch(ctx context.Context, m *model.Model, prompts [][]int, rngs []*rand.Rand, opt Options) ([]Completion, error) {
-	dec, err := m.NewDecoder(prompts, opt.MaxNewTokens, !opt.NoCache)
+// Row is one sequence to continue with its own sampling options (Opt.N and Opt.MaxRows are
+// not used). OnToken, when set, is called after each token is added (for streaming).
+type Row struct {
+	Prompt  []int
+	Opt     Options
+	RNG     *rand.Rand
+	OnToken func(c *Completion)
+}
+
+// Rows decodes rows together in one KV-cached batch, each until its EOS, stop string or
+// token budget.
+func Rows(ctx context.Context, m *model.Model, rows []Row) ([]Completion, error) {
+	maxNew := 0
+	prompts := make([][]int, len(rows))
+	for i, r := range rows {
+		if err := r.Opt.check(); err != nil {
+			return nil, err
+		}
+		maxNew = max(maxNew, r.Opt.MaxNewTokens)
+		prompts[i] = r.Prompt
+	}
+	dec, err := m.NewDecoder(prompts, maxNew, !rows[0].Opt.NoCache)
 	if err != nil {
 		return nil, err
 	}
@@ -143,17 +162,15 @@ func decodeBatch(ctx context.Context, m *model.Model, prompts [][]int, rngs []*r
 		return nil, err
 	}
 	eos := map[int]bool{}
-	if !opt.IgnoreEOS {
-		for _, id := range m.Config.EOSTokenIDs {
-			eos[id] = true
-		}
+	for _, id := range m.Config.EOSTokenIDs {
+		eos[id] = true
 	}
-	n := len(prompts)
+	n := len(rows)
 	comps := make([]Completion, n)
 	done := make([]bool, n)
 	next := make([]int, n)
 	remaining := n
-	for step := 0; step < opt.MaxNewTokens && remaining > 0; step++ {
+	for step := 0; remaining > 0; step++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -162,20 +179,31 @@ func decodeBatch(ctx context.Context, m *model.Model, prompts [][]int, rngs []*r
 				next[r] = 0
 				continue
 			}
-			tok := Sample(logits[r], rngs[r], opt)
+			opt := rows[r].Opt
+			tok := Sample(logits[r], rows[r].RNG, opt)
 			next[r] = tok
-			if eos[tok] {
-				done[r], comps[r].FinishReason = true, "stop"
-				remaining--
-				continue
+			finish := ""
+			if eos[tok] && !opt.IgnoreEOS {
+				finish = "stop"
+			} else {
+				comps[r].IDs = append(comps[r].IDs, tok)
+				comps[r].Logprobs = append(comps[r].Logprobs, logProb(logits[r], tok))
+				switch {
+				case cutStop(m, &comps[r], opt.Stop):
+					finish = "stop"
+				case len(comps[r].IDs) >= opt.MaxNewTokens:
+					finish = "length"
+				}
 			}
-			comps[r].IDs = append(comps[r].IDs, tok)
-			if cutStop(m, &comps[r], opt.Stop) {
-				done[r], comps[r].FinishReason = true, "stop"
+			if rows[r].OnToken != nil && (finish == "" || comps[r].Text == "") {
+				rows[r].OnToken(&comps[r])
+			}
+			if finish != "" {
+				done[r], comps[r].FinishReason = true, finish
 				remaining--
 			}
 		}
-		if remaining == 0 || step == opt.MaxNewTokens-1 {
+		if remaining == 0 {
 			break
 		}
 		if logits, err = dec.Step(next); err != nil {
@@ -183,9 +211,6 @@ func decodeBatch(ctx context.Context, m *model.Model, prompts [][]int, rngs []*r
 		}
 	}
 	for r := range comps {
-		if comps[r].FinishReason == "" {
-			comps[r].FinishReason = "length"
-		}
 		if comps[r].IDs == nil {
 			comps[r].IDs = []int{}
 		}
@@ -194,6 +219,19 @@ func decodeBatch(ctx context.Context, m *model.Model, prompts [][]int, rngs []*r
 		}
 	}
 	return comps, nil
+}
+
+// logProb is log softmax(logits)[tok], in float64.
+func logProb(logits []float32, tok int) float64 {
+	mx := float64(logits[0])
+	for _, v := range logits {
+		mx = math.Max(mx, float64(v))
+	}
+	sum := 0.0
+	for _, v := range logits {
+		sum += math.Exp(float64(v) - mx)
+	}
+	return float64(logits[tok]) - mx - math.Log(sum)
 }
 
 // cutStop ends a completion at the first stop string: the text stops before it and the ids

@@ -215,3 +215,35 @@ func (m *Model) MergeLoRA() error {
 	m.execs = map[string]*context.Exec{}
 	return nil
 }
+
+// LoadAdapter attaches a PEFT LoRA adapter directory (adapter_config.json and
+// adapter_model.safetensors) to the model.
+func (m *Model) LoadAdapter(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, "adapter_config.json"))
+	if err != nil {
+		return err
+	}
+	var cfg LoRA
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return fmt.Errorf("%s: %w", filepath.Join(dir, "adapter_config.json"), err)
+	}
+	if err := m.AddLoRA(cfg, 0); err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	path := filepath.Join(dir, "adapter_model.safetensors")
+	ts, err := hf.ReadSafetensors(path)
+	if err != nil {
+		return err
+	}
+	for mod := range m.lora.modules {
+		for _, ab := range []string{"A", "B"} {
+			v := m.Ctx.GetVariableByScopeAndName(LoRAScope, mod+".lora_"+ab+".weight")
+			t, ok := ts[peftName(mod, ab)]
+			if !ok || !equalInts(t.Shape, v.Shape().Dimensions) {
+				return fmt.Errorf("%s: tensor %q missing or of another shape", path, peftName(mod, ab))
+			}
+			v.MustSetValue(tensors.FromFlatDataAndDimensions(t.Data, t.Shape...))
+		}
+	}
+	return nil
+}

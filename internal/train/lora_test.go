@@ -109,6 +109,14 @@ func TestLoRA(t *testing.T) {
 	if err := json.Unmarshal(cb, &cfg); err != nil || cfg["peft_type"] != "LORA" || cfg["r"].(float64) != 4 || cfg["lora_alpha"].(float64) != 8 {
 		t.Fatalf("adapter_config.json: %s", cb)
 	}
+	// The saved adapter, loaded onto a fresh base model, reproduces the adapted outputs.
+	fresh := loadTiny(t)
+	if err := fresh.LoadAdapter(dir); err != nil {
+		t.Fatal(err)
+	}
+	if d := maxDiff(adapted, logitsOf(t, fresh, seqs)); d > 1e-5 {
+		t.Fatalf("loaded adapter differs by %g", d)
+	}
 	// Merging folds the adapters into the weights: same outputs, plain checkpoint.
 	if err := m.MergeLoRA(); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cyclealign/cyclealign/internal/serve"
+)
+
+type serveOptions struct {
+	Model, Adapter, Addr, Name string
+	TokenEnv, TokenFile        string
+	Template                   string
+	Opt                        serve.Options
+	NoBatching                 bool
+}
+
+func newServeCmd(g *globalOptions) *cobra.Command {
+	o := &serveOptions{}
+	cmd := &cobra.Command{
+		Use:   "serve --model DIR [--addr HOST:PORT]",
+		Short: "Serve a model over the OpenAI API (chat, completions with logprobs, streaming)",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return runServe(cmd.Context(), o) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Model, "model", "", "HF model directory")
+	f.StringVar(&o.Adapter, "adapter", "", "PEFT LoRA adapter directory to apply")
+	f.StringVar(&o.Addr, "addr", "127.0.0.1:8080", "listen address (loopback by default)")
+	f.StringVar(&o.Opt.ModelName, "name", "", "model id clients use (default: the directory name)")
+	f.StringVar(&o.TokenEnv, "token-env", "", "require this environment variable's value as bearer token")
+	f.StringVar(&o.TokenFile, "token-file", "", "require the content of this file as bearer token")
+	f.StringVar(&o.Template, "chat-template", "", "Go text/template file rendering .Messages (default: the HH format)")
+	f.Int64Var(&o.Opt.MaxBodyBytes, "max-body-bytes", 1<<20, "request body limit")
+	f.IntVar(&o.Opt.MaxTokens, "max-tokens", 1024, "max_tokens limit")
+	f.IntVar(&o.Opt.MaxRows, "max-batch", 32, "rows decoded together")
+	f.BoolVar(&o.NoBatching, "no-batching", false, "run requests one at a time")
+	return cmd
+}
+
+func runServe(ctx context.Context, o *serveOptions) error {
+	m, err := loadModel(o.Model)
+	if err != nil {
+		return err
+	}
+	if o.Adapter != "" {
+		if err := m.LoadAdapter(o.Adapter); err != nil {
+			return err
+		}
+	}
+	if o.Opt.ModelName == "" {
+		o.Opt.ModelName = strings.TrimSuffix(o.Model, "/")
+		o.Opt.ModelName = o.Opt.ModelName[strings.LastIndex(o.Opt.ModelName, "/")+1:]
+	}
+	switch {
+	case o.TokenFile != "":
+		b, err := os.ReadFile(o.TokenFile)
+		if err != nil {
+			return err
+		}
+		o.Opt.Token = strings.TrimSpace(string(b))
+	case o.TokenEnv != "":
+		if o.Opt.Token = os.Getenv(o.TokenEnv); o.Opt.Token == "" {
+			return fmt.Errorf("--token-env %s: the variable is empty", o.TokenEnv)
+		}
+	}
+	if o.Template != "" {
+		if o.Opt.Template, err = template.ParseFiles(o.Template); err != nil {
+			return err
+		}
+	}
+	if o.NoBatching {
+		o.Opt.MaxRows = 1
+	}
+	s := serve.New(m, o.Opt)
+	defer s.Close()
+	ln, err := net.Listen("tcp", o.Addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	slog.Info("serving", "addr", "http://"+ln.Addr().String()+"/v1", "model", o.Opt.ModelName, "auth", o.Opt.Token != "")
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	slog.Info("shutting down; finishing requests in flight")
+	sctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,301 @@
+package serve
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/cyclealign/cyclealign/internal/generate"
+)
+
+type chatRequest struct {
+	Model    string `json:"model"`
+	Messages []struct {
+		Role    string `json:"role"`
+		Content string `json:"content"`
+	} `json:"messages"`
+	sampling
+}
+
+// Render writes messages in the HH dialogue format: "\n\nHuman: ...\n\nAssistant: ..." ending
+// with "\n\nAssistant:" for the model to continue; a system message goes first as plain text.
+func (s *Server) render(req chatRequest) (string, error) {
+	if s.o.Template != nil {
+		var b strings.Builder
+		err := s.o.Template.Execute(&b, req)
+		return b.String(), err
+	}
+	var b strings.Builder
+	for _, m := range req.Messages {
+		switch m.Role {
+		case "system", "developer":
+			b.WriteString(m.Content)
+		case "user":
+			b.WriteString("\n\nHuman: " + m.Content)
+		case "assistant":
+			b.WriteString("\n\nAssistant: " + m.Content)
+		default:
+			return "", fmt.Errorf("unknown role %q", m.Role)
+		}
+	}
+	b.WriteString("\n\nAssistant:")
+	return b.String(), nil
+}
+
+func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
+	var req chatRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if len(req.Messages) == 0 {
+		apiError(w, http.StatusBadRequest, "invalid_request_error", "messages must not be empty")
+		return
+	}
+	opt, n, msg := s.options(req.sampling, 256)
+	if msg != "" {
+		apiError(w, http.StatusBadRequest, "invalid_request_error", msg)
+		return
+	}
+	if len(opt.Stop) == 0 {
+		opt.Stop = []string{generate.DefaultStop}
+	}
+	text, err := s.render(req)
+	if err != nil {
+		apiError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
+		return
+	}
+	prompt := s.m.Tokenizer.Encode(text, true)
+	id, created := s.id("chatcmpl"), time.Now().Unix()
+	if req.Stream {
+		s.stream(w, r, prompt, opt, n, func(i int, delta string, finish *string) any {
+			d := map[string]any{}
+			if delta != "" || finish == nil {
+				d["content"] = delta
+			}
+			return map[string]any{"id": id, "object": "chat.completion.chunk", "created": created, "model": s.o.ModelName,
+				"choices": []any{map[string]any{"index": i, "delta": d, "finish_reason": finish}}}
+		})
+		return
+	}
+	comps, err := s.generateN(r.Context(), prompt, opt, n, nil)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	var choices []any
+	out := 0
+	for i, c := range comps {
+		out += len(c.IDs)
+		choices = append(choices, map[string]any{"index": i, "finish_reason": c.FinishReason,
+			"message": map[string]any{"role": "assistant", "content": strings.TrimPrefix(c.Text, " ")}})
+	}
+	writeJSON(w, map[string]any{"id": id, "object": "chat.completion", "created": created, "model": s.o.ModelName,
+		"choices": choices, "usage": usage(len(prompt), out)})
+}
+
+func usage(in, out int) map[string]int {
+	return map[string]int{"prompt_tokens": in, "completion_tokens": out, "total_tokens": in + out}
+}
+
+// stream sends choices as server-sent events while they are generated. Text that may still
+// turn into a stop string, or ends in an incomplete character, is held back until decided.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, prompt []int, opt generate.Options, n int,
+	chunk func(i int, delta string, finish *string) any) {
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		apiError(w, http.StatusInternalServerError, "server_error", "streaming unsupported")
+		return
+	}
+	type ev struct {
+		i      int
+		delta  string
+		finish *string
+	}
+	events := make(chan ev, 4096)
+	sent := make([]string, n)
+	onToken := func(i int, c *generate.Completion) {
+		text := c.Text
+		if text == "" {
+			text = s.m.Tokenizer.Decode(c.IDs, true)
+		}
+		safe := len(text) - holdBack(text, opt.Stop)
+		for safe > len(sent[i]) && !utf8.ValidString(text[:safe]) {
+			safe--
+		}
+		if safe > len(sent[i]) && strings.HasPrefix(text, sent[i]) {
+			events <- ev{i: i, delta: text[len(sent[i]):safe]}
+			sent[i] = text[:safe]
+		}
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	write := func(v any) {
+		b, _ := json.Marshal(v)
+		fmt.Fprintf(w, "data: %s\n\n", b)
+		flusher.Flush()
+	}
+	done := make(chan struct{})
+	var comps []generate.Completion
+	var err error
+	go func() {
+		comps, err = s.generateN(r.Context(), prompt, opt, n, onToken)
+		close(done)
+	}()
+	for i := 0; i < n; i++ {
+		write(chunk(i, "", nil))
+	}
+	for {
+		select {
+		case e := <-events:
+			write(chunk(e.i, e.delta, e.finish))
+			continue
+		case <-done:
+		}
+		break
+	}
+	for len(events) > 0 {
+		e := <-events
+		write(chunk(e.i, e.delta, e.finish))
+	}
+	if err != nil {
+		write(map[string]any{"error": map[string]any{"message": err.Error(), "type": "server_error"}})
+		return
+	}
+	for i, c := range comps {
+		rest := ""
+		if strings.HasPrefix(c.Text, sent[i]) {
+			rest = c.Text[len(sent[i]):]
+		}
+		f := c.FinishReason
+		write(chunk(i, rest, &f))
+	}
+	fmt.Fprint(w, "data: [DONE]\n\n")
+	flusher.Flush()
+}
+
+// holdBack is the length of the longest suffix of text that is a proper prefix of a stop string.
+func holdBack(text string, stops []string) int {
+	best := 0
+	for _, s := range stops {
+		for k := min(len(s)-1, len(text)); k > best; k-- {
+			if strings.HasSuffix(text, s[:k]) {
+				best = k
+				break
+			}
+		}
+	}
+	return best
+}
+
+type completionRequest struct {
+	Model    string          `json:"model"`
+	Prompt   json.RawMessage `json:"prompt"`
+	Echo     bool            `json:"echo"`
+	Logprobs *int            `json:"logprobs"`
+	sampling
+}
+
+// promptIDs accepts a string or a list of token ids (one prompt).
+func (s *Server) promptIDs(raw json.RawMessage) ([]int, error) {
+	var text string
+	if json.Unmarshal(raw, &text) == nil {
+		return s.m.Tokenizer.Encode(text, true), nil
+	}
+	var ids []int
+	if json.Unmarshal(raw, &ids) == nil && len(ids) > 0 {
+		for _, id := range ids {
+			if id < 0 || id >= s.m.Config.VocabSize {
+				return nil, fmt.Errorf("token id %d out of range", id)
+			}
+		}
+		return ids, nil
+	}
+	var list []string
+	if json.Unmarshal(raw, &list) == nil && len(list) == 1 {
+		return s.m.Tokenizer.Encode(list[0], true), nil
+	}
+	return nil, fmt.Errorf("prompt must be a string, a list of one string, or a list of token ids")
+}
+
+func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
+	var req completionRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	prompt, err := s.promptIDs(req.Prompt)
+	if err != nil {
+		apiError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
+		return
+	}
+	opt, n, msg := s.options(req.sampling, 16)
+	if msg != "" {
+		apiError(w, http.StatusBadRequest, "invalid_request_error", msg)
+		return
+	}
+	id, created := s.id("cmpl"), time.Now().Unix()
+	if req.Stream {
+		if req.Echo || req.Logprobs != nil {
+			apiError(w, http.StatusBadRequest, "invalid_request_error", "echo and logprobs are not supported with stream")
+			return
+		}
+		s.stream(w, r, prompt, opt, n, func(i int, delta string, finish *string) any {
+			return map[string]any{"id": id, "object": "text_completion", "created": created, "model": s.o.ModelName,
+				"choices": []any{map[string]any{"index": i, "text": delta, "finish_reason": finish, "logprobs": nil}}}
+		})
+		return
+	}
+	comps := make([]generate.Completion, n)
+	if opt.MaxNewTokens > 0 {
+		if comps, err = s.generateN(r.Context(), prompt, opt, n, nil); err != nil {
+			s.fail(w, err)
+			return
+		}
+	} else {
+		for i := range comps {
+			comps[i].FinishReason = "length"
+		}
+	}
+	var promptLP []float32
+	if req.Echo && req.Logprobs != nil && len(prompt) > 1 {
+		lps, err := s.m.LogProbs(r.Context(), [][]int{prompt})
+		if err != nil {
+			s.fail(w, err)
+			return
+		}
+		promptLP = lps[0]
+	}
+	var choices []any
+	out := 0
+	for i, c := range comps {
+		out += len(c.IDs)
+		text := c.Text
+		choice := map[string]any{"index": i, "finish_reason": c.FinishReason, "logprobs": nil}
+		if req.Logprobs != nil {
+			var ids []int
+			var lps []any
+			if req.Echo {
+				ids = append(ids, prompt...)
+				lps = append(lps, nil) // the first token has no context
+				for _, v := range promptLP {
+					lps = append(lps, float64(v))
+				}
+			}
+			ids = append(ids, c.IDs...)
+			for _, v := range c.Logprobs {
+				lps = append(lps, v)
+			}
+			choice["logprobs"] = map[string]any{"tokens": s.m.Tokenizer.Tokens(ids), "token_logprobs": lps, "top_logprobs": nil, "text_offset": nil}
+		}
+		if req.Echo {
+			text = s.m.Tokenizer.Decode(prompt, true) + text
+		}
+		choice["text"] = text
+		choices = append(choices, choice)
+	}
+	writeJSON(w, map[string]any{"id": id, "object": "text_completion", "created": created, "model": s.o.ModelName,
+		"choices": choices, "usage": usage(len(prompt), out)})
+}

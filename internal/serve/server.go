@@ -1,0 +1,211 @@
+// Package serve is an OpenAI-compatible HTTP server for a white-box model: /v1/models,
+// /v1/chat/completions (HH dialogue format or a template) and /v1/completions (with logprobs
+// and echo, so clients can score text), streaming by server-sent events, bearer-token auth,
+// request limits, and dynamic batching of concurrent requests.
+package serve
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"text/template"
+	"time"
+
+	"github.com/cyclealign/cyclealign/internal/generate"
+	"github.com/cyclealign/cyclealign/internal/model"
+)
+
+// Options configure a server.
+type Options struct {
+	ModelName    string             // the id clients use
+	Token        string             // bearer token; "" disables auth
+	MaxBodyBytes int64              // request body limit (default 1 MiB)
+	MaxTokens    int                // max_tokens limit (default 1024)
+	MaxRows      int                // rows decoded together; 1 turns batching off (default 32)
+	Window       time.Duration      // how long the batcher waits for more requests (default 5ms)
+	Template     *template.Template // chat rendering; nil: the HH format
+}
+
+// Server handles the API for one model.
+type Server struct {
+	m     *model.Model
+	o     Options
+	b     *batcher
+	mux   *http.ServeMux
+	reqID atomic.Int64
+}
+
+// New builds a server; Close stops its batcher.
+func New(m *model.Model, o Options) *Server {
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = 1 << 20
+	}
+	if o.MaxTokens <= 0 {
+		o.MaxTokens = 1024
+	}
+	if o.MaxRows <= 0 {
+		o.MaxRows = 32
+	}
+	if o.Window <= 0 {
+		o.Window = 5 * time.Millisecond
+	}
+	if o.ModelName == "" {
+		o.ModelName = "cyclealign"
+	}
+	s := &Server{m: m, o: o, b: newBatcher(m, o.MaxRows, o.Window), mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /v1/models", s.models)
+	s.mux.HandleFunc("POST /v1/chat/completions", s.chat)
+	s.mux.HandleFunc("POST /v1/completions", s.completions)
+	return s
+}
+
+// Close stops the batcher; call it after the HTTP server has shut down.
+func (s *Server) Close() { s.b.close() }
+
+// ServeHTTP applies auth and the body limit, then routes.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.o.Token != "" {
+		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if subtle.ConstantTimeCompare([]byte(got), []byte(s.o.Token)) != 1 {
+			apiError(w, http.StatusUnauthorized, "authentication_error", "missing or wrong bearer token")
+			return
+		}
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, s.o.MaxBodyBytes)
+	s.mux.ServeHTTP(w, r)
+}
+
+func apiError(w http.ResponseWriter, status int, typ, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"message": msg, "type": typ, "param": nil, "code": nil}})
+}
+
+// decode reads a JSON body, answering 413 or 400 in OpenAI's error shape on failure.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			apiError(w, http.StatusRequestEntityTooLarge, "invalid_request_error", fmt.Sprintf("request body over %d bytes", tooBig.Limit))
+			return false
+		}
+		apiError(w, http.StatusBadRequest, "invalid_request_error", "malformed JSON: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func (s *Server) models(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, map[string]any{"object": "list", "data": []any{map[string]any{"id": s.o.ModelName, "object": "model", "created": 0, "owned_by": "cyclealign"}}})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
+
+// sampling are the generation parameters both endpoints share.
+type sampling struct {
+	N           *int            `json:"n"`
+	Temperature *float64        `json:"temperature"`
+	TopP        *float64        `json:"top_p"`
+	MaxTokens   *int            `json:"max_tokens"`
+	MaxCompl    *int            `json:"max_completion_tokens"`
+	Stop        json.RawMessage `json:"stop"`
+	Seed        *int64          `json:"seed"`
+	Stream      bool            `json:"stream"`
+}
+
+// options turns request parameters into generation options, or a message for a 400.
+func (s *Server) options(p sampling, defMax int) (generate.Options, int, string) {
+	o := generate.Options{Temperature: 1, TopP: 1, MaxNewTokens: defMax, TruncatePrompt: false}
+	n := 1
+	if p.N != nil {
+		n = *p.N
+	}
+	if n < 1 || n > 16 {
+		return o, 0, "n must be between 1 and 16"
+	}
+	if p.Temperature != nil {
+		if *p.Temperature < 0 || *p.Temperature > 2 {
+			return o, 0, "temperature must be between 0 and 2"
+		}
+		o.Temperature = *p.Temperature
+		o.Greedy = *p.Temperature == 0
+	}
+	if p.TopP != nil {
+		if *p.TopP <= 0 || *p.TopP > 1 {
+			return o, 0, "top_p must be in (0, 1]"
+		}
+		o.TopP = *p.TopP
+	}
+	if p.MaxCompl != nil {
+		p.MaxTokens = p.MaxCompl
+	}
+	if p.MaxTokens != nil {
+		o.MaxNewTokens = *p.MaxTokens
+	}
+	if o.MaxNewTokens < 0 || o.MaxNewTokens > s.o.MaxTokens {
+		return o, 0, fmt.Sprintf("max_tokens must be between 0 and %d", s.o.MaxTokens)
+	}
+	if len(p.Stop) > 0 && string(p.Stop) != "null" {
+		var one string
+		if json.Unmarshal(p.Stop, &one) == nil {
+			o.Stop = []string{one}
+		} else if json.Unmarshal(p.Stop, &o.Stop) != nil || len(o.Stop) > 4 {
+			return o, 0, "stop must be a string or a list of up to 4 strings"
+		}
+	}
+	if p.Seed != nil {
+		o.Seed = uint64(*p.Seed)
+	} else {
+		o.Seed = rand.Uint64()
+	}
+	return o, n, ""
+}
+
+// generateN runs n samples of one prompt through the batcher, concurrently so they share a
+// batch. onToken (for streaming) is called with the choice index.
+func (s *Server) generateN(ctx context.Context, prompt []int, o generate.Options, n int, onToken func(i int, c *generate.Completion)) ([]generate.Completion, error) {
+	if len(prompt)+o.MaxNewTokens > s.m.Config.MaxPositions {
+		return nil, &badRequest{fmt.Sprintf("prompt (%d tokens) plus max_tokens (%d) exceeds the model's %d positions", len(prompt), o.MaxNewTokens, s.m.Config.MaxPositions)}
+	}
+	out := make([]generate.Completion, n)
+	errs := make([]error, n)
+	done := make(chan int, n)
+	for i := 0; i < n; i++ {
+		row := generate.Row{Prompt: prompt, Opt: o, RNG: rand.New(rand.NewPCG(o.Seed, uint64(i)))}
+		if onToken != nil {
+			row.OnToken = func(c *generate.Completion) { onToken(i, c) }
+		}
+		go func(i int) {
+			out[i], errs[i] = s.b.submit(ctx, row)
+			done <- i
+		}(i)
+	}
+	for i := 0; i < n; i++ {
+		<-done
+	}
+	return out, errors.Join(errs...)
+}
+
+type badRequest struct{ msg string }
+
+func (e *badRequest) Error() string { return e.msg }
+
+func (s *Server) fail(w http.ResponseWriter, err error) {
+	var br *badRequest
+	if errors.As(err, &br) {
+		apiError(w, http.StatusBadRequest, "invalid_request_error", br.msg)
+		return
+	}
+	apiError(w, http.StatusInternalServerError, "server_error", err.Error())
+}
+
+func (s *Server) id(prefix string) string { return fmt.Sprintf("%s-%d", prefix, s.reqID.Add(1)) }
