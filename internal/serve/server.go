@@ -124,7 +124,7 @@ type sampling struct {
 
 // options turns request parameters into generation options, or a message for a 400.
 func (s *Server) options(p sampling, defMax int) (generate.Options, int, string) {
-	o := generate.Options{Temperature: 1, TopP: 1, MaxNewTokens: defMax, TruncatePrompt: false}
+	o := generate.Options{N: 1, Temperature: 1, TopP: 1, MaxNewTokens: defMax}
 	n := 1
 	if p.N != nil {
 		n = *p.N

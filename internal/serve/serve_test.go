@@ -1,0 +1,219 @@
+package serve
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/cyclealign/cyclealign/internal/model"
+)
+
+func start(t *testing.T, o Options) (*httptest.Server, *model.Model, openai.Client) {
+	t.Helper()
+	b, err := model.NewBackend()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.Load(b, filepath.Join("..", "..", "testdata", "tiny-gpt2-bytelevel"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(m, o)
+	hs := httptest.NewServer(s)
+	t.Cleanup(func() { hs.Close(); s.Close() })
+	c := openai.NewClient(option.WithBaseURL(hs.URL+"/v1/"), option.WithAPIKey("tok"), option.WithMaxRetries(0))
+	return hs, m, c
+}
+
+func TestChatCompletionsAndModels(t *testing.T) {
+	_, _, c := start(t, Options{ModelName: "tiny", Token: "tok"})
+	ctx := context.Background()
+	models, err := c.Models.List(ctx)
+	if err != nil || len(models.Data) != 1 || models.Data[0].ID != "tiny" {
+		t.Fatalf("models: %v %v", models, err)
+	}
+	resp, err := c.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "tiny",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("What is the capital of France?")},
+		N:        openai.Int(3), MaxTokens: openai.Int(12), Seed: openai.Int(4), Temperature: openai.Float(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Choices) != 3 || resp.Usage.PromptTokens == 0 || resp.Usage.CompletionTokens == 0 || resp.Usage.CompletionTokens > 36 {
+		t.Fatalf("chat: %d choices, usage %+v", len(resp.Choices), resp.Usage)
+	}
+	if resp.Choices[0].Message.Content == resp.Choices[1].Message.Content && resp.Choices[1].Message.Content == resp.Choices[2].Message.Content {
+		t.Fatal("n=3 sampled three identical replies")
+	}
+	// Same seed, same replies.
+	again, _ := c.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "tiny",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("What is the capital of France?")},
+		N:        openai.Int(3), MaxTokens: openai.Int(12), Seed: openai.Int(4), Temperature: openai.Float(1)})
+	if again.Choices[2].Message.Content != resp.Choices[2].Message.Content {
+		t.Fatal("seeded requests differ")
+	}
+}
+
+// TestCompletionLogprobsEqualScore: echo + logprobs over a prompt+response given as token ids
+// equals the engine's score of that response.
+func TestCompletionLogprobsEqualScore(t *testing.T) {
+	_, m, c := start(t, Options{Token: "tok"})
+	prompt, response := "\n\nHuman: What is the capital of France?\n\nAssistant:", " Paris is the capital of France."
+	sc, err := m.ScoreText(context.Background(), []string{prompt}, []string{response})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := append(append([]int64{}, toInt64(sc[0].PromptIDs)...), toInt64(sc[0].ResponseIDs)...)
+	resp, err := c.Completions.New(context.Background(), openai.CompletionNewParams{Model: "m",
+		Prompt:    openai.CompletionNewParamsPromptUnion{OfArrayOfTokens: ids},
+		MaxTokens: openai.Int(0), Echo: openai.Bool(true), Logprobs: openai.Int(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lps := resp.Choices[0].Logprobs.TokenLogprobs
+	if len(lps) != len(ids) {
+		t.Fatalf("%d logprobs for %d tokens", len(lps), len(ids))
+	}
+	p := len(sc[0].PromptIDs)
+	for i, want := range sc[0].TokenLogProbs {
+		if math.Abs(lps[p+i]-want) > 1e-5 {
+			t.Fatalf("token %d: completions %v, score %v", i, lps[p+i], want)
+		}
+	}
+	if !strings.HasSuffix(resp.Choices[0].Text, response) {
+		t.Fatalf("echo text %q", resp.Choices[0].Text)
+	}
+}
+
+func toInt64(xs []int) []int64 {
+	out := make([]int64, len(xs))
+	for i, x := range xs {
+		out[i] = int64(x)
+	}
+	return out
+}
+
+func TestStreamingAndStops(t *testing.T) {
+	_, _, c := start(t, Options{Token: "tok"})
+	ctx := context.Background()
+	params := openai.ChatCompletionNewParams{Model: "m", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hello there")},
+		MaxTokens: openai.Int(20), Seed: openai.Int(9), Temperature: openai.Float(0)}
+	whole, err := c.Chat.Completions.New(ctx, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := c.Chat.Completions.NewStreaming(ctx, params)
+	var got strings.Builder
+	chunks, finish := 0, ""
+	for st.Next() {
+		ch := st.Current()
+		if len(ch.Choices) > 0 {
+			got.WriteString(ch.Choices[0].Delta.Content)
+			if ch.Choices[0].FinishReason != "" {
+				finish = ch.Choices[0].FinishReason
+			}
+		}
+		chunks++
+	}
+	if err := st.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimPrefix(got.String(), " ") != whole.Choices[0].Message.Content || chunks < 3 || finish == "" {
+		t.Fatalf("stream gave %q in %d chunks (finish %q), non-stream %q", got.String(), chunks, finish, whole.Choices[0].Message.Content)
+	}
+	// A stop string taken from the greedy reply cuts it there.
+	text := whole.Choices[0].Message.Content
+	if len(text) < 6 {
+		t.Skip("reply too short")
+	}
+	stop := text[3:6]
+	params.Stop = openai.ChatCompletionNewParamsStopUnion{OfString: openai.String(stop)}
+	cut, err := c.Chat.Completions.New(ctx, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cut.Choices[0].Message.Content != strings.TrimPrefix(text[:strings.Index(text, stop)], " ") || cut.Choices[0].FinishReason != "stop" {
+		t.Fatalf("stop %q: %q (%s)", stop, cut.Choices[0].Message.Content, cut.Choices[0].FinishReason)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	hs, _, _ := start(t, Options{Token: "tok", MaxBodyBytes: 2000, MaxTokens: 50})
+	noKey := openai.NewClient(option.WithBaseURL(hs.URL+"/v1/"), option.WithAPIKey("wrong"), option.WithMaxRetries(0))
+	_, err := noKey.Models.List(context.Background())
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 401 {
+		t.Fatalf("wrong token: %v", err)
+	}
+	post := func(body string) (int, map[string]any) {
+		req, _ := http.NewRequest("POST", hs.URL+"/v1/chat/completions", bytes.NewBufferString(body))
+		req.Header.Set("Authorization", "Bearer tok")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var v map[string]any
+		json.NewDecoder(resp.Body).Decode(&v)
+		return resp.StatusCode, v
+	}
+	for _, c := range []struct {
+		body   string
+		status int
+	}{
+		{`{"messages": [`, 400},
+		{`{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("x", 3000) + `"}]}`, 413},
+		{`{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":51}`, 400},
+		{`{"model":"m","messages":[]}`, 400},
+		{`{"model":"m","messages":[{"role":"robot","content":"hi"}]}`, 400},
+	} {
+		status, v := post(c.body)
+		e, _ := v["error"].(map[string]any)
+		if status != c.status || e == nil || e["message"] == "" || e["type"] == nil {
+			t.Errorf("%.40s: status %d body %v, want %d with an OpenAI error", c.body, status, v, c.status)
+		}
+	}
+}
+
+// TestConcurrentRequestsShareABatch: requests arriving together are decoded in one batch and
+// each gets the reply it would get alone.
+func TestConcurrentRequestsShareABatch(t *testing.T) {
+	_, _, c := start(t, Options{Token: "tok", Window: 200 * 1e6})
+	ctx := context.Background()
+	ask := func(q string) string {
+		r, err := c.Completions.New(ctx, openai.CompletionNewParams{Model: "m", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String(q)},
+			MaxTokens: openai.Int(8), Temperature: openai.Float(0)})
+		if err != nil {
+			t.Error(err)
+			return ""
+		}
+		return r.Choices[0].Text
+	}
+	qs := []string{"The quick brown fox", "Hello", "Licensor shall not be liable", "Paris is"}
+	alone := make([]string, len(qs))
+	for i, q := range qs {
+		alone[i] = ask(q)
+	}
+	together := make([]string, len(qs))
+	var wg sync.WaitGroup
+	for i, q := range qs {
+		wg.Add(1)
+		go func(i int, q string) { defer wg.Done(); together[i] = ask(q) }(i, q)
+	}
+	wg.Wait()
+	for i := range qs {
+		if alone[i] != together[i] {
+			t.Fatalf("%q: alone %q, batched %q", qs[i], alone[i], together[i])
+		}
+	}
+}
