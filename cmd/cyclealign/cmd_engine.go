@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/gomlx/gomlx/backends"
 	"github.com/spf13/cobra"
@@ -138,7 +139,8 @@ func runGenerate(cmd *cobra.Command, g *globalOptions, o *generateOptions) error
 func newBenchCmd(g *globalOptions) *cobra.Command {
 	o := bench.Defaults()
 	to := bench.DefaultTrain()
-	var trainBench bool
+	var trainBench, serveBench bool
+	var serveSeconds, clients int
 	cmd := &cobra.Command{
 		Use:   "bench [--train]",
 		Short: "Measure scoring, generation (or, with --train, training) throughput on a random-init LLaMA model (~10M parameters)",
@@ -150,6 +152,21 @@ func newBenchCmd(g *globalOptions) *cobra.Command {
 			}
 			if trainBench {
 				return runTrainBench(cmd, g, b, o, to)
+			}
+			if serveBench {
+				var rs []*bench.ServeResult
+				for _, on := range []bool{true, false} {
+					r, err := bench.Serve(cmd.Context(), b, o, on, clients, time.Duration(serveSeconds)*time.Second)
+					if err != nil {
+						return err
+					}
+					rs = append(rs, r)
+				}
+				if g.JSON {
+					return printJSON(cmd.OutOrStdout(), rs)
+				}
+				fmt.Fprint(cmd.OutOrStdout(), bench.ServeTable(rs))
+				return nil
 			}
 			res, err := bench.Run(cmd.Context(), b, o, func(f string, a ...any) {
 				if !g.JSON {
@@ -174,6 +191,9 @@ func newBenchCmd(g *globalOptions) *cobra.Command {
 	f.IntVar(&o.NewTokens, "new-tokens", o.NewTokens, "tokens generated per row")
 	f.IntVar(&o.ScoreLen, "score-len", o.ScoreLen, "tokens per scored sequence")
 	f.BoolVar(&trainBench, "train", false, "benchmark training, fast against stock gradient")
+	f.BoolVar(&serveBench, "serve", false, "benchmark the server with concurrent clients, batching on and off")
+	f.IntVar(&serveSeconds, "serve-seconds", 30, "duration of each serving run")
+	f.IntVar(&clients, "clients", 64, "concurrent clients in the serving benchmark")
 	f.IntVar(&to.Steps, "train-steps", to.Steps, "timed training steps per gradient")
 	f.IntVar(&to.ReplyLen, "reply-len", to.ReplyLen, "candidate tokens in the training benchmark")
 	return cmd
