@@ -66,13 +66,9 @@ func runTrain(cmd *cobra.Command, g *globalOptions, o *trainOptions) error {
 	if o.Out == "" || o.Data == "" {
 		return fmt.Errorf("--data and --out are required")
 	}
-	kind, err := train.ParseLoss(o.Loss)
+	loss, err := train.NewLoss(o.Loss, o.SFTWeight)
 	if err != nil {
 		return err
-	}
-	loss := train.Loss{Kind: kind, SFTWeight: o.SFTWeight}
-	if loss.SFTWeight < 0 {
-		loss.SFTWeight = train.DefaultSFTWeight(kind)
 	}
 	ranked, err := train.ReadRanked(o.Data)
 	if err != nil {
@@ -103,7 +99,7 @@ func runTrain(cmd *cobra.Command, g *globalOptions, o *trainOptions) error {
 	}
 	tr := train.NewTrainer(m, loss, opt)
 	tr.DropoutSeed = o.Run.Seed
-	slog.Info("training", "examples", len(data), "steps", opt.TotalSteps, "params", tr.NumParams(), "loss", kind, "sft_weight", loss.SFTWeight)
+	slog.Info("training", "examples", len(data), "steps", opt.TotalSteps, "params", tr.NumParams(), "loss", loss.Kind, "sft_weight", loss.SFTWeight)
 	metrics, err := train.Run(cmd.Context(), tr, data, ro)
 	if err != nil {
 		return err
@@ -147,13 +143,9 @@ func newLossCmd(g *globalOptions) *cobra.Command {
 }
 
 func runLoss(cmd *cobra.Command, g *globalOptions, o *lossOptions) error {
-	kind, err := train.ParseLoss(o.Loss)
+	loss, err := train.NewLoss(o.Loss, o.SFTWeight)
 	if err != nil {
 		return err
-	}
-	loss := train.Loss{Kind: kind, SFTWeight: o.SFTWeight}
-	if loss.SFTWeight < 0 {
-		loss.SFTWeight = train.DefaultSFTWeight(kind)
 	}
 	ranked, err := train.ReadRanked(o.Ranked)
 	if err != nil {

@@ -72,13 +72,9 @@ func (r *Runner) promptsFor(step int) []string {
 // Run executes the remaining steps, resuming from the run directory's last checkpoint.
 func (r *Runner) Run(ctx context.Context) error {
 	c := r.Cfg
-	kind, err := train.ParseLoss(c.Loss)
+	loss, err := train.NewLoss(c.Loss, c.SFTWeight)
 	if err != nil {
 		return err
-	}
-	loss := train.Loss{Kind: kind, SFTWeight: c.SFTWeight}
-	if loss.SFTWeight < 0 {
-		loss.SFTWeight = train.DefaultSFTWeight(kind)
 	}
 	opt := train.DefaultOptimizer()
 	opt.LR, opt.WeightDecay, opt.ClipNorm = c.LR, c.WeightDecay, c.Clip

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -153,7 +154,7 @@ func TestSaveLoadBitIdentical(t *testing.T) {
 		}
 		for n, a := range orig {
 			b := saved[n]
-			if b == nil || a.Stored != b.Stored || !equalInts(a.Shape, b.Shape) {
+			if b == nil || a.Stored != b.Stored || !slices.Equal(a.Shape, b.Shape) {
 				t.Fatalf("%s: tensor %s differs in dtype or shape", dir, n)
 			}
 			for i := range a.Data {
@@ -303,7 +304,7 @@ func TestFitContext(t *testing.T) {
 		t.Fatalf("fit to 10: %v %v", gp, gr)
 	}
 	gp, gr = FitContext(p, nil, 4)
-	if !equalInts(gp, []int{1, 6, 7, 8}) || len(gr) != 0 {
+	if !slices.Equal(gp, []int{1, 6, 7, 8}) || len(gr) != 0 {
 		t.Fatalf("prompt alone to 4: %v", gp)
 	}
 }

@@ -239,7 +239,7 @@ func (m *Model) LoadAdapter(dir string) error {
 		for _, ab := range []string{"A", "B"} {
 			v := m.Ctx.GetVariableByScopeAndName(LoRAScope, mod+".lora_"+ab+".weight")
 			t, ok := ts[peftName(mod, ab)]
-			if !ok || !equalInts(t.Shape, v.Shape().Dimensions) {
+			if !ok || !slices.Equal(t.Shape, v.Shape().Dimensions) {
 				return fmt.Errorf("%s: tensor %q missing or of another shape", path, peftName(mod, ab))
 			}
 			v.MustSetValue(tensors.FromFlatDataAndDimensions(t.Data, t.Shape...))

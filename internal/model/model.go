@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 
@@ -97,7 +98,7 @@ func New(backend backends.Backend, cfg *hf.Config, tok *tokenizer.Tokenizer, ts 
 		if !ok {
 			return nil, fmt.Errorf("%s: tensor %q is missing from the weights", source, name)
 		}
-		if !equalInts(t.Shape, shape) {
+		if !slices.Equal(t.Shape, shape) {
 			return nil, fmt.Errorf("%s: tensor %q has shape %v, config.json implies %v", source, name, t.Shape, shape)
 		}
 		m.stored[name] = t.Stored
@@ -120,18 +121,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TensorNames lists the checkpoint tensors the model holds, sorted.

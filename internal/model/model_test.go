@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/gomlx/gomlx/backends"
@@ -85,7 +86,7 @@ func TestScoreMatchesHF(t *testing.T) {
 			}
 			for i, p := range ref.Pairs {
 				s := scores[i]
-				if !equalInts(s.PromptIDs, p.PromptIDs) || !equalInts(s.ResponseIDs, p.ResponseIDs) {
+				if !slices.Equal(s.PromptIDs, p.PromptIDs) || !slices.Equal(s.ResponseIDs, p.ResponseIDs) {
 					t.Fatalf("pair %d ids differ: %v %v vs %v %v", i, s.PromptIDs, s.ResponseIDs, p.PromptIDs, p.ResponseIDs)
 				}
 				for j, v := range p.TokenLogProbs {

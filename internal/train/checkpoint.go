@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -123,7 +124,7 @@ func (t *Trainer) LoadCheckpoint(dir string) (st State, ck string, found bool, e
 			k   string
 		}{{p, params, k}, {t.m1[i], moments, k}, {t.m2[i], moments, "m2:" + k}} {
 			ts, ok := x.src[x.k]
-			if !ok || !equalShape(ts.Shape, p.Shape().Dimensions) {
+			if !ok || !slices.Equal(ts.Shape, p.Shape().Dimensions) {
 				return st, ck, false, fmt.Errorf("%s: tensor %q missing or of another shape: the checkpoint is not of this model", ck, x.k)
 			}
 			if err := x.v.SetValue(tensors.FromFlatDataAndDimensions(ts.Data, ts.Shape...)); err != nil {
@@ -134,18 +135,6 @@ func (t *Trainer) LoadCheckpoint(dir string) (st State, ck string, found bool, e
 	t.Step = st.Step
 	t.accumulated, t.micro = 0, 0
 	return st, ck, true, nil
-}
-
-func equalShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // ReadJSON reads a JSON file written with a checkpoint.

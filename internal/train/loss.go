@@ -43,6 +43,18 @@ func DefaultSFTWeight(k LossKind) float64 {
 	return 1
 }
 
+// NewLoss parses an objective's name; a negative sftWeight takes the objective's default λ.
+func NewLoss(name string, sftWeight float64) (Loss, error) {
+	kind, err := ParseLoss(name)
+	if err != nil {
+		return Loss{}, err
+	}
+	if sftWeight < 0 {
+		sftWeight = DefaultSFTWeight(kind)
+	}
+	return Loss{Kind: kind, SFTWeight: sftWeight}, nil
+}
+
 // Loss is an objective with its SFT weight λ.
 type Loss struct {
 	Kind      LossKind

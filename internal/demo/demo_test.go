@@ -1,0 +1,39 @@
+package demo
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestDemoSmall runs the reduced demo on the embedded default with the judge behind the
+// loopback OpenAI-compatible server, and checks that every phase ran.
+func TestDemoSmall(t *testing.T) {
+	out := t.TempDir()
+	res, err := Run(context.Background(), Options{Out: out, AssetsDir: t.TempDir(), Small: true, JudgeServer: true, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Base.Reward == nil || res.Base.PreferenceAccuracy == nil || res.Base.Perplexity == nil || res.Base.BLEU == nil {
+		t.Fatalf("base evaluation incomplete: %+v", res.Base)
+	}
+	if res.Aligned.Reward == nil || res.Aligned.WinRate == nil || res.Aligned.Wins+res.Aligned.Ties+res.Aligned.Losses != 2*res.Aligned.Prompts {
+		t.Fatalf("aligned evaluation incomplete: %+v", res.Aligned)
+	}
+	for _, row := range []string{"mean reward", "win rate vs baseline", "preference accuracy"} {
+		if !strings.Contains(res.Table, row) {
+			t.Fatalf("table lacks %q:\n%s", row, res.Table)
+		}
+	}
+	for _, f := range []string{"config.yaml", "journal.jsonl", "metrics.jsonl", "pool.json", "model/model.safetensors", "demo.json"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Errorf("run directory lacks %s", f)
+		}
+	}
+	j, _ := os.ReadFile(filepath.Join(out, "journal.jsonl"))
+	if strings.Count(string(j), "\n") != 2*2*2 || !strings.Contains(string(j), `"request_ids"`) {
+		t.Fatalf("journal: %d records", strings.Count(string(j), "\n"))
+	}
+}
