@@ -114,7 +114,7 @@ func newDemoCmd(g *globalOptions) *cobra.Command {
 	f.StringVar(&o.Out, "out", "runs/demo", "run directory")
 	f.BoolVar(&o.Small, "small", false, "a reduced run (seconds per phase) that still goes through every phase")
 	f.BoolVar(&o.JudgeServer, "judge-server", false, "put the judge reward model behind a loopback OpenAI-compatible server and rank through the API client")
-	f.IntVar(&o.Steps, "steps", 0, "alignment steps (0: 12, or 2 with --small)")
+	f.IntVar(&o.Steps, "steps", 0, "alignment steps (0: 10, or 2 with --small)")
 	f.IntVar(&o.EvalPrompts, "eval-prompts", 0, "held-out prompts evaluated (0: 64, or 4 with --small)")
 	f.Uint64Var(&o.Seed, "seed", 0, "seed")
 	f.StringVar(&o.AssetsDir, "assets", "", "where to unpack the embedded default (default: the user cache directory)")

@@ -29,7 +29,7 @@ type Options struct {
 	AssetsDir   string // where the embedded default is unpacked ("" = user cache)
 	Small       bool   // a reduced run for CI: every phase, a few seconds each
 	JudgeServer bool   // put the judge behind a loopback OpenAI-compatible server
-	Steps       int    // 0: the size's default
+	Steps       int    // 0: the size's default (10, or 2 when Small)
 	EvalPrompts int    // 0: the size's default
 	Seed        uint64
 	Progress    io.Writer
@@ -48,7 +48,7 @@ func Config(o Options, dir string) cycle.Config {
 	c := cycle.Defaults()
 	c.Model = filepath.Join(dir, "models", "base")
 	c.Out, c.Seed = o.Out, o.Seed
-	c.Steps, c.BatchSize, c.N, c.Interactions, c.MaxNewTokens = 12, 4, 4, 3, 48
+	c.Steps, c.BatchSize, c.N, c.Interactions, c.MaxNewTokens = 10, 4, 4, 3, 48
 	c.LR, c.WarmupRatio, c.MaxResponse = 2e-4, 0.1, 64
 	if o.Small {
 		c.Steps, c.BatchSize, c.N, c.Interactions, c.MaxNewTokens = 2, 2, 3, 2, 12

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/cyclealign/cyclealign/internal/blackbox"
@@ -128,7 +129,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	if len(o.Pairs) > 0 {
-		if err := pairMetrics(ctx, o, rep); err != nil {
+		if err := pairMetrics(ctx, o, rep, resp); err != nil {
 			return nil, err
 		}
 	}
@@ -164,7 +165,9 @@ func judgeBothOrders(ctx context.Context, judge blackbox.Ranker, prompts, a, b [
 
 // pairMetrics: preference accuracy (length-normalised log-probability of chosen above
 // rejected), perplexity on the chosen responses, and BLEU of greedy responses against them.
-func pairMetrics(ctx context.Context, o Options, rep *Report) error {
+// resp are the greedy responses to o.Prompts, reused for BLEU when the pairs are of the same
+// prompts.
+func pairMetrics(ctx context.Context, o Options, rep *Report, resp []string) error {
 	var ps, rs []string
 	for _, p := range o.Pairs {
 		if strings.TrimSpace(p.Chosen) == "" || strings.TrimSpace(p.Rejected) == "" {
@@ -210,9 +213,12 @@ func pairMetrics(ctx context.Context, o Options, rep *Report) error {
 	for i := 0; i < n; i++ {
 		prompts[i], refs[i] = ps[2*i], []string{rs[2*i]}
 	}
-	hyps, err := greedy(ctx, o.Model, prompts, o.MaxNewTokens)
-	if err != nil {
-		return err
+	hyps := resp
+	if !slices.Equal(prompts, o.Prompts) {
+		var err error
+		if hyps, err = greedy(ctx, o.Model, prompts, o.MaxNewTokens); err != nil {
+			return err
+		}
 	}
 	bleu := CorpusBLEU(hyps, refs)
 	rep.BLEU = &bleu
