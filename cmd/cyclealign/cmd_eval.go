@@ -13,10 +13,11 @@ import (
 )
 
 type evalOptions struct {
-	Model, Data, RewardModel, Baseline string
-	JudgeURL, JudgeModel, KeyEnv       string
-	N, MaxNewTokens                    int
-	Seed                               uint64
+	Model, ModelURL, ModelName   string
+	Data, RewardModel, Baseline  string
+	JudgeURL, JudgeModel, KeyEnv string
+	N, MaxNewTokens              int
+	Seed                         uint64
 }
 
 func newEvalCmd(g *globalOptions) *cobra.Command {
@@ -28,7 +29,9 @@ func newEvalCmd(g *globalOptions) *cobra.Command {
 		RunE:  func(cmd *cobra.Command, _ []string) error { return runEval(cmd, g, o) },
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Model, "model", "", "model to evaluate")
+	f.StringVar(&o.Model, "model", "", "model to evaluate (a HF directory)")
+	f.StringVar(&o.ModelURL, "model-url", "", "or evaluate a served model: its OpenAI-compatible API base (reward and win rate; pair metrics need --model)")
+	f.StringVar(&o.ModelName, "model-name", "", "the served model's id")
 	f.StringVar(&o.Data, "data", "", "held-out HH-RLHF pairs (all metrics) or JSONL prompts (reward and win rate)")
 	f.StringVar(&o.RewardModel, "reward-model", "", "reward model for the mean reward (and the win-rate judge without --judge-url)")
 	f.StringVar(&o.Baseline, "baseline", "", "baseline model for the win rate")
@@ -45,11 +48,17 @@ func runEval(cmd *cobra.Command, g *globalOptions, o *evalOptions) error {
 	if o.Data == "" {
 		return fmt.Errorf("--data is required")
 	}
-	m, err := loadModel(o.Model)
-	if err != nil {
-		return err
+	eo := eval.Options{MaxNewTokens: o.MaxNewTokens, Seed: o.Seed}
+	var err error
+	if o.ModelURL != "" {
+		key, _ := blackbox.ReadAPIKey(o.KeyEnv, "")
+		eo.Remote = &eval.Remote{URL: o.ModelURL, Model: o.ModelName, APIKey: key}
 	}
-	eo := eval.Options{Model: m, MaxNewTokens: o.MaxNewTokens, Seed: o.Seed}
+	if o.Model != "" || o.ModelURL == "" {
+		if eo.Model, err = loadModel(o.Model); err != nil {
+			return err
+		}
+	}
 	if pairs, _, err := data.ReadHH(o.Data); err == nil {
 		eo.Pairs, eo.Prompts = pairs, data.Prompts(pairs)
 	} else if eo.Prompts, err = data.ReadPrompts(o.Data); err != nil {
@@ -85,7 +94,11 @@ func runEval(cmd *cobra.Command, g *globalOptions, o *evalOptions) error {
 	if g.JSON {
 		return printJSON(cmd.OutOrStdout(), rep)
 	}
-	fmt.Fprint(cmd.OutOrStdout(), eval.Table([]string{o.Model}, []*eval.Report{rep}))
+	name := o.Model
+	if o.ModelURL != "" {
+		name = o.ModelURL
+	}
+	fmt.Fprint(cmd.OutOrStdout(), eval.Table([]string{name}, []*eval.Report{rep}))
 	return nil
 }
 

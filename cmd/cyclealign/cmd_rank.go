@@ -24,6 +24,7 @@ func addBlackboxFlags(f *pflag.FlagSet, o *blackbox.Options) {
 	f.StringVar(&o.Prices, "prices", "", "JSON price table (USD per million tokens) replacing the shipped one")
 	f.StringVar(&o.Cache, "cache", "", "directory caching every request and reply")
 	f.Float64Var(&o.Temperature, "blackbox-temperature", 0, "black-box sampling temperature")
+	f.IntVar(&o.MaxTokens, "blackbox-max-tokens", d.MaxTokens, "reply budget of each black-box request")
 	f.Float64Var(&o.MaxCost, "max-cost", 0, "stop once the estimated API cost reaches this many USD (0: no limit)")
 	f.IntVar(&o.Concurrency, "concurrency", d.Concurrency, "black-box requests in flight")
 	f.IntVar(&o.RPM, "rpm", 0, "requests per minute limit (0: none)")

@@ -45,6 +45,7 @@ func newServeCmd(g *globalOptions) *cobra.Command {
 	f.IntVar(&o.Opt.MaxTokens, "max-tokens", 1024, "max_tokens limit")
 	f.IntVar(&o.Opt.MaxRows, "max-batch", 32, "rows decoded together")
 	f.BoolVar(&o.NoBatching, "no-batching", false, "run requests one at a time")
+	f.BoolVar(&o.Opt.TruncatePrompts, "truncate-prompts", false, "cut too-long prompts (oldest tokens first) instead of refusing them")
 	return cmd
 }
 

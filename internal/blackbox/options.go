@@ -25,6 +25,7 @@ type Options struct {
 	Prices          string        `yaml:"prices"`
 	Cache           string        `yaml:"cache"`
 	Temperature     float64       `yaml:"temperature"`
+	MaxTokens       int           `yaml:"max_tokens"`
 	MaxCost         float64       `yaml:"max_cost"`
 	Concurrency     int           `yaml:"concurrency"`
 	RPM             int           `yaml:"rpm"`
@@ -38,7 +39,7 @@ type Options struct {
 
 // DefaultOptions are the ranker defaults.
 func DefaultOptions() Options {
-	return Options{KeyEnv: "OPENAI_API_KEY", Concurrency: 8, MaxAttempts: 6, Timeout: 120 * time.Second,
+	return Options{KeyEnv: "OPENAI_API_KEY", Concurrency: 8, MaxAttempts: 6, Timeout: 120 * time.Second, MaxTokens: 512,
 		PromptTokens: 1024, CandidateTokens: 512}
 }
 
@@ -71,7 +72,7 @@ func (o Options) Build(spent float64) (Ranker, error) {
 		}
 		p.Instruction = string(b)
 	}
-	cfg := LLMConfig{BaseURL: o.URL, Model: o.Model, APIKey: key, Temperature: o.Temperature,
+	cfg := LLMConfig{BaseURL: o.URL, Model: o.Model, APIKey: key, Temperature: o.Temperature, MaxTokens: o.MaxTokens,
 		Concurrency: o.Concurrency, RPM: o.RPM, TPM: o.TPM, MaxAttempts: o.MaxAttempts, Timeout: o.Timeout,
 		Consistency: o.Consistency, Prompter: p, Budget: NewBudget(spent, o.MaxCost)}
 	if o.Prices != "" {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"github.com/cyclealign/cyclealign/internal/blackbox/llmtest"
 	"github.com/cyclealign/cyclealign/internal/generate"
 	"github.com/cyclealign/cyclealign/internal/model"
+	"github.com/cyclealign/cyclealign/internal/serve"
 )
 
 var topics = []string{"bake bread", "fix a flat tire", "learn to swim", "write a poem", "save money", "plant tomatoes",
@@ -383,6 +385,42 @@ func TestEvalEvery(t *testing.T) {
 		}
 		if acc, ok := m.Eval["preference_accuracy"]; !ok || acc < 0 || acc > 1 {
 			t.Fatalf("step %d preference accuracy %v", m.Step, m.Eval)
+		}
+	}
+}
+
+// TestServedModelAsBlackBox points the ranker at cyclealign serve: a tiny random model cannot
+// rank, so prompts come back unranked with their raw replies, and the run goes on.
+func TestServedModelAsBlackBox(t *testing.T) {
+	b, _ := model.NewBackend()
+	m, err := model.Load(b, filepath.Join("..", "..", "testdata", "tiny-gpt2-bytelevel"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := serve.New(m, serve.Options{ModelName: "tiny-judge", MaxTokens: 64, TruncatePrompts: true})
+	hs := httptest.NewServer(srv)
+	defer func() { hs.Close(); srv.Close() }()
+	s := llmtest.New(shorterWithNoise())
+	defer s.Close()
+	cfg := testConfig(t, s, writePrompts(t, topics[:4]))
+	cfg.Steps, cfg.Interactions, cfg.NumStatic = 1, 1, 0
+	cfg.Blackbox.URL, cfg.Blackbox.Model, cfg.Blackbox.MaxTokens = hs.URL+"/v1", "tiny-judge", 24
+	cfg.Blackbox.Instruction = filepath.Join(t.TempDir(), "instruction.txt")
+	os.WriteFile(cfg.Blackbox.Instruction, []byte("Rank the replies."), 0o644)
+	r, err := Prepare(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	recs := readLines[Record](t, filepath.Join(cfg.Out, JournalFile))
+	if len(recs) != cfg.BatchSize {
+		t.Fatalf("%d records", len(recs))
+	}
+	for _, rec := range recs {
+		if len(rec.RawReplies) == 0 || (rec.Unranked && rec.BlackRanking != nil) {
+			t.Fatalf("record %+v", rec)
 		}
 	}
 }

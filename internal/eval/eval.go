@@ -15,7 +15,8 @@ import (
 
 // Options say what to evaluate and against what.
 type Options struct {
-	Model        *model.Model
+	Model        *model.Model          // the model under test (needed for the pair metrics)
+	Remote       *Remote               // or a served model: responses come from its API
 	Baseline     *model.Model          // win rate against it (optional)
 	RewardModel  *blackbox.RewardModel // reward, and the win-rate judge unless Judge is set (optional)
 	Judge        blackbox.Ranker       // a black-box judge for the win rate (optional)
@@ -81,7 +82,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		o.MaxNewTokens = 128
 	}
 	rep := &Report{Prompts: len(o.Prompts)}
-	resp, err := greedy(ctx, o.Model, o.Prompts, o.MaxNewTokens)
+	var resp []string
+	var err error
+	if o.Remote != nil {
+		resp, err = o.Remote.greedy(ctx, o.Prompts, o.MaxNewTokens)
+	} else {
+		resp, err = greedy(ctx, o.Model, o.Prompts, o.MaxNewTokens)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +135,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			rep.WinRate, rep.Wins, rep.Ties, rep.Losses, rep.Judge = &iv, w, t, l, judge.Describe()
 		}
 	}
-	if len(o.Pairs) > 0 {
+	if len(o.Pairs) > 0 && o.Model != nil {
 		if err := pairMetrics(ctx, o, rep, resp); err != nil {
 			return nil, err
 		}

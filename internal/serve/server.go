@@ -30,6 +30,9 @@ type Options struct {
 	MaxRows      int                // rows decoded together; 1 turns batching off (default 32)
 	Window       time.Duration      // how long the batcher waits for more requests (default 5ms)
 	Template     *template.Template // chat rendering; nil: the HH format
+	// TruncatePrompts drops the oldest tokens (after the first) of a prompt too long for the
+	// model's positions instead of refusing it.
+	TruncatePrompts bool
 }
 
 // Server handles the API for one model.
@@ -173,6 +176,9 @@ func (s *Server) options(p sampling, defMax int) (generate.Options, int, string)
 // generateN runs n samples of one prompt through the batcher, concurrently so they share a
 // batch. onToken (for streaming) is called with the choice index.
 func (s *Server) generateN(ctx context.Context, prompt []int, o generate.Options, n int, onToken func(i int, c *generate.Completion)) ([]generate.Completion, error) {
+	if room := s.m.Config.MaxPositions - o.MaxNewTokens; len(prompt) > room && s.o.TruncatePrompts && room >= 2 {
+		prompt, _ = model.FitContext(prompt, nil, room)
+	}
 	if len(prompt)+o.MaxNewTokens > s.m.Config.MaxPositions {
 		return nil, &badRequest{fmt.Sprintf("prompt (%d tokens) plus max_tokens (%d) exceeds the model's %d positions", len(prompt), o.MaxNewTokens, s.m.Config.MaxPositions)}
 	}
