@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 )
 
-//go:embed hh-rlhf
+//go:embed hh-rlhf models
 var files embed.FS
 
 // HHFile is the embedded HH-RLHF sample's path inside the unpacked directory.
