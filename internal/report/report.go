@@ -131,7 +131,7 @@ func (r *Run) HTML() string {
 	for _, p := range r.Plots() {
 		b.WriteString(p + "\n")
 	}
-	b.WriteString("</div>\n<h2>Sample prompts (last step)</h2>\n")
+	b.WriteString("</div>\n<h2>Sample prompts (last interaction of the last step)</h2>\n")
 	b.WriteString(r.samplesTable(8))
 	b.WriteString("<h2>Effective configuration</h2>\n<pre>" + html.EscapeString(r.Config) + "</pre>\n</body></html>\n")
 	return b.String()
@@ -141,12 +141,13 @@ func (r *Run) samplesTable(k int) string {
 	if len(r.Journal) == 0 {
 		return "<p>No journal records.</p>"
 	}
-	last := r.Journal[len(r.Journal)-1].Step
+	// The last interaction of the last step: each prompt once, with its latest rankings.
+	last, inter := r.Journal[len(r.Journal)-1].Step, r.Journal[len(r.Journal)-1].Interaction
 	var b strings.Builder
 	b.WriteString("<table><tr><th>prompt</th><th>candidates</th><th>white-box ranking</th><th>black-box ranking</th><th>agreement</th><th>pool</th></tr>\n")
 	n := 0
 	for _, rec := range r.Journal {
-		if rec.Step != last || n >= k {
+		if rec.Step != last || rec.Interaction != inter || n >= k {
 			continue
 		}
 		n++
