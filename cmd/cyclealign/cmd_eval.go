@@ -130,6 +130,8 @@ func newDemoCmd(g *globalOptions) *cobra.Command {
 	f.IntVar(&o.Steps, "steps", 0, "alignment steps (0: 10, or 2 with --small)")
 	f.IntVar(&o.EvalPrompts, "eval-prompts", 0, "held-out prompts evaluated (0: 64, or 4 with --small)")
 	f.Uint64Var(&o.Seed, "seed", 0, "seed")
+	f.Float64Var(&o.LR, "lr", 0, "learning rate (0: 2e-4)")
+	f.StringVar(&o.Loss, "loss", "", "pro or rrhf (default pro)")
 	f.StringVar(&o.AssetsDir, "assets", "", "where to unpack the embedded default (default: the user cache directory)")
 	return cmd
 }

@@ -32,6 +32,8 @@ type Options struct {
 	Steps       int    // 0: the size's default (10, or 2 when Small)
 	EvalPrompts int    // 0: the size's default
 	Seed        uint64
+	LR          float64 // 0: 2e-4
+	Loss        string  // "": pro
 	Progress    io.Writer
 }
 
@@ -55,6 +57,12 @@ func Config(o Options, dir string) cycle.Config {
 	}
 	if o.Steps > 0 {
 		c.Steps = o.Steps
+	}
+	if o.LR > 0 {
+		c.LR = o.LR
+	}
+	if o.Loss != "" {
+		c.Loss = o.Loss
 	}
 	return c.Effective()
 }
