@@ -3,6 +3,7 @@ package blackbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -332,5 +333,29 @@ func TestParseBlockInvertsMessages(t *testing.T) {
 		if got[i] != c[k] {
 			t.Fatalf("label %d: %q, want %q", i+1, got[i], c[k])
 		}
+	}
+}
+
+// TestRequestsPerMinute: with rpm 600 (10 a second, a burst of 10) 15 requests need at least
+// half a second.
+func TestRequestsPerMinute(t *testing.T) {
+	s := llmtest.New(llmtest.RankBy(shorterFirst))
+	defer s.Close()
+	l := newTestLLM(t, s, func(c *LLMConfig) { c.RPM = 600; c.Concurrency = 16 })
+	start := time.Now()
+	done := make(chan error, 15)
+	for i := 0; i < 15; i++ {
+		go func(i int) {
+			_, err := l.Rank(context.Background(), Request{Prompt: fmt.Sprint("p", i), Candidates: cands})
+			done <- err
+		}(i)
+	}
+	for i := 0; i < 15; i++ {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if el := time.Since(start); el < 450*time.Millisecond {
+		t.Fatalf("15 requests at 600/min took %v", el)
 	}
 }

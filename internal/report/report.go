@@ -71,7 +71,7 @@ func always(f func(m cycle.StepMetrics) float64) func(cycle.StepMetrics) (float6
 
 // Plots are the report's charts, by title.
 func (r *Run) Plots() []string {
-	var byIter []Series
+	var byIter, aByIter []Series
 	T := 0
 	for _, m := range r.Metrics {
 		T = max(T, len(m.AgreementByIter))
@@ -80,6 +80,14 @@ func (r *Run) Plots() []string {
 		byIter = append(byIter, r.series(fmt.Sprintf("interaction %d", t+1), func(m cycle.StepMetrics) (float64, bool) {
 			if t < len(m.AgreementByIter) {
 				return m.AgreementByIter[t], true
+			}
+			return 0, false
+		}))
+	}
+	for t := 0; t < T; t++ {
+		aByIter = append(aByIter, r.series(fmt.Sprintf("interaction %d", t+1), func(m cycle.StepMetrics) (float64, bool) {
+			if t < len(m.MeanAByIter) {
+				return m.MeanAByIter[t], true
 			}
 			return 0, false
 		}))
@@ -95,8 +103,8 @@ func (r *Run) Plots() []string {
 			r.series("SFT term", always(func(m cycle.StepMetrics) float64 { return m.SFTTerm }))}),
 		LineChart("Agreement rate (|A| ≥ τ)", "step", append([]Series{
 			r.series("all interactions", always(func(m cycle.StepMetrics) float64 { return m.AgreementRate }))}, byIter...)),
-		LineChart("Mean agreement length |A|", "step", []Series{
-			r.series("mean |A|", always(func(m cycle.StepMetrics) float64 { return m.MeanAgreement }))}),
+		LineChart("Mean agreement length |A|", "step", append([]Series{
+			r.series("all interactions", always(func(m cycle.StepMetrics) float64 { return m.MeanAgreement }))}, aByIter...)),
 		LineChart("Demonstration pool size", "step", []Series{
 			r.series("pool", always(func(m cycle.StepMetrics) float64 { return float64(m.PoolSize) }))}),
 		LineChart("Unranked rate", "step", []Series{

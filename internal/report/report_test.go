@@ -18,7 +18,7 @@ func fakeRun(t *testing.T, steps int) string {
 	var ms, js strings.Builder
 	for s := 1; s <= steps; s++ {
 		m := cycle.StepMetrics{Step: s, Loss: 3 - 0.5*float64(s), RankTerm: 1, SFTTerm: 2, AgreementRate: 0.2 * float64(s),
-			MeanAgreement: 2 + 0.3*float64(s), AgreementByIter: []float64{0.1, 0.3}, PoolSize: s, Ranked: 4, Unranked: 1,
+			MeanAgreement: 2 + 0.3*float64(s), AgreementByIter: []float64{0.1, 0.3}, MeanAByIter: []float64{2, 2.5}, PoolSize: s, Ranked: 4, Unranked: 1,
 			CostTotal: 0.01 * float64(s), Eval: map[string]float64{"reward": float64(s)}}
 		b, _ := json.Marshal(m)
 		ms.Write(append(b, '\n'))

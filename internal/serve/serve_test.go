@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
@@ -215,5 +216,36 @@ func TestConcurrentRequestsShareABatch(t *testing.T) {
 		if alone[i] != together[i] {
 			t.Fatalf("%q: alone %q, batched %q", qs[i], alone[i], together[i])
 		}
+	}
+}
+
+func TestNoTokenAndGracefulShutdown(t *testing.T) {
+	b, _ := model.NewBackend()
+	m, err := model.Load(b, filepath.Join("..", "..", "testdata", "tiny-gpt2-bytelevel"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(m, Options{Token: "tok", Window: 300 * 1e6})
+	defer s.Close()
+	hs := httptest.NewUnstartedServer(s)
+	hs.Start()
+	resp, err := http.Get(hs.URL + "/v1/models")
+	if err != nil || resp.StatusCode != 401 {
+		t.Fatalf("no token: %v %v", resp.StatusCode, err)
+	}
+	// A request in flight when shutdown starts still gets its answer.
+	c := openai.NewClient(option.WithBaseURL(hs.URL+"/v1/"), option.WithAPIKey("tok"), option.WithMaxRetries(0))
+	got := make(chan error, 1)
+	go func() {
+		_, err := c.Completions.New(context.Background(), openai.CompletionNewParams{Model: "m",
+			Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("Hello")}, MaxTokens: openai.Int(8)})
+		got <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the request now waits in the batcher's window
+	if err := hs.Config.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("in-flight request failed during shutdown: %v", err)
 	}
 }

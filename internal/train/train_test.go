@@ -283,3 +283,62 @@ func TestReadRankedErrors(t *testing.T) {
 		t.Fatalf("RRHF format ranked by score: %v %v", rs, err)
 	}
 }
+
+// TestLanguageModelAndRewardLossesFall: a few steps of plain language modelling (SFT on single
+// texts, as pretrain does) and of Bradley-Terry reward modelling (as train-rm does) lower their
+// losses on a few rows.
+func TestLanguageModelAndRewardLossesFall(t *testing.T) {
+	ctx := context.Background()
+	m := loadTiny(t)
+	bos := m.Tokenizer.Encode("", true)
+	var texts []Example
+	for _, s := range []string{"\n\nHuman: Hi\n\nAssistant: Hello! How can I help?", "\n\nHuman: Name a fruit.\n\nAssistant: An apple."} {
+		texts = append(texts, Example{Prompt: bos, Candidates: [][]int{m.Tokenizer.Encode(s, false)}})
+	}
+	opt := DefaultOptimizer()
+	opt.LR = 3e-3
+	for _, c := range []struct {
+		name string
+		m    func() *model.Model
+		loss Loss
+		exs  func(*model.Model) []Example
+	}{
+		{"language model", func() *model.Model { return m }, Loss{Kind: SFT}, func(*model.Model) []Example { return texts }},
+		{"reward model", func() *model.Model {
+			rm, err := m.WithRewardHead(1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return rm
+		}, Loss{Kind: BT}, func(rm *model.Model) []Example {
+			var out []Example
+			for _, p := range [][3]string{{"\n\nHuman: Hi\n\nAssistant:", " Hello! How can I help?", " Go away."},
+				{"\n\nHuman: Name a fruit.\n\nAssistant:", " An apple.", " A rock."}} {
+				out = append(out, Example{Prompt: rm.Tokenizer.Encode(p[0], true),
+					Candidates: [][]int{rm.Tokenizer.Encode(p[1], false), rm.Tokenizer.Encode(p[2], false)}})
+			}
+			return out
+		}},
+	} {
+		mm := c.m()
+		exs := c.exs(mm)
+		tr := NewTrainer(mm, c.loss, opt)
+		first, err := tr.Evaluate(ctx, exs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 6; i++ {
+			if _, err := tr.Accumulate(ctx, exs); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tr.Apply(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		last, _ := tr.Evaluate(ctx, exs)
+		if last.Loss >= first.Loss {
+			t.Fatalf("%s: loss %v -> %v", c.name, first.Loss, last.Loss)
+		}
+		t.Logf("%s: loss %.4f -> %.4f", c.name, first.Loss, last.Loss)
+	}
+}
