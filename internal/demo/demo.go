@@ -82,6 +82,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	sp := data.Split(pairs)
 	slog.Info("embedded default", "pairs", len(pairs), "skipped", skipped, "align_prompts", len(sp.Align), "test_pairs", len(sp.Test))
+	// A finished demo in the same directory is replaced; an interrupted one is resumed.
+	if _, err := os.Stat(filepath.Join(o.Out, "demo.json")); err == nil {
+		if err := os.RemoveAll(o.Out); err != nil {
+			return nil, err
+		}
+	}
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return nil, err
 	}
