@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -81,13 +80,4 @@ func (c *Cache) put(e *cacheEntry) error {
 		_, err := w.Write(b)
 		return err
 	})
-}
-
-// Reply returns the stored reply of a request id (a cache key), for inspecting a run.
-func (c *Cache) Reply(key string) (string, error) {
-	e, ok := c.get(key)
-	if !ok {
-		return "", fmt.Errorf("no cached reply %s in %s", key, c.dir)
-	}
-	return e.Reply, nil
 }

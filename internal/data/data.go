@@ -115,33 +115,6 @@ func parseHH(line []byte) (Pair, bool, error) {
 	return Pair{Prompt: cp, Chosen: cr, Rejected: rr}, true, nil
 }
 
-// Turns splits a prompt into its (speaker, text) turns, for display and checks.
-func Turns(prompt string) [][2]string {
-	var out [][2]string
-	rest := prompt
-	for rest != "" {
-		h := strings.Index(rest, "\n\nHuman:")
-		a := strings.Index(rest, AssistantTag)
-		i, tag := h, "Human"
-		if h < 0 || (a >= 0 && a < h) {
-			i, tag = a, "Assistant"
-		}
-		if i < 0 {
-			break
-		}
-		rest = rest[i+len("\n\n"+tag+":"):]
-		next := len(rest)
-		for _, t := range []string{"\n\nHuman:", AssistantTag} {
-			if j := strings.Index(rest, t); j >= 0 && j < next {
-				next = j
-			}
-		}
-		out = append(out, [2]string{tag, strings.TrimSpace(rest[:next])})
-		rest = rest[next:]
-	}
-	return out
-}
-
 // ReadPrompts reads prompts from JSONL: {"prompt": ...} lines, or HH rows (their prompt).
 func ReadPrompts(path string) ([]string, error) {
 	var out []string

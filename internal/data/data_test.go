@@ -41,9 +41,6 @@ func TestReadHH(t *testing.T) {
 		if p.Prompt != "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke\n\nAssistant:" || p.Chosen != " Why did the chicken cross the road?" || p.Rejected != " No." {
 			t.Fatalf("multi-turn split: %+v", p)
 		}
-		if turns := Turns(p.Prompt); len(turns) != 4 || turns[2] != [2]string{"Human", "Tell me a joke"} || turns[3][0] != "Assistant" {
-			t.Fatalf("turns %q", turns)
-		}
 	}
 	for _, c := range []struct{ body, want string }{
 		{"{\"chosen\": \"x\"}\n", "line 1: want"},
