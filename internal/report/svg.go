@@ -50,10 +50,13 @@ func LineChart(title, xLabel string, series []Series) string {
 	fmt.Fprintf(&b, `<rect x="%g" y="%g" width="%g" height="%g" fill="none" stroke="#999"/>`, L, T, W-L-R, H-T-B)
 	for i := 0; i <= 4; i++ {
 		yv := ymin + (ymax-ymin)*float64(i)/4
-		xv := xmin + (xmax-xmin)*float64(i)/4
 		fmt.Fprintf(&b, `<line x1="%g" x2="%g" y1="%.1f" y2="%.1f" stroke="#eee"/>`, L, W-R, py(yv), py(yv))
 		fmt.Fprintf(&b, `<text x="%g" y="%.1f" font-size="10" text-anchor="end">%s</text>`, L-4, py(yv)+3, tick(yv))
-		fmt.Fprintf(&b, `<text x="%.1f" y="%g" font-size="10" text-anchor="middle">%s</text>`, px(xv), H-B+14, tick(xv))
+	}
+	// Steps are whole numbers: label x at whole numbers, about five of them.
+	xstep := math.Max(1, math.Ceil((xmax-xmin)/4))
+	for xv := math.Ceil(xmin); xv <= xmax; xv += xstep {
+		fmt.Fprintf(&b, `<text x="%.1f" y="%g" font-size="10" text-anchor="middle">%g</text>`, px(xv), H-B+14, xv)
 	}
 	fmt.Fprintf(&b, `<text x="%g" y="%g" font-size="11" text-anchor="middle">%s</text>`, L+(W-L-R)/2, H-8, html.EscapeString(xLabel))
 	for k, s := range series {
