@@ -120,9 +120,6 @@ func (l *LLM) Describe() string {
 	return s
 }
 
-// Budget is the ranker's spend tracker.
-func (l *LLM) Budget() *Budget { return l.cfg.Budget }
-
 // Rank implements Ranker.
 func (l *LLM) Rank(ctx context.Context, req Request) (*Result, error) {
 	if len(req.Candidates) < 2 {

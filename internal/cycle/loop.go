@@ -25,7 +25,6 @@ type Runner struct {
 	Cfg      Config // effective and validated
 	M        *model.Model
 	Ranker   blackbox.Ranker
-	Budget   *blackbox.Budget // the LLM ranker's; nil for the reward model
 	Static   []blackbox.Demo
 	Prompts  []string
 	Progress io.Writer // a live bar; nil: none

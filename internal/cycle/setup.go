@@ -93,7 +93,6 @@ func Prepare(ctx context.Context, cfg Config) (*Runner, error) {
 		if err := llm.Check(ctx); err != nil {
 			return nil, err
 		}
-		r.Budget = llm.Budget()
 	}
 	b, err := model.NewBackend()
 	if err != nil {
