@@ -23,12 +23,20 @@ func (r *RewardModel) Describe() string {
 
 // Scores returns the reward of each candidate after the prompt.
 func (r *RewardModel) Scores(ctx context.Context, prompt string, cands []string) ([]float64, error) {
-	// Encoded as in training (prompt with special tokens, response without) and fitted to the
-	// context keeping the latest turns.
-	seqs := make([][]int, len(cands))
-	pid := r.M.Tokenizer.Encode(prompt, true)
-	for i, c := range cands {
-		p, resp := model.FitContext(pid, r.M.Tokenizer.Encode(c, false), r.M.Config.MaxPositions)
+	prompts := make([]string, len(cands))
+	for i := range prompts {
+		prompts[i] = prompt
+	}
+	return r.ScorePairs(ctx, prompts, cands)
+}
+
+// ScorePairs returns the reward of each response after its prompt, all in shared batches.
+// Texts are encoded as in training (prompt with special tokens, response without) and fitted
+// to the context keeping the latest turns.
+func (r *RewardModel) ScorePairs(ctx context.Context, prompts, responses []string) ([]float64, error) {
+	seqs := make([][]int, len(prompts))
+	for i := range prompts {
+		p, resp := model.FitContext(r.M.Tokenizer.Encode(prompts[i], true), r.M.Tokenizer.Encode(responses[i], false), r.M.Config.MaxPositions)
 		seqs[i] = append(append([]int(nil), p...), resp...)
 	}
 	return r.M.Rewards(ctx, seqs)

@@ -64,18 +64,6 @@ func greedy(ctx context.Context, m *model.Model, prompts []string, maxNew int) (
 	return out, nil
 }
 
-func (o Options) rewards(ctx context.Context, prompts, responses []string) ([]float64, error) {
-	out := make([]float64, len(prompts))
-	for i := range prompts {
-		s, err := o.RewardModel.Scores(ctx, prompts[i], []string{responses[i]})
-		if err != nil {
-			return nil, err
-		}
-		out[i] = s[0]
-	}
-	return out, nil
-}
-
 // Run evaluates o.Model.
 func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.MaxNewTokens <= 0 {
@@ -96,7 +84,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		rep.Samples = append(rep.Samples, Sample{Prompt: p, Response: resp[i]})
 	}
 	if o.RewardModel != nil && len(o.Prompts) > 0 {
-		rs, err := o.rewards(ctx, o.Prompts, resp)
+		rs, err := o.RewardModel.ScorePairs(ctx, o.Prompts, resp)
 		if err != nil {
 			return nil, err
 		}
@@ -115,7 +103,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			rep.Samples[i].Baseline = base[i]
 		}
 		if o.RewardModel != nil {
-			rs, err := o.rewards(ctx, o.Prompts, base)
+			rs, err := o.RewardModel.ScorePairs(ctx, o.Prompts, base)
 			if err != nil {
 				return nil, err
 			}
