@@ -133,27 +133,48 @@ func IDs(ctx context.Context, m *model.Model, prompts [][]int, opt Options) ([][
 }
 
 // Row is one sequence to continue with its own sampling options (Opt.N and Opt.MaxRows are
-// not used). OnToken, when set, is called after each token is added (for streaming).
+// not used). OnToken, when set, is called after each token is added (for streaming). Ctx,
+// when set, belongs to the row alone: once it is done the row stops (finish reason
+// "cancelled") and OnToken is not called again, while the other rows of the batch go on.
 type Row struct {
 	Prompt  []int
 	Opt     Options
 	RNG     *rand.Rand
 	OnToken func(c *Completion)
+	Ctx     context.Context
 }
 
-// Rows decodes rows together in one KV-cached batch, each until its EOS, stop string or
-// token budget.
+// Cancelled is the finish reason of a row whose own context ended.
+const Cancelled = "cancelled"
+
+// Check reports whether a row can be decoded on m: valid options, a non-empty prompt, and
+// the prompt plus its own token budget within the model's positions.
+func (r Row) Check(m *model.Model) error {
+	if err := r.Opt.check(); err != nil {
+		return err
+	}
+	if len(r.Prompt) == 0 {
+		return fmt.Errorf("empty prompt")
+	}
+	if len(r.Prompt)+r.Opt.MaxNewTokens > m.Config.MaxPositions {
+		return fmt.Errorf("prompt (%d tokens) plus max new tokens (%d) exceeds the model's %d positions", len(r.Prompt), r.Opt.MaxNewTokens, m.Config.MaxPositions)
+	}
+	return nil
+}
+
+// Rows decodes rows together in one KV-cached batch, each until its EOS, stop string, token
+// budget or the end of its own context. The batch stops early when every row is done.
 func Rows(ctx context.Context, m *model.Model, rows []Row) ([]Completion, error) {
-	maxNew := 0
+	budgets := make([]int, len(rows))
 	prompts := make([][]int, len(rows))
 	for i, r := range rows {
 		if err := r.Opt.check(); err != nil {
 			return nil, err
 		}
-		maxNew = max(maxNew, r.Opt.MaxNewTokens)
+		budgets[i] = r.Opt.MaxNewTokens
 		prompts[i] = r.Prompt
 	}
-	dec, err := m.NewDecoder(prompts, maxNew, !rows[0].Opt.NoCache)
+	dec, err := m.NewRowDecoder(prompts, budgets, !rows[0].Opt.NoCache)
 	if err != nil {
 		return nil, err
 	}
@@ -175,6 +196,10 @@ func Rows(ctx context.Context, m *model.Model, rows []Row) ([]Completion, error)
 			return nil, err
 		}
 		for r := 0; r < n; r++ {
+			if !done[r] && rows[r].Ctx != nil && rows[r].Ctx.Err() != nil {
+				done[r], comps[r].FinishReason = true, Cancelled
+				remaining--
+			}
 			if done[r] {
 				next[r] = 0
 				continue

@@ -28,18 +28,23 @@ type layout struct {
 	slot   int // next slot to fill
 }
 
-func newLayout(m *Model, prompts [][]int, maxNew int) (*layout, error) {
+// newLayout checks each row against its own budget of new tokens only, so rows that fit alone
+// also fit together: positions are per row, and a finished row's positions are clamped.
+func newLayout(m *Model, prompts [][]int, budgets []int) (*layout, error) {
 	if len(prompts) == 0 {
 		return nil, fmt.Errorf("no prompts")
 	}
-	tp := 0
+	if len(budgets) != len(prompts) {
+		return nil, fmt.Errorf("%d prompts but %d token budgets", len(prompts), len(budgets))
+	}
+	tp, maxNew := 0, 0
 	for i, p := range prompts {
 		if len(p) == 0 {
 			return nil, fmt.Errorf("prompt %d is empty", i)
 		}
-		tp = max(tp, len(p))
-		if len(p)+maxNew > m.Config.MaxPositions {
-			return nil, fmt.Errorf("prompt %d: %d tokens + %d new exceed the model's %d positions", i, len(p), maxNew, m.Config.MaxPositions)
+		tp, maxNew = max(tp, len(p)), max(maxNew, budgets[i])
+		if len(p)+budgets[i] > m.Config.MaxPositions {
+			return nil, fmt.Errorf("prompt %d: %d tokens + %d new exceed the model's %d positions", i, len(p), budgets[i], m.Config.MaxPositions)
 		}
 	}
 	l := &layout{m: m, rows: len(prompts), tp: tp, tmax: tp + maxNew, prompt: prompts}
@@ -59,7 +64,7 @@ func (l *layout) inputs(from, C, Tk int, tok func(r, slot int) int) (*tensors.Te
 		for c := 0; c < C; c++ {
 			s := from + c
 			ids[r*C+c] = int32(tok(r, s))
-			pos[r*C+c] = int32(max(0, s-l.pad[r]))
+			pos[r*C+c] = int32(min(max(0, s-l.pad[r]), l.m.Config.MaxPositions-1))
 			for k := 0; k < Tk; k++ {
 				mask[(r*C+c)*Tk+k] = l.m.allowed(s, k, l.pad[r])
 			}
@@ -94,7 +99,17 @@ type cached struct {
 // NewDecoder prepares decoding of up to maxNew tokens after each prompt. With useCache false
 // every step recomputes the whole window (the baseline the KV cache is measured against).
 func (m *Model) NewDecoder(prompts [][]int, maxNew int, useCache bool) (Decoder, error) {
-	l, err := newLayout(m, prompts, maxNew)
+	budgets := make([]int, len(prompts))
+	for i := range budgets {
+		budgets[i] = maxNew
+	}
+	return m.NewRowDecoder(prompts, budgets, useCache)
+}
+
+// NewRowDecoder is NewDecoder with a budget of new tokens per row: each row must fit the
+// model's positions with its own budget. Rows that are done may be fed any token.
+func (m *Model) NewRowDecoder(prompts [][]int, budgets []int, useCache bool) (Decoder, error) {
+	l, err := newLayout(m, prompts, budgets)
 	if err != nil {
 		return nil, err
 	}

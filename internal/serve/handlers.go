@@ -126,8 +126,12 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, prompt []int, op
 			safe--
 		}
 		if safe > len(sent[i]) && strings.HasPrefix(text, sent[i]) {
-			events <- ev{i: i, delta: text[len(sent[i]):safe]}
-			sent[i] = text[:safe]
+			// Never block the batch on a client that has gone: its row is cancelled instead.
+			select {
+			case events <- ev{i: i, delta: text[len(sent[i]):safe]}:
+				sent[i] = text[:safe]
+			case <-r.Context().Done():
+			}
 		}
 	}
 	w.Header().Set("Content-Type", "text/event-stream")

@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -247,5 +248,68 @@ func TestNoTokenAndGracefulShutdown(t *testing.T) {
 	}
 	if err := <-got; err != nil {
 		t.Fatalf("in-flight request failed during shutdown: %v", err)
+	}
+}
+
+// TestAbandonedStreamStopsDecoding: a streaming client that goes away after the first chunk
+// must not keep its 16 rows decoding to the end (nor block the batcher); the next request is
+// served and the abandoned rows stopped long before their budget.
+func TestAbandonedStreamStopsDecoding(t *testing.T) {
+	hs, _, c := start(t, Options{Token: "tok"})
+	s := hs.Config.Handler.(*Server)
+	ctx, cancel := context.WithCancel(context.Background())
+	body := `{"model":"m","prompt":"Hello","n":16,"max_tokens":240,"temperature":1,"seed":3,"stream":true}`
+	req, _ := http.NewRequestWithContext(ctx, "POST", hs.URL+"/v1/completions", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer tok")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Leave once decoding is under way: after the first chunk that carries text.
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if l := sc.Text(); strings.Contains(l, `"text":"`) && !strings.Contains(l, `"text":""`) {
+			break
+		}
+	}
+	cancel()
+	resp.Body.Close()
+	r, err := c.Completions.New(context.Background(), openai.CompletionNewParams{Model: "m",
+		Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("Paris is")}, MaxTokens: openai.Int(4), Temperature: openai.Float(0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	abandoned := s.GeneratedTokens() - r.Usage.CompletionTokens
+	if abandoned > 16*240/4 {
+		t.Fatalf("the abandoned request decoded %d tokens after its client left (budget %d)", abandoned, 16*240)
+	}
+}
+
+// TestBatchChecksEachRowAgainstItsOwnBudget: a long prompt with a small budget and a short
+// prompt with a large one fit alone; batched together both must still succeed.
+func TestBatchChecksEachRowAgainstItsOwnBudget(t *testing.T) {
+	_, _, c := start(t, Options{Token: "tok", Window: 300 * time.Millisecond})
+	long := make([]int64, 200)
+	for i := range long {
+		long[i] = int64(1 + i%400)
+	}
+	reqs := []openai.CompletionNewParams{
+		{Model: "m", Prompt: openai.CompletionNewParamsPromptUnion{OfArrayOfTokens: long}, MaxTokens: openai.Int(16), Temperature: openai.Float(0)},
+		{Model: "m", Prompt: openai.CompletionNewParamsPromptUnion{OfArrayOfTokens: []int64{5, 6, 7}}, MaxTokens: openai.Int(240), Temperature: openai.Float(0)},
+	}
+	errs := make([]error, len(reqs))
+	var wg sync.WaitGroup
+	for i := range reqs {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			_, errs[i] = c.Completions.New(context.Background(), reqs[i])
+		}(i)
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("request %d failed in a shared batch: %v", i, err)
+		}
 	}
 }

@@ -68,6 +68,9 @@ func New(m *model.Model, o Options) *Server {
 	return s
 }
 
+// GeneratedTokens counts the tokens the server has decoded since it started.
+func (s *Server) GeneratedTokens() int64 { return s.b.decoded.Load() }
+
 // Close stops the batcher; call it after the HTTP server has shut down.
 func (s *Server) Close() { s.b.close() }
 
