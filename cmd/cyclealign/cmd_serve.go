@@ -3,11 +3,9 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"text/template"
 	"time"
@@ -63,17 +61,8 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		o.Opt.ModelName = strings.TrimSuffix(o.Model, "/")
 		o.Opt.ModelName = o.Opt.ModelName[strings.LastIndex(o.Opt.ModelName, "/")+1:]
 	}
-	switch {
-	case o.TokenFile != "":
-		b, err := os.ReadFile(o.TokenFile)
-		if err != nil {
-			return err
-		}
-		o.Opt.Token = strings.TrimSpace(string(b))
-	case o.TokenEnv != "":
-		if o.Opt.Token = os.Getenv(o.TokenEnv); o.Opt.Token == "" {
-			return fmt.Errorf("--token-env %s: the variable is empty", o.TokenEnv)
-		}
+	if o.Opt.Token, err = serve.LoadToken(o.TokenEnv, o.TokenFile); err != nil {
+		return err
 	}
 	if o.Template != "" {
 		if o.Opt.Template, err = template.ParseFiles(o.Template); err != nil {
@@ -89,7 +78,7 @@ func runServe(ctx context.Context, o *serveOptions) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	srv := s.HTTPServer()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	slog.Info("serving", "addr", "http://"+ln.Addr().String()+"/v1", "model", o.Opt.ModelName, "auth", o.Opt.Token != "")

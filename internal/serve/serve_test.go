@@ -6,8 +6,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"math"
+	"net"
 	"net/http"
+	"os"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -310,6 +313,84 @@ func TestBatchChecksEachRowAgainstItsOwnBudget(t *testing.T) {
 	for i, err := range errs {
 		if err != nil {
 			t.Errorf("request %d failed in a shared batch: %v", i, err)
+		}
+	}
+}
+
+func TestLoadTokenRefusesEmptySources(t *testing.T) {
+	dir := t.TempDir()
+	blank := filepath.Join(dir, "blank")
+	os.WriteFile(blank, []byte(" \n\t\n"), 0o600)
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, nil, 0o600)
+	good := filepath.Join(dir, "good")
+	os.WriteFile(good, []byte("s3cret\n"), 0o600)
+	for _, f := range []string{blank, empty} {
+		if tok, err := LoadToken("", f); err == nil || !strings.Contains(err.Error(), f) {
+			t.Errorf("%s: got token %q, err %v; want a refusal naming the file", f, tok, err)
+		}
+	}
+	t.Setenv("CA_TEST_TOKEN", "  ")
+	if _, err := LoadToken("CA_TEST_TOKEN", ""); err == nil {
+		t.Error("a blank --token-env variable was accepted")
+	}
+	if tok, err := LoadToken("", good); err != nil || tok != "s3cret" {
+		t.Errorf("good file: %q %v", tok, err)
+	}
+}
+
+func TestAuthNeedsBearerScheme(t *testing.T) {
+	hs, _, _ := start(t, Options{Token: "tok"})
+	for auth, want := range map[string]int{"tok": 401, "Basic tok": 401, "Bearer tok": 200, "Bearer tok2": 401, "": 401} {
+		req, _ := http.NewRequest("GET", hs.URL+"/v1/models", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Authorization %q: status %d, want %d", auth, resp.StatusCode, want)
+		}
+	}
+}
+
+// TestSlowClientsAreCut: a client that sends its headers or body a byte at a time is
+// disconnected once the header or body deadline passes, instead of holding the connection.
+func TestSlowClientsAreCut(t *testing.T) {
+	b, _ := model.NewBackend()
+	m, err := model.Load(b, filepath.Join("..", "..", "testdata", "tiny-gpt2-bytelevel"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(m, Options{HeaderTimeout: 200 * time.Millisecond, BodyTimeout: 200 * time.Millisecond})
+	defer s.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := s.HTTPServer()
+	go srv.Serve(ln)
+	defer srv.Close()
+	for name, first := range map[string]string{
+		"headers": "POST /v1/completions HTTP/1.1\r\nHost: x\r\n",
+		"body":    "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+	} {
+		conn, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Write([]byte(first))
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		reply, err := io.ReadAll(conn) // ends when the server closes the connection
+		conn.Close()
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Errorf("%s: a trickling client still held the connection after 5 s", name)
+		}
+		if name == "body" && !strings.Contains(string(reply), "408") {
+			t.Errorf("body: want a 408 reply, got %q", reply)
 		}
 	}
 }

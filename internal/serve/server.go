@@ -5,6 +5,7 @@
 package serve
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 	"text/template"
@@ -33,6 +35,9 @@ type Options struct {
 	// TruncatePrompts drops the oldest tokens (after the first) of a prompt too long for the
 	// model's positions instead of refusing it.
 	TruncatePrompts bool
+	HeaderTimeout   time.Duration // to read a request's headers (default 10s)
+	BodyTimeout     time.Duration // to read a request's body (default 30s)
+	IdleTimeout     time.Duration // an idle keep-alive connection is closed after (default 2m)
 }
 
 // Server handles the API for one model.
@@ -61,6 +66,9 @@ func New(m *model.Model, o Options) *Server {
 	if o.ModelName == "" {
 		o.ModelName = "cyclealign"
 	}
+	o.HeaderTimeout = cmp.Or(o.HeaderTimeout, 10*time.Second)
+	o.BodyTimeout = cmp.Or(o.BodyTimeout, 30*time.Second)
+	o.IdleTimeout = cmp.Or(o.IdleTimeout, 2*time.Minute)
 	s := &Server{m: m, o: o, b: newBatcher(m, o.MaxRows, o.Window), mux: http.NewServeMux()}
 	s.mux.HandleFunc("GET /v1/models", s.models)
 	s.mux.HandleFunc("POST /v1/chat/completions", s.chat)
@@ -74,15 +82,49 @@ func (s *Server) GeneratedTokens() int64 { return s.b.decoded.Load() }
 // Close stops the batcher; call it after the HTTP server has shut down.
 func (s *Server) Close() { s.b.close() }
 
-// ServeHTTP applies auth and the body limit, then routes.
+// HTTPServer wraps the handler in an http.Server with the header and idle timeouts. There is
+// deliberately no ReadTimeout: it would also cut long streamed replies; the body has its own
+// deadline (ServeHTTP).
+func (s *Server) HTTPServer() *http.Server {
+	return &http.Server{Handler: s, ReadHeaderTimeout: s.o.HeaderTimeout, IdleTimeout: s.o.IdleTimeout}
+}
+
+// LoadToken returns the bearer token from a file or an environment variable. An empty or
+// blank source is an error rather than a server without auth.
+func LoadToken(env, file string) (string, error) {
+	switch {
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", err
+		}
+		tok := strings.TrimSpace(string(b))
+		if tok == "" {
+			return "", fmt.Errorf("--token-file %s: the file is empty; refusing to serve without auth", file)
+		}
+		return tok, nil
+	case env != "":
+		tok := strings.TrimSpace(os.Getenv(env))
+		if tok == "" {
+			return "", fmt.Errorf("--token-env %s: the variable is empty; refusing to serve without auth", env)
+		}
+		return tok, nil
+	}
+	return "", nil
+}
+
+// ServeHTTP applies auth, the body limit and the body deadline, then routes.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.o.Token != "" {
-		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if subtle.ConstantTimeCompare([]byte(got), []byte(s.o.Token)) != 1 {
-			apiError(w, http.StatusUnauthorized, "authentication_error", "missing or wrong bearer token")
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.o.Token)) != 1 {
+			apiError(w, http.StatusUnauthorized, "authentication_error", "missing or wrong bearer token (want the header Authorization: Bearer TOKEN)")
 			return
 		}
 	}
+	// A client trickling its body must not hold a connection for ever; decode lifts the
+	// deadline once the body is read.
+	http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.o.BodyTimeout))
 	r.Body = http.MaxBytesReader(w, r.Body, s.o.MaxBodyBytes)
 	s.mux.ServeHTTP(w, r)
 }
@@ -95,7 +137,13 @@ func apiError(w http.ResponseWriter, status int, typ, msg string) {
 
 // decode reads a JSON body, answering 413 or 400 in OpenAI's error shape on failure.
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+	err := json.NewDecoder(r.Body).Decode(v)
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			w.Header().Set("Connection", "close")
+			apiError(w, http.StatusRequestTimeout, "invalid_request_error", "request body not received in time")
+			return false
+		}
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			apiError(w, http.StatusRequestEntityTooLarge, "invalid_request_error", fmt.Sprintf("request body over %d bytes", tooBig.Limit))
@@ -104,6 +152,8 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 		apiError(w, http.StatusBadRequest, "invalid_request_error", "malformed JSON: "+err.Error())
 		return false
 	}
+	// The body is in: no deadline while the reply is generated and streamed.
+	http.NewResponseController(w).SetReadDeadline(time.Time{})
 	return true
 }
 
