@@ -20,29 +20,72 @@ type chatRequest struct {
 	sampling
 }
 
-// Render writes messages in the HH dialogue format: "\n\nHuman: ...\n\nAssistant: ..." ending
+// render writes messages in the HH dialogue format: "\n\nHuman: ...\n\nAssistant: ..." ending
 // with "\n\nAssistant:" for the model to continue; a system message goes first as plain text.
-func (s *Server) render(req chatRequest) (string, error) {
+// It also returns where each message's content sits in the text, so that special tokens a
+// user typed are encoded as text (vLLM's chat templates do the same).
+func (s *Server) render(req chatRequest) (string, [][2]int, error) {
 	if s.o.Template != nil {
-		var b strings.Builder
-		err := s.o.Template.Execute(&b, req)
-		return b.String(), err
+		return s.renderTemplate(req)
 	}
 	var b strings.Builder
+	var spans [][2]int
+	content := func(prefix, c string) {
+		b.WriteString(prefix)
+		spans = append(spans, [2]int{b.Len(), b.Len() + len(c)})
+		b.WriteString(c)
+	}
 	for _, m := range req.Messages {
 		switch m.Role {
 		case "system", "developer":
-			b.WriteString(m.Content)
+			content("", m.Content)
 		case "user":
-			b.WriteString("\n\nHuman: " + m.Content)
+			content("\n\nHuman: ", m.Content)
 		case "assistant":
-			b.WriteString("\n\nAssistant: " + m.Content)
+			content("\n\nAssistant: ", m.Content)
 		default:
-			return "", fmt.Errorf("unknown role %q", m.Role)
+			return "", nil, fmt.Errorf("unknown role %q", m.Role)
 		}
 	}
 	b.WriteString("\n\nAssistant:")
-	return b.String(), nil
+	return b.String(), spans, nil
+}
+
+// renderTemplate runs the user's template on messages whose contents are replaced by unique
+// markers, then puts the contents back, recording where each one lands.
+func (s *Server) renderTemplate(req chatRequest) (string, [][2]int, error) {
+	marked := req
+	marked.Messages = append(marked.Messages[:0:0], req.Messages...)
+	marker := func(i int) string { return fmt.Sprintf("\x00cyclealign-content-%d\x00", i) }
+	for i := range marked.Messages {
+		marked.Messages[i].Content = marker(i)
+	}
+	var b strings.Builder
+	if err := s.o.Template.Execute(&b, marked); err != nil {
+		return "", nil, err
+	}
+	text := b.String()
+	var out strings.Builder
+	var spans [][2]int
+	for len(text) > 0 {
+		i := strings.Index(text, "\x00cyclealign-content-")
+		if i < 0 {
+			out.WriteString(text)
+			break
+		}
+		out.WriteString(text[:i])
+		var k int
+		var rest string
+		if n, err := fmt.Sscanf(text[i:], "\x00cyclealign-content-%d", &k); n != 1 || err != nil || k >= len(req.Messages) {
+			return "", nil, fmt.Errorf("chat template: cannot place message contents")
+		}
+		rest = text[i+len(marker(k)):]
+		c := req.Messages[k].Content
+		spans = append(spans, [2]int{out.Len(), out.Len() + len(c)})
+		out.WriteString(c)
+		text = rest
+	}
+	return out.String(), spans, nil
 }
 
 func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
@@ -62,12 +105,12 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	if len(opt.Stop) == 0 {
 		opt.Stop = []string{generate.DefaultStop}
 	}
-	text, err := s.render(req)
+	text, spans, err := s.render(req)
 	if err != nil {
 		apiError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
 		return
 	}
-	prompt := s.m.Tokenizer.Encode(text, true)
+	prompt := s.m.Tokenizer.EncodePlain(text, true, spans)
 	id, created := s.id("chatcmpl"), time.Now().Unix()
 	if req.Stream {
 		s.stream(w, r, prompt, opt, n, func(i int, delta string, finish *string) any {

@@ -10,12 +10,13 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"os"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"text/template"
 	"time"
 
 	"github.com/openai/openai-go/v3"
@@ -392,5 +393,41 @@ func TestSlowClientsAreCut(t *testing.T) {
 		if name == "body" && !strings.Contains(string(reply), "408") {
 			t.Errorf("body: want a 408 reply, got %q", reply)
 		}
+	}
+}
+
+// TestChatContentSpecialTokensAreText: "<|endoftext|>" typed in a message is encoded as text,
+// in the HH format and in a user template, while the template's own copy stays a control token.
+func TestChatContentSpecialTokensAreText(t *testing.T) {
+	hs, m, _ := start(t, Options{})
+	s := hs.Config.Handler.(*Server)
+	eot, _ := m.Tokenizer.ID("<|endoftext|>")
+	var req chatRequest
+	json.Unmarshal([]byte(`{"messages":[{"role":"system","content":"be nice <|endoftext|>"},{"role":"user","content":"hi <|endoftext|> there"}]}`), &req)
+	count := func(ids []int) (n int) {
+		for _, id := range ids {
+			if id == eot {
+				n++
+			}
+		}
+		return n
+	}
+	text, spans, err := s.render(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := count(m.Tokenizer.EncodePlain(text, true, spans)); n != 0 {
+		t.Errorf("HH format: user-typed <|endoftext|> became %d control tokens", n)
+	}
+	s.o.Template = template.Must(template.New("t").Parse("{{range .Messages}}<|endoftext|>{{.Role}}: {{.Content}}{{end}}"))
+	text, spans, err = s.render(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text, "system: be nice <|endoftext|><|endoftext|>user: hi <|endoftext|> there") {
+		t.Fatalf("template rendering lost the contents: %q", text)
+	}
+	if n := count(m.Tokenizer.EncodePlain(text, true, spans)); n != 2 {
+		t.Errorf("template: %d control tokens, want the template's own 2", n)
 	}
 }

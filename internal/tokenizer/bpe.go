@@ -168,7 +168,7 @@ func (m *bpe) tokenize(word string) []int {
 	}
 	nChars := utf8.RuneCountInString(word)
 	ci := 0
-	for i, r := range word {
+	for _, r := range word {
 		s := string(r)
 		if m.prefix != "" && ci > 0 {
 			s = m.prefix + s
@@ -183,7 +183,7 @@ func (m *bpe) tokenize(word string) []int {
 			continue
 		}
 		if m.byteFallback {
-			raw := word[i : i+utf8.RuneLen(r)]
+			raw := string(r) // an invalid byte is U+FFFD here, as in HF
 			okAll := true
 			for k := 0; k < len(raw); k++ {
 				if m.byteIDs[raw[k]] < 0 {

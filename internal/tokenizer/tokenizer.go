@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // Tokenizer is a loaded tokenizer.json. It is safe for concurrent use.
@@ -70,13 +71,22 @@ func Parse(b []byte) (*Tokenizer, error) {
 		return nil, err
 	}
 	t := &Tokenizer{model: m, addedByID: map[int]addedToken{}, raw: b}
+	// Ids index a table, so bound them before allocating it: real files number their tokens
+	// densely from 0, so twice the token count (and at least 2^20) leaves room for gaps.
+	limit := max(1<<20, 2*(len(m.vocab)+len(f.AddedTokens)))
 	size := 0
-	for _, id := range m.vocab {
+	for tok, id := range m.vocab {
+		if id < 0 || id >= limit {
+			return nil, fmt.Errorf("model.vocab[%q]: id %d out of range [0, %d)", tok, id, limit)
+		}
 		size = max(size, id+1)
 	}
 	for i, a := range f.AddedTokens {
 		if a.Content == "" || a.ID < 0 {
 			return nil, fmt.Errorf("added_tokens[%d]: needs content and a non-negative id", i)
+		}
+		if a.ID >= limit {
+			return nil, fmt.Errorf("added_tokens[%d]: id %d out of range [0, %d)", i, a.ID, limit)
 		}
 		size = max(size, a.ID+1)
 	}
@@ -146,9 +156,21 @@ func (t *Tokenizer) Tokens(ids []int) []string {
 // Encode tokenizes text. With addSpecial, the post-processor's special tokens are added
 // (e.g. Llama's <s>); added tokens in the text are matched either way, as in HF.
 func (t *Tokenizer) Encode(text string, addSpecial bool) []int {
+	return t.EncodePlain(text, addSpecial, nil)
+}
+
+// EncodePlain is Encode where no added token is matched starting inside one of the byte
+// ranges plain ([start, end) into text): text a user typed there, such as "<|endoftext|>" in
+// a chat message, is encoded as ordinary text, and only the template around it produces
+// special tokens. Text that is not valid UTF-8 is first made valid, each bad byte becoming
+// U+FFFD, as Python's decode(errors="replace") does before HF sees it.
+func (t *Tokenizer) EncodePlain(text string, addSpecial bool, plain [][2]int) []int {
+	if !utf8.ValidString(text) {
+		text, plain = toValidUTF8(text, plain)
+	}
 	var ids []int
 	first := true
-	for _, seg := range t.splitAdded(text) {
+	for _, seg := range t.splitAdded(text, plain) {
 		if seg.added >= 0 {
 			ids = append(ids, seg.added)
 			first = false
@@ -180,7 +202,7 @@ type segment struct {
 
 // splitAdded cuts text around added tokens (leftmost, then longest match), honouring
 // lstrip/rstrip (absorb neighbouring whitespace) and single_word.
-func (t *Tokenizer) splitAdded(text string) []segment {
+func (t *Tokenizer) splitAdded(text string, plain [][2]int) []segment {
 	if len(t.added) == 0 {
 		return []segment{{text, -1}}
 	}
@@ -189,6 +211,9 @@ func (t *Tokenizer) splitAdded(text string) []segment {
 	for i := 0; i < len(text); {
 		var hit *addedToken
 		for k := range t.added {
+			if inSpans(i, plain) {
+				break
+			}
 			a := &t.added[k]
 			if strings.HasPrefix(text[i:], a.Content) && (!a.SingleWord || isWordBoundary(text, i, i+len(a.Content))) {
 				hit = a
@@ -218,6 +243,79 @@ func (t *Tokenizer) splitAdded(text string) []segment {
 		segs = append(segs, segment{text[start:], -1})
 	}
 	return segs
+}
+
+func inSpans(i int, spans [][2]int) bool {
+	for _, sp := range spans {
+		if i >= sp[0] && i < sp[1] {
+			return true
+		}
+	}
+	return false
+}
+
+// toValidUTF8 replaces each invalid byte with U+FFFD and moves the spans' offsets with it.
+func toValidUTF8(text string, spans [][2]int) (string, [][2]int) {
+	var b strings.Builder
+	moved := make([][2]int, len(spans))
+	mark := func(old, now int) {
+		for k, sp := range spans {
+			if sp[0] == old {
+				moved[k][0] = now
+			}
+			if sp[1] == old {
+				moved[k][1] = now
+			}
+		}
+	}
+	for i := 0; i < len(text); {
+		mark(i, b.Len())
+		r, size := utf8.DecodeRuneInString(text[i:])
+		if r == utf8.RuneError && size == 1 {
+			b.WriteRune(utf8.RuneError)
+			size = maximalSubpart(text[i:])
+		} else {
+			b.WriteString(text[i : i+size])
+		}
+		i += size
+	}
+	mark(len(text), b.Len())
+	return b.String(), moved
+}
+
+// maximalSubpart is the length of the invalid sequence at the start of s that one U+FFFD
+// replaces under Unicode's "maximal subpart" rule (Python's and WHATWG's): a lead byte and
+// as many of the continuation bytes it allows as follow, or a single byte.
+func maximalSubpart(s string) int {
+	c := s[0]
+	var need int
+	lo, hi := byte(0x80), byte(0xBF) // the range of the second byte
+	switch {
+	case c >= 0xC2 && c <= 0xDF:
+		need = 1
+	case c >= 0xE0 && c <= 0xEF:
+		need = 2
+		if c == 0xE0 {
+			lo = 0xA0
+		} else if c == 0xED {
+			hi = 0x9F
+		}
+	case c >= 0xF0 && c <= 0xF4:
+		need = 3
+		if c == 0xF0 {
+			lo = 0x90
+		} else if c == 0xF4 {
+			hi = 0x8F
+		}
+	default:
+		return 1
+	}
+	n := 1
+	for n <= need && n < len(s) && s[n] >= lo && s[n] <= hi {
+		n++
+		lo, hi = 0x80, 0xBF
+	}
+	return n
 }
 
 func isWordBoundary(s string, i, j int) bool {

@@ -2,6 +2,7 @@ package tokenizer
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -91,6 +92,10 @@ func TestMalformedTokenizerJSON(t *testing.T) {
 			m["pre_tokenizer"] = map[string]any{"type": "Split", "pattern": map[string]any{"Regex": "(unclosed"}, "behavior": "Isolated"}
 		}), "pre_tokenizer.pattern.Regex"},
 		{"decoder", edit(func(m map[string]any) { m["decoder"] = map[string]any{"type": "CTC"} }), "decoder.type"},
+		{"huge vocab id", edit(func(m map[string]any) { m["model"].(map[string]any)["vocab"].(map[string]any)["!"] = 1e12 }), `model.vocab["!"]: id 1000000000000`},
+		{"big vocab id", edit(func(m map[string]any) { m["model"].(map[string]any)["vocab"].(map[string]any)["!"] = 2e9 }), `model.vocab["!"]: id 2000000000`},
+		{"negative vocab id", edit(func(m map[string]any) { m["model"].(map[string]any)["vocab"].(map[string]any)["!"] = -5 }), `model.vocab["!"]: id -5`},
+		{"huge added id", edit(func(m map[string]any) { m["added_tokens"].([]any)[0].(map[string]any)["id"] = 2e9 }), "added_tokens[0]: id 2000000000"},
 	}
 	for _, c := range cases {
 		p := filepath.Join(t.TempDir(), "tokenizer.json")
@@ -189,5 +194,45 @@ func TestTrainByteLevelBPE(t *testing.T) {
 	// Frequent words were merged: " Paris" is 6 bytes.
 	if ids := tok.Encode(" Paris", false); len(ids) > 2 {
 		t.Fatalf(`" Paris" is %d tokens after training on it 50 times`, len(ids))
+	}
+}
+
+// TestInvalidUTF8 encodes bytes that are not UTF-8 (which used to panic) exactly as the same
+// text with each bad byte replaced by U+FFFD, for both reference tokenizers.
+func TestInvalidUTF8(t *testing.T) {
+	for _, name := range []string{"tiny-gpt2-bytelevel", "tiny-llama-metaspace"} {
+		tok, _ := loadRef(t, name)
+		// The replacements Python's bytes.decode("utf-8", "replace") makes.
+		for bad, fixed := range map[string]string{"caf\xe9 au lait": "caf\ufffd au lait", "\xff\xfe": "\ufffd\ufffd",
+			"ok \xe2\x82 cut": "ok \ufffd cut", "\x80tail": "\ufffdtail", "\xf0\x9f\x98": "\ufffd", "\xed\xa0\x80": "\ufffd\ufffd\ufffd"} {
+			got := tok.Encode(bad, true)
+			want := tok.Encode(fixed, true)
+			if !slices.Equal(got, want) {
+				t.Errorf("%s %q: %v, want %v", name, bad, got, want)
+			}
+		}
+	}
+}
+
+// TestEncodePlainKeepsUserSpecialTokensAsText: "<|endoftext|>" typed inside a plain span is
+// ordinary text, outside it the control token; text without special tokens is unchanged.
+func TestEncodePlainKeepsUserSpecialTokensAsText(t *testing.T) {
+	tok, _ := loadRef(t, "tiny-gpt2-bytelevel")
+	eot, _ := tok.ID("<|endoftext|>")
+	user := "hi <|endoftext|> there"
+	text := "<|endoftext|>Human: " + user
+	span := [][2]int{{len(text) - len(user), len(text)}}
+	got := tok.EncodePlain(text, false, span)
+	if got[0] != eot {
+		t.Errorf("the template's own <|endoftext|> was not a control token: %v", got)
+	}
+	if n := strings.Count(fmt.Sprint(got), fmt.Sprint(eot)); slices.Contains(got[1:], eot) {
+		t.Errorf("user text produced the control token (%d times): %v", n, got)
+	}
+	if plain := "Human: hello there"; !slices.Equal(tok.EncodePlain(plain, true, [][2]int{{7, len(plain)}}), tok.Encode(plain, true)) {
+		t.Error("a plain span changed the encoding of ordinary text")
+	}
+	if all := tok.Encode(text, false); !slices.Contains(all[1:], eot) {
+		t.Error("Encode should still match added tokens anywhere")
 	}
 }
