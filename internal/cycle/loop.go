@@ -97,6 +97,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		slog.Info("resuming", "run", c.Out, "completed_steps", rs.Steps, "pool", len(r.pool.Entries), "cost", rs.Cost)
 	}
+	if err := train.RefuseOrphanRecords(ckdir, rs.Steps, c.SaveEvery, filepath.Join(c.Out, JournalFile), filepath.Join(c.Out, MetricsFile)); err != nil {
+		return err
+	}
 	for _, f := range []string{JournalFile, MetricsFile} {
 		if err := train.TruncateJSONL(filepath.Join(c.Out, f), "step", rs.Steps); err != nil {
 			return err

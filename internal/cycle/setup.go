@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/goccy/go-yaml"
 
@@ -54,12 +53,12 @@ func HasRun(dir string) bool {
 
 // spentSoFar is the API cost recorded by the run's last checkpoint.
 func spentSoFar(out string) float64 {
-	b, err := os.ReadFile(filepath.Join(out, "checkpoints", "latest"))
-	if err != nil {
+	ck, err := train.LatestCheckpoint(filepath.Join(out, "checkpoints"))
+	if err != nil || ck == "" {
 		return 0
 	}
 	var rs runState
-	train.ReadJSON(filepath.Join(out, "checkpoints", strings.TrimSpace(string(b)), "cycle.json"), &rs)
+	train.ReadJSON(filepath.Join(ck, "cycle.json"), &rs)
 	return rs.Cost
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -169,13 +170,32 @@ func ParseConfig(b []byte) (*Config, error) {
 	default:
 		return nil, fmt.Errorf("field dtype: unsupported value %q (supported: float32, bfloat16, float16)", c.DType)
 	}
+	// Upper bounds well above any released model (Llama-3.1-405B: 126 layers, hidden 16,384,
+	// intermediate 53,248; Gemma: 262,144 tokens), so a corrupt file is refused before
+	// anything is allocated for it.
 	for _, f := range []struct {
-		name string
-		v    int
-	}{{"vocab_size", c.VocabSize}, {"hidden_size", c.HiddenSize}, {"num_hidden_layers", c.NumLayers},
-		{"num_attention_heads", c.NumHeads}, {"num_key_value_heads", c.NumKVHeads}, {"intermediate_size", c.IntermediateSize}, {"head_dim", c.HeadDim}} {
+		name   string
+		v, max int
+	}{{"vocab_size", c.VocabSize, 1 << 22}, {"hidden_size", c.HiddenSize, 1 << 17}, {"num_hidden_layers", c.NumLayers, 1 << 10},
+		{"num_attention_heads", c.NumHeads, 1 << 10}, {"num_key_value_heads", c.NumKVHeads, 1 << 10},
+		{"intermediate_size", c.IntermediateSize, 1 << 19}, {"head_dim", c.HeadDim, 1 << 12},
+		{"max_position_embeddings", c.MaxPositions, 1 << 24}} {
 		if f.v <= 0 {
 			return nil, fmt.Errorf("field %s: must be positive, got %d", f.name, f.v)
+		}
+		if f.v > f.max {
+			return nil, fmt.Errorf("field %s: %d is beyond any supported model (at most %d)", f.name, f.v, f.max)
+		}
+	}
+	if !(c.NormEps >= 0 && c.NormEps < 1) {
+		return nil, fmt.Errorf("field rms_norm_eps/layer_norm_epsilon: want a small non-negative number, got %v", c.NormEps)
+	}
+	if c.SlidingWindow < 0 {
+		return nil, fmt.Errorf("field sliding_window: must not be negative, got %d", c.SlidingWindow)
+	}
+	if c.ModelType != "gpt2" {
+		if err := c.Rope.check(); err != nil {
+			return nil, err
 		}
 	}
 	if c.NumHeads%c.NumKVHeads != 0 {
@@ -240,6 +260,19 @@ func parseRope(raw map[string]any) (Rope, error) {
 		return rope, fmt.Errorf("field %s.rope_type: unsupported value %q (supported: default, llama3)", field, typ)
 	}
 	return rope, nil
+}
+
+// check refuses values that make the rotary frequencies NaN or infinite.
+func (r Rope) check() error {
+	if !(r.Theta > 1) || math.IsInf(r.Theta, 0) {
+		return fmt.Errorf("field rope_theta: want a finite number above 1, got %v", r.Theta)
+	}
+	if r.Type == "llama3" {
+		if !(r.Factor > 0) || !(r.LowFreqFactor > 0) || !(r.HighFreqFactor > r.LowFreqFactor) || r.OriginalMaxPositions <= 0 {
+			return fmt.Errorf("field rope_scaling: llama3 needs factor > 0, 0 < low_freq_factor < high_freq_factor and original_max_position_embeddings > 0, got %+v", r)
+		}
+	}
+	return nil
 }
 
 // reader pulls typed fields out of a JSON object and remembers the first error.

@@ -74,6 +74,10 @@ func TestBadSafetensors(t *testing.T) {
 		{"offsets", `{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}`, make([]byte, 8), []string{`"w"`, "data_offsets"}},
 		{"truncated", `{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}`, make([]byte, 9), []string{`"w"`, "truncated"}},
 		{"json", `{"w":`, nil, []string{"JSON"}},
+		{"negative dim", `{"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,-4]}}`, make([]byte, 8), []string{`"w"`, "negative dimension"}},
+		{"reversed offsets", `{"w":{"dtype":"F32","shape":[-1],"data_offsets":[4,0]}}`, make([]byte, 8), []string{`"w"`}},
+		{"reversed offsets, empty", `{"w":{"dtype":"F32","shape":[0],"data_offsets":[4,0]}}`, make([]byte, 8), []string{`"w"`, "data_offsets"}},
+		{"huge shape", `{"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}}`, make([]byte, 8), []string{`"w"`, "data_offsets"}},
 	}
 	for _, c := range cases {
 		p := writeRaw(t, c.header, c.data)
@@ -117,5 +121,26 @@ func TestConfigRope(t *testing.T) {
 	c, err = ParseConfig([]byte(`{` + base + `,"eos_token_id":[5,7]}`))
 	if err != nil || len(c.EOSTokenIDs) != 2 {
 		t.Fatalf("eos list: %v %v", c.EOSTokenIDs, err)
+	}
+}
+
+// TestConfigRefusesHostileValues: values that used to give NaN scores or minutes of work
+// before a refusal are refused at once, naming the field.
+func TestConfigRefusesHostileValues(t *testing.T) {
+	base := `"model_type":"llama","vocab_size":10,"hidden_size":8,"intermediate_size":16,"num_attention_heads":2`
+	for extra, field := range map[string]string{
+		`,"num_hidden_layers":1,"rope_theta":-1`:              "rope_theta",
+		`,"num_hidden_layers":1,"rope_theta":0`:               "rope_theta",
+		`,"num_hidden_layers":1000000`:                        "num_hidden_layers",
+		`,"num_hidden_layers":1,"vocab_size":1e12`:            "vocab_size",
+		`,"num_hidden_layers":1,"rms_norm_eps":-1`:            "rms_norm_eps",
+		`,"num_hidden_layers":1,"head_dim":100000`:            "head_dim",
+		`,"num_hidden_layers":1,"max_position_embeddings":-3`: "max_position_embeddings",
+		`,"num_hidden_layers":1,"rope_scaling":{"rope_type":"llama3","factor":8,"low_freq_factor":4,"high_freq_factor":4,"original_max_position_embeddings":8192}`: "rope_scaling",
+	} {
+		_, err := ParseConfig([]byte(`{` + base + extra + `}`))
+		if err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("%s: got %v, want an error naming %s", extra, err, field)
+		}
 	}
 }

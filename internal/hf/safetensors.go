@@ -84,9 +84,14 @@ func ReadSafetensors(path string) (map[string]*Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	size := st.Size()
+	return readSafetensors(f, st.Size(), path)
+}
+
+// readSafetensors parses size bytes of safetensors from f; path names it in errors. Every
+// shape and offset is checked against the data's length before anything is allocated.
+func readSafetensors(f io.ReaderAt, size int64, path string) (map[string]*Tensor, error) {
 	var lenBuf [8]byte
-	if _, err := io.ReadFull(f, lenBuf[:]); err != nil {
+	if _, err := f.ReadAt(lenBuf[:], 0); err != nil {
 		return nil, fmt.Errorf("%s: truncated safetensors file: cannot read the 8-byte header length", path)
 	}
 	hlen := binary.LittleEndian.Uint64(lenBuf[:])
@@ -94,7 +99,7 @@ func ReadSafetensors(path string) (map[string]*Tensor, error) {
 		return nil, fmt.Errorf("%s: header length %d does not fit a file of %d bytes (truncated or not safetensors)", path, hlen, size)
 	}
 	hbuf := make([]byte, hlen)
-	if _, err := io.ReadFull(f, hbuf); err != nil {
+	if _, err := f.ReadAt(hbuf, 8); err != nil {
 		return nil, fmt.Errorf("%s: reading header: %w", path, err)
 	}
 	var raw map[string]json.RawMessage
@@ -121,9 +126,17 @@ func ReadSafetensors(path string) (map[string]*Tensor, error) {
 			return nil, fmt.Errorf("%s: tensor %q: unsupported dtype %q (supported: F32, BF16, F16)", path, name, e.DType)
 		}
 		t := &Tensor{Shape: e.Shape, Stored: dt}
-		n := t.NumElements()
+		n := int64(1)
+		for _, d := range e.Shape {
+			if d < 0 {
+				return nil, fmt.Errorf("%s: tensor %q: negative dimension in shape %v", path, name, e.Shape)
+			}
+			if n *= int64(d); n > dataLen {
+				n = dataLen + 1 // more elements than bytes: cannot fit, and no overflow below
+			}
+		}
 		begin, end := int64(e.DataOffsets[0]), int64(e.DataOffsets[1])
-		if end-begin != int64(n*dt.size()) || begin < 0 {
+		if begin < 0 || end < begin || end-begin != n*int64(dt.size()) {
 			return nil, fmt.Errorf("%s: tensor %q: data_offsets [%d,%d] do not match shape %v of %s", path, name, begin, end, e.Shape, dt)
 		}
 		if end > dataLen {
@@ -133,7 +146,7 @@ func ReadSafetensors(path string) (map[string]*Tensor, error) {
 		if _, err := f.ReadAt(buf, dataStart+begin); err != nil {
 			return nil, fmt.Errorf("%s: tensor %q: %w", path, name, err)
 		}
-		t.Data = decode(dt, buf, n)
+		t.Data = decode(dt, buf, int(n))
 		out[name] = t
 	}
 	return out, nil

@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"log/slog"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/gomlx/gomlx/pkg/core/tensors"
@@ -31,12 +34,17 @@ const latestFile = "latest"
 // SaveCheckpoint writes the trainable weights, the optimiser moments and st under
 // dir/step-NNNNNNNN. Files go to a temporary directory that is renamed into place, and the
 // "latest" pointer is replaced atomically afterwards, so a kill at any moment leaves the
-// previous checkpoint intact and never a half-written one behind "latest". Only the newest
-// keep checkpoints are kept.
+// previous checkpoint intact and never a half-written one behind "latest". A step saved again
+// (the same step number) goes to a new revision, step-NNNNNNNN.rK, so the checkpoint that
+// "latest" names is never removed before its replacement is in place. Only the newest keep
+// checkpoints are kept.
 // extra files (name -> JSON value) are written into the same checkpoint, so state kept by a
 // caller (the cycle's demonstration pool) is saved atomically with the weights.
 func (t *Trainer) SaveCheckpoint(dir string, st State, keep int, extra map[string]any) error {
 	name := fmt.Sprintf("step-%08d", st.Step)
+	for rev := 2; exists(filepath.Join(dir, name)); rev++ {
+		name = fmt.Sprintf("step-%08d.r%d", st.Step, rev)
+	}
 	final := filepath.Join(dir, name)
 	tmp := final + ".tmp"
 	if err := os.RemoveAll(tmp); err != nil {
@@ -63,9 +71,6 @@ func (t *Trainer) SaveCheckpoint(dir string, st State, keep int, extra map[strin
 			return err
 		}
 	}
-	if err := os.RemoveAll(final); err != nil {
-		return err
-	}
 	if err := os.Rename(tmp, final); err != nil {
 		return err
 	}
@@ -76,7 +81,66 @@ func (t *Trainer) SaveCheckpoint(dir string, st State, keep int, extra map[strin
 	}); err != nil {
 		return err
 	}
-	return prune(dir, keep)
+	return prune(dir, keep, name)
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// checkpointName matches what SaveCheckpoint writes; "latest" may name nothing else, so a
+// pointer such as "../../.." cannot lead a resume outside the checkpoint directory.
+var checkpointName = regexp.MustCompile(`^step-(\d{8})(?:\.r(\d+))?$`)
+
+// checkpointOrder sorts checkpoint names by step, then revision.
+func checkpointOrder(name string) [2]int {
+	m := checkpointName.FindStringSubmatch(name)
+	step, _ := strconv.Atoi(m[1])
+	rev, _ := strconv.Atoi(m[2])
+	return [2]int{step, rev}
+}
+
+// LatestCheckpoint returns the directory of the newest checkpoint under dir ("" when there is
+// none). When the "latest" pointer is missing but complete checkpoints exist, it warns and
+// takes the newest of them rather than silently starting over.
+func LatestCheckpoint(dir string) (string, error) {
+	p := filepath.Join(dir, latestFile)
+	b, err := os.ReadFile(p)
+	if err == nil {
+		name := strings.TrimSpace(string(b))
+		if !checkpointName.MatchString(name) {
+			return "", fmt.Errorf("%s: %q is not a checkpoint name (want step-NNNNNNNN)", p, name)
+		}
+		return filepath.Join(dir, name), nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	done := completeCheckpoints(dir)
+	if len(done) == 0 {
+		return "", nil
+	}
+	newest := filepath.Join(dir, done[len(done)-1])
+	slog.Warn("checkpoint pointer missing; resuming from the newest complete checkpoint", "missing", p, "checkpoint", newest)
+	return newest, nil
+}
+
+// completeCheckpoints lists the checkpoint directories under dir that hold a state.json,
+// oldest first.
+func completeCheckpoints(dir string) []string {
+	entries, _ := os.ReadDir(dir)
+	var done []string
+	for _, e := range entries {
+		if e.IsDir() && checkpointName.MatchString(e.Name()) && exists(filepath.Join(dir, e.Name(), "state.json")) {
+			done = append(done, e.Name())
+		}
+	}
+	sort.Slice(done, func(i, j int) bool {
+		a, b := checkpointOrder(done[i]), checkpointOrder(done[j])
+		return a[0] < b[0] || a[0] == b[0] && a[1] < b[1]
+	})
+	return done
 }
 
 // tensorsOf snapshots variables as float32 tensors keyed by their parameter's key. Checkpoints
@@ -93,14 +157,9 @@ func (t *Trainer) tensorsOf(vars []*mlctx.Variable) map[string]*hf.Tensor {
 // LoadCheckpoint restores the newest checkpoint under dir and returns its directory (where
 // extra files are). found is false when there is none.
 func (t *Trainer) LoadCheckpoint(dir string) (st State, ck string, found bool, err error) {
-	b, err := os.ReadFile(filepath.Join(dir, latestFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return st, "", false, nil
-	}
-	if err != nil {
+	if ck, err = LatestCheckpoint(dir); err != nil || ck == "" {
 		return st, "", false, err
 	}
-	ck = filepath.Join(dir, strings.TrimSpace(string(b)))
 	params, err := hf.ReadSafetensors(filepath.Join(ck, "params.safetensors"))
 	if err != nil {
 		return st, ck, false, err
@@ -168,26 +227,25 @@ func syncDir(dir string) {
 	}
 }
 
-// prune removes all but the newest keep checkpoints, and leftovers of interrupted saves.
-func prune(dir string, keep int) error {
+// prune removes all but the newest keep checkpoints (never live, the one "latest" names), and
+// leftovers of interrupted saves: step-*.tmp directories and the pointer's temporary files.
+func prune(dir string, keep int, live string) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return err
 	}
-	var done []string
 	for _, e := range entries {
 		n := e.Name()
-		switch {
-		case strings.HasPrefix(n, "step-") && strings.HasSuffix(n, ".tmp"):
+		if strings.HasPrefix(n, "step-") && strings.HasSuffix(n, ".tmp") || strings.HasPrefix(n, "."+latestFile+".tmp") {
 			os.RemoveAll(filepath.Join(dir, n))
-		case strings.HasPrefix(n, "step-") && e.IsDir():
-			done = append(done, n)
 		}
 	}
-	sort.Strings(done)
+	done := completeCheckpoints(dir)
 	for keep > 0 && len(done) > keep {
-		if err := os.RemoveAll(filepath.Join(dir, done[0])); err != nil {
-			return err
+		if done[0] != live {
+			if err := os.RemoveAll(filepath.Join(dir, done[0])); err != nil {
+				return err
+			}
 		}
 		done = done[1:]
 	}

@@ -2,6 +2,7 @@ package train
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -83,6 +84,13 @@ func Run(ctx context.Context, t *Trainer, data []Example, o RunOptions) ([]Metri
 		slog.Info("resuming", "checkpoint", ckdir, "step", st.Step)
 	}
 	metricsPath := filepath.Join(o.Out, "metrics.jsonl")
+	firstSave := o.SaveEvery
+	if firstSave <= 0 {
+		firstSave = o.TotalSteps(len(data))
+	}
+	if err := RefuseOrphanRecords(ckdir, st.Step, firstSave, metricsPath); err != nil {
+		return nil, err
+	}
 	if err := TruncateJSONL(metricsPath, "step", st.Step); err != nil {
 		return nil, err
 	}
@@ -163,32 +171,23 @@ func Run(ctx context.Context, t *Trainer, data []Example, o RunOptions) ([]Metri
 	}
 	return out, save()
 }
-
-// TruncateJSONL drops the lines of a JSONL file whose integer field exceeds limit: records
-// a killed run wrote after its last checkpoint, which the resumed run writes again.
+// TruncateJSONL keeps the lines of a JSONL file whose numeric field is at most limit, so a
+// resumed run rewrites what came after its checkpoint. A last line cut short by a kill is
+// dropped with a warning; an unreadable line before the last is an error naming the file and
+// line, since dropping it would lose a record silently.
 func TruncateJSONL(path, field string, limit int) error {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
+	if !exists(path) {
 		return nil
 	}
+	lines, err := readJSONL(path)
 	if err != nil {
 		return err
 	}
 	var keep [][]byte
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 256<<20)
-	for sc.Scan() {
-		var rec map[string]any
-		if json.Unmarshal(sc.Bytes(), &rec) != nil {
-			continue // a line cut short by the kill
+	for _, l := range lines {
+		if v, ok := l.rec[field].(float64); ok && int(v) <= limit {
+			keep = append(keep, l.raw)
 		}
-		if v, ok := rec[field].(float64); ok && int(v) <= limit {
-			keep = append(keep, append([]byte(nil), sc.Bytes()...))
-		}
-	}
-	f.Close()
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
 	}
 	return hf.WriteFileAtomic(path, func(w io.Writer) error {
 		for _, l := range keep {
@@ -198,4 +197,67 @@ func TruncateJSONL(path, field string, limit int) error {
 		}
 		return nil
 	})
+}
+
+type jsonlLine struct {
+	raw []byte
+	rec map[string]any
+}
+
+func readJSONL(path string) ([]jsonlLine, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []jsonlLine
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 256<<20)
+	bad := 0 // line number of an unreadable line not yet known to be the last
+	for n := 1; sc.Scan(); n++ {
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue
+		}
+		if bad > 0 {
+			return nil, fmt.Errorf("%s:%d: corrupt record (not JSON) before the end of the file; repair or remove that line to resume", path, bad)
+		}
+		var rec map[string]any
+		if json.Unmarshal(sc.Bytes(), &rec) != nil {
+			bad = n
+			continue
+		}
+		out = append(out, jsonlLine{raw: append([]byte(nil), sc.Bytes()...), rec: rec})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if bad > 0 {
+		slog.Warn("dropping a record cut short by an interruption", "file", path, "line", bad)
+	}
+	return out, nil
+}
+
+// RefuseOrphanRecords stops a resume that found no checkpoint (step 0) while files hold
+// records of a step that was checkpointed (a multiple of saveEvery): the checkpoints were
+// lost, and starting over would silently overwrite those records. Records of steps before the
+// first checkpoint are a run killed early, which restarts as usual.
+func RefuseOrphanRecords(ckdir string, step, saveEvery int, files ...string) error {
+	if step > 0 {
+		return nil
+	}
+	for _, f := range files {
+		lines, err := readJSONL(f)
+		if err != nil {
+			return err
+		}
+		for _, l := range lines {
+			if v, ok := l.rec["step"].(float64); ok && int(v) >= max(1, saveEvery) {
+				return fmt.Errorf("%s holds records up to step %d but %s has no checkpoint to resume from: restore the checkpoints, or move the file away to start over", f, int(v), ckdir)
+			}
+		}
+	}
+	return nil
 }
