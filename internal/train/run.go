@@ -171,6 +171,7 @@ func Run(ctx context.Context, t *Trainer, data []Example, o RunOptions) ([]Metri
 	}
 	return out, save()
 }
+
 // TruncateJSONL keeps the lines of a JSONL file whose numeric field is at most limit, so a
 // resumed run rewrites what came after its checkpoint. A last line cut short by a kill is
 // dropped with a warning; an unreadable line before the last is an error naming the file and
