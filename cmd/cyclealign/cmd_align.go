@@ -128,6 +128,7 @@ func runAlign(cmd *cobra.Command, g *globalOptions, o *alignOptions) error {
 	if err != nil {
 		return err
 	}
+	defer r.Close()
 	slog.Info("aligning", "run", cfg.Out, "method", cfg.Method, "ranker", r.Ranker.Describe())
 	if !o.Quiet && !g.JSON {
 		r.Progress = os.Stderr

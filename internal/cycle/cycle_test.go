@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http/httptest"
@@ -16,6 +17,7 @@ import (
 	"github.com/cyclealign/cyclealign/internal/blackbox"
 	"github.com/cyclealign/cyclealign/internal/blackbox/llmtest"
 	"github.com/cyclealign/cyclealign/internal/generate"
+	"github.com/cyclealign/cyclealign/internal/lockfile"
 	"github.com/cyclealign/cyclealign/internal/model"
 	"github.com/cyclealign/cyclealign/internal/serve"
 )
@@ -278,6 +280,7 @@ func TestResumeInProcess(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer r.Close()
 		r.StopAfter = stopAfter
 		if err := r.Run(context.Background()); err != nil {
 			t.Fatal(err)
@@ -422,5 +425,115 @@ func TestServedModelAsBlackBox(t *testing.T) {
 		if len(rec.RawReplies) == 0 || (rec.Unranked && rec.BlackRanking != nil) {
 			t.Fatalf("record %+v", rec)
 		}
+	}
+}
+
+// TestMovedRunResumesInPlace: a run directory moved elsewhere resumes from where it is now,
+// with its own cache (nothing paid again), and never writes to its old path. Runs written by
+// earlier versions, whose config.yaml holds the cache's absolute path, move too.
+func TestMovedRunResumesInPlace(t *testing.T) {
+	s := llmtest.New(shorterWithNoise())
+	defer s.Close()
+	cfg := testConfig(t, s, writePrompts(t, topics[:8]))
+	cfg.Steps, cfg.SaveEvery = 2, 1
+	r, err := Prepare(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.StopAfter = 1
+	if err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	old := cfg.Out
+	// What earlier versions wrote: the derived cache path, absolute, inside the run.
+	legacy := cfg
+	legacy.Blackbox.Cache = filepath.Join(old, "cache")
+	if err := WriteConfig(legacy); err != nil {
+		t.Fatal(err)
+	}
+	moved := filepath.Join(t.TempDir(), "moved")
+	if err := os.Rename(old, moved); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := LoadRunConfig(moved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.Out != moved || rc.Blackbox.Cache != filepath.Join(moved, "cache") {
+		t.Fatalf("resolved out %q cache %q; want both inside %s", rc.Out, rc.Blackbox.Cache, moved)
+	}
+	n := len(s.Requests())
+	r2, err := Prepare(context.Background(), rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	if err := r2.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if extra := len(s.Requests()) - n; extra != cfg.BatchSize*cfg.Interactions {
+		t.Fatalf("the moved run sent %d requests; want %d (step 2 only)", extra, cfg.BatchSize*cfg.Interactions)
+	}
+	if _, err := os.Stat(old); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the moved run wrote to its old path %s", old)
+	}
+	if ms := readLines[StepMetrics](t, filepath.Join(moved, MetricsFile)); len(ms) != 2 || ms[1].Step != 2 {
+		t.Fatalf("metrics of the moved run: %d lines", len(ms))
+	}
+	if b, _ := os.ReadFile(filepath.Join(moved, ConfigFile)); strings.Contains(string(b), old) {
+		t.Fatalf("config.yaml still names the old path:\n%s", b)
+	}
+}
+
+func TestSecondRunnerOnADirectoryIsRefused(t *testing.T) {
+	s := llmtest.New(shorterWithNoise())
+	defer s.Close()
+	cfg := testConfig(t, s, writePrompts(t, topics[:4]))
+	r, err := Prepare(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := Prepare(context.Background(), cfg); !errors.Is(err, lockfile.ErrBusy) || !strings.Contains(err.Error(), cfg.Out) {
+		t.Fatalf("second Prepare on %s: %v; want it refused as busy", cfg.Out, err)
+	}
+}
+
+// TestBlankCandidatesNeverAbortARun: with stop strings that end most replies at once, many are blank
+// even after their re-sample; a blank candidate leaves the ranking (recorded in the journal),
+// a prompt with fewer than two non-blank candidates is skipped, and the run completes.
+func TestBlankCandidatesNeverAbortARun(t *testing.T) {
+	s := llmtest.New(shorterWithNoise())
+	defer s.Close()
+	cfg := testConfig(t, s, writePrompts(t, topics[:4]))
+	cfg.Steps, cfg.Stop = 2, nil
+	for c := ' '; c <= '~'; c++ { // most replies end before their first character
+		if c != 'a' {
+			cfg.Stop = append(cfg.Stop, string(c))
+		}
+	}
+	r, err := Prepare(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := r.Run(context.Background()); err != nil {
+		t.Fatalf("a blank candidate aborted the run: %v", err)
+	}
+	blank := 0
+	for _, rec := range readLines[Record](t, filepath.Join(cfg.Out, JournalFile)) {
+		for _, k := range rec.NoTokens {
+			if rec.Candidates[k] != "" {
+				t.Fatalf("candidate %d %q recorded as having no tokens", k, rec.Candidates[k])
+			}
+			blank++
+		}
+		if left := len(rec.Candidates) - len(rec.NoTokens); !rec.Unranked && left < 2 && rec.Skipped == "" {
+			t.Fatalf("a prompt with %d usable candidates was not marked skipped: %+v", left, rec)
+		}
+	}
+	if blank == 0 {
+		t.Fatal("the test produced no blank candidates; it checks nothing")
 	}
 }

@@ -21,8 +21,9 @@ type Record struct {
 	RequestIDs   []string       `json:"request_ids,omitempty"` // cache keys of the black-box exchanges
 	Agreement    []int          `json:"agreement"`
 	EnteredPool  bool           `json:"entered_pool"`
-	Demos        []string       `json:"demos"` // prompts of the demonstrations shown
-	Skipped      string         `json:"skipped,omitempty"`
+	Demos        []string       `json:"demos"`               // prompts of the demonstrations shown
+	NoTokens     []int          `json:"no_tokens,omitempty"` // candidates left out of training: no tokens
+	Skipped      string         `json:"skipped,omitempty"`   // why the prompt was not trained on
 	Usage        blackbox.Usage `json:"usage"`
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cyclealign/cyclealign/internal/blackbox"
 	"github.com/cyclealign/cyclealign/internal/generate"
+	"github.com/cyclealign/cyclealign/internal/lockfile"
 	"github.com/cyclealign/cyclealign/internal/model"
 	"github.com/cyclealign/cyclealign/internal/train"
 )
@@ -35,6 +36,7 @@ type Runner struct {
 
 	tr   *train.Trainer
 	pool Pool
+	lock *lockfile.Lock
 }
 
 // extra files kept in each checkpoint next to the weights.
@@ -229,12 +231,21 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 			if len(rec.Agreement) >= c.Tau {
 				iterAgree++
 			}
+			// A candidate with no tokens (a blank reply that survived its re-sample) has no
+			// log-probability to rank: it leaves the ranking, recorded in the journal.
 			ex := train.Example{Prompt: r.M.Tokenizer.Encode(rec.Prompt, true)}
 			for _, k := range rec.BlackRanking {
-				ex.Candidates = append(ex.Candidates, truncateIDs(r.M.Tokenizer.Encode(rec.Candidates[k], false), c.MaxResponse))
+				ids := truncateIDs(r.M.Tokenizer.Encode(rec.Candidates[k], false), c.MaxResponse)
+				if len(ids) == 0 {
+					rec.NoTokens = append(rec.NoTokens, k)
+					continue
+				}
+				ex.Candidates = append(ex.Candidates, ids)
 			}
 			if len(ex.Candidates) >= 2 {
 				exs = append(exs, ex.Fit(r.M.Config.MaxPositions))
+			} else {
+				rec.Skipped = fmt.Sprintf("not trained on: %d of %d candidates have no tokens", len(rec.NoTokens), len(rec.Candidates))
 			}
 		}
 		// Pool update after the whole interaction, so every prompt of it saw the same pool.

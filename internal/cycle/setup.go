@@ -14,6 +14,7 @@ import (
 	"github.com/cyclealign/cyclealign/internal/data"
 	"github.com/cyclealign/cyclealign/internal/eval"
 	"github.com/cyclealign/cyclealign/internal/hf"
+	"github.com/cyclealign/cyclealign/internal/lockfile"
 	"github.com/cyclealign/cyclealign/internal/model"
 	"github.com/cyclealign/cyclealign/internal/train"
 )
@@ -40,9 +41,22 @@ func ReadDemos(path string) ([]blackbox.Demo, error) {
 	return demos, nil
 }
 
-// LoadRunConfig reads the effective configuration a run directory was started with.
+// LoadRunConfig reads the effective configuration a run directory was started with, for a
+// resume. The run is wherever dir is now: out becomes dir, and a black-box cache that lay
+// inside the old run directory is taken from inside dir, so a moved or copied run neither
+// starts afresh with an empty cache nor writes into the original.
 func LoadRunConfig(dir string) (Config, error) {
-	return LoadConfig(filepath.Join(dir, ConfigFile))
+	c, err := LoadConfig(filepath.Join(dir, ConfigFile))
+	if err != nil {
+		return c, err
+	}
+	if c.Blackbox.Cache != "" && c.Out != "" {
+		if rel, err := filepath.Rel(c.Out, c.Blackbox.Cache); err == nil && filepath.IsLocal(rel) {
+			c.Blackbox.Cache = filepath.Join(dir, rel)
+		}
+	}
+	c.Out = dir
+	return c, nil
 }
 
 // HasRun reports whether dir already holds a run (a configuration or a checkpoint).
@@ -77,9 +91,23 @@ func Prepare(ctx context.Context, cfg Config) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+	lock, err := lockfile.Acquire(cfg.Out)
+	if err != nil {
 		return nil, err
 	}
+	r, err := prepare(ctx, cfg, prompts, static)
+	if err != nil {
+		lock.Release()
+		return nil, err
+	}
+	r.lock = lock
+	return r, nil
+}
+
+func prepare(ctx context.Context, cfg Config, prompts []string, static []blackbox.Demo) (*Runner, error) {
+	// The config keeps the cache setting as given: the default, inside the run directory, is
+	// derived each time, so the run stays relocatable.
+	written := cfg
 	if cfg.Blackbox.Cache == "" && cfg.Blackbox.RewardModel == "" {
 		cfg.Blackbox.Cache = filepath.Join(cfg.Out, "cache")
 	}
@@ -111,8 +139,11 @@ func Prepare(ctx context.Context, cfg Config) (*Runner, error) {
 			return nil, err
 		}
 	}
-	return r, WriteConfig(cfg)
+	return r, WriteConfig(written)
 }
+
+// Close gives up the run directory's lock.
+func (r *Runner) Close() { r.lock.Release() }
 
 // setupEval wires the periodic held-out evaluation: greedy responses to EvalN prompts scored by
 // the evaluation reward model, and preference accuracy when the file holds pairs.

@@ -140,6 +140,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer r.Close()
 	r.Progress = o.Progress
 	if err := r.Run(ctx); err != nil {
 		return nil, err

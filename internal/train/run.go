@@ -17,6 +17,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/cyclealign/cyclealign/internal/hf"
+	"github.com/cyclealign/cyclealign/internal/lockfile"
 )
 
 // RunOptions drive offline training on ranked data.
@@ -69,6 +70,11 @@ func Run(ctx context.Context, t *Trainer, data []Example, o RunOptions) ([]Metri
 	if o.BatchSize < 1 || o.GradAccum < 1 || o.GradAccum > o.BatchSize {
 		return nil, fmt.Errorf("batch size %d and gradient accumulation %d: need 1 <= accumulation <= batch size", o.BatchSize, o.GradAccum)
 	}
+	lock, err := lockfile.Acquire(o.Out)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Release()
 	ckdir := filepath.Join(o.Out, "checkpoints")
 	if err := os.MkdirAll(ckdir, 0o755); err != nil {
 		return nil, err
