@@ -77,6 +77,7 @@ func TestBadSafetensors(t *testing.T) {
 		{"negative dim", `{"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,-4]}}`, make([]byte, 8), []string{`"w"`, "negative dimension"}},
 		{"reversed offsets", `{"w":{"dtype":"F32","shape":[-1],"data_offsets":[4,0]}}`, make([]byte, 8), []string{`"w"`}},
 		{"reversed offsets, empty", `{"w":{"dtype":"F32","shape":[0],"data_offsets":[4,0]}}`, make([]byte, 8), []string{`"w"`, "data_offsets"}},
+		{"overflowing shape", `{"w":{"dtype":"F32","shape":[3,4611686018427387904,4],"data_offsets":[0,0]}}`, make([]byte, 8), []string{`"w"`, "data_offsets"}},
 		{"huge shape", `{"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}}`, make([]byte, 8), []string{`"w"`, "data_offsets"}},
 	}
 	for _, c := range cases {

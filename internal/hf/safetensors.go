@@ -131,8 +131,10 @@ func readSafetensors(f io.ReaderAt, size int64, path string) (map[string]*Tensor
 			if d < 0 {
 				return nil, fmt.Errorf("%s: tensor %q: negative dimension in shape %v", path, name, e.Shape)
 			}
-			if n *= int64(d); n > dataLen {
-				n = dataLen + 1 // more elements than bytes: cannot fit, and no overflow below
+			if d > 0 && n > dataLen/int64(d) {
+				n = dataLen + 1 // more elements than bytes cannot fit; checked before it could overflow
+			} else {
+				n *= int64(d)
 			}
 		}
 		begin, end := int64(e.DataOffsets[0]), int64(e.DataOffsets[1])
