@@ -201,7 +201,7 @@ func Rows(ctx context.Context, m *model.Model, rows []Row) ([]Completion, error)
 				remaining--
 			}
 			if done[r] {
-				next[r] = 0
+				next[r] = -1 // finished: the decoder may skip the row
 				continue
 			}
 			opt := rows[r].Opt

@@ -12,7 +12,8 @@ import (
 type Decoder interface {
 	// Start returns the logits [rows][V] after each row's prompt.
 	Start() ([][]float32, error)
-	// Step appends one token per row and returns the next logits.
+	// Step appends one token per row and returns the next logits. A negative token marks a
+	// finished row: a decoder may skip its work and return anything for it.
 	Step(tokens []int) ([][]float32, error)
 }
 
@@ -109,6 +110,12 @@ func (m *Model) NewDecoder(prompts [][]int, maxNew int, useCache bool) (Decoder,
 // NewRowDecoder is NewDecoder with a budget of new tokens per row: each row must fit the
 // model's positions with its own budget. Rows that are done may be fed any token.
 func (m *Model) NewRowDecoder(prompts [][]int, budgets []int, useCache bool) (Decoder, error) {
+	if len(budgets) != len(prompts) {
+		return nil, fmt.Errorf("%d prompts but %d token budgets", len(prompts), len(budgets))
+	}
+	if m.fastOn && useCache {
+		return m.newFastDecoder(prompts, budgets)
+	}
 	l, err := newLayout(m, prompts, budgets)
 	if err != nil {
 		return nil, err
@@ -156,7 +163,7 @@ func (d *cached) run(from, C int, tok func(r, s int) int) ([][]float32, error) {
 func (d *cached) Start() ([][]float32, error) { return d.run(0, d.tp, d.promptToken) }
 
 func (d *cached) Step(tokens []int) ([][]float32, error) {
-	return d.run(d.slot, 1, func(r, _ int) int { return tokens[r] })
+	return d.run(d.slot, 1, func(r, _ int) int { return max(0, tokens[r]) })
 }
 
 // recompute runs a full forward pass over the tokens so far at every step, as transformers
@@ -203,7 +210,7 @@ func (d *recompute) Step(tokens []int) ([][]float32, error) {
 		return nil, fmt.Errorf("decoder is full: %d slots", d.tmax)
 	}
 	for r := range d.gen {
-		d.gen[r] = append(d.gen[r], tokens[r])
+		d.gen[r] = append(d.gen[r], max(0, tokens[r]))
 	}
 	d.slot++
 	return d.logitsAt(d.slot - 1)

@@ -54,6 +54,10 @@ type Model struct {
 
 	mu    sync.Mutex
 	execs map[string]*context.Exec
+
+	fastOn bool // inference on the engine's own CPU path (fast.go)
+	fastMu sync.Mutex
+	fast   *fastLM
 }
 
 // Load reads config.json, tokenizer.json and the safetensors weights of dir. Every tensor the
@@ -106,6 +110,9 @@ func New(backend backends.Backend, cfg *hf.Config, tok *tokenizer.Tokenizer, ts 
 	}
 	if tok != nil && tok.VocabSize() > cfg.VocabSize {
 		return nil, fmt.Errorf("%s: tokenizer has %d tokens but config.json vocab_size is %d", source, tok.VocabSize(), cfg.VocabSize)
+	}
+	if err := m.defaultEngine(); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -97,6 +97,9 @@ func (m *Model) eachBatch(ctx context.Context, seqs [][]int, minLen int, fn func
 // LogProbs returns, for each sequence s, lp[t] = log p(s[t+1] | s[:t+1]) for t < len(s)-1.
 // Results do not depend on which sequences share a batch.
 func (m *Model) LogProbs(ctx context.Context, seqs [][]int) ([][]float32, error) {
+	if m.fastOn {
+		return m.fastLogProbs(ctx, seqs)
+	}
 	out := make([][]float32, len(seqs))
 	err := m.eachBatch(ctx, seqs, 2, func(group []int, rows [][]int, T int) error {
 		tok, pos, mask := m.RightPadded(rows, T)
@@ -125,6 +128,9 @@ func (m *Model) LogProbs(ctx context.Context, seqs [][]int) ([][]float32, error)
 // Logits returns the logits [len(s)][V] of every position of each sequence (V is num_labels
 // for a sequence-classification head).
 func (m *Model) Logits(ctx context.Context, seqs [][]int) ([][][]float32, error) {
+	if m.fastOn {
+		return m.fastLogits(ctx, seqs)
+	}
 	out := make([][][]float32, len(seqs))
 	V := m.Config.VocabSize
 	if m.Config.NumLabels > 0 {

@@ -1,0 +1,161 @@
+// Package cpu holds the numerical kernels of the engine's own CPU path: matrix products on
+// weights packed once into column panels, computed by register-tiled Go assembly (AVX-512 or
+// AVX2+FMA, chosen at run time; portable Go elsewhere) on all cores, and the vector operations
+// a transformer layer needs around them. It knows nothing of models or files: internal/model
+// builds its forward pass from these parts.
+package cpu
+
+import (
+	"runtime"
+	"sync"
+)
+
+// kernel computes a tile C[mr][nr] = A[mr][k] · panel[k][nr] (overwriting C). A's rows are
+// lda floats apart, C's rows ldc floats apart; the panel holds nr floats per k.
+type kernel struct {
+	name   string
+	mr, nr int
+	fn     func(k int, a *float32, lda int, b *float32, c *float32, ldc int)
+}
+
+// goKernel is the portable kernel, used where no assembly kernel runs.
+var goKernel = kernel{name: "go", mr: 4, nr: 16, fn: tileGo}
+
+// best is the fastest kernel this CPU runs, chosen once at start.
+var best = pickKernel()
+
+// Kernel names the kernel in use ("avx512", "avx2" or "go").
+func Kernel() string { return best.name }
+
+func tileGo(k int, a *float32, lda int, b *float32, c *float32, ldc int) {
+	as := unsafeSlice(a, 3*lda+k)
+	bs := unsafeSlice(b, 16*k)
+	cs := unsafeSlice(c, 3*ldc+16)
+	var acc [4][16]float32
+	for p := 0; p < k; p++ {
+		bp := bs[16*p : 16*p+16]
+		for r := 0; r < 4; r++ {
+			x := as[r*lda+p]
+			row := &acc[r]
+			for j, w := range bp {
+				row[j] += x * w
+			}
+		}
+	}
+	for r := 0; r < 4; r++ {
+		copy(cs[r*ldc:r*ldc+16], acc[r][:])
+	}
+}
+
+// Packed is a weight matrix W [N][K] (torch.nn.Linear's layout) rearranged into panels of nr
+// columns of Wᵀ, zero-padded to whole panels, so that a kernel reads it contiguously.
+type Packed struct {
+	N, K int
+	k    kernel
+	data []float32 // [panels][K][nr]
+}
+
+// Pack packs w [n][k] for the kernel in use.
+func Pack(w []float32, n, k int) *Packed { return packWith(best, w, n, k) }
+
+func packWith(kn kernel, w []float32, n, k int) *Packed {
+	panels := (n + kn.nr - 1) / kn.nr
+	p := &Packed{N: n, K: k, k: kn, data: make([]float32, panels*k*kn.nr)}
+	Parallel(panels, func(lo, hi int) {
+		for pi := lo; pi < hi; pi++ {
+			dst := p.data[pi*k*kn.nr : (pi+1)*k*kn.nr]
+			for j := 0; j < kn.nr; j++ {
+				col := pi*kn.nr + j
+				if col >= n {
+					break
+				}
+				row := w[col*k : (col+1)*k]
+				for q, v := range row {
+					dst[q*kn.nr+j] = v
+				}
+			}
+		}
+	})
+	return p
+}
+
+// MatMul sets c [m][N] = a [m][K] · Wᵀ.
+func MatMul(c, a []float32, m int, p *Packed) {
+	if m == 0 || p.N == 0 {
+		return
+	}
+	if len(a) < m*p.K || len(c) < m*p.N {
+		panic("cpu.MatMul: slice too short")
+	}
+	if p.K == 0 {
+		clear(c[:m*p.N])
+		return
+	}
+	kn := p.k
+	rowTiles := (m + kn.mr - 1) / kn.mr
+	panels := (p.N + kn.nr - 1) / kn.nr
+	// Work is split along the longer of the two tile axes, so both cores stay busy whether
+	// there are few rows (decoding) or few columns.
+	byRows := rowTiles >= panels
+	units := panels
+	if byRows {
+		units = rowTiles
+	}
+	Parallel(units, func(lo, hi int) {
+		tile := make([]float32, kn.mr*kn.nr)
+		var padA []float32 // the last row tile, zero-padded to mr rows
+		do := func(rt, pi int) {
+			row, col := rt*kn.mr, pi*kn.nr
+			rows, cols := min(kn.mr, m-row), min(kn.nr, p.N-col)
+			src := a[row*p.K:]
+			if rows < kn.mr {
+				if padA == nil {
+					padA = make([]float32, kn.mr*p.K)
+					copy(padA, a[row*p.K:(row+rows)*p.K])
+				}
+				src = padA
+			}
+			b := &p.data[pi*p.K*kn.nr]
+			if rows == kn.mr && cols == kn.nr {
+				kn.fn(p.K, &src[0], p.K, b, &c[row*p.N+col], p.N)
+				return
+			}
+			kn.fn(p.K, &src[0], p.K, b, &tile[0], kn.nr)
+			for r := 0; r < rows; r++ {
+				copy(c[(row+r)*p.N+col:(row+r)*p.N+col+cols], tile[r*kn.nr:r*kn.nr+cols])
+			}
+		}
+		// The outer loop runs over this worker's share, so what it streams (a row tile, or a
+		// panel) stays in cache while the inner loop reuses it.
+		for u := lo; u < hi; u++ {
+			if byRows {
+				for pi := 0; pi < panels; pi++ {
+					do(u, pi)
+				}
+			} else {
+				for rt := 0; rt < rowTiles; rt++ {
+					do(rt, u)
+				}
+			}
+		}
+	})
+}
+
+// Parallel runs fn over [0,n) split into one contiguous range per core.
+func Parallel(n int, fn func(lo, hi int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if workers <= 1 {
+		fn(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		lo, hi := n*w/workers, n*(w+1)/workers
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(lo, hi)
+		}()
+	}
+	wg.Wait()
+}

@@ -1,0 +1,88 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+func randSlice(r *rand.Rand, n int) []float32 {
+	out := make([]float32, n)
+	for i := range out {
+		out[i] = float32(r.NormFloat64())
+	}
+	return out
+}
+
+// TestMatMulEveryKernel checks each kernel this CPU runs against a float64 product, on sizes
+// that leave partial row tiles and partial panels.
+func TestMatMulEveryKernel(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, kn := range kernels() {
+		for _, m := range []int{1, 5, 6, 8, 13, 16, 33} {
+			for _, n := range []int{1, 15, 16, 17, 32, 50, 100} {
+				for _, k := range []int{1, 3, 64, 257} {
+					a, w := randSlice(r, m*k), randSlice(r, n*k)
+					c := make([]float32, m*n)
+					for i := range c {
+						c[i] = float32(math.NaN()) // every element must be written
+					}
+					MatMul(c, a, m, packWith(kn, w, n, k))
+					for i := 0; i < m; i++ {
+						for j := 0; j < n; j++ {
+							want := 0.0
+							for q := 0; q < k; q++ {
+								want += float64(a[i*k+q]) * float64(w[j*k+q])
+							}
+							if got := float64(c[i*n+j]); !(math.Abs(got-want) <= 1e-5*math.Sqrt(float64(k))*(1+math.Abs(want))) {
+								t.Fatalf("%s m=%d n=%d k=%d: c[%d][%d] = %v, want %v", kn.name, m, n, k, i, j, got, want)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkMatMul reports GFLOP/s of each kernel on the bench model's shapes: a scoring batch
+// (2048 rows) and a decoding step (16 rows).
+func BenchmarkMatMul(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, kn := range kernels() {
+		for _, s := range []struct{ m, n, k int }{{2048, 256, 256}, {2048, 688, 256}, {16, 8192, 256}, {16, 688, 256}} {
+			b.Run(fmt.Sprintf("%s/%dx%dx%d", kn.name, s.m, s.n, s.k), func(b *testing.B) {
+				a, w := randSlice(r, s.m*s.k), randSlice(r, s.n*s.k)
+				p := packWith(kn, w, s.n, s.k)
+				c := make([]float32, s.m*s.n)
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					MatMul(c, a, s.m, p)
+				}
+				b.ReportMetric(float64(2*s.m*s.n*s.k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
+}
+
+func TestDotAndAxpy(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, n := range []int{0, 1, 7, 8, 9, 31, 32, 33, 100, 128} {
+		a, b := randSlice(r, n), randSlice(r, n)
+		want := 0.0
+		for i := range a {
+			want += float64(a[i]) * float64(b[i])
+		}
+		if got := float64(Dot(a, b)); math.Abs(got-want) > 1e-5*(1+math.Abs(want))*math.Sqrt(float64(n+1)) {
+			t.Fatalf("Dot n=%d: %v, want %v", n, got, want)
+		}
+		y := append([]float32(nil), b...)
+		Axpy(0.5, a, y)
+		for i := range y {
+			if math.Abs(float64(y[i])-(float64(b[i])+0.5*float64(a[i]))) > 1e-6 {
+				t.Fatalf("Axpy n=%d i=%d: %v", n, i, y[i])
+			}
+		}
+	}
+}

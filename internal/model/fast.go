@@ -1,0 +1,625 @@
+package model
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/gomlx/gomlx/backends"
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+
+	"github.com/cyclealign/cyclealign/internal/cpu"
+)
+
+// The engine's own CPU path: inference (scoring, logits, KV-cache decoding) computed by
+// internal/cpu's kernels on packed weights, instead of GoMLX's simplego interpreter. The
+// weights are read from the model's variables and packed again whenever a variable's value
+// changes (a training step, a loaded adapter), so both paths always see the same model.
+// Training and the XLA backend use the GoMLX graphs.
+
+// EngineEnv names the environment variable that picks the inference engine on CPU: "cpu" (the
+// default with the pure-Go backend) or "gomlx".
+const EngineEnv = "CYCLEALIGN_ENGINE"
+
+// fastLM is a model's weights packed for the kernels.
+type fastLM struct {
+	c      configView
+	gpt2   bool
+	embed  []float32 // [V][D]
+	wpe    []float32 // [positions][D] (GPT-2)
+	layers []fastLayer
+	normW  []float32
+	normB  []float32
+	head   *cpu.Packed // [V or labels][D]
+	inv    []float32   // RoPE inverse frequencies
+	src    []*tensors.Tensor
+}
+
+// configView is what the forward pass reads of the config.
+type configView struct {
+	D, H, Hkv, hd, I, window, maxPos int
+	eps                              float64
+	gelu                             func([]float32)
+}
+
+type fastLayer struct {
+	ln1w, ln1b, ln2w, ln2b []float32
+	qkv                    *cpu.Packed // q, k and v projections fused: [H·hd + 2·Hkv·hd][D]
+	qkvb                   []float32
+	o                      *cpu.Packed
+	ob                     []float32
+	up                     *cpu.Packed // LLaMA: gate and up fused [2I][D]; GPT-2: c_fc [I][D]
+	upb                    []float32
+	down                   *cpu.Packed
+	downb                  []float32
+	scale                  float32 // attention scale
+}
+
+// UseFast reports whether inference runs on the engine's own CPU path.
+func (m *Model) UseFast() bool { return m.fastOn }
+
+// SetEngine picks the inference engine: "cpu" (own kernels; pure-Go backend only) or "gomlx".
+func (m *Model) SetEngine(name string) error {
+	switch name {
+	case "gomlx":
+		m.fastOn = false
+	case "cpu":
+		if !isPureGo(m.Backend) {
+			return fmt.Errorf("engine cpu needs the pure-Go backend, not %s", m.Backend.Name())
+		}
+		m.fastOn = true
+	default:
+		return fmt.Errorf("%s: unknown engine %q (cpu or gomlx)", EngineEnv, name)
+	}
+	return nil
+}
+
+func (m *Model) defaultEngine() error {
+	name := os.Getenv(EngineEnv)
+	if name == "" {
+		m.fastOn = isPureGo(m.Backend)
+		return nil
+	}
+	return m.SetEngine(name)
+}
+
+// values lists the current values of the weights and adapters, the identity of a packing.
+func (m *Model) values() ([]*tensors.Tensor, error) {
+	var out []*tensors.Tensor
+	for _, n := range m.names {
+		v, err := m.Variable(n).Value()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	if m.lora != nil {
+		for _, mod := range sortedKeys(m.lora.modules) {
+			for _, ab := range []string{".lora_A.weight", ".lora_B.weight"} {
+				v, err := m.Ctx.GetVariableByScopeAndName(LoRAScope, mod+ab).Value()
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, v)
+			}
+		}
+	}
+	return out, nil
+}
+
+// packed returns the weights packed for the kernels, packing them again if any changed.
+func (m *Model) packed() (*fastLM, error) {
+	m.fastMu.Lock()
+	defer m.fastMu.Unlock()
+	vals, err := m.values()
+	if err != nil {
+		return nil, err
+	}
+	if m.fast != nil && slices.Equal(m.fast.src, vals) {
+		return m.fast, nil
+	}
+	f, err := m.pack()
+	if err != nil {
+		return nil, err
+	}
+	f.src = vals
+	m.fast = f
+	return f, nil
+}
+
+// weight returns a tensor's current values with its LoRA adapter (if any) folded in.
+func (m *Model) weight(name string) ([]float32, error) {
+	v, err := m.Variable(name).Value()
+	if err != nil {
+		return nil, fmt.Errorf("tensor %q: %w", name, err)
+	}
+	w, err := tensors.CopyFlatData[float32](v)
+	if err != nil {
+		return nil, fmt.Errorf("tensor %q: %w", name, err)
+	}
+	mod, ok := strings.CutSuffix(name, ".weight")
+	if !ok || m.lora == nil || !m.lora.modules[mod] {
+		return w, nil
+	}
+	a := m.Ctx.GetVariableByScopeAndName(LoRAScope, mod+".lora_A.weight").MustValue()
+	b := m.Ctx.GetVariableByScopeAndName(LoRAScope, mod+".lora_B.weight").MustValue()
+	r, in := a.Shape().Dimensions[0], a.Shape().Dimensions[1]
+	out := b.Shape().Dimensions[0]
+	ad, bd := tensors.MustCopyFlatData[float32](a), tensors.MustCopyFlatData[float32](b)
+	// ΔW = scale·B·A: B [out][r] times A [r][in], A packed as the "weight" Aᵀ [in][r].
+	at := make([]float32, in*r)
+	for k := 0; k < r; k++ {
+		for i := 0; i < in; i++ {
+			at[i*r+k] = ad[k*in+i]
+		}
+	}
+	delta := make([]float32, out*in)
+	cpu.MatMul(delta, bd, out, cpu.Pack(at, in, r))
+	for i, d := range delta {
+		w[i] += float32(m.lora.scale) * d
+	}
+	return w, nil
+}
+
+// transposed turns a Conv1D weight [in][out] into torch.nn.Linear's [out][in].
+func transposed(w []float32, in, out int) []float32 {
+	t := make([]float32, len(w))
+	for i := 0; i < in; i++ {
+		for o := 0; o < out; o++ {
+			t[o*in+i] = w[i*out+o]
+		}
+	}
+	return t
+}
+
+func (m *Model) pack() (*fastLM, error) {
+	c := m.Config
+	f := &fastLM{c: configView{D: c.HiddenSize, H: c.NumHeads, Hkv: c.NumKVHeads, hd: c.HeadDim, I: c.IntermediateSize,
+		window: c.SlidingWindow, maxPos: c.MaxPositions, eps: c.NormEps}}
+	var err error
+	get := func(name string) []float32 {
+		if err != nil {
+			return nil
+		}
+		var w []float32
+		w, err = m.weight(name)
+		return w
+	}
+	has := func(name string) bool { return m.Variable(name) != nil }
+	cat := func(parts ...[]float32) []float32 {
+		var out []float32
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	D, qd, kvd, I := c.HiddenSize, c.NumHeads*c.HeadDim, c.NumKVHeads*c.HeadDim, c.IntermediateSize
+	switch m.arch.(type) {
+	case llama:
+		f.embed = get("model.embed_tokens.weight")
+		f.inv = invFreqs(c.HeadDim, c.Rope.Theta, c.Rope.Type, c.Rope.Factor, c.Rope.LowFreqFactor, c.Rope.HighFreqFactor, c.Rope.OriginalMaxPositions)
+		for l := 0; l < c.NumLayers; l++ {
+			p := fmt.Sprintf("model.layers.%d.", l)
+			ly := fastLayer{ln1w: get(p + "input_layernorm.weight"), ln2w: get(p + "post_attention_layernorm.weight"),
+				scale: float32(1 / math.Sqrt(float64(c.HeadDim)))}
+			ly.qkv = cpu.Pack(cat(get(p+"self_attn.q_proj.weight"), get(p+"self_attn.k_proj.weight"), get(p+"self_attn.v_proj.weight")), qd+2*kvd, D)
+			if c.AttentionBias {
+				ly.qkvb = cat(get(p+"self_attn.q_proj.bias"), get(p+"self_attn.k_proj.bias"), get(p+"self_attn.v_proj.bias"))
+			}
+			ly.o = cpu.Pack(get(p+"self_attn.o_proj.weight"), D, qd)
+			if c.OutputBias {
+				ly.ob = get(p + "self_attn.o_proj.bias")
+			}
+			ly.up = cpu.Pack(cat(get(p+"mlp.gate_proj.weight"), get(p+"mlp.up_proj.weight")), 2*I, D)
+			ly.down = cpu.Pack(get(p+"mlp.down_proj.weight"), D, I)
+			if c.MLPBias {
+				ly.upb = cat(get(p+"mlp.gate_proj.bias"), get(p+"mlp.up_proj.bias"))
+				ly.downb = get(p + "mlp.down_proj.bias")
+			}
+			f.layers = append(f.layers, ly)
+		}
+		f.normW = get("model.norm.weight")
+		switch {
+		case c.NumLabels > 0:
+			f.head = cpu.Pack(get("score.weight"), c.NumLabels, D)
+		case has("lm_head.weight"):
+			f.head = cpu.Pack(get("lm_head.weight"), c.VocabSize, D)
+		default:
+			f.head = cpu.Pack(f.embed, c.VocabSize, D)
+		}
+	case gpt2:
+		f.gpt2 = true
+		f.c.gelu = cpu.GELUTanh
+		if c.HiddenAct == "gelu" {
+			f.c.gelu = cpu.GELUErf
+		}
+		pre := gpt2Prefix(has)
+		f.embed, f.wpe = get(pre+"wte.weight"), get(pre+"wpe.weight")
+		for l := 0; l < c.NumLayers; l++ {
+			b := fmt.Sprintf("%sh.%d.", pre, l)
+			scale := 1 / math.Sqrt(float64(c.HeadDim))
+			if c.ScaleByLayerIdx {
+				scale /= float64(l + 1)
+			}
+			ly := fastLayer{ln1w: get(b + "ln_1.weight"), ln1b: get(b + "ln_1.bias"), ln2w: get(b + "ln_2.weight"), ln2b: get(b + "ln_2.bias"),
+				scale: float32(scale)}
+			ly.qkv, ly.qkvb = cpu.Pack(transposed(get(b+"attn.c_attn.weight"), D, 3*D), 3*D, D), get(b+"attn.c_attn.bias")
+			ly.o, ly.ob = cpu.Pack(transposed(get(b+"attn.c_proj.weight"), D, D), D, D), get(b+"attn.c_proj.bias")
+			ly.up, ly.upb = cpu.Pack(transposed(get(b+"mlp.c_fc.weight"), D, I), I, D), get(b+"mlp.c_fc.bias")
+			ly.down, ly.downb = cpu.Pack(transposed(get(b+"mlp.c_proj.weight"), I, D), D, I), get(b+"mlp.c_proj.bias")
+			f.layers = append(f.layers, ly)
+		}
+		f.normW, f.normB = get(pre+"ln_f.weight"), get(pre+"ln_f.bias")
+		if has("lm_head.weight") {
+			f.head = cpu.Pack(get("lm_head.weight"), c.VocabSize, D)
+		} else {
+			f.head = cpu.Pack(f.embed, c.VocabSize, D)
+		}
+	default:
+		return nil, fmt.Errorf("engine cpu: no forward pass for %s", c.ModelType)
+	}
+	return f, err
+}
+
+// kvCache holds one sequence's keys and values for every layer: [layer][slot][Hkv·hd].
+type kvCache struct {
+	k, v [][]float32
+	n    int // slots filled
+	cap  int
+}
+
+func (f *fastLM) newCache(capacity int) *kvCache {
+	kvd := f.c.Hkv * f.c.hd
+	kc := &kvCache{cap: capacity}
+	for range f.layers {
+		kc.k = append(kc.k, make([]float32, capacity*kvd))
+		kc.v = append(kc.v, make([]float32, capacity*kvd))
+	}
+	return kc
+}
+
+// forward appends tokens[s] to the sequences whose caches are given (each continuing at its
+// cache's length) and returns the final-normed hidden states of every new token, the
+// sequences' tokens one after the other [Σ len(tokens[s])][D].
+func (f *fastLM) forward(tokens [][]int, caches []*kvCache) []float32 {
+	c := f.c
+	D, qd, kvd := c.D, c.H*c.hd, c.Hkv*c.hd
+	var rows []rowInfo
+	for s, ts := range tokens {
+		for i := range ts {
+			rows = append(rows, rowInfo{s, caches[s].n + i})
+		}
+	}
+	M := len(rows)
+	x := make([]float32, M*D)
+	for r, ri := range rows {
+		copy(x[r*D:(r+1)*D], f.embed[tokens[ri.seq][ri.pos-caches[ri.seq].n]*D:])
+		if f.gpt2 {
+			cpu.Add(x[r*D:(r+1)*D], f.wpe[ri.pos*D:(ri.pos+1)*D])
+		}
+	}
+	h := make([]float32, M*D)
+	qkv := make([]float32, M*(qd+2*kvd))
+	att := make([]float32, M*qd)
+	up := make([]float32, M*f.layers[0].up.N)
+	act := make([]float32, M*c.I)
+	out := make([]float32, M*D)
+	var cos, sin []float32
+	if !f.gpt2 {
+		cos, sin = f.rope(rows)
+	}
+	for l, ly := range f.layers {
+		f.norm(h, x, ly.ln1w, ly.ln1b)
+		cpu.MatMul(qkv, h, M, ly.qkv)
+		if ly.qkvb != nil {
+			cpu.AddBias(qkv, ly.qkvb)
+		}
+		half := c.hd / 2
+		for r, ri := range rows {
+			row := qkv[r*(qd+2*kvd) : (r+1)*(qd+2*kvd)]
+			if cos != nil {
+				for hh := 0; hh < c.H+c.Hkv; hh++ { // q heads, then k heads
+					rotate(row[hh*c.hd:(hh+1)*c.hd], cos[r*half:(r+1)*half], sin[r*half:(r+1)*half])
+				}
+			}
+			kc := caches[ri.seq]
+			copy(kc.k[l][ri.pos*kvd:(ri.pos+1)*kvd], row[qd:qd+kvd])
+			copy(kc.v[l][ri.pos*kvd:(ri.pos+1)*kvd], row[qd+kvd:])
+		}
+		f.attend(l, ly.scale, rows, qkv, att, caches)
+		cpu.MatMul(out, att, M, ly.o)
+		if ly.ob != nil {
+			cpu.AddBias(out, ly.ob)
+		}
+		cpu.Add(x, out)
+		f.norm(h, x, ly.ln2w, ly.ln2b)
+		cpu.MatMul(up, h, M, ly.up)
+		if ly.upb != nil {
+			cpu.AddBias(up, ly.upb)
+		}
+		if f.gpt2 {
+			c.gelu(up)
+			cpu.MatMul(out, up, M, ly.down)
+		} else {
+			cpu.SwiGLU(act, up, c.I)
+			cpu.MatMul(out, act, M, ly.down)
+		}
+		if ly.downb != nil {
+			cpu.AddBias(out, ly.downb)
+		}
+		cpu.Add(x, out)
+	}
+	for s, ts := range tokens {
+		caches[s].n += len(ts)
+	}
+	f.norm(h, x, f.normW, f.normB)
+	return h
+}
+
+// rowInfo places one new token: its sequence and its position there.
+type rowInfo struct{ seq, pos int }
+
+func (f *fastLM) norm(out, x, w, b []float32) {
+	if f.gpt2 {
+		cpu.LayerNorm(out, x, w, b, f.c.D, f.c.eps)
+	} else {
+		cpu.RMSNorm(out, x, w, f.c.D, f.c.eps)
+	}
+}
+
+// rope returns cos and sin [rows][hd/2] of each row's position, computed in float32 as
+// transformers does (position × inverse frequency, then cos and sin).
+func (f *fastLM) rope(rows []rowInfo) (cos, sin []float32) {
+	half := len(f.inv)
+	cos, sin = make([]float32, len(rows)*half), make([]float32, len(rows)*half)
+	for r, ri := range rows {
+		p := float32(ri.pos)
+		for i, fr := range f.inv {
+			a := float64(p * fr)
+			cos[r*half+i], sin[r*half+i] = float32(math.Cos(a)), float32(math.Sin(a))
+		}
+	}
+	return cos, sin
+}
+
+// rotate applies HF's rotate_half RoPE to one head: x·cos + rotate_half(x)·sin.
+func rotate(x, cos, sin []float32) {
+	half := len(cos)
+	for i := 0; i < half; i++ {
+		a, b := x[i], x[i+half]
+		x[i] = a*cos[i] - b*sin[i]
+		x[i+half] = b*cos[i] + a*sin[i]
+	}
+}
+
+// attend computes, for every row (a query at pos in sequence seq), softmax(q·kᵀ·scale)·v over
+// that sequence's cached keys 0..pos (within the sliding window), head by head, grouped-query.
+func (f *fastLM) attend(l int, scale float32, rows []rowInfo, qkv, att []float32, caches []*kvCache) {
+	c := f.c
+	qd, kvd := c.H*c.hd, c.Hkv*c.hd
+	group := c.H / c.Hkv
+	cpu.Parallel(len(rows), func(lo, hi int) {
+		var scores []float32
+		for r := lo; r < hi; r++ {
+			pos := rows[r].pos
+			kc := caches[rows[r].seq]
+			first := 0
+			if c.window > 0 {
+				first = max(0, pos-c.window+1)
+			}
+			n := pos + 1 - first
+			scores = slices.Grow(scores[:0], n)[:n]
+			for hh := 0; hh < c.H; hh++ {
+				q := qkv[r*(qd+2*kvd)+hh*c.hd : r*(qd+2*kvd)+(hh+1)*c.hd]
+				kh := hh / group
+				for t := first; t <= pos; t++ {
+					scores[t-first] = cpu.Dot(q, kc.k[l][t*kvd+kh*c.hd:t*kvd+(kh+1)*c.hd]) * scale
+				}
+				cpu.SoftmaxInPlace(scores)
+				o := att[r*qd+hh*c.hd : r*qd+(hh+1)*c.hd]
+				clear(o)
+				for t := first; t <= pos; t++ {
+					cpu.Axpy(scores[t-first], kc.v[l][t*kvd+kh*c.hd:t*kvd+(kh+1)*c.hd], o)
+				}
+			}
+		}
+	})
+}
+
+// maxRowsPerPass bounds the tokens one forward pass holds, so memory stays flat however many
+// sequences are scored; logits are computed in slices of logitRows.
+const (
+	maxRowsPerPass = 4096
+	logitRows      = 256
+)
+
+// checkSeqs refuses what the kernels cannot index: unknown token ids, too many positions.
+func (m *Model) checkSeqs(seqs [][]int, minLen int) error {
+	for i, s := range seqs {
+		if len(s) < minLen {
+			return fmt.Errorf("sequence %d has %d tokens; at least %d needed", i, len(s), minLen)
+		}
+		if len(s) > m.Config.MaxPositions {
+			return fmt.Errorf("sequence of %d tokens exceeds the model's %d positions", len(s), m.Config.MaxPositions)
+		}
+		for _, id := range s {
+			if id < 0 || id >= m.Config.VocabSize {
+				return fmt.Errorf("sequence %d: token id %d outside the vocabulary (%d)", i, id, m.Config.VocabSize)
+			}
+		}
+	}
+	return nil
+}
+
+// fastPasses runs the sequences through the model in groups of at most maxRowsPerPass tokens
+// and hands each group's hidden states to fn, with the row where each sequence starts.
+func (m *Model) fastPasses(ctx context.Context, seqs [][]int, fn func(f *fastLM, group []int, h []float32, start []int)) error {
+	f, err := m.packed()
+	if err != nil {
+		return err
+	}
+	for i := 0; i < len(seqs); {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var group []int
+		var toks [][]int
+		var caches []*kvCache
+		var start []int
+		rows := 0
+		for ; i < len(seqs) && (len(group) == 0 || rows+len(seqs[i]) <= maxRowsPerPass); i++ {
+			group = append(group, i)
+			toks = append(toks, seqs[i])
+			caches = append(caches, f.newCache(len(seqs[i])))
+			start = append(start, rows)
+			rows += len(seqs[i])
+		}
+		fn(f, group, f.forward(toks, caches), start)
+	}
+	return nil
+}
+
+// headRows computes the head's outputs [n][N] for the hidden states of rows picked by at.
+func (f *fastLM) headRows(h []float32, n int, at func(i int) int) []float32 {
+	D := f.c.D
+	sel := make([]float32, n*D)
+	for i := 0; i < n; i++ {
+		copy(sel[i*D:(i+1)*D], h[at(i)*D:])
+	}
+	out := make([]float32, n*f.head.N)
+	cpu.MatMul(out, sel, n, f.head)
+	return out
+}
+
+func (m *Model) fastLogProbs(ctx context.Context, seqs [][]int) ([][]float32, error) {
+	if err := m.checkSeqs(seqs, 2); err != nil {
+		return nil, err
+	}
+	out := make([][]float32, len(seqs))
+	err := m.fastPasses(ctx, seqs, func(f *fastLM, group []int, h []float32, start []int) {
+		// Every row but each sequence's last predicts the next token.
+		type pred struct{ row, seq, t int }
+		var preds []pred
+		for g, j := range group {
+			out[j] = make([]float32, len(seqs[j])-1)
+			for t := 0; t+1 < len(seqs[j]); t++ {
+				preds = append(preds, pred{start[g] + t, j, t})
+			}
+		}
+		for lo := 0; lo < len(preds); lo += logitRows {
+			chunk := preds[lo:min(lo+logitRows, len(preds))]
+			logits := f.headRows(h, len(chunk), func(i int) int { return chunk[i].row })
+			V := f.head.N
+			cpu.Parallel(len(chunk), func(a, b int) {
+				for i := a; i < b; i++ {
+					p := chunk[i]
+					out[p.seq][p.t] = float32(cpu.LogSoftmaxAt(logits[i*V:(i+1)*V], seqs[p.seq][p.t+1]))
+				}
+			})
+		}
+	})
+	return out, err
+}
+
+func (m *Model) fastLogits(ctx context.Context, seqs [][]int) ([][][]float32, error) {
+	if err := m.checkSeqs(seqs, 1); err != nil {
+		return nil, err
+	}
+	out := make([][][]float32, len(seqs))
+	err := m.fastPasses(ctx, seqs, func(f *fastLM, group []int, h []float32, start []int) {
+		for g, j := range group {
+			n := len(seqs[j])
+			flat := f.headRows(h, n, func(i int) int { return start[g] + i })
+			out[j] = make([][]float32, n)
+			for t := range out[j] {
+				out[j][t] = flat[t*f.head.N : (t+1)*f.head.N]
+			}
+		}
+	})
+	return out, err
+}
+
+// fastDecoder decodes rows with one KV cache each: every row keeps its own positions, so no
+// row is padded and a row's results never depend on the others.
+type fastDecoder struct {
+	m      *Model
+	f      *fastLM
+	prompt [][]int
+	caches []*kvCache
+	last   [][]float32 // each row's latest logits
+}
+
+func (m *Model) newFastDecoder(prompts [][]int, budgets []int) (Decoder, error) {
+	if err := m.checkSeqs(prompts, 1); err != nil {
+		return nil, err
+	}
+	f, err := m.packed()
+	if err != nil {
+		return nil, err
+	}
+	d := &fastDecoder{m: m, f: f, prompt: prompts, last: make([][]float32, len(prompts))}
+	for i, p := range prompts {
+		if len(p)+budgets[i] > m.Config.MaxPositions {
+			return nil, fmt.Errorf("prompt %d: %d tokens + %d new exceed the model's %d positions", i, len(p), budgets[i], m.Config.MaxPositions)
+		}
+		d.caches = append(d.caches, f.newCache(len(p)+budgets[i]))
+	}
+	return d, nil
+}
+
+// run feeds toks[i] to row rows[i] and records each row's last logits.
+func (d *fastDecoder) run(rows []int, toks [][]int) {
+	caches := make([]*kvCache, len(rows))
+	for i, r := range rows {
+		caches[i] = d.caches[r]
+	}
+	h := d.f.forward(toks, caches)
+	end := 0
+	lastRow := make([]int, len(rows))
+	for i, t := range toks {
+		end += len(t)
+		lastRow[i] = end - 1
+	}
+	logits := d.f.headRows(h, len(rows), func(i int) int { return lastRow[i] })
+	V := d.f.head.N
+	for i, r := range rows {
+		d.last[r] = logits[i*V : (i+1)*V]
+	}
+}
+
+func (d *fastDecoder) Start() ([][]float32, error) {
+	rows := make([]int, len(d.prompt))
+	for i := range rows {
+		rows[i] = i
+	}
+	d.run(rows, d.prompt)
+	return d.last, nil
+}
+
+// Step appends one token per row; a row given a negative token, or whose budget is spent,
+// is left as it is (its logits are the previous ones).
+func (d *fastDecoder) Step(tokens []int) ([][]float32, error) {
+	var rows []int
+	var toks [][]int
+	for r, t := range tokens {
+		if t < 0 {
+			continue
+		}
+		if t >= d.m.Config.VocabSize {
+			return nil, fmt.Errorf("row %d: token id %d outside the vocabulary", r, t)
+		}
+		if d.caches[r].n < d.caches[r].cap {
+			rows, toks = append(rows, r), append(toks, []int{t})
+		}
+	}
+	if len(rows) > 0 {
+		d.run(rows, toks)
+	}
+	return d.last, nil
+}
+
+// isPureGo reports whether b is GoMLX's simplego, the backend the own CPU path replaces.
+func isPureGo(b backends.Backend) bool { return b.String() == "go" }
