@@ -2,6 +2,9 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -139,24 +142,29 @@ func runGenerate(cmd *cobra.Command, g *globalOptions, o *generateOptions) error
 func newBenchCmd(g *globalOptions) *cobra.Command {
 	o := bench.Defaults()
 	to := bench.DefaultTrain()
-	var trainBench, serveBench bool
+	var trainBench, serveBench, compareTorch, uncached bool
 	var serveSeconds, clients int
+	var engine, engines, size string
 	cmd := &cobra.Command{
-		Use:   "bench [--train]",
-		Short: "Measure scoring, generation (or, with --train, training) throughput on a random-init LLaMA model (~10M parameters)",
+		Use:   "bench [--size 10m|100m] [--compare-torch] [--train | --serve]",
+		Short: "Measure scoring and generation (or training, or serving) on a random-init LLaMA model, every engine side by side",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applySize(cmd.Flags(), &o, size); err != nil {
+				return err
+			}
 			b, err := model.NewBackend()
 			if err != nil {
 				return err
 			}
-			if trainBench {
-				return runTrainBench(cmd, g, b, o, to)
-			}
-			if serveBench {
+			ctx := cmd.Context()
+			switch {
+			case trainBench:
+				return runTrainBench(cmd, g, b, o, to, compareTorch)
+			case serveBench:
 				var rs []*bench.ServeResult
 				for _, on := range []bool{true, false} {
-					r, err := bench.Serve(cmd.Context(), b, o, on, clients, time.Duration(serveSeconds)*time.Second)
+					r, err := bench.Serve(ctx, b, o, on, clients, time.Duration(serveSeconds)*time.Second)
 					if err != nil {
 						return err
 					}
@@ -167,29 +175,45 @@ func newBenchCmd(g *globalOptions) *cobra.Command {
 				}
 				fmt.Fprint(cmd.OutOrStdout(), bench.ServeTable(rs))
 				return nil
-			}
-			res, err := bench.Run(cmd.Context(), b, o, func(f string, a ...any) {
-				if !g.JSON {
-					fmt.Fprintf(cmd.OutOrStdout(), f+"\n", a...)
+			case engine != "": // one engine, in this process (the parent runs each this way)
+				res, err := bench.Run(ctx, b, o, engine, uncached, func(f string, a ...any) { slog.Info(fmt.Sprintf(f, a...)) })
+				if err != nil {
+					return err
 				}
-			})
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			c, err := bench.Compare(ctx, self, o, to, strings.Split(engines, ","), compareTorch, uncached, benchArgs(o))
 			if err != nil {
 				return err
 			}
 			if g.JSON {
-				return printJSON(cmd.OutOrStdout(), res)
+				return printJSON(cmd.OutOrStdout(), c)
 			}
-			fmt.Fprint(cmd.OutOrStdout(), strings.Repeat("-", 48)+"\n"+res.String())
+			fmt.Fprint(cmd.OutOrStdout(), c.Table())
 			return nil
 		},
 	}
 	f := cmd.Flags()
+	f.StringVar(&size, "size", "10m", "model preset: 10m (the bench model) or 100m; the size flags below override it")
 	f.IntVar(&o.Hidden, "hidden", o.Hidden, "hidden size")
 	f.IntVar(&o.Layers, "layers", o.Layers, "layers")
+	f.IntVar(&o.Heads, "heads", o.Heads, "attention heads")
+	f.IntVar(&o.KVHeads, "kv-heads", o.KVHeads, "key/value heads")
+	f.IntVar(&o.Intermediate, "intermediate", o.Intermediate, "MLP width")
 	f.IntVar(&o.Vocab, "vocab", o.Vocab, "vocabulary size")
+	f.BoolVar(&o.Tied, "tied", o.Tied, "tie the LM head to the embeddings")
 	f.IntVar(&o.Batch, "batch", o.Batch, "rows")
 	f.IntVar(&o.NewTokens, "new-tokens", o.NewTokens, "tokens generated per row")
+	f.IntVar(&o.PromptLen, "prompt-len", o.PromptLen, "prompt tokens before generation")
 	f.IntVar(&o.ScoreLen, "score-len", o.ScoreLen, "tokens per scored sequence")
+	f.StringVar(&engines, "engines", "cpu,gomlx", "engines to compare: cpu (own kernels), gomlx (graphs on simplego)")
+	f.StringVar(&engine, "engine", "", "measure this engine alone, in this process, and print JSON")
+	f.BoolVar(&compareTorch, "compare-torch", false, "also run the PyTorch twin (needs python3 with torch)")
+	f.BoolVar(&uncached, "uncached", false, "also time generation that recomputes the prefix (the KV cache's baseline)")
 	f.BoolVar(&trainBench, "train", false, "benchmark training, fast against stock gradient")
 	f.BoolVar(&serveBench, "serve", false, "benchmark the server with concurrent clients, batching on and off")
 	f.IntVar(&serveSeconds, "serve-seconds", 30, "duration of each serving run")
@@ -199,22 +223,67 @@ func newBenchCmd(g *globalOptions) *cobra.Command {
 	return cmd
 }
 
-func runTrainBench(cmd *cobra.Command, g *globalOptions, b backends.Backend, o bench.Options, to bench.TrainOptions) error {
+// applySize sets the preset's model size for every size flag the user did not give.
+func applySize(f *pflag.FlagSet, o *bench.Options, size string) error {
+	var p bench.Options
+	switch size {
+	case "10m":
+		p = bench.Defaults()
+	case "100m":
+		p = bench.Size100M()
+	default:
+		return fmt.Errorf("--size: %q is not a preset (10m or 100m)", size)
+	}
+	for name, dst := range map[string]*int{"hidden": &o.Hidden, "layers": &o.Layers, "heads": &o.Heads, "kv-heads": &o.KVHeads,
+		"intermediate": &o.Intermediate, "vocab": &o.Vocab} {
+		if !f.Changed(name) {
+			*dst = map[string]int{"hidden": p.Hidden, "layers": p.Layers, "heads": p.Heads, "kv-heads": p.KVHeads,
+				"intermediate": p.Intermediate, "vocab": p.Vocab}[name]
+		}
+	}
+	if !f.Changed("tied") {
+		o.Tied = p.Tied
+	}
+	return nil
+}
+
+// benchArgs repeats the model and workload sizes for a child process.
+func benchArgs(o bench.Options) []string {
+	return []string{"--hidden", fmt.Sprint(o.Hidden), "--layers", fmt.Sprint(o.Layers), "--heads", fmt.Sprint(o.Heads),
+		"--kv-heads", fmt.Sprint(o.KVHeads), "--intermediate", fmt.Sprint(o.Intermediate), "--vocab", fmt.Sprint(o.Vocab),
+		"--tied=" + fmt.Sprint(o.Tied), "--batch", fmt.Sprint(o.Batch), "--new-tokens", fmt.Sprint(o.NewTokens),
+		"--prompt-len", fmt.Sprint(o.PromptLen), "--score-len", fmt.Sprint(o.ScoreLen)}
+}
+
+func runTrainBench(cmd *cobra.Command, g *globalOptions, b backends.Backend, o bench.Options, to bench.TrainOptions, compareTorch bool) error {
 	var rs []*bench.TrainResult
 	for _, fast := range []bool{true, false} {
 		r, err := bench.Train(cmd.Context(), b, o, to, fast)
 		if err != nil {
 			return err
 		}
-		if !g.JSON {
-			fmt.Fprintf(cmd.OutOrStdout(), "%s gradient: %.1f tokens/s\n", r.Gradient, r.TokensPerSec)
-		}
+		slog.Info("training", "gradient", r.Gradient, "tokens/s", fmt.Sprintf("%.1f", r.TokensPerSec))
 		rs = append(rs, r)
+	}
+	if compareTorch {
+		py := bench.FindTorch(cmd.Context())
+		if py == "" {
+			return fmt.Errorf("--compare-torch: no python3 that imports torch")
+		}
+		tr, err := bench.Torch(cmd.Context(), py, o, to, runtime.GOMAXPROCS(0), true)
+		if err != nil {
+			return err
+		}
+		rs = append(rs, &bench.TrainResult{Gradient: "torch", TokensPerSec: tr.TrainTokensPerSec,
+			StepSeconds: float64(to.Prompts*to.Candidates*(to.PromptLen+to.ReplyLen)) / tr.TrainTokensPerSec, PeakHeapMiB: tr.PeakRSSMiB})
 	}
 	if g.JSON {
 		return printJSON(cmd.OutOrStdout(), rs)
 	}
 	fmt.Fprint(cmd.OutOrStdout(), bench.TrainTable(rs))
 	fmt.Fprintf(cmd.OutOrStdout(), "speed-up of the fast gradient: %.1fx\n", rs[0].TokensPerSec/rs[1].TokensPerSec)
+	if len(rs) > 2 {
+		fmt.Fprintf(cmd.OutOrStdout(), "fast gradient / torch: %.2fx (torch's memory is its peak RSS)\n", rs[0].TokensPerSec/rs[2].TokensPerSec)
+	}
 	return nil
 }

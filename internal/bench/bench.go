@@ -1,18 +1,19 @@
 // Package bench measures the white-box engine's throughput (scoring, cached and uncached
-// generation) on a randomly initialised LLaMA-architecture model, all in one run so the ratios
-// compare like with like.
+// generation, training, serving) on randomly initialised LLaMA-architecture models, side by
+// side with the previous engine and a PyTorch twin in one run, so the ratios compare like with
+// like.
 package bench
 
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"math/rand/v2"
 	"runtime"
 	"time"
 
 	"github.com/gomlx/gomlx/backends"
 
+	"github.com/cyclealign/cyclealign/internal/cpu"
 	"github.com/cyclealign/cyclealign/internal/generate"
 	"github.com/cyclealign/cyclealign/internal/hf"
 	"github.com/cyclealign/cyclealign/internal/model"
@@ -21,10 +22,11 @@ import (
 // Options size the benchmark.
 type Options struct {
 	Hidden, Layers, Heads, KVHeads, Intermediate, Vocab int
-	Batch                                               int // rows for scoring and generation
-	ScoreLen                                            int // tokens per scored sequence
-	PromptLen                                           int // prompt tokens before generation
-	NewTokens                                           int // generated tokens per row
+	Tied                                                bool // tie the LM head to the embeddings
+	Batch                                               int  // rows for scoring and generation
+	ScoreLen                                            int  // tokens per scored sequence
+	PromptLen                                           int  // prompt tokens before generation
+	NewTokens                                           int  // generated tokens per row
 	Seed                                                uint64
 }
 
@@ -34,17 +36,11 @@ func Defaults() Options {
 		Batch: 16, ScoreLen: 128, PromptLen: 16, NewTokens: 128, Seed: 1}
 }
 
-// Result holds the measured numbers.
-type Result struct {
-	Backend           string  `json:"backend"`
-	GOMAXPROCS        int     `json:"gomaxprocs"`
-	Params            int     `json:"params"`
-	Batch             int     `json:"batch"`
-	ScoreTokensPerSec float64 `json:"score_tokens_per_s"`
-	GenCachedPerSec   float64 `json:"generate_cached_tokens_per_s"`
-	GenNoCachePerSec  float64 `json:"generate_nocache_tokens_per_s"`
-	CacheSpeedup      float64 `json:"cache_speedup"`
-	NewTokens         int     `json:"new_tokens"`
+// Size100M is a ~100M-parameter LLaMA (SmolLM-like widths, a 32k vocabulary, tied head).
+func Size100M() Options {
+	o := Defaults()
+	o.Hidden, o.Layers, o.Heads, o.KVHeads, o.Intermediate, o.Vocab, o.Tied = 768, 12, 12, 4, 2048, 32000, true
+	return o
 }
 
 // RandomModel builds a random-init LLaMA model of the given size.
@@ -53,7 +49,7 @@ func RandomModel(b backends.Backend, o Options) (*model.Model, error) {
 		"vocab_size": o.Vocab, "hidden_size": o.Hidden, "intermediate_size": o.Intermediate,
 		"num_hidden_layers": o.Layers, "num_attention_heads": o.Heads, "num_key_value_heads": o.KVHeads,
 		"max_position_embeddings": 1024, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
-		"tie_word_embeddings": false, "hidden_act": "silu", "dtype": "float32"}
+		"tie_word_embeddings": o.Tied, "hidden_act": "silu", "dtype": "float32"}
 	js, _ := json.Marshal(raw)
 	cfg, err := hf.ParseConfig(js)
 	if err != nil {
@@ -66,13 +62,52 @@ func RandomModel(b backends.Backend, o Options) (*model.Model, error) {
 	return model.New(b, cfg, nil, ts, "random init")
 }
 
-// Run measures scoring, then generation with and without the KV cache.
-func Run(ctx context.Context, b backends.Backend, o Options, logf func(string, ...any)) (*Result, error) {
+// Result is one engine's inference throughput on one model.
+type Result struct {
+	Engine            string  `json:"engine"` // cpu (own kernels), gomlx (graphs on simplego) or torch
+	Detail            string  `json:"detail"` // kernel, or torch version and BLAS
+	Threads           int     `json:"threads"`
+	Params            int     `json:"params"`
+	ScoreTokensPerSec float64 `json:"score_tokens_per_s"`
+	GenTokensPerSec   float64 `json:"generate_tokens_per_s"`        // KV cache, batch Options.Batch
+	Gen1TokensPerSec  float64 `json:"generate_batch1_tokens_per_s"` // KV cache, batch 1
+	TrainTokensPerSec float64 `json:"train_tokens_per_s,omitempty"` // PRO step (torch only; see Train)
+	GenNoCachePerSec  float64 `json:"generate_nocache_tokens_per_s,omitempty"`
+	PeakRSSMiB        float64 `json:"peak_rss_mib"`
+}
+
+// timeUntil calls fn until it ran at least minReps times and for at least minDur, and returns
+// the calls per second. One untimed call comes first (it builds graphs, warms caches).
+func timeUntil(minReps int, minDur time.Duration, fn func() error) (float64, error) {
+	if err := fn(); err != nil {
+		return 0, err
+	}
+	t0 := time.Now()
+	n := 0
+	for n < minReps || time.Since(t0) < minDur {
+		if err := fn(); err != nil {
+			return 0, err
+		}
+		n++
+	}
+	return float64(n) / time.Since(t0).Seconds(), nil
+}
+
+// Run measures one engine ("cpu" or "gomlx") in this process: scoring, then greedy decoding
+// with the KV cache at batch o.Batch and at batch 1, and, with uncached, decoding that
+// recomputes the prefix at every step (the GoMLX graphs; the KV cache's baseline).
+func Run(ctx context.Context, b backends.Backend, o Options, engine string, uncached bool, logf func(string, ...any)) (*Result, error) {
 	m, err := RandomModel(b, o)
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Backend: b.Name(), GOMAXPROCS: runtime.GOMAXPROCS(0), Batch: o.Batch, NewTokens: o.NewTokens}
+	if err := m.SetEngine(engine); err != nil {
+		return nil, err
+	}
+	res := &Result{Engine: engine, Threads: runtime.GOMAXPROCS(0), Detail: "simplego"}
+	if engine == "cpu" {
+		res.Detail = "kernel " + cpu.Kernel()
+	}
 	for _, n := range m.TensorNames() {
 		res.Params += m.Variable(n).Shape().Size()
 	}
@@ -87,30 +122,50 @@ func Run(ctx context.Context, b backends.Backend, o Options, logf func(string, .
 		return out
 	}
 	seqs := randSeqs(o.Batch, o.ScoreLen)
-	if _, err := m.LogProbs(ctx, seqs); err != nil { // warm-up: builds the graph
-		return nil, err
-	}
-	reps := 3
-	start := time.Now()
-	for i := 0; i < reps; i++ {
-		if _, err := m.LogProbs(ctx, seqs); err != nil {
-			return nil, err
-		}
-	}
-	res.ScoreTokensPerSec = float64(reps*o.Batch*o.ScoreLen) / time.Since(start).Seconds()
-	logf("scoring: %.0f tokens/s", res.ScoreTokensPerSec)
-
-	prompts := randSeqs(o.Batch, o.PromptLen)
-	d, err := m.NewDecoder(prompts, o.NewTokens, true)
+	rate, err := timeUntil(2, 2*time.Second, func() error {
+		_, err := m.LogProbs(ctx, seqs)
+		return err
+	})
 	if err != nil {
 		return nil, err
+	}
+	res.ScoreTokensPerSec = rate * float64(o.Batch*o.ScoreLen)
+	logf("%s scoring: %.0f tokens/s", engine, res.ScoreTokensPerSec)
+	for _, rows := range []int{o.Batch, 1} {
+		r, err := decodeRate(ctx, m, randSeqs(rows, o.PromptLen), o.NewTokens)
+		if err != nil {
+			return nil, err
+		}
+		if rows == 1 {
+			res.Gen1TokensPerSec = r
+		} else {
+			res.GenTokensPerSec = r
+		}
+		logf("%s generation with KV cache, batch %d: %.0f tokens/s", engine, rows, r)
+	}
+	if uncached {
+		if res.GenNoCachePerSec, err = noCacheRate(ctx, m, o, randSeqs); err != nil {
+			return nil, err
+		}
+		logf("generation recomputing the prefix: %.1f tokens/s", res.GenNoCachePerSec)
+	}
+	res.PeakRSSMiB = peakRSSMiB()
+	return res, nil
+}
+
+// decodeRate times greedy decoding steps (the prefill and the first step excluded), as the
+// PyTorch twin does, and returns generated tokens per second.
+func decodeRate(ctx context.Context, m *model.Model, prompts [][]int, newTokens int) (float64, error) {
+	d, err := m.NewDecoder(prompts, newTokens, true)
+	if err != nil {
+		return 0, err
 	}
 	logits, err := d.Start()
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	greedy := generate.Options{Greedy: true}
-	next := make([]int, o.Batch)
+	next := make([]int, len(prompts))
 	step := func() error {
 		for r := range next {
 			next[r] = generate.Sample(logits[r], nil, greedy)
@@ -118,25 +173,26 @@ func Run(ctx context.Context, b backends.Backend, o Options, logf func(string, .
 		logits, err = d.Step(next)
 		return err
 	}
-	if err := step(); err != nil { // warm-up: builds the decode graph
-		return nil, err
+	if err := step(); err != nil {
+		return 0, err
 	}
 	t0 := time.Now()
-	steps := o.NewTokens - 2
+	steps := newTokens - 2
 	for s := 0; s < steps; s++ {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return 0, err
 		}
 		if err := step(); err != nil {
-			return nil, err
+			return 0, err
 		}
 	}
-	res.GenCachedPerSec = float64(steps*o.Batch) / time.Since(t0).Seconds()
-	logf("generation with KV cache: %.0f tokens/s", res.GenCachedPerSec)
+	return float64(steps*len(prompts)) / time.Since(t0).Seconds(), nil
+}
 
-	// Without a cache, step t costs one forward pass over the prompt and the t tokens so far,
-	// in windows of 16 slots. Each window size is timed once and weighted by the number of
-	// steps that use it, which sums to the time of the full uncached generation.
+// noCacheRate is generation without a cache: step t costs one forward pass over the prompt
+// and the t tokens so far, in windows of 16 slots. Each window size is timed once and weighted
+// by the number of steps that use it, which sums to the time of the full uncached generation.
+func noCacheRate(ctx context.Context, m *model.Model, o Options, randSeqs func(n, length int) [][]int) (float64, error) {
 	total := 0.0
 	uses := map[int]int{}
 	for s := 0; s < o.NewTokens; s++ {
@@ -144,34 +200,20 @@ func Run(ctx context.Context, b backends.Backend, o Options, logf func(string, .
 	}
 	for w, n := range uses {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return 0, err
 		}
 		rd, err := m.NewDecoder(randSeqs(o.Batch, w), 1, false)
 		if err != nil {
-			return nil, err
+			return 0, err
 		}
 		if _, err := rd.Start(); err != nil { // warm-up for this window size
-			return nil, err
+			return 0, err
 		}
 		t0 := time.Now()
 		if _, err := rd.Start(); err != nil {
-			return nil, err
+			return 0, err
 		}
 		total += time.Since(t0).Seconds() * float64(n)
 	}
-	res.GenNoCachePerSec = float64(o.NewTokens*o.Batch) / total
-	logf("generation recomputing the prefix: %.0f tokens/s", res.GenNoCachePerSec)
-	res.CacheSpeedup = res.GenCachedPerSec / res.GenNoCachePerSec
-	return res, nil
-}
-
-// String renders a result as a small table.
-func (r *Result) String() string {
-	return fmt.Sprintf("backend %s, GOMAXPROCS %d, %.2fM parameters, batch %d\n"+
-		"scoring                      %10.0f tokens/s\n"+
-		"generation, KV cache         %10.0f tokens/s\n"+
-		"generation, no cache         %10.1f tokens/s\n"+
-		"KV cache speed-up (%d tokens) %9.1fx\n",
-		r.Backend, r.GOMAXPROCS, float64(r.Params)/1e6, r.Batch, r.ScoreTokensPerSec,
-		r.GenCachedPerSec, r.GenNoCachePerSec, r.NewTokens, r.CacheSpeedup)
+	return float64(o.NewTokens*o.Batch) / total, nil
 }

@@ -1,0 +1,214 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/cyclealign/cyclealign/internal/cpu"
+)
+
+//go:embed torchbench.py
+var torchScript []byte
+
+// Comparison is every engine's result on one model, measured in one run.
+type Comparison struct {
+	Model      Options   `json:"model"`
+	PeakGFLOPS float64   `json:"fma_peak_gflops"` // measured register-only FMA ceiling, all threads
+	Results    []*Result `json:"results"`
+}
+
+// Child measures one engine in a fresh process (self bench --engine E --json ARGS), so that
+// the peak RSS it reports is that engine's alone.
+func Child(ctx context.Context, self, engine string, args []string) (*Result, error) {
+	cmd := exec.CommandContext(ctx, self, append([]string{"bench", "--engine", engine, "--json"}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("bench --engine %s: %w: %s", engine, err, strings.TrimSpace(stderr.String()))
+	}
+	var r Result
+	if err := json.Unmarshal(out, &r); err != nil {
+		return nil, fmt.Errorf("bench --engine %s: unreadable result %q: %w", engine, out, err)
+	}
+	return &r, nil
+}
+
+// FindTorch returns a Python interpreter that imports torch ("" if none): Debian's
+// /usr/bin/python3 first (python3-torch belongs to it), then python3 on PATH.
+func FindTorch(ctx context.Context) string {
+	for _, py := range []string{"/usr/bin/python3", "python3"} {
+		if exec.CommandContext(ctx, py, "-c", "import torch").Run() == nil {
+			return py
+		}
+	}
+	return ""
+}
+
+// Torch runs the PyTorch twin (torchbench.py, embedded) with the same model and workloads,
+// at the given number of threads.
+func Torch(ctx context.Context, python string, o Options, to TrainOptions, threads int, withTrain bool) (*Result, error) {
+	dir, err := os.MkdirTemp("", "cyclealign-torchbench")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	script := filepath.Join(dir, "torchbench.py")
+	if err := os.WriteFile(script, torchScript, 0o644); err != nil {
+		return nil, err
+	}
+	cfg, _ := json.Marshal(map[string]any{"hidden": o.Hidden, "layers": o.Layers, "heads": o.Heads, "kv_heads": o.KVHeads,
+		"intermediate": o.Intermediate, "vocab": o.Vocab, "tied": o.Tied, "batch": o.Batch, "score_len": o.ScoreLen,
+		"prompt_len": o.PromptLen, "new_tokens": o.NewTokens, "threads": threads, "train": withTrain,
+		"train_prompts": to.Prompts, "train_candidates": to.Candidates, "train_prompt_len": to.PromptLen, "train_reply_len": to.ReplyLen})
+	cmd := exec.CommandContext(ctx, python, script, string(cfg))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("torch benchmark: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	var raw struct {
+		Torch   string   `json:"torch"`
+		Threads int      `json:"threads"`
+		Params  int      `json:"params"`
+		BLAS    []string `json:"blas"`
+		Result
+	}
+	if err := json.Unmarshal(out, &raw); err != nil {
+		return nil, fmt.Errorf("torch benchmark: unreadable result %q: %w", out, err)
+	}
+	r := raw.Result
+	r.Engine, r.Threads, r.Params = "torch", raw.Threads, raw.Params
+	blas := "no BLAS loaded"
+	if len(raw.BLAS) > 0 {
+		blas = filepath.Base(raw.BLAS[len(raw.BLAS)-1])
+	}
+	r.Detail = "torch " + raw.Torch + ", " + blas
+	return &r, nil
+}
+
+// Compare measures each engine in a child process of self (args give the model and workload
+// sizes), then the PyTorch twin if asked, then the machine's FMA ceiling.
+func Compare(ctx context.Context, self string, o Options, to TrainOptions, engines []string, withTorch, uncached bool, args []string) (*Comparison, error) {
+	c := &Comparison{Model: o}
+	for _, e := range engines {
+		slog.Info("measuring", "engine", e)
+		a := args
+		if uncached && e == "gomlx" {
+			a = append(a[:len(a):len(a)], "--uncached")
+		}
+		r, err := Child(ctx, self, e, a)
+		if err != nil {
+			return nil, err
+		}
+		c.Results = append(c.Results, r)
+	}
+	if withTorch {
+		py := FindTorch(ctx)
+		if py == "" {
+			return nil, fmt.Errorf("--compare-torch: no python3 that imports torch (Debian: apt-get install python3-torch libopenblas0-pthread)")
+		}
+		slog.Info("measuring", "engine", "torch", "python", py)
+		r, err := Torch(ctx, py, o, to, runtime.GOMAXPROCS(0), false)
+		if err != nil {
+			return nil, err
+		}
+		c.Results = append(c.Results, r)
+	}
+	c.PeakGFLOPS = cpu.PeakGFLOPS(time.Second)
+	return c, nil
+}
+
+// flopsPerToken is a forward pass's FLOPs for one token that attends to ctx positions: two per
+// weight of every product (the embedding lookup is none) plus the attention's q·k and p·v.
+func (o Options) flopsPerToken(ctx float64) float64 {
+	hd := o.Hidden / o.Heads
+	perLayer := o.Hidden*o.Hidden*2 + 2*o.Hidden*o.KVHeads*hd + 3*o.Hidden*o.Intermediate
+	return 2*float64(o.Layers*perLayer+o.Vocab*o.Hidden) + 4*float64(o.Layers*o.Heads*hd)*ctx
+}
+
+// Table renders the comparison: tokens/s per workload and engine, the compute rate and its
+// share of the FMA ceiling, and the ratios of the first engine to the others.
+func (c *Comparison) Table() string {
+	o := c.Model
+	var b strings.Builder
+	p := 0
+	if len(c.Results) > 0 {
+		p = c.Results[0].Params
+	}
+	fmt.Fprintf(&b, "model: LLaMA, %.1fM parameters (hidden %d, %d layers, %d/%d heads, intermediate %d, vocab %d)\n",
+		float64(p)/1e6, o.Hidden, o.Layers, o.Heads, o.KVHeads, o.Intermediate, o.Vocab)
+	for _, r := range c.Results {
+		fmt.Fprintf(&b, "  %-6s %d threads, %s, peak RSS %.0f MiB\n", r.Engine, r.Threads, r.Detail, r.PeakRSSMiB)
+	}
+	if c.PeakGFLOPS > 0 {
+		fmt.Fprintf(&b, "  float32 FMA ceiling measured on all threads: %.0f GFLOP/s\n", c.PeakGFLOPS)
+	}
+	type workload struct {
+		name string
+		ctx  float64
+		get  func(*Result) float64
+		mul  float64 // FLOPs per token relative to a forward pass
+	}
+	ws := []workload{
+		{fmt.Sprintf("scoring %dx%d", o.Batch, o.ScoreLen), float64(o.ScoreLen) / 2, func(r *Result) float64 { return r.ScoreTokensPerSec }, 1},
+		{fmt.Sprintf("generation, KV cache, batch %d", o.Batch), float64(o.PromptLen + o.NewTokens/2), func(r *Result) float64 { return r.GenTokensPerSec }, 1},
+		{"generation, KV cache, batch 1", float64(o.PromptLen + o.NewTokens/2), func(r *Result) float64 { return r.Gen1TokensPerSec }, 1},
+		{"generation, no cache", float64(o.PromptLen + o.NewTokens/2), func(r *Result) float64 { return r.GenNoCachePerSec }, 1},
+		{"PRO training step", 32, func(r *Result) float64 { return r.TrainTokensPerSec }, 3},
+	}
+	fmt.Fprintf(&b, "%-34s", "tokens/s")
+	for _, r := range c.Results {
+		fmt.Fprintf(&b, " %10s", r.Engine)
+	}
+	if len(c.Results) > 0 {
+		fmt.Fprintf(&b, " %16s", c.Results[0].Engine+" GFLOP/s")
+		for _, r := range c.Results[1:] {
+			fmt.Fprintf(&b, " %10s", c.Results[0].Engine+"/"+r.Engine)
+		}
+	}
+	b.WriteString("\n")
+	for _, w := range ws {
+		any := false
+		for _, r := range c.Results {
+			any = any || w.get(r) > 0
+		}
+		if !any {
+			continue
+		}
+		fmt.Fprintf(&b, "%-34s", w.name)
+		for _, r := range c.Results {
+			if v := w.get(r); v > 0 {
+				fmt.Fprintf(&b, " %10.1f", v)
+			} else {
+				fmt.Fprintf(&b, " %10s", "-")
+			}
+		}
+		first := w.get(c.Results[0])
+		if gf := first * w.mul * o.flopsPerToken(w.ctx) / 1e9; first > 0 && c.PeakGFLOPS > 0 {
+			fmt.Fprintf(&b, " %7.1f (%3.0f%%)", gf, 100*gf/c.PeakGFLOPS)
+		} else {
+			fmt.Fprintf(&b, " %16s", "-")
+		}
+		for _, r := range c.Results[1:] {
+			if v := w.get(r); v > 0 && first > 0 {
+				fmt.Fprintf(&b, " %9.2fx", first/v)
+			} else {
+				fmt.Fprintf(&b, " %10s", "-")
+			}
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
