@@ -159,3 +159,40 @@ func Parallel(n int, fn func(lo, hi int)) {
 	}
 	wg.Wait()
 }
+
+// PackTransposed packs w [n][k] so that MatMul computes c [m][k] = a [m][n] · w, the product a
+// backward pass needs (the gradient flowing from a layer's outputs to its inputs).
+func PackTransposed(w []float32, n, k int) *Packed {
+	kn := best
+	panels := (k + kn.nr - 1) / kn.nr
+	p := &Packed{N: k, K: n, k: kn, data: make([]float32, panels*n*kn.nr)}
+	Parallel(panels, func(lo, hi int) {
+		for pi := lo; pi < hi; pi++ {
+			dst := p.data[pi*n*kn.nr : (pi+1)*n*kn.nr]
+			cols := min(kn.nr, k-pi*kn.nr)
+			for q := 0; q < n; q++ {
+				copy(dst[q*kn.nr:q*kn.nr+cols], w[q*k+pi*kn.nr:q*k+pi*kn.nr+cols])
+			}
+		}
+	})
+	return p
+}
+
+// AddMatMulTN adds dyᵀ·x to dw: dw [n][k] += Σ_r dy[r][n]·x[r][k] over m rows, a weight's
+// gradient from its layer's output gradient dy [m][n] and input x [m][k].
+func AddMatMulTN(dw, dy, x []float32, m, n, k int) {
+	if m == 0 {
+		return
+	}
+	dyT := make([]float32, n*m)
+	Parallel(n, func(lo, hi int) {
+		for j := lo; j < hi; j++ {
+			for r := 0; r < m; r++ {
+				dyT[j*m+r] = dy[r*n+j]
+			}
+		}
+	})
+	tmp := make([]float32, n*k)
+	MatMul(tmp, dyT, n, PackTransposed(x, m, k))
+	Add(dw[:n*k], tmp)
+}

@@ -86,3 +86,38 @@ func TestDotAndAxpy(t *testing.T) {
 		}
 	}
 }
+
+func TestTransposedProducts(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, s := range []struct{ m, n, k int }{{1, 1, 1}, {7, 13, 40}, {33, 70, 17}, {64, 32, 48}} {
+		a, w := randSlice(r, s.m*s.n), randSlice(r, s.n*s.k)
+		c := make([]float32, s.m*s.k)
+		MatMul(c, a, s.m, PackTransposed(w, s.n, s.k)) // c = a · w
+		dw := randSlice(r, s.n*s.k)
+		before := append([]float32(nil), dw...)
+		x := randSlice(r, s.m*s.k)
+		AddMatMulTN(dw, a, x, s.m, s.n, s.k) // dw += aᵀ · x
+		for i := 0; i < s.m; i++ {
+			for j := 0; j < s.k; j++ {
+				want := 0.0
+				for q := 0; q < s.n; q++ {
+					want += float64(a[i*s.n+q]) * float64(w[q*s.k+j])
+				}
+				if math.Abs(float64(c[i*s.k+j])-want) > 1e-4*(1+math.Abs(want)) {
+					t.Fatalf("%v: (a·w)[%d][%d] = %v, want %v", s, i, j, c[i*s.k+j], want)
+				}
+			}
+		}
+		for j := 0; j < s.n; j++ {
+			for q := 0; q < s.k; q++ {
+				want := float64(before[j*s.k+q])
+				for i := 0; i < s.m; i++ {
+					want += float64(a[i*s.n+j]) * float64(x[i*s.k+q])
+				}
+				if math.Abs(float64(dw[j*s.k+q])-want) > 1e-4*(1+math.Abs(want)) {
+					t.Fatalf("%v: dw[%d][%d] = %v, want %v", s, j, q, dw[j*s.k+q], want)
+				}
+			}
+		}
+	}
+}

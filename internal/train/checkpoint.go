@@ -192,7 +192,7 @@ func (t *Trainer) LoadCheckpoint(dir string) (st State, ck string, found bool, e
 		}
 	}
 	t.Step = st.Step
-	t.accumulated, t.micro = 0, 0
+	t.accumulated, t.micro, t.grads = 0, 0, nil
 	return st, ck, true, nil
 }
 

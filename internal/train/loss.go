@@ -90,6 +90,47 @@ func (l Loss) Terms(s []float64) (rank, sft float64) {
 	return rank, sft
 }
 
+// Grad is the gradient of Total(Terms(s)) with respect to the scores s.
+func (l Loss) Grad(s []float64) []float64 {
+	d := make([]float64, len(s))
+	switch l.Kind {
+	case BT:
+		sg := 1 / (1 + math.Exp(s[0]-s[1]))
+		d[1], d[0] = sg, -sg
+		return d
+	case RRHF:
+		for i := range s {
+			for j := i + 1; j < len(s); j++ {
+				if s[j] > s[i] {
+					d[j]++
+					d[i]--
+				}
+			}
+		}
+	case PRO:
+		for k := 0; k < len(s)-1; k++ {
+			m := s[k]
+			for _, v := range s[k:] {
+				m = math.Max(m, v)
+			}
+			sum := 0.0
+			for _, v := range s[k:] {
+				sum += math.Exp(v - m)
+			}
+			for i := k; i < len(s); i++ {
+				d[i] += math.Exp(s[i]-m) / sum
+			}
+			d[k]--
+		}
+	}
+	w := l.SFTWeight
+	if l.Kind == SFT {
+		w = 1
+	}
+	d[0] -= w
+	return d
+}
+
 // Total combines the terms: L_sft alone for SFT, L_rank + λ·L_sft otherwise.
 func (l Loss) Total(rank, sft float64) float64 {
 	switch l.Kind {
@@ -131,12 +172,18 @@ type batch struct {
 	owner    [][2]int // row -> (example, candidate rank)
 }
 
-// newBatch lays out exs; minCands is 1 for plain language modelling (SFT), else 2.
-func newBatch(m *model.Model, exs []Example, minCands int) (*batch, error) {
-	var seqs [][]int
-	var plen []int
-	b := &batch{examples: len(exs)}
-	maxLen := 0
+// rows flattens examples into one sequence (prompt + candidate) per candidate, with each
+// prompt's length, the (example, rank) each row belongs to, and the real token count.
+type rows struct {
+	seqs   [][]int
+	plen   []int
+	owner  [][2]int
+	tokens int
+	maxLen int
+}
+
+func flatten(m *model.Model, exs []Example, minCands int) (*rows, error) {
+	rs := &rows{}
 	for e, ex := range exs {
 		if len(ex.Candidates) < minCands {
 			return nil, fmt.Errorf("example %d has %d candidates; need at least %d", e, len(ex.Candidates), minCands)
@@ -146,18 +193,29 @@ func newBatch(m *model.Model, exs []Example, minCands int) (*batch, error) {
 				return nil, fmt.Errorf("example %d candidate %d has no tokens", e, c)
 			}
 			s := append(append([]int(nil), ex.Prompt...), cand...)
-			seqs = append(seqs, s)
-			plen = append(plen, len(ex.Prompt))
-			b.owner = append(b.owner, [2]int{e, c})
-			maxLen = max(maxLen, len(s))
-			b.tokens += len(s)
+			rs.seqs = append(rs.seqs, s)
+			rs.plen = append(rs.plen, len(ex.Prompt))
+			rs.owner = append(rs.owner, [2]int{e, c})
+			rs.maxLen = max(rs.maxLen, len(s))
+			rs.tokens += len(s)
 		}
 	}
+	if rs.maxLen > m.Config.MaxPositions {
+		return nil, fmt.Errorf("a prompt plus candidate has %d tokens, over the model's %d positions", rs.maxLen, m.Config.MaxPositions)
+	}
+	return rs, nil
+}
+
+// newBatch lays out exs; minCands is 1 for plain language modelling (SFT), else 2.
+func newBatch(m *model.Model, exs []Example, minCands int) (*batch, error) {
+	rs, err := flatten(m, exs, minCands)
+	if err != nil {
+		return nil, err
+	}
+	seqs, plen, maxLen := rs.seqs, rs.plen, rs.maxLen
+	b := &batch{examples: len(exs), owner: rs.owner, tokens: rs.tokens}
 	R := len(seqs)
 	b.rows = R
-	if maxLen > m.Config.MaxPositions {
-		return nil, fmt.Errorf("a prompt plus candidate has %d tokens, over the model's %d positions", maxLen, m.Config.MaxPositions)
-	}
 	T := min((maxLen+15)/16*16, m.Config.MaxPositions)
 	tok, pos, mask := m.RightPadded(seqs, T)
 	tgt := make([]int32, R*T)

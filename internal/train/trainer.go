@@ -69,6 +69,9 @@ type Trainer struct {
 	accumulated int // examples in the pending accumulation
 	mu          sync.Mutex
 	execs       map[string]*mlctx.Exec
+
+	fast  bool         // on the engine's own CPU path (fast.go)
+	grads *model.Grads // its pending gradient
 }
 
 // Scopes of the optimiser's own variables.
@@ -80,7 +83,7 @@ const (
 
 // NewTrainer prepares training of every trainable variable of m.
 func NewTrainer(m *model.Model, loss Loss, opt Optimizer) *Trainer {
-	t := &Trainer{M: m, Loss: loss, Opt: opt, execs: map[string]*mlctx.Exec{}}
+	t := &Trainer{M: m, Loss: loss, Opt: opt, execs: map[string]*mlctx.Exec{}, fast: m.FastTrainable()}
 	for v := range m.Ctx.IterVariables() {
 		if v.Trainable && !strings.HasPrefix(v.Scope(), "/train") {
 			t.params = append(t.params, v)
@@ -165,6 +168,9 @@ func (t *Trainer) stats(b *batch, out []*tensors.Tensor) Stats {
 
 // Accumulate adds the gradient of the summed loss over exs to the pending gradient.
 func (t *Trainer) Accumulate(ctx context.Context, exs []Example) (Stats, error) {
+	if t.fast {
+		return t.fastAccumulate(ctx, exs)
+	}
 	if err := ctx.Err(); err != nil {
 		return Stats{}, err
 	}
@@ -210,6 +216,10 @@ func (t *Trainer) Evaluate(ctx context.Context, exs []Example) (Stats, error) {
 	if err := ctx.Err(); err != nil {
 		return Stats{}, err
 	}
+	if t.fast {
+		st, _, _, _, err := t.fastPass(exs)
+		return st, err
+	}
 	b, err := newBatch(t.M, exs, t.minCandidates())
 	if err != nil {
 		return Stats{}, err
@@ -238,6 +248,9 @@ func (t *Trainer) GradNorm() (float64, error) {
 	if t.accumulated == 0 {
 		return 0, fmt.Errorf("no gradient accumulated")
 	}
+	if t.fast {
+		return float64(t.fastNorm()), nil
+	}
 	out, err := t.run("gradnorm", func(ctx *mlctx.Context, inv *Node) *Node {
 		return t.globalNorm(inv.Graph(), inv)
 	}, float32(1/float64(t.accumulated)))
@@ -251,6 +264,9 @@ func (t *Trainer) GradNorm() (float64, error) {
 // give the same update as one batch holding all their examples), then clears it. It returns
 // the gradient's global norm before clipping.
 func (t *Trainer) Apply() (float64, error) {
+	if t.fast {
+		return t.fastApply()
+	}
 	if t.accumulated == 0 {
 		return 0, fmt.Errorf("no gradient accumulated")
 	}

@@ -1,0 +1,167 @@
+package train
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+	mlctx "github.com/gomlx/gomlx/pkg/ml/context"
+
+	"github.com/cyclealign/cyclealign/internal/cpu"
+	"github.com/cyclealign/cyclealign/internal/model"
+)
+
+// Training on the engine's own CPU path (model.FastTrainable): the model computes token
+// log-probabilities and their backward pass; this file turns them into the ranking losses and
+// their gradients, accumulates, clips and takes AdamW steps with the same arithmetic as the
+// graphs in trainer.go. The optimiser state stays in the trainer's variables, so checkpoints
+// and resuming are the same on both paths.
+
+// fastPass runs exs forward and returns the stats, the pass, and each row's response length.
+func (t *Trainer) fastPass(exs []Example) (Stats, *model.TrainPass, *rows, [][]float32, error) {
+	rs, err := flatten(t.M, exs, t.minCandidates())
+	if err != nil {
+		return Stats{}, nil, nil, nil, err
+	}
+	drop := model.Dropout{Rate: t.M.LoRADropout(), Seed: rand.New(rand.NewPCG(t.DropoutSeed, uint64(t.Step)<<20|uint64(t.micro))).Uint64()}
+	pass, outs, err := t.M.TrainForward(rs.seqs, drop)
+	if err != nil {
+		return Stats{}, nil, nil, nil, err
+	}
+	st := Stats{Examples: len(exs), Tokens: rs.tokens, Scores: make([][]float64, len(exs))}
+	for r, o := range rs.owner {
+		st.Scores[o[0]] = append(st.Scores[o[0]], t.rowScore(outs[r], rs.plen[r], len(rs.seqs[r])))
+	}
+	for _, s := range st.Scores {
+		rank, sft := t.Loss.Terms(s)
+		st.Rank += rank
+		st.SFT += sft
+		st.Loss += t.Loss.Total(rank, sft)
+	}
+	return st, pass, rs, outs, nil
+}
+
+// rowScore is a row's score: the reward head's output at its last token (BT), else the mean
+// log-probability of its response tokens.
+func (t *Trainer) rowScore(out []float32, plen, n int) float64 {
+	if t.Loss.Kind == BT {
+		return float64(out[n-1])
+	}
+	s := 0.0
+	for _, v := range out[plen-1 : n-1] {
+		s += float64(v)
+	}
+	return s / float64(n-plen)
+}
+
+func (t *Trainer) fastAccumulate(ctx context.Context, exs []Example) (Stats, error) {
+	if err := ctx.Err(); err != nil {
+		return Stats{}, err
+	}
+	st, pass, rs, outs, err := t.fastPass(exs)
+	if err != nil {
+		return Stats{}, err
+	}
+	t.micro++
+	// dL/d(token output): the score's gradient spread over what the score averages.
+	d := make([][]float32, len(rs.seqs))
+	row := 0
+	for _, s := range st.Scores {
+		grad := t.Loss.Grad(s)
+		for c := range s {
+			n, plen := len(rs.seqs[row]), rs.plen[row]
+			d[row] = make([]float32, len(outs[row]))
+			if t.Loss.Kind == BT {
+				d[row][n-1] = float32(grad[c])
+			} else {
+				for i := plen - 1; i < n-1; i++ {
+					d[row][i] = float32(grad[c] / float64(n-plen))
+				}
+			}
+			row++
+		}
+	}
+	if t.grads == nil {
+		t.grads = t.M.NewGrads()
+	}
+	pass.Backward(d, t.grads)
+	t.accumulated += len(exs)
+	return st, nil
+}
+
+// gradOf is the accumulated gradient buffer of a trainable variable.
+func (t *Trainer) gradOf(p *mlctx.Variable) []float32 {
+	if p.Scope() == model.LoRAScope {
+		return t.grads.LoRA[p.Name()]
+	}
+	return t.grads.Base[p.Name()]
+}
+
+// fastNorm is the global norm of the mean gradient (float32, as the graph computes it).
+func (t *Trainer) fastNorm() float32 {
+	inv := float32(1 / float64(t.accumulated))
+	sum := float32(0)
+	for _, p := range t.params {
+		part := float32(0)
+		for _, v := range t.gradOf(p) {
+			x := v * inv
+			part += x * x
+		}
+		sum += part
+	}
+	return float32(math.Sqrt(float64(sum)))
+}
+
+func (t *Trainer) fastApply() (float64, error) {
+	if t.accumulated == 0 {
+		return 0, fmt.Errorf("no gradient accumulated")
+	}
+	o := t.Opt
+	step := t.Step + 1
+	c1 := float32(1 - math.Pow(o.Beta1, float64(step)))
+	c2 := float32(1 - math.Pow(o.Beta2, float64(step)))
+	clip := float32(o.ClipNorm)
+	if o.ClipNorm <= 0 {
+		clip = float32(math.Inf(1))
+	}
+	lr := float32(o.LRAt(t.Step))
+	inv := float32(1 / float64(t.accumulated))
+	norm := t.fastNorm()
+	// torch.nn.utils.clip_grad_norm_: scale by max_norm/(norm+1e-6) when that is below 1.
+	scale := inv * min(clip/(norm+1e-6), 1)
+	b1, b2, eps := float32(o.Beta1), float32(o.Beta2), float32(o.Eps)
+	for i, p := range t.params {
+		grad := t.gradOf(p)
+		w := tensors.MustCopyFlatData[float32](p.MustValue())
+		m1 := tensors.MustCopyFlatData[float32](t.m1[i].MustValue())
+		m2 := tensors.MustCopyFlatData[float32](t.m2[i].MustValue())
+		decay := float32(1)
+		if decays(p.Name()) && o.WeightDecay > 0 {
+			decay = 1 - lr*float32(o.WeightDecay)
+		}
+		cpu.Parallel(len(w), func(lo, hi int) {
+			for j := lo; j < hi; j++ {
+				g := grad[j] * scale
+				m1[j] = m1[j]*b1 + g*(1-b1)
+				m2[j] = m2[j]*b2 + g*g*(1-b2)
+				upd := (m1[j] / c1) / (float32(math.Sqrt(float64(m2[j]/c2))) + eps)
+				w[j] = w[j]*decay - lr*upd
+				grad[j] = 0
+			}
+		})
+		dims := p.Shape().Dimensions
+		for _, x := range []struct {
+			v *mlctx.Variable
+			d []float32
+		}{{p, w}, {t.m1[i], m1}, {t.m2[i], m2}} {
+			if err := x.v.SetValue(tensors.FromFlatDataAndDimensions(x.d, dims...)); err != nil {
+				return 0, err
+			}
+		}
+	}
+	t.Step++
+	t.accumulated, t.micro = 0, 0
+	return float64(norm), nil
+}
