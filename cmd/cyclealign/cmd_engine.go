@@ -160,7 +160,10 @@ func newBenchCmd(g *globalOptions) *cobra.Command {
 			ctx := cmd.Context()
 			switch {
 			case trainBench:
-				return runTrainBench(cmd, g, b, o, to, compareTorch)
+				if !cmd.Flags().Changed("engines") {
+					engines = "cpu,gomlx"
+				}
+				return runTrainBench(cmd, g, b, o, to, engine, engines, compareTorch)
 			case serveBench:
 				var rs []*bench.ServeResult
 				for _, on := range []bool{true, false} {
@@ -210,11 +213,11 @@ func newBenchCmd(g *globalOptions) *cobra.Command {
 	f.IntVar(&o.NewTokens, "new-tokens", o.NewTokens, "tokens generated per row")
 	f.IntVar(&o.PromptLen, "prompt-len", o.PromptLen, "prompt tokens before generation")
 	f.IntVar(&o.ScoreLen, "score-len", o.ScoreLen, "tokens per scored sequence")
-	f.StringVar(&engines, "engines", "cpu,gomlx", "engines to compare: cpu (own kernels), gomlx (graphs on simplego)")
+	f.StringVar(&engines, "engines", "cpu,gomlx", "engines to compare: cpu (own kernels), gomlx (graphs on simplego); with --train also gomlx-stock (GoMLX's own DotGeneral gradient)")
 	f.StringVar(&engine, "engine", "", "measure this engine alone, in this process, and print JSON")
 	f.BoolVar(&compareTorch, "compare-torch", false, "also run the PyTorch twin (needs python3 with torch)")
 	f.BoolVar(&uncached, "uncached", false, "also time generation that recomputes the prefix (the KV cache's baseline)")
-	f.BoolVar(&trainBench, "train", false, "benchmark training, fast against stock gradient")
+	f.BoolVar(&trainBench, "train", false, "benchmark a PRO training step (full fine-tuning) instead")
 	f.BoolVar(&serveBench, "serve", false, "benchmark the server with concurrent clients, batching on and off")
 	f.IntVar(&serveSeconds, "serve-seconds", 30, "duration of each serving run")
 	f.IntVar(&clients, "clients", 64, "concurrent clients in the serving benchmark")
@@ -255,35 +258,44 @@ func benchArgs(o bench.Options) []string {
 		"--prompt-len", fmt.Sprint(o.PromptLen), "--score-len", fmt.Sprint(o.ScoreLen)}
 }
 
-func runTrainBench(cmd *cobra.Command, g *globalOptions, b backends.Backend, o bench.Options, to bench.TrainOptions, compareTorch bool) error {
-	var rs []*bench.TrainResult
-	for _, fast := range []bool{true, false} {
-		r, err := bench.Train(cmd.Context(), b, o, to, fast)
+func runTrainBench(cmd *cobra.Command, g *globalOptions, b backends.Backend, o bench.Options, to bench.TrainOptions, engine, engines string, compareTorch bool) error {
+	ctx := cmd.Context()
+	if engine != "" { // one engine, in this process
+		r, err := bench.Train(ctx, b, o, to, engine)
 		if err != nil {
 			return err
 		}
-		slog.Info("training", "gradient", r.Gradient, "tokens/s", fmt.Sprintf("%.1f", r.TokensPerSec))
+		return printJSON(cmd.OutOrStdout(), r)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	var rs []*bench.TrainResult
+	for _, e := range strings.Split(engines, ",") {
+		slog.Info("measuring training", "engine", e)
+		r, err := bench.TrainChild(ctx, self, e, append(benchArgs(o), "--train-steps", fmt.Sprint(to.Steps), "--reply-len", fmt.Sprint(to.ReplyLen)))
+		if err != nil {
+			return err
+		}
 		rs = append(rs, r)
 	}
 	if compareTorch {
-		py := bench.FindTorch(cmd.Context())
+		py := bench.FindTorch(ctx)
 		if py == "" {
 			return fmt.Errorf("--compare-torch: no python3 that imports torch")
 		}
-		tr, err := bench.Torch(cmd.Context(), py, o, to, runtime.GOMAXPROCS(0), true)
+		slog.Info("measuring training", "engine", "torch", "python", py)
+		tr, err := bench.Torch(ctx, py, o, to, runtime.GOMAXPROCS(0), true)
 		if err != nil {
 			return err
 		}
-		rs = append(rs, &bench.TrainResult{Gradient: "torch", TokensPerSec: tr.TrainTokensPerSec,
-			StepSeconds: float64(to.Prompts*to.Candidates*(to.PromptLen+to.ReplyLen)) / tr.TrainTokensPerSec, PeakHeapMiB: tr.PeakRSSMiB})
+		rs = append(rs, &bench.TrainResult{Engine: "torch", TokensPerSec: tr.TrainTokensPerSec,
+			StepSeconds: float64(to.Prompts*to.Candidates*(to.PromptLen+to.ReplyLen)) / tr.TrainTokensPerSec, PeakRSSMiB: tr.PeakRSSMiB})
 	}
 	if g.JSON {
 		return printJSON(cmd.OutOrStdout(), rs)
 	}
 	fmt.Fprint(cmd.OutOrStdout(), bench.TrainTable(rs))
-	fmt.Fprintf(cmd.OutOrStdout(), "speed-up of the fast gradient: %.1fx\n", rs[0].TokensPerSec/rs[1].TokensPerSec)
-	if len(rs) > 2 {
-		fmt.Fprintf(cmd.OutOrStdout(), "fast gradient / torch: %.2fx (torch's memory is its peak RSS)\n", rs[0].TokensPerSec/rs[2].TokensPerSec)
-	}
 	return nil
 }

@@ -30,18 +30,26 @@ type Comparison struct {
 // Child measures one engine in a fresh process (self bench --engine E --json ARGS), so that
 // the peak RSS it reports is that engine's alone.
 func Child(ctx context.Context, self, engine string, args []string) (*Result, error) {
-	cmd := exec.CommandContext(ctx, self, append([]string{"bench", "--engine", engine, "--json"}, args...)...)
+	var r Result
+	if err := runChild(ctx, self, append([]string{"bench", "--engine", engine, "--json"}, args...), &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// runChild runs self with args and decodes the JSON it prints into v.
+func runChild(ctx context.Context, self string, args []string, v any) error {
+	cmd := exec.CommandContext(ctx, self, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, fmt.Errorf("bench --engine %s: %w: %s", engine, err, strings.TrimSpace(stderr.String()))
+		return fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
-	var r Result
-	if err := json.Unmarshal(out, &r); err != nil {
-		return nil, fmt.Errorf("bench --engine %s: unreadable result %q: %w", engine, out, err)
+	if err := json.Unmarshal(out, v); err != nil {
+		return fmt.Errorf("%s: unreadable result %q: %w", strings.Join(args, " "), out, err)
 	}
-	return &r, nil
+	return nil
 }
 
 // FindTorch returns a Python interpreter that imports torch ("" if none): Debian's

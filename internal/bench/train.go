@@ -4,8 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"runtime"
-	"sync"
+	"strings"
 	"time"
 
 	"github.com/gomlx/gomlx/backends"
@@ -27,21 +26,37 @@ func DefaultTrain() TrainOptions {
 	return TrainOptions{Prompts: 2, Candidates: 4, PromptLen: 16, ReplyLen: 48, Steps: 3}
 }
 
-// TrainResult is one gradient implementation's training speed.
+// TrainResult is one engine's training speed.
 type TrainResult struct {
-	Gradient     string  `json:"gradient"`
+	Engine       string  `json:"engine"` // cpu (own kernels), gomlx (graphs, replacement gradient), gomlx-stock, torch
 	TokensPerSec float64 `json:"tokens_per_s"`
 	StepSeconds  float64 `json:"step_seconds"`
-	PeakHeapMiB  float64 `json:"peak_heap_mib"`
+	PeakRSSMiB   float64 `json:"peak_rss_mib"`
 }
 
-// Train measures full fine-tuning with the PRO loss on the random-init model, with the fast
-// (fast=true) or GoMLX's stock DotGeneral gradient.
-func Train(ctx context.Context, b backends.Backend, o Options, to TrainOptions, fast bool) (*TrainResult, error) {
-	train.SetFastGradients(fast)
-	defer train.SetFastGradients(true)
+// TrainEngines are the engines Train measures.
+var TrainEngines = []string{"cpu", "gomlx", "gomlx-stock"}
+
+// Train measures full fine-tuning with the PRO loss on the random-init model on one engine:
+// the own CPU path (cpu), the GoMLX graphs with cyclealign's DotGeneral gradient (gomlx) or
+// with GoMLX's stock one (gomlx-stock). Run each in a process of its own for its peak RSS.
+func Train(ctx context.Context, b backends.Backend, o Options, to TrainOptions, engine string) (*TrainResult, error) {
+	graphEngine := "gomlx"
+	switch engine {
+	case "cpu":
+		graphEngine = "cpu"
+	case "gomlx":
+	case "gomlx-stock":
+		train.SetFastGradients(false)
+		defer train.SetFastGradients(true)
+	default:
+		return nil, fmt.Errorf("unknown training engine %q (%s)", engine, strings.Join(TrainEngines, ", "))
+	}
 	m, err := RandomModel(b, o)
 	if err != nil {
+		return nil, err
+	}
+	if err := m.SetEngine(graphEngine); err != nil {
 		return nil, err
 	}
 	rng := rand.New(rand.NewPCG(o.Seed, 3))
@@ -70,10 +85,7 @@ func Train(ctx context.Context, b backends.Backend, o Options, to TrainOptions, 
 		_, err = tr.Apply()
 		return s.Tokens, err
 	}
-	runtime.GC()
-	peak := newPeakSampler()
 	if _, err := step(); err != nil { // warm-up: builds the graphs
-		peak.stop()
 		return nil, err
 	}
 	t0 := time.Now()
@@ -81,56 +93,28 @@ func Train(ctx context.Context, b backends.Backend, o Options, to TrainOptions, 
 	for i := 0; i < to.Steps; i++ {
 		n, err := step()
 		if err != nil {
-			peak.stop()
 			return nil, err
 		}
 		tokens += n
 	}
 	el := time.Since(t0).Seconds()
-	res := &TrainResult{Gradient: map[bool]string{true: "fast", false: "stock"}[fast],
-		TokensPerSec: float64(tokens) / el, StepSeconds: el / float64(to.Steps), PeakHeapMiB: float64(peak.stop()) / (1 << 20)}
-	return res, nil
+	return &TrainResult{Engine: engine, TokensPerSec: float64(tokens) / el, StepSeconds: el / float64(to.Steps), PeakRSSMiB: peakRSSMiB()}, nil
 }
 
-// peakSampler records the largest Go heap in use while it runs.
-type peakSampler struct {
-	done chan struct{}
-	wg   sync.WaitGroup
-	max  uint64
-}
-
-func newPeakSampler() *peakSampler {
-	p := &peakSampler{done: make(chan struct{})}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		t := time.NewTicker(20 * time.Millisecond)
-		defer t.Stop()
-		var ms runtime.MemStats
-		for {
-			runtime.ReadMemStats(&ms)
-			p.max = max(p.max, ms.HeapInuse)
-			select {
-			case <-p.done:
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return p
-}
-
-func (p *peakSampler) stop() uint64 {
-	close(p.done)
-	p.wg.Wait()
-	return p.max
-}
-
-// TrainTable renders training results side by side.
+// TrainTable renders training results side by side, with the first engine's ratio to each.
 func TrainTable(rs []*TrainResult) string {
-	s := fmt.Sprintf("%-8s %12s %10s %14s\n", "gradient", "tokens/s", "s/step", "peak heap MiB")
+	s := fmt.Sprintf("%-12s %12s %10s %14s %10s\n", "engine", "tokens/s", "s/step", "peak RSS MiB", "ratio")
 	for _, r := range rs {
-		s += fmt.Sprintf("%-8s %12.1f %10.2f %14.0f\n", r.Gradient, r.TokensPerSec, r.StepSeconds, r.PeakHeapMiB)
+		s += fmt.Sprintf("%-12s %12.1f %10.2f %14.0f %9.2fx\n", r.Engine, r.TokensPerSec, r.StepSeconds, r.PeakRSSMiB, rs[0].TokensPerSec/r.TokensPerSec)
 	}
 	return s
+}
+
+// TrainChild measures one training engine in a fresh process (self bench --train --engine E).
+func TrainChild(ctx context.Context, self, engine string, args []string) (*TrainResult, error) {
+	var r TrainResult
+	if err := runChild(ctx, self, append([]string{"bench", "--train", "--engine", engine, "--json"}, args...), &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
 }

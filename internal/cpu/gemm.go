@@ -6,6 +6,8 @@
 package cpu
 
 import (
+	"fmt"
+	"os"
 	"runtime"
 	"sync"
 )
@@ -21,8 +23,25 @@ type kernel struct {
 // goKernel is the portable kernel, used where no assembly kernel runs.
 var goKernel = kernel{name: "go", mr: 4, nr: 16, fn: tileGo}
 
-// best is the fastest kernel this CPU runs, chosen once at start.
-var best = pickKernel()
+// KernelEnv names the environment variable that forces a kernel ("go", "avx2", "avx512"),
+// for tests of the fallbacks and for comparisons; by default the fastest one this CPU runs.
+const KernelEnv = "CYCLEALIGN_KERNEL"
+
+// best is the kernel in use, chosen once at start.
+var best = chooseKernel(os.Getenv(KernelEnv))
+
+func chooseKernel(name string) kernel {
+	if name == "" {
+		return pickKernel()
+	}
+	for _, k := range kernels() {
+		if k.name == name {
+			return k
+		}
+	}
+	fmt.Fprintf(os.Stderr, "%s=%s: not a kernel this CPU runs; using %s\n", KernelEnv, name, pickKernel().name)
+	return pickKernel()
+}
 
 // Kernel names the kernel in use ("avx512", "avx2" or "go").
 func Kernel() string { return best.name }

@@ -8,7 +8,8 @@ func dotAVX2(a, b *float32, n int) float32
 //go:noescape
 func axpyAVX2(alpha float32, x, y *float32, n int)
 
-var hasAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+// hasAVX2 turns the vector helpers on; the "go" kernel (forced or not) turns them off too.
+var hasAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA && best.name != "go"
 
 // Dot is Σ a[i]·b[i] over len(a) elements.
 func Dot(a, b []float32) float32 {
