@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	cpuid "golang.org/x/sys/cpu"
+
 	"github.com/cyclealign/cyclealign/internal/cpu"
 )
 
@@ -80,6 +82,8 @@ func Torch(ctx context.Context, python string, o Options, to TrainOptions, threa
 		"prompt_len": o.PromptLen, "new_tokens": o.NewTokens, "threads": threads, "train": withTrain,
 		"train_prompts": to.Prompts, "train_candidates": to.Candidates, "train_prompt_len": to.PromptLen, "train_reply_len": to.ReplyLen})
 	cmd := exec.CommandContext(ctx, python, script, string(cfg))
+	core := openBLASCore()
+	cmd.Env = append(os.Environ(), "OPENBLAS_CORETYPE="+core)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -102,8 +106,26 @@ func Torch(ctx context.Context, python string, o Options, to TrainOptions, threa
 	if len(raw.BLAS) > 0 {
 		blas = filepath.Base(raw.BLAS[len(raw.BLAS)-1])
 	}
-	r.Detail = "torch " + raw.Torch + ", " + blas
+	r.Detail = "torch " + raw.Torch + ", " + blas + " (core " + core + ")"
 	return &r, nil
+}
+
+// openBLASCore is the OpenBLAS kernel family the baseline runs: the user's OPENBLAS_CORETYPE,
+// else the widest this CPU supports. Debian's OpenBLAS 0.3.21 does not recognise every CPU
+// (it takes an AMD Zen 5 for a Prescott and runs SSE3 kernels at a quarter of the speed),
+// and a baseline held back that way would flatter cyclealign.
+func openBLASCore() string {
+	if c := os.Getenv("OPENBLAS_CORETYPE"); c != "" {
+		return c
+	}
+	x := cpuid.X86
+	switch {
+	case x.HasAVX512F && x.HasAVX512BW && x.HasAVX512VL && x.HasAVX512DQ && x.HasAVX512CD:
+		return "SkylakeX"
+	case x.HasAVX2 && x.HasFMA:
+		return "Haswell"
+	}
+	return "Prescott"
 }
 
 // Compare measures each engine in a child process of self (args give the model and workload
