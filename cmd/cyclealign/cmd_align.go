@@ -27,7 +27,7 @@ func (o *alignOptions) AddFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.Resume, "resume", "", "continue the run in this directory from its last completed step")
 	f.BoolVar(&o.DryRun, "dry-run", false, "print the plan (prompts, requests, tokens, cost) and exit")
 	f.BoolVar(&o.Quiet, "quiet", false, "no progress display: one log line per step")
-	f.StringVar((*string)(&c.Method), "method", string(c.Method), "cyclealign, or a baseline: static-icl, no-agreement, sft-best")
+	f.StringVar((*string)(&c.Method), "method", string(c.Method), "cyclealign, or a baseline: static-icl (the paper's: T=1), static-icl-matched (T interactions, no dynamic demonstrations), no-agreement, sft-best")
 	f.StringVar(&c.Model, "model", "", "white-box HF model directory")
 	f.StringVar(&c.Prompts, "prompts", "", `JSONL prompts ({"prompt": ...} or HH-RLHF rows)`)
 	f.StringVar(&c.Out, "out", "", "run directory")

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/cyclealign/cyclealign/internal/bench"
 	"github.com/cyclealign/cyclealign/internal/generate"
 	"github.com/cyclealign/cyclealign/internal/model"
+	"github.com/cyclealign/cyclealign/internal/tokenizer"
 )
 
 type tokenizeOptions struct {
@@ -36,15 +38,19 @@ func newTokenizeCmd(g *globalOptions) *cobra.Command {
 }
 
 func runTokenize(cmd *cobra.Command, g *globalOptions, o *tokenizeOptions, text string) error {
-	m, err := loadModel(o.Model)
+	if o.Model == "" {
+		return fmt.Errorf("--model DIR is required (a directory with a tokenizer.json)")
+	}
+	// Only the tokenizer is needed: a directory holding just tokenizer.json works.
+	tok, err := tokenizer.Load(filepath.Join(o.Model, "tokenizer.json"))
 	if err != nil {
 		return err
 	}
-	ids := m.Tokenizer.Encode(text, !o.NoSpecial)
+	ids := tok.Encode(text, !o.NoSpecial)
 	out := struct {
 		IDs    []int    `json:"ids"`
 		Tokens []string `json:"tokens"`
-	}{ids, m.Tokenizer.Tokens(ids)}
+	}{ids, tok.Tokens(ids)}
 	if g.JSON {
 		return printJSON(cmd.OutOrStdout(), out)
 	}
@@ -281,9 +287,9 @@ func runTrainBench(cmd *cobra.Command, g *globalOptions, b backends.Backend, o b
 		rs = append(rs, r)
 	}
 	if compareTorch {
-		py := bench.FindTorch(ctx)
-		if py == "" {
-			return fmt.Errorf("--compare-torch: no python3 that imports torch")
+		py, err := bench.FindTorch(ctx)
+		if err != nil {
+			return err
 		}
 		slog.Info("measuring training", "engine", "torch", "python", py)
 		tr, err := bench.Torch(ctx, py, o, to, runtime.GOMAXPROCS(0), true)

@@ -84,10 +84,7 @@ func runTrain(cmd *cobra.Command, g *globalOptions, o *trainOptions) error {
 			return err
 		}
 	}
-	data := make([]train.Example, len(ranked))
-	for i, r := range ranked {
-		data[i] = train.Tokenize(m.Tokenizer, r, o.MaxResponseTokens)
-	}
+	data := train.TokenizeFitted(m, ranked, o.MaxResponseTokens)
 	opt := train.DefaultOptimizer()
 	opt.LR, opt.WeightDecay, opt.ClipNorm = o.Opt.LR, o.Opt.WeightDecay, o.Opt.ClipNorm
 	opt.TotalSteps = o.Run.TotalSteps(len(data))

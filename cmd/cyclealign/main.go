@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -36,6 +37,7 @@ func newRootCmd() *cobra.Command {
 	g := &globalOptions{}
 	root := &cobra.Command{
 		Use:           "cyclealign",
+		Version:       version(),
 		Short:         "Align an open model with a black-box LLM by iterative distillation (CycleAlign)",
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -71,4 +73,29 @@ func printJSON(w io.Writer, v any) error {
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
+}
+
+// version is the module version and the commit the binary was built from, as Go records them.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v, commit, dirty := bi.Main.Version, "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			commit = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if commit != "" {
+		v += " (commit " + commit[:min(12, len(commit))]
+		if dirty {
+			v += ", modified"
+		}
+		v += ")"
+	}
+	return v + ", " + bi.GoVersion
 }

@@ -173,3 +173,26 @@ func TestCLIRank(t *testing.T) {
 		t.Fatalf("bad demos: %v", err)
 	}
 }
+
+// TestTokenizeNeedsOnlyTheTokenizer: a directory holding only tokenizer.json is enough, and
+// gives the same ids as the full model directory.
+func TestTokenizeNeedsOnlyTheTokenizer(t *testing.T) {
+	full := filepath.Join("..", "..", "testdata", "tiny-gpt2-bytelevel")
+	only := t.TempDir()
+	b, err := os.ReadFile(filepath.Join(full, "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(only, "tokenizer.json"), b, 0o644)
+	a := run(t, "tokenize", "--model", only, "--json", "Hello there, world")
+	if want := run(t, "tokenize", "--model", full, "--json", "Hello there, world"); !bytes.Equal(a, want) || !bytes.Contains(a, []byte(`"ids"`)) {
+		t.Fatalf("tokenizer-only directory: %s, model directory: %s", a, want)
+	}
+}
+
+func TestVersionFlag(t *testing.T) {
+	out := string(run(t, "--version"))
+	if !strings.HasPrefix(out, "cyclealign version ") || !strings.Contains(out, "go1.") {
+		t.Fatalf("--version printed %q", out)
+	}
+}

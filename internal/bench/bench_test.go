@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"math"
 	"testing"
 
 	"github.com/cyclealign/cyclealign/internal/model"
@@ -67,4 +68,46 @@ func BenchmarkDecodeStep(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*o.Batch)/b.Elapsed().Seconds(), "tokens/s")
+}
+
+// TestEnginesAgreeOnBenchModel: on the bench model itself (10M parameters), the own CPU path's
+// log-probabilities equal the GoMLX graphs' within 1e-5.
+func TestEnginesAgreeOnBenchModel(t *testing.T) {
+	be, err := model.NewBackend()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Defaults()
+	m, err := RandomModel(be, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seqs := [][]int{make([]int, 24), make([]int, 17)}
+	for i, s := range seqs {
+		for j := range s {
+			s[j] = (i*977 + j*131 + 7) % o.Vocab
+		}
+	}
+	ctx := context.Background()
+	own, err := m.LogProbs(ctx, seqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SetEngine("gomlx"); err != nil {
+		t.Fatal(err)
+	}
+	graphs, err := m.LogProbs(ctx, seqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	worst := 0.0
+	for i := range seqs {
+		for j := range own[i] {
+			worst = max(worst, math.Abs(float64(own[i][j]-graphs[i][j])))
+		}
+	}
+	if worst > 1e-5 {
+		t.Fatalf("log-probabilities differ by up to %g", worst)
+	}
+	t.Logf("largest difference %.2g", worst)
 }

@@ -54,15 +54,15 @@ func runChild(ctx context.Context, self string, args []string, v any) error {
 	return nil
 }
 
-// FindTorch returns a Python interpreter that imports torch ("" if none): Debian's
-// /usr/bin/python3 first (python3-torch belongs to it), then python3 on PATH.
-func FindTorch(ctx context.Context) string {
+// FindTorch returns a Python interpreter that imports torch: Debian's /usr/bin/python3 first
+// (python3-torch belongs to it), then python3 on PATH.
+func FindTorch(ctx context.Context) (string, error) {
 	for _, py := range []string{"/usr/bin/python3", "python3"} {
 		if exec.CommandContext(ctx, py, "-c", "import torch").Run() == nil {
-			return py
+			return py, nil
 		}
 	}
-	return ""
+	return "", fmt.Errorf("--compare-torch: no python3 that imports torch (Debian: apt-get install python3-torch libopenblas0-pthread)")
 }
 
 // Torch runs the PyTorch twin (torchbench.py, embedded) with the same model and workloads,
@@ -145,9 +145,9 @@ func Compare(ctx context.Context, self string, o Options, to TrainOptions, engin
 		c.Results = append(c.Results, r)
 	}
 	if withTorch {
-		py := FindTorch(ctx)
-		if py == "" {
-			return nil, fmt.Errorf("--compare-torch: no python3 that imports torch (Debian: apt-get install python3-torch libopenblas0-pthread)")
+		py, err := FindTorch(ctx)
+		if err != nil {
+			return nil, err
 		}
 		slog.Info("measuring", "engine", "torch", "python", py)
 		r, err := Torch(ctx, py, o, to, runtime.GOMAXPROCS(0), false)

@@ -81,17 +81,22 @@ func GELUErf(x []float32) {
 	}
 }
 
-// LogSoftmaxAt is log softmax(logits)[k], computed in float64.
-func LogSoftmaxAt(logits []float32, k int) float64 {
-	mx := logits[0]
-	for _, v := range logits {
+// LogSumExp is log Σ exp(x), computed stably in float64.
+func LogSumExp(x []float32) float64 {
+	mx := x[0]
+	for _, v := range x {
 		mx = max(mx, v)
 	}
 	s := 0.0
-	for _, v := range logits {
+	for _, v := range x {
 		s += math.Exp(float64(v - mx))
 	}
-	return float64(logits[k]-mx) - math.Log(s)
+	return float64(mx) + math.Log(s)
+}
+
+// LogSoftmaxAt is log softmax(logits)[k], computed in float64.
+func LogSoftmaxAt(logits []float32, k int) float64 {
+	return float64(logits[k]) - LogSumExp(logits)
 }
 
 // SoftmaxInPlace turns scores into probabilities.

@@ -14,6 +14,7 @@ import (
 	"github.com/goccy/go-yaml"
 
 	"github.com/cyclealign/cyclealign/internal/blackbox"
+	"github.com/cyclealign/cyclealign/internal/train"
 )
 
 //go:embed defaults/demos.json
@@ -33,10 +34,13 @@ type Method string
 
 // The methods.
 const (
-	CycleAlign  Method = "cyclealign"
-	StaticICL   Method = "static-icl"   // T=1, no dynamic demonstrations
-	NoAgreement Method = "no-agreement" // every black-box ranking enters the pool
-	SFTBest     Method = "sft-best"     // SFT on the black-box's top candidate only
+	CycleAlign Method = "cyclealign"
+	StaticICL  Method = "static-icl" // T=1, no dynamic demonstrations (the paper's baseline)
+	// StaticICLMatched is StaticICL with CycleAlign's T interactions: the same optimiser steps
+	// and schedule, so only the dynamic demonstrations differ (a matched control).
+	StaticICLMatched Method = "static-icl-matched"
+	NoAgreement      Method = "no-agreement" // every black-box ranking enters the pool
+	SFTBest          Method = "sft-best"     // SFT on the black-box's top candidate only
 )
 
 // Config is every setting of a run, with METHOD.md's defaults. It is read from YAML, overridden
@@ -90,7 +94,7 @@ type Config struct {
 // Defaults returns METHOD.md's settings.
 func Defaults() Config {
 	return Config{Method: CycleAlign, Steps: 10, BatchSize: 4, N: 4, Temperature: 1, TopP: 0.9, MaxNewTokens: 128,
-		Stop: []string{"\n\nHuman:"}, Interactions: 3, PoolSize: 16, NumStatic: 2, NumDynamic: 3, DemoSelect: "recent",
+		Stop: []string{"\n\nHuman:"}, Interactions: 5, PoolSize: 16, NumStatic: 2, NumDynamic: 3, DemoSelect: "recent",
 		Loss: "pro", SFTWeight: -1, LR: 5e-6, WeightDecay: 0.01, Clip: 1, WarmupRatio: 0.1, MaxResponse: 256,
 		LoRAAlpha: 16, LoRADropout: 0.05, LoRATargets: []string{"q", "k", "v", "o"}, SaveEvery: 1, Keep: 2, EvalN: 32,
 		Blackbox: blackbox.DefaultOptions()}
@@ -115,8 +119,14 @@ func (c Config) Effective() Config {
 	switch c.Method {
 	case StaticICL:
 		c.Interactions, c.NumDynamic = 1, 0
+	case StaticICLMatched:
+		c.NumDynamic = 0
 	case SFTBest:
 		c.Loss = "sft"
+	}
+	// Record the λ the loss uses, not the "default" marker.
+	if kind, err := train.ParseLoss(c.Loss); err == nil && c.SFTWeight < 0 {
+		c.SFTWeight = train.DefaultSFTWeight(kind)
 	}
 	if c.Tau <= 0 {
 		c.Tau = c.N - 1
@@ -127,9 +137,9 @@ func (c Config) Effective() Config {
 // Validate checks settings, naming the bad one.
 func (c Config) Validate() error {
 	switch c.Method {
-	case CycleAlign, StaticICL, NoAgreement, SFTBest:
+	case CycleAlign, StaticICL, StaticICLMatched, NoAgreement, SFTBest:
 	default:
-		return fmt.Errorf("method: unknown %q (cyclealign, static-icl, no-agreement, sft-best)", c.Method)
+		return fmt.Errorf("method: unknown %q (cyclealign, static-icl, static-icl-matched, no-agreement, sft-best)", c.Method)
 	}
 	checks := []struct {
 		ok   bool

@@ -225,7 +225,7 @@ func TestBaselines(t *testing.T) {
 	s := llmtest.New(shorterWithNoise())
 	defer s.Close()
 	pf := writePrompts(t, topics[:8])
-	for _, method := range []Method{StaticICL, NoAgreement, SFTBest} {
+	for _, method := range []Method{StaticICL, StaticICLMatched, NoAgreement, SFTBest} {
 		t.Run(string(method), func(t *testing.T) {
 			cfg := testConfig(t, s, pf)
 			cfg.Method, cfg.Steps = method, 2
@@ -245,6 +245,17 @@ func TestBaselines(t *testing.T) {
 			case StaticICL:
 				if len(recs) != 2*cfg.BatchSize || len(pool.Entries) != 0 {
 					t.Fatalf("static-icl: %d records, pool %d", len(recs), len(pool.Entries))
+				}
+			case StaticICLMatched:
+				// CycleAlign's interactions and optimiser steps, without dynamic demonstrations.
+				ms := readLines[StepMetrics](t, filepath.Join(cfg.Out, MetricsFile))
+				if cfg.Interactions != 2 || len(recs) != 2*cfg.BatchSize*cfg.Interactions || len(ms[0].AgreementByIter) != 2 {
+					t.Fatalf("static-icl-matched: T=%d, %d records", cfg.Interactions, len(recs))
+				}
+				for _, rec := range recs {
+					if len(rec.Demos) != min(cfg.NumStatic, len(DefaultDemos())) {
+						t.Fatalf("static-icl-matched showed %d demonstrations: %v", len(rec.Demos), rec.Demos)
+					}
 				}
 			case NoAgreement:
 				ranked := 0
@@ -305,6 +316,15 @@ func TestResumeInProcess(t *testing.T) {
 		if !slices.Equal(x.Data, tb[name].Data) {
 			t.Fatalf("%s differs after resume", name)
 		}
+	}
+	// The journal keeps the label order the black-box saw, and config.yaml the λ used.
+	for _, rec := range readLines[Record](t, filepath.Join(full.Out, JournalFile)) {
+		if !rec.Unranked && len(rec.Permutation) != len(rec.Candidates) {
+			t.Fatalf("record without the permutation shown: %+v", rec.Permutation)
+		}
+	}
+	if rc, _ := LoadRunConfig(full.Out); rc.SFTWeight != 0.5 || rc.Interactions != full.Interactions {
+		t.Fatalf("config.yaml: sft_weight %v (want the 0.5 PRO uses), interactions %d", rc.SFTWeight, rc.Interactions)
 	}
 	ja := readLines[Record](t, filepath.Join(full.Out, JournalFile))
 	jb := readLines[Record](t, filepath.Join(cut.Out, JournalFile))

@@ -17,6 +17,7 @@ type Record struct {
 	WhiteRanking []int          `json:"white_ranking"`
 	BlackRanking []int          `json:"black_ranking"` // nil when unranked
 	Unranked     bool           `json:"unranked"`
+	Permutation  []int          `json:"permutation,omitempty"` // label i+1 showed candidate Permutation[i]
 	RawReplies   []string       `json:"raw_replies,omitempty"`
 	RequestIDs   []string       `json:"request_ids,omitempty"` // cache keys of the black-box exchanges
 	Agreement    []int          `json:"agreement"`

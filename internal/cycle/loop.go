@@ -58,16 +58,53 @@ func mix(a, b, c uint64) uint64 {
 }
 
 // promptsFor returns the prompts of a step: consecutive slices of a seeded shuffle of the
-// prompt file, reshuffled each pass, so any step's batch follows from its number.
+// prompt file, reshuffled each pass. A prompt that would come twice in one batch (where one
+// pass ends and the next begins) waits for the next batch. Batches are drawn from the start,
+// so any step's batch follows from its number.
 func (r *Runner) promptsFor(step int) []string {
-	n := len(r.Prompts)
-	out := make([]string, r.Cfg.BatchSize)
-	for j := range out {
-		i := step*r.Cfg.BatchSize + j
-		perm := rand.New(rand.NewPCG(r.Cfg.Seed, uint64(i/n))).Perm(n)
-		out[j] = r.Prompts[perm[i%n]]
+	n, size := len(r.Prompts), r.Cfg.BatchSize
+	perms := map[int][]int{}
+	pos := 0
+	draw := func() int {
+		pass := pos / n
+		if perms[pass] == nil {
+			perms[pass] = rand.New(rand.NewPCG(r.Cfg.Seed, uint64(pass))).Perm(n)
+		}
+		pos++
+		return perms[pass][(pos-1)%n]
 	}
-	return out
+	var waiting []int
+	for s := 0; ; s++ {
+		var batch []int
+		seen := map[int]bool{}
+		take := func(p int) bool {
+			// With fewer prompts than a batch holds, repeats cannot be avoided.
+			if len(batch) == size || seen[p] && size <= n {
+				return false
+			}
+			batch, seen[p] = append(batch, p), true
+			return true
+		}
+		var still []int
+		for _, p := range waiting {
+			if !take(p) {
+				still = append(still, p)
+			}
+		}
+		waiting = still
+		for len(batch) < size {
+			if p := draw(); !take(p) {
+				waiting = append(waiting, p)
+			}
+		}
+		if s == step {
+			out := make([]string, size)
+			for j, p := range batch {
+				out[j] = r.Prompts[p]
+			}
+			return out
+		}
+	}
 }
 
 // Run executes the remaining steps, resuming from the run directory's last checkpoint.
@@ -423,7 +460,7 @@ func (r *Runner) blackRanking(ctx context.Context, step, t int, prompts []string
 				errs[i] = err
 				return
 			}
-			recs[i].BlackRanking, recs[i].Unranked = res.Ranking, res.Unranked
+			recs[i].BlackRanking, recs[i].Unranked, recs[i].Permutation = res.Ranking, res.Unranked, res.Permutation
 			recs[i].RawReplies, recs[i].RequestIDs, recs[i].Usage = res.Raw, res.RequestIDs, res.Usage
 		}(i)
 	}

@@ -2,6 +2,7 @@ package cycle
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/cyclealign/cyclealign/internal/blackbox"
@@ -70,5 +71,35 @@ func TestConfigRoundTrip(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(c) || got.Stop[0] != "\n\nHuman:" {
 		t.Fatalf("config changed on the way through YAML:\n%+v\n%+v", got, c)
+	}
+}
+
+// TestBatchesNeverRepeatAPrompt: where a pass over the prompts ends inside a batch, the next
+// pass's order must not put a prompt into that batch again; every prompt is still used as
+// often as the others, and a step's batch is the same however often it is asked for.
+func TestBatchesNeverRepeatAPrompt(t *testing.T) {
+	prompts := []string{"a", "b", "c", "d", "e", "f", "g"}
+	for seed := uint64(0); seed < 20; seed++ {
+		r := &Runner{Cfg: Config{BatchSize: 4, Seed: seed}, Prompts: prompts}
+		count := map[string]int{}
+		for step := 0; step < 21; step++ {
+			b := r.promptsFor(step)
+			seen := map[string]bool{}
+			for _, p := range b {
+				if seen[p] {
+					t.Fatalf("seed %d step %d: %v repeats %q", seed, step, b, p)
+				}
+				seen[p] = true
+				count[p]++
+			}
+			if again := r.promptsFor(step); !slices.Equal(again, b) {
+				t.Fatalf("seed %d step %d: %v, then %v", seed, step, b, again)
+			}
+		}
+		for _, p := range prompts {
+			if c := count[p]; c < 11 || c > 13 { // 84 draws over 7 prompts: 12 each, give or take a deferral
+				t.Fatalf("seed %d: %q used %d times: %v", seed, p, c, count)
+			}
+		}
 	}
 }

@@ -482,16 +482,9 @@ func (p *TrainPass) Backward(d [][]float32, g *Grads) {
 				}
 				// d log softmax(z)[k] / dz = onehot(k) − softmax(z)
 				z := p.logits[row*N : (row+1)*N]
-				mx := z[0]
-				for _, v := range z {
-					mx = max(mx, v)
-				}
-				sum := 0.0
-				for _, v := range z {
-					sum += math.Exp(float64(v - mx))
-				}
+				lse := cpu.LogSumExp(z)
 				for i, v := range z {
-					dl[i] -= gv * float32(math.Exp(float64(v-mx))/sum)
+					dl[i] -= gv * float32(math.Exp(float64(v)-lse))
 				}
 				dl[p.seqs[s][t+1]] += gv
 			}

@@ -171,7 +171,7 @@ func (m *Model) SaveAdapter(dir string) error {
 	cfg := map[string]any{
 		"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": m.lora.cfg.R, "lora_alpha": m.lora.cfg.Alpha,
 		"lora_dropout": m.lora.cfg.Dropout, "target_modules": sortedKeys(targets), "bias": "none",
-		"fan_in_fan_out": false, "inference_mode": true, "base_model_name_or_path": "",
+		"fan_in_fan_out": false, "inference_mode": true, "base_model_name_or_path": m.Dir,
 	}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
 	return hf.WriteFileAtomic(filepath.Join(dir, "adapter_config.json"), func(w io.Writer) error {

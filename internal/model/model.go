@@ -42,6 +42,9 @@ func register(modelType string, a arch) { archs[modelType] = a }
 
 // Model is a loaded white-box model. Graph executions are serialised by an internal lock.
 type Model struct {
+	// Dir is the absolute path the model was loaded from ("" when built in memory); a saved
+	// adapter names it as its base model.
+	Dir       string
 	Config    *hf.Config
 	Tokenizer *tokenizer.Tokenizer
 	Backend   backends.Backend
@@ -79,7 +82,12 @@ func Load(backend backends.Backend, dir string) (*Model, error) {
 	if _, err := os.Stat(source); err != nil {
 		source = filepath.Join(dir, "model.safetensors.index.json")
 	}
-	return New(backend, cfg, tok, ts, source)
+	m, err := New(backend, cfg, tok, ts, source)
+	if err != nil {
+		return nil, err
+	}
+	m.Dir, _ = filepath.Abs(dir)
+	return m, nil
 }
 
 // New builds a Model from parsed parts; source names the files in error messages.

@@ -23,10 +23,7 @@ type Report struct {
 // Diagnose computes the batch loss (mean over prompts), the global norm of its gradient and
 // each prompt's terms, without updating the model.
 func Diagnose(ctx context.Context, m *model.Model, l Loss, ranked []Ranked) (*Report, error) {
-	exs := make([]Example, len(ranked))
-	for i, r := range ranked {
-		exs[i] = Tokenize(m.Tokenizer, r, 0)
-	}
+	exs := TokenizeFitted(m, ranked, 0)
 	t := NewTrainer(m, l, DefaultOptimizer())
 	st, err := t.Accumulate(ctx, exs)
 	if err != nil {

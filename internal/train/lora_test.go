@@ -109,6 +109,9 @@ func TestLoRA(t *testing.T) {
 	if err := json.Unmarshal(cb, &cfg); err != nil || cfg["peft_type"] != "LORA" || cfg["r"].(float64) != 4 || cfg["lora_alpha"].(float64) != 8 {
 		t.Fatalf("adapter_config.json: %s", cb)
 	}
+	if base, _ := cfg["base_model_name_or_path"].(string); !filepath.IsAbs(base) || filepath.Base(base) != "tiny-llama-metaspace" {
+		t.Fatalf("adapter_config.json names base model %q, want the absolute path it was loaded from", base)
+	}
 	// The saved adapter, loaded onto a fresh base model, reproduces the adapted outputs.
 	fresh := loadTiny(t)
 	if err := fresh.LoadAdapter(dir); err != nil {

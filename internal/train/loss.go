@@ -2,6 +2,7 @@ package train
 
 import (
 	"fmt"
+	"log/slog"
 	"math"
 
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
@@ -76,18 +77,23 @@ func (l Loss) Terms(s []float64) (rank, sft float64) {
 		}
 	case PRO:
 		for k := 0; k < len(s)-1; k++ {
-			m := s[k]
-			for _, v := range s[k:] {
-				m = math.Max(m, v)
-			}
-			sum := 0.0
-			for _, v := range s[k:] {
-				sum += math.Exp(v - m)
-			}
-			rank += m + math.Log(sum) - s[k]
+			rank += logSumExp(s[k:]) - s[k]
 		}
 	}
 	return rank, sft
+}
+
+// logSumExp is log Σ exp(s), computed stably.
+func logSumExp(s []float64) float64 {
+	m := s[0]
+	for _, v := range s {
+		m = math.Max(m, v)
+	}
+	sum := 0.0
+	for _, v := range s {
+		sum += math.Exp(v - m)
+	}
+	return m + math.Log(sum)
 }
 
 // Grad is the gradient of Total(Terms(s)) with respect to the scores s.
@@ -109,16 +115,9 @@ func (l Loss) Grad(s []float64) []float64 {
 		}
 	case PRO:
 		for k := 0; k < len(s)-1; k++ {
-			m := s[k]
-			for _, v := range s[k:] {
-				m = math.Max(m, v)
-			}
-			sum := 0.0
-			for _, v := range s[k:] {
-				sum += math.Exp(v - m)
-			}
+			lse := logSumExp(s[k:])
 			for i := k; i < len(s); i++ {
-				d[i] += math.Exp(s[i]-m) / sum
+				d[i] += math.Exp(s[i] - lse) // the softmax over the suffix
 			}
 			d[k]--
 		}
@@ -307,6 +306,25 @@ func lossGraph(m *model.Model, l Loss, ctx *context.Context, in []*Node) (total,
 		return sft, rank, sft, scores
 	}
 	return Add(rank, MulScalar(sft, l.SFTWeight)), rank, sft, scores
+}
+
+// TokenizeFitted tokenizes ranked examples (candidates cut to maxResponse tokens; 0: no limit)
+// and fits each to the model's positions as align does, dropping the oldest prompt tokens; it
+// logs how many prompts were shortened.
+func TokenizeFitted(m *model.Model, ranked []Ranked, maxResponse int) []Example {
+	exs := make([]Example, len(ranked))
+	cut := 0
+	for i, r := range ranked {
+		ex := Tokenize(m.Tokenizer, r, maxResponse)
+		exs[i] = ex.Fit(m.Config.MaxPositions)
+		if len(exs[i].Prompt) < len(ex.Prompt) {
+			cut++
+		}
+	}
+	if cut > 0 {
+		slog.Info("prompts shortened to fit the model's positions (oldest tokens dropped)", "prompts", cut, "of", len(exs), "positions", m.Config.MaxPositions)
+	}
+	return exs
 }
 
 // Fit shortens an example so every prompt+candidate fits maxLen tokens (model.FitContext).

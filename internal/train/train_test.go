@@ -349,3 +349,27 @@ func TestLanguageModelAndRewardLossesFall(t *testing.T) {
 		t.Logf("%s: loss %.4f -> %.4f", c.name, first.Loss, last.Loss)
 	}
 }
+
+// TestLongPromptsAreFitted: a prompt longer than the model's positions is cut from its oldest
+// tokens (as align does) instead of failing the loss or the training.
+func TestLongPromptsAreFitted(t *testing.T) {
+	m := loadTiny(t)
+	long := Ranked{Prompt: "\n\nHuman: " + strings.Repeat("tell me about the weather today ", 80) + "\n\nAssistant:",
+		Candidates: []string{" It is sunny.", " No."}}
+	rep, err := Diagnose(context.Background(), m, Loss{Kind: PRO, SFTWeight: 0.5}, []Ranked{long})
+	if err != nil {
+		t.Fatalf("a long prompt failed the loss: %v", err)
+	}
+	if len(rep.PerPrompt) != 1 || math.IsNaN(rep.Loss) {
+		t.Fatalf("report %+v", rep)
+	}
+	ex := TokenizeFitted(m, []Ranked{long}, 0)[0]
+	full := Tokenize(m.Tokenizer, long, 0)
+	if len(full.Prompt)+len(full.Candidates[0]) <= m.Config.MaxPositions {
+		t.Fatal("the test prompt fits; it checks nothing")
+	}
+	if len(ex.Prompt)+len(ex.Candidates[0]) > m.Config.MaxPositions || ex.Prompt[0] != full.Prompt[0] ||
+		ex.Prompt[len(ex.Prompt)-1] != full.Prompt[len(full.Prompt)-1] {
+		t.Fatalf("fitted prompt: %d tokens (first %d, last %d), model positions %d", len(ex.Prompt), ex.Prompt[0], ex.Prompt[len(ex.Prompt)-1], m.Config.MaxPositions)
+	}
+}
