@@ -138,8 +138,10 @@ func runAlign(cmd *cobra.Command, g *globalOptions, o *alignOptions) error {
 	case errors.Is(err, blackbox.ErrBudget):
 		return fmt.Errorf("%w; the last completed step is saved: raise --max-cost in %s and run cyclealign align --resume %s",
 			err, filepath.Join(cfg.Out, cycle.ConfigFile), cfg.Out)
+	case ctx.Err() != nil && r.Saved == 0:
+		return fmt.Errorf("interrupted before the first step was saved; nothing to resume: run the same command again to start over")
 	case ctx.Err() != nil:
-		return fmt.Errorf("interrupted; the last completed step is saved: cyclealign align --resume %s", cfg.Out)
+		return fmt.Errorf("interrupted; step %d of %d is saved: cyclealign align --resume %s", r.Saved, cfg.Steps, cfg.Out)
 	case err != nil:
 		return err
 	}

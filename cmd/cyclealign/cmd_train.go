@@ -98,6 +98,11 @@ func runTrain(cmd *cobra.Command, g *globalOptions, o *trainOptions) error {
 	tr.DropoutSeed = o.Run.Seed
 	slog.Info("training", "examples", len(data), "steps", opt.TotalSteps, "params", tr.NumParams(), "loss", loss.Kind, "sft_weight", loss.SFTWeight)
 	metrics, err := train.Run(cmd.Context(), tr, data, ro)
+	if err != nil && cmd.Context().Err() != nil {
+		// Run saves a checkpoint at the last completed step when it is cancelled.
+		return fmt.Errorf("interrupted; step %d of %d is saved in %s: run the same command again to resume",
+			tr.Step, opt.TotalSteps, filepath.Join(o.Out, "checkpoints"))
+	}
 	if err != nil {
 		return err
 	}

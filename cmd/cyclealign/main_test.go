@@ -136,6 +136,17 @@ func TestCLITrainAndLoss(t *testing.T) {
 	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "line 2") {
 		t.Fatalf("bad data: %v", err)
 	}
+	// Ctrl-C: the message says what was saved and how to resume, not "context canceled".
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	stopped := t.TempDir()
+	root = newRootCmd()
+	root.SetOut(&bytes.Buffer{})
+	root.SetArgs([]string{"train", "--model", model, "--data", data, "--out", stopped, "--quiet"})
+	err := root.ExecuteContext(ctx)
+	if err == nil || !strings.Contains(err.Error(), "is saved in "+filepath.Join(stopped, "checkpoints")) || !strings.Contains(err.Error(), "run the same command again") {
+		t.Fatalf("interrupted train: %v", err)
+	}
 }
 
 func TestCLIRank(t *testing.T) {

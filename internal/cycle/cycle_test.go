@@ -434,8 +434,10 @@ func TestServedModelAsBlackBox(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Run(context.Background()); err != nil {
-		t.Fatal(err)
+	defer r.Close()
+	// Nothing parsed, so nothing trained: the run must fail, pointing at the raw replies.
+	if err := r.Run(context.Background()); !errors.Is(err, ErrNothingTrained) || !strings.Contains(err.Error(), "raw_replies") {
+		t.Fatalf("a run whose every prompt came back unranked ended with %v", err)
 	}
 	recs := readLines[Record](t, filepath.Join(cfg.Out, JournalFile))
 	if len(recs) != cfg.BatchSize {

@@ -37,6 +37,8 @@ type Runner struct {
 	tr   *train.Trainer
 	pool Pool
 	lock *lockfile.Lock
+	// Saved is the last step a checkpoint holds (0: none), for what an interrupted run says.
+	Saved int
 }
 
 // extra files kept in each checkpoint next to the weights.
@@ -135,6 +137,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			return err
 		}
 		slog.Info("resuming", "run", c.Out, "completed_steps", rs.Steps, "pool", len(r.pool.Entries), "cost", rs.Cost)
+		r.Saved = rs.Steps
 	}
 	if err := train.RefuseOrphanRecords(ckdir, rs.Steps, c.SaveEvery, filepath.Join(c.Out, JournalFile), filepath.Join(c.Out, MetricsFile)); err != nil {
 		return err
@@ -172,6 +175,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		if err := r.tr.SaveCheckpoint(ckdir, st, c.Keep, extra); err != nil {
 			return err
 		}
+		r.Saved = rs.Steps
 		return train.WriteJSON(filepath.Join(c.Out, PoolFile), r.pool)
 	}
 	done := 0
@@ -203,8 +207,12 @@ func (r *Runner) Run(ctx context.Context) error {
 				return err
 			}
 		}
+		if m.Ranked == 0 && m.Unranked > 0 {
+			slog.Warn("every prompt of this step came back unranked: the black-box's replies did not parse as rankings, and nothing was trained",
+				"step", step+1, "unranked", m.Unranked, "replies", filepath.Join(c.Out, JournalFile)+" (raw_replies)")
+		}
 		if bar != nil {
-			bar.Describe(fmt.Sprintf("agree %.0f%% |A| %.1f pool %d $%.4f", 100*m.AgreementRate, m.MeanAgreement, m.PoolSize, rs.Cost))
+			bar.Describe(fmt.Sprintf("agree %.0f%% |A| %.1f pool %d unranked %d $%.4f", 100*m.AgreementRate, m.MeanAgreement, m.PoolSize, m.Unranked, rs.Cost))
 			bar.Set(step + 1)
 		} else {
 			slog.Info("step", "step", step+1, "of", c.Steps, "loss", fmt.Sprintf("%.4f", m.Loss), "agreement", fmt.Sprintf("%.2f", m.AgreementRate),
@@ -218,8 +226,15 @@ func (r *Runner) Run(ctx context.Context) error {
 		bar.Finish()
 		fmt.Fprintln(r.Progress)
 	}
+	if r.tr.Step == 0 {
+		return fmt.Errorf("%w: every prompt came back unranked, so not one optimiser step was taken; the black-box's replies are in %s (raw_replies)",
+			ErrNothingTrained, filepath.Join(c.Out, JournalFile))
+	}
 	return nil
 }
+
+// ErrNothingTrained ends a run in which no optimiser step could be taken.
+var ErrNothingTrained = errors.New("nothing was trained")
 
 // step runs one batch of prompts through generation and T interactions.
 func (r *Runner) step(ctx context.Context, step int, journal *appender, phase func(string)) (*StepMetrics, error) {

@@ -123,7 +123,15 @@ func (r *Run) Plots() []string {
 const style = `body{font-family:sans-serif;margin:24px;color:#222;max-width:1200px}h1{font-size:22px}h2{font-size:17px;margin-top:28px}
 .plots{display:flex;flex-wrap:wrap;gap:12px}.plot{border:1px solid #ddd;background:#fff}
 table{border-collapse:collapse;font-size:12px;margin-top:8px}td,th{border:1px solid #ccc;padding:4px 6px;vertical-align:top;text-align:left}
-th{background:#f3f3f3}pre{background:#f7f7f7;padding:10px;font-size:12px;overflow:auto}.c{white-space:pre-wrap;max-width:360px}`
+th{background:#f3f3f3}.banner{background:#fde8e8;border:1px solid #e0a0a0;padding:8px}pre{background:#f7f7f7;padding:10px;font-size:12px;overflow:auto}.c{white-space:pre-wrap;max-width:360px}`
+
+// rankedCounts sums the ranked and unranked prompts over all steps.
+func (r *Run) rankedCounts() (ranked, unranked int) {
+	for _, m := range r.Metrics {
+		ranked, unranked = ranked+m.Ranked, unranked+m.Unranked
+	}
+	return ranked, unranked
+}
 
 // HTML renders the report page.
 func (r *Run) HTML() string {
@@ -134,6 +142,10 @@ func (r *Run) HTML() string {
 		last := r.Metrics[n-1]
 		fmt.Fprintf(&b, "<p>%d steps; last step: loss %.4f, agreement rate %.2f, mean |A| %.2f, pool %d, API cost $%.4f.</p>\n",
 			n, last.Loss, last.AgreementRate, last.MeanAgreement, last.PoolSize, last.CostTotal)
+	}
+	if ranked, unranked := r.rankedCounts(); unranked > ranked {
+		fmt.Fprintf(&b, "<p class=\"banner\"><b>Most prompts came back unranked</b> (%d of %d): the black-box's replies did not parse as rankings, so they taught nothing. Their text is in <code>raw_replies</code> in journal.jsonl.</p>\n",
+			unranked, ranked+unranked)
 	}
 	b.WriteString("<h2>Curves</h2>\n<div class=\"plots\">\n")
 	for _, p := range r.Plots() {

@@ -98,3 +98,23 @@ func TestCompare(t *testing.T) {
 		t.Fatal("comparison plots missing")
 	}
 }
+
+// TestUnrankedBanner: a run whose prompts mostly came back unranked says so at the top.
+func TestUnrankedBanner(t *testing.T) {
+	dir := fakeRun(t, 3)
+	r, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(r.HTML(), "Most prompts came back unranked") {
+		t.Fatal("banner shown for a run whose prompts were mostly ranked")
+	}
+	for i := range r.Metrics {
+		r.Metrics[i].Ranked, r.Metrics[i].Unranked = 1, 4
+	}
+	page := r.HTML()
+	if !strings.Contains(page, "Most prompts came back unranked</b> (12 of 15)") || !strings.Contains(page, "raw_replies") {
+		t.Fatal("no banner for a run whose prompts were mostly unranked")
+	}
+	wellFormed(t, page)
+}
