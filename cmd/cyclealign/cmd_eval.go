@@ -87,6 +87,9 @@ func runEval(cmd *cobra.Command, g *globalOptions, o *evalOptions) error {
 			return err
 		}
 	}
+	if !g.JSON {
+		eo.Progress = os.Stderr
+	}
 	rep, err := eval.Run(cmd.Context(), eo)
 	if err != nil {
 		return err

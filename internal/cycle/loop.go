@@ -12,12 +12,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
-
 	"github.com/cyclealign/cyclealign/internal/blackbox"
 	"github.com/cyclealign/cyclealign/internal/generate"
 	"github.com/cyclealign/cyclealign/internal/lockfile"
 	"github.com/cyclealign/cyclealign/internal/model"
+	"github.com/cyclealign/cyclealign/internal/progress"
 	"github.com/cyclealign/cyclealign/internal/train"
 )
 
@@ -157,18 +156,11 @@ func (r *Runner) Run(ctx context.Context) error {
 		return err
 	}
 	defer metrics.close()
-	var bar *progressbar.ProgressBar
-	if r.Progress != nil {
-		bar = progressbar.NewOptions(c.Steps, progressbar.OptionSetWriter(r.Progress), progressbar.OptionShowCount(),
-			progressbar.OptionSetPredictTime(true), progressbar.OptionSetWidth(20), progressbar.OptionThrottle(100*time.Millisecond),
-			progressbar.OptionSetDescription("starting"))
-		bar.Set(rs.Steps)
-	}
-	phase := func(s string) {
-		if bar != nil {
-			bar.Describe(s)
-		}
-	}
+	bar := progress.New(r.Progress, c.Steps, "align")
+	bar.Set(float64(rs.Steps), "starting")
+	// phase reports progress within step (0-based) as a fraction of it, so the ETA holds from
+	// the first step on.
+	phase := func(step int, frac float64, s string) { bar.Set(float64(step)+frac, s) }
 	save := func() error {
 		st := train.State{Step: r.tr.Step, Seed: c.Seed, Examples: len(r.Prompts)}
 		extra := map[string]any{PoolFile: r.pool, "cycle.json": rs}
@@ -191,7 +183,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		rs.Steps = step + 1
 		m.CostTotal = rs.Cost
 		if r.Eval != nil && c.EvalEvery > 0 && (step+1)%c.EvalEvery == 0 {
-			phase(fmt.Sprintf("step %d: evaluating", step+1))
+			phase(step, 0.99, fmt.Sprintf("step %d: evaluating", step+1))
 			if m.Eval, err = r.Eval(ctx, step+1); err != nil {
 				return err
 			}
@@ -208,13 +200,13 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 		}
 		if m.Ranked == 0 && m.Unranked > 0 {
-			slog.Warn("every prompt of this step came back unranked: the black-box's replies did not parse as rankings, and nothing was trained",
-				"step", step+1, "unranked", m.Unranked, "replies", filepath.Join(c.Out, JournalFile)+" (raw_replies)")
+			bar.Log(func() {
+				slog.Warn("every prompt of this step came back unranked: the black-box's replies did not parse as rankings, and nothing was trained",
+					"step", step+1, "unranked", m.Unranked, "replies", filepath.Join(c.Out, JournalFile)+" (raw_replies)")
+			})
 		}
-		if bar != nil {
-			bar.Describe(fmt.Sprintf("agree %.0f%% |A| %.1f pool %d unranked %d $%.4f", 100*m.AgreementRate, m.MeanAgreement, m.PoolSize, m.Unranked, rs.Cost))
-			bar.Set(step + 1)
-		} else {
+		bar.Set(float64(step+1), fmt.Sprintf("step %d: agree %.0f%% |A| %.1f pool %d unranked %d $%.4f", step+1, 100*m.AgreementRate, m.MeanAgreement, m.PoolSize, m.Unranked, rs.Cost))
+		if !bar.Live() {
 			slog.Info("step", "step", step+1, "of", c.Steps, "loss", fmt.Sprintf("%.4f", m.Loss), "agreement", fmt.Sprintf("%.2f", m.AgreementRate),
 				"mean_A", fmt.Sprintf("%.2f", m.MeanAgreement), "pool", m.PoolSize, "unranked", m.Unranked, "cost", fmt.Sprintf("%.4f", rs.Cost))
 		}
@@ -222,10 +214,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			return nil
 		}
 	}
-	if bar != nil {
-		bar.Finish()
-		fmt.Fprintln(r.Progress)
-	}
+	bar.Finish()
 	if r.tr.Step == 0 {
 		return fmt.Errorf("%w: every prompt came back unranked, so not one optimiser step was taken; the black-box's replies are in %s (raw_replies)",
 			ErrNothingTrained, filepath.Join(c.Out, JournalFile))
@@ -237,12 +226,14 @@ func (r *Runner) Run(ctx context.Context) error {
 var ErrNothingTrained = errors.New("nothing was trained")
 
 // step runs one batch of prompts through generation and T interactions.
-func (r *Runner) step(ctx context.Context, step int, journal *appender, phase func(string)) (*StepMetrics, error) {
+func (r *Runner) step(ctx context.Context, step int, journal *appender, phase func(step int, frac float64, s string)) (*StepMetrics, error) {
 	c := r.Cfg
 	start := time.Now()
 	m := &StepMetrics{Step: step + 1}
 	prompts := r.promptsFor(step)
-	phase(fmt.Sprintf("step %d: generating", step+1))
+	phase(step, 0, fmt.Sprintf("step %d: generating", step+1))
+	// Generation takes about a third of a step; the interactions share the rest.
+	at := func(t int, part float64) float64 { return 0.35 + 0.65*(float64(t)+part)/float64(c.Interactions) }
 	cands, genTokens, err := r.candidates(ctx, prompts, step)
 	if err != nil {
 		return nil, err
@@ -250,12 +241,12 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 	m.GenTokens = genTokens
 	var agreeSum, agreeN, ranked int
 	for t := 0; t < c.Interactions; t++ {
-		phase(fmt.Sprintf("step %d.%d: white-box judging", step+1, t+1))
+		phase(step, at(t, 0), fmt.Sprintf("step %d.%d: white-box judging", step+1, t+1))
 		white, err := r.whiteRanking(ctx, prompts, cands)
 		if err != nil {
 			return nil, err
 		}
-		phase(fmt.Sprintf("step %d.%d: black-box ranking", step+1, t+1))
+		phase(step, at(t, 0.2), fmt.Sprintf("step %d.%d: black-box ranking", step+1, t+1))
 		recs, err := r.blackRanking(ctx, step, t, prompts, cands, white)
 		if err != nil {
 			return nil, err
@@ -327,7 +318,7 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 		if len(exs) == 0 {
 			continue
 		}
-		phase(fmt.Sprintf("step %d.%d: training", step+1, t+1))
+		phase(step, at(t, 0.6), fmt.Sprintf("step %d.%d: training", step+1, t+1))
 		m.LR = r.tr.Opt.LRAt(r.tr.Step)
 		s, err := r.tr.Accumulate(ctx, exs)
 		if err != nil {

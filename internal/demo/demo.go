@@ -129,7 +129,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	test := sp.Test[:min(nEval, len(sp.Test))]
 	eo := eval.Options{RewardModel: &blackbox.RewardModel{M: evalRM, Name: "evaluator"}, Prompts: data.Prompts(test),
-		Pairs: test, MaxNewTokens: cfg.MaxNewTokens, Seed: o.Seed}
+		Pairs: test, MaxNewTokens: cfg.MaxNewTokens, Seed: o.Seed, Progress: o.Progress}
 	slog.Info("evaluating the base model", "prompts", len(test))
 	eo.Model = base
 	before, err := eval.Run(ctx, eo)

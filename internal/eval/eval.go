@@ -3,6 +3,7 @@ package eval
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/cyclealign/cyclealign/internal/data"
 	"github.com/cyclealign/cyclealign/internal/generate"
 	"github.com/cyclealign/cyclealign/internal/model"
+	"github.com/cyclealign/cyclealign/internal/progress"
 )
 
 // Options say what to evaluate and against what.
@@ -24,6 +26,7 @@ type Options struct {
 	Pairs        []data.Pair           // held-out chosen/rejected pairs (preference accuracy, BLEU, perplexity)
 	MaxNewTokens int
 	Seed         uint64
+	Progress     io.Writer // progress display (nil: none)
 }
 
 // Report holds every number, each mean with its 95% bootstrap interval.
@@ -51,17 +54,38 @@ type Sample struct {
 	Reward   float64 `json:"reward"`
 }
 
-func greedy(ctx context.Context, m *model.Model, prompts []string, maxNew int) ([]string, error) {
-	opt := generate.Options{N: 1, MaxNewTokens: maxNew, Greedy: true, TopP: 1, Stop: []string{generate.DefaultStop}, MaxRows: 32, TruncatePrompt: true}
-	res, err := generate.Text(ctx, m, prompts, opt)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]string, len(res))
-	for i, r := range res {
-		out[i] = r[0].Text
+// greedy generates the greedy response to each prompt, in batches of 32, telling done the
+// fraction finished after each.
+func greedy(ctx context.Context, m *model.Model, prompts []string, maxNew int, done func(float64)) ([]string, error) {
+	const batch = 32
+	opt := generate.Options{N: 1, MaxNewTokens: maxNew, Greedy: true, TopP: 1, Stop: []string{generate.DefaultStop}, MaxRows: batch, TruncatePrompt: true}
+	out := make([]string, 0, len(prompts))
+	for lo := 0; lo < len(prompts); lo += batch {
+		res, err := generate.Text(ctx, m, prompts[lo:min(lo+batch, len(prompts))], opt)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range res {
+			out = append(out, r[0].Text)
+		}
+		done(float64(len(out)) / float64(len(prompts)))
 	}
 	return out, nil
+}
+
+// phases counts the units of work Run will do, for its progress display.
+func (o Options) phases() int {
+	n := 1 // greedy responses
+	if o.RewardModel != nil {
+		n++
+	}
+	if o.Baseline != nil {
+		n += 2 // its responses, and judging both
+	}
+	if len(o.Pairs) > 0 && o.Model != nil {
+		n++
+	}
+	return n
 }
 
 // Run evaluates o.Model.
@@ -70,16 +94,22 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		o.MaxNewTokens = 128
 	}
 	rep := &Report{Prompts: len(o.Prompts)}
+	bar := progress.New(o.Progress, o.phases(), "eval")
+	defer bar.Finish()
+	unit := 0.0
+	at := func(what string) func(float64) { return func(f float64) { bar.Set(unit+f, what) } }
+	next := func(what string) { unit++; bar.Set(unit, what) }
 	var resp []string
 	var err error
 	if o.Remote != nil {
 		resp, err = o.Remote.greedy(ctx, o.Prompts, o.MaxNewTokens)
 	} else {
-		resp, err = greedy(ctx, o.Model, o.Prompts, o.MaxNewTokens)
+		resp, err = greedy(ctx, o.Model, o.Prompts, o.MaxNewTokens, at("greedy responses"))
 	}
 	if err != nil {
 		return nil, err
 	}
+	next("greedy responses")
 	for i, p := range o.Prompts {
 		rep.Samples = append(rep.Samples, Sample{Prompt: p, Response: resp[i]})
 	}
@@ -93,15 +123,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		for i := range rs {
 			rep.Samples[i].Reward = rs[i]
 		}
+		next("rewards")
 	}
 	if o.Baseline != nil && len(o.Prompts) > 0 {
-		base, err := greedy(ctx, o.Baseline, o.Prompts, o.MaxNewTokens)
+		base, err := greedy(ctx, o.Baseline, o.Prompts, o.MaxNewTokens, at("baseline's responses"))
 		if err != nil {
 			return nil, err
 		}
 		for i := range base {
 			rep.Samples[i].Baseline = base[i]
 		}
+		next("baseline's responses")
 		if o.RewardModel != nil {
 			rs, err := o.RewardModel.ScorePairs(ctx, o.Prompts, base)
 			if err != nil {
@@ -115,27 +147,30 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			judge = o.RewardModel
 		}
 		if judge != nil {
-			js, err := judgeBothOrders(ctx, judge, o.Prompts, resp, base, o.Seed)
+			js, err := judgeBothOrders(ctx, judge, o.Prompts, resp, base, o.Seed, at("judging"))
 			if err != nil {
 				return nil, err
 			}
 			iv, w, t, l := WinRate(js, o.Seed)
 			rep.WinRate, rep.Wins, rep.Ties, rep.Losses, rep.Judge = &iv, w, t, l, judge.Describe()
 		}
+		next("judging")
 	}
 	if len(o.Pairs) > 0 && o.Model != nil {
 		if err := pairMetrics(ctx, o, rep, resp); err != nil {
 			return nil, err
 		}
+		next("pair metrics")
 	}
 	return rep, nil
 }
 
 // judgeBothOrders asks the judge about (model, baseline) and (baseline, model) for each prompt.
 // Identical responses are a tie without asking.
-func judgeBothOrders(ctx context.Context, judge blackbox.Ranker, prompts, a, b []string, seed uint64) ([][2]Outcome, error) {
+func judgeBothOrders(ctx context.Context, judge blackbox.Ranker, prompts, a, b []string, seed uint64, done func(float64)) ([][2]Outcome, error) {
 	out := make([][2]Outcome, len(prompts))
 	for i := range prompts {
+		done(float64(i) / float64(len(prompts)))
 		if a[i] == b[i] {
 			out[i] = [2]Outcome{Tie, Tie}
 			continue
@@ -211,7 +246,7 @@ func pairMetrics(ctx context.Context, o Options, rep *Report, resp []string) err
 	hyps := resp
 	if !slices.Equal(prompts, o.Prompts) {
 		var err error
-		if hyps, err = greedy(ctx, o.Model, prompts, o.MaxNewTokens); err != nil {
+		if hyps, err = greedy(ctx, o.Model, prompts, o.MaxNewTokens, func(float64) {}); err != nil {
 			return err
 		}
 	}

@@ -14,10 +14,9 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
-
 	"github.com/cyclealign/cyclealign/internal/hf"
 	"github.com/cyclealign/cyclealign/internal/lockfile"
+	"github.com/cyclealign/cyclealign/internal/progress"
 )
 
 // RunOptions drive offline training on ranked data.
@@ -106,12 +105,8 @@ func Run(ctx context.Context, t *Trainer, data []Example, o RunOptions) ([]Metri
 	}
 	defer mf.Close()
 	total := o.TotalSteps(len(data))
-	var bar *progressbar.ProgressBar
-	if o.Progress != nil {
-		bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(o.Progress), progressbar.OptionShowCount(),
-			progressbar.OptionSetPredictTime(true), progressbar.OptionSetWidth(24), progressbar.OptionThrottle(200*time.Millisecond))
-		bar.Set(st.Step)
-	}
+	bar := progress.New(o.Progress, total, "train")
+	bar.Set(float64(st.Step), "starting")
 	save := func() error { return t.SaveCheckpoint(ckdir, st, o.Keep, nil) }
 	var out []Metrics
 	perm := order(len(data), o.Seed, st.Epoch)
@@ -158,10 +153,7 @@ func Run(ctx context.Context, t *Trainer, data []Example, o RunOptions) ([]Metri
 		if _, err := mf.Write(append(line, '\n')); err != nil {
 			return out, err
 		}
-		if bar != nil {
-			bar.Describe(fmt.Sprintf("loss %.4f  %.0f tok/s", m.Loss, m.TokensPerSec))
-			bar.Set(st.Step)
-		}
+		bar.Set(float64(st.Step), fmt.Sprintf("loss %.4f  %.0f tok/s", m.Loss, m.TokensPerSec))
 		if o.SaveEvery > 0 && st.Step%o.SaveEvery == 0 && st.Step < total {
 			if err := save(); err != nil {
 				return out, err
@@ -171,10 +163,7 @@ func Run(ctx context.Context, t *Trainer, data []Example, o RunOptions) ([]Metri
 			return out, nil
 		}
 	}
-	if bar != nil {
-		bar.Finish()
-		fmt.Fprintln(o.Progress)
-	}
+	bar.Finish()
 	return out, save()
 }
 
