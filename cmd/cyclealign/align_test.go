@@ -164,7 +164,7 @@ func TestAlignDryRunAndUnreachable(t *testing.T) {
 	if err := json.Unmarshal(out, &plan); err != nil {
 		t.Fatal(err)
 	}
-	if plan.Requests != 5*2*3 || !plan.Known || plan.Cost <= 0 {
+	if plan.Requests != 5*2*5 || !plan.Known || plan.Cost <= 0 { // T=5 interactions by default
 		t.Fatalf("plan %s", out)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "r")); err == nil {
@@ -174,7 +174,7 @@ func TestAlignDryRunAndUnreachable(t *testing.T) {
 	root.SetOut(&bytes.Buffer{})
 	root.SetArgs([]string{"align", "--quiet", "--model", model, "--prompts", prompts, "--out", filepath.Join(dir, "r2"),
 		"--blackbox-url", "http://127.0.0.1:9/v1", "--blackbox-model", "judge", "--request-timeout", "2s"})
-	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "not usable") {
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "cannot reach the black-box") {
 		t.Fatalf("unreachable black-box: %v", err)
 	}
 }

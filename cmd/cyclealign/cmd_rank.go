@@ -67,6 +67,11 @@ func newRankCmd(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if llm, ok := r.(*blackbox.LLM); ok {
+				if err := llm.Check(cmd.Context()); err != nil {
+					return err
+				}
+			}
 			res, err := r.Rank(cmd.Context(), blackbox.Request{Prompt: o.Prompt, Candidates: cands, Demos: demos, Seed: o.Seed})
 			if err != nil {
 				return err
@@ -85,8 +90,9 @@ func newRankCmd(g *globalOptions) *cobra.Command {
 		},
 	}
 	addBlackboxFlags(cmd.Flags(), &o.BB)
-	// The spelling: --model names the black-box model here.
-	cmd.Flags().StringVar(&o.BB.Model, "model", "", "black-box model name (same as --blackbox-model)")
+	// --model names a model directory everywhere else; the old spelling still works here.
+	cmd.Flags().StringVar(&o.BB.Model, "model", "", "black-box model name")
+	cmd.Flags().MarkDeprecated("model", "use --blackbox-model")
 	cmd.Flags().StringVar(&o.Prompt, "prompt", "", "the prompt")
 	cmd.Flags().StringVar(&o.Candidates, "candidates", "", "JSON array of candidate strings")
 	cmd.Flags().StringVar(&o.Demo, "demos", "", "JSON array of demonstrations {prompt, candidates, ranking (0-based, best first)}")

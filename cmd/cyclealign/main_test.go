@@ -165,7 +165,7 @@ func TestCLIRank(t *testing.T) {
 			Requests int `json:"requests"`
 		} `json:"usage"`
 	}
-	out := run(t, "rank", "--blackbox-url", s.BaseURL(), "--model", "judge", "--api-key-env", "JUDGE_KEY",
+	out := run(t, "rank", "--blackbox-url", s.BaseURL(), "--blackbox-model", "judge", "--api-key-env", "JUDGE_KEY",
 		"--prompt", "\n\nHuman: hi\n\nAssistant:", "--candidates", cands, "--demos", demos, "--json")
 	if err := json.Unmarshal(out, &res); err != nil {
 		t.Fatal(err)
@@ -179,7 +179,7 @@ func TestCLIRank(t *testing.T) {
 	os.WriteFile(demos, []byte(`[{"prompt": "q", "candidates": ["x", "yy"], "ranking": [1, 1]}]`), 0o644)
 	root := newRootCmd()
 	root.SetOut(&bytes.Buffer{})
-	root.SetArgs([]string{"rank", "--blackbox-url", s.BaseURL(), "--model", "judge", "--prompt", "p", "--candidates", cands, "--demos", demos})
+	root.SetArgs([]string{"rank", "--blackbox-url", s.BaseURL(), "--blackbox-model", "judge", "--prompt", "p", "--candidates", cands, "--demos", demos})
 	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "demonstration 0") {
 		t.Fatalf("bad demos: %v", err)
 	}

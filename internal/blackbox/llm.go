@@ -309,6 +309,9 @@ func describe(err error, attempts int) error {
 		if msg == "" {
 			msg = strings.TrimSpace(apiErr.RawJSON())
 		}
+		if msg == "" {
+			msg = http.StatusText(apiErr.StatusCode) + " (the server said nothing more)"
+		}
 		return fmt.Errorf("HTTP %d after %d attempt(s): %s", apiErr.StatusCode, attempts, msg)
 	}
 	return fmt.Errorf("after %d attempt(s): %w", attempts, err)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -357,5 +359,32 @@ func TestRequestsPerMinute(t *testing.T) {
 	}
 	if el := time.Since(start); el < 450*time.Millisecond {
 		t.Fatalf("15 requests at 600/min took %v", el)
+	}
+}
+
+// TestCheckSaysWhatWasTried: an unreachable server fails at once, naming what was tried; a
+// base URL without /v1 that 404s is told to add it; an empty 404 still says "Not Found".
+func TestCheckSaysWhatWasTried(t *testing.T) {
+	s := llmtest.New(llmtest.RankBy(shorterFirst))
+	base := s.BaseURL()
+	s.Close()
+	l := newTestLLM(t, s, func(c *LLMConfig) { c.BaseURL = base })
+	start := time.Now()
+	err := l.Check(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "cannot reach the black-box at "+base) || !strings.Contains(err.Error(), "GET "+base+"/models") {
+		t.Fatalf("unreachable server: %v", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatalf("a refused connection took %v to report (retried?)", time.Since(start))
+	}
+	empty404 := httptest.NewServer(http.NotFoundHandler())
+	defer empty404.Close()
+	l = newTestLLM(t, s, func(c *LLMConfig) { c.BaseURL = empty404.URL; c.MaxAttempts = 1 })
+	if err := l.Check(context.Background()); err == nil || !strings.Contains(err.Error(), "try --blackbox-url "+empty404.URL+"/v1") {
+		t.Fatalf("base URL without /v1: %v", err)
+	}
+	_, err = l.Rank(context.Background(), Request{Prompt: "p", Candidates: cands})
+	if err == nil || !strings.Contains(err.Error(), "HTTP 404") || !strings.Contains(err.Error(), "Not Found") {
+		t.Fatalf("an empty 404 reply: %v", err)
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/openai/openai-go/v3"
@@ -89,7 +91,8 @@ func (o Options) Build(spent float64) (Ranker, error) {
 }
 
 // Check asks the server for its model list before a run starts, so an unreachable URL or a
-// refused key is reported before any work. A server without /models only gets a warning.
+// refused key is reported at once instead of after every retry. A server without /models only
+// gets a warning; a 404 there on a base URL without /v1 is most likely the wrong base.
 func (l *LLM) Check(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, min(l.cfg.Timeout, 30*time.Second))
 	defer cancel()
@@ -98,9 +101,16 @@ func (l *LLM) Check(ctx context.Context) error {
 		return nil
 	}
 	var apiErr *openai.Error
-	if errors.As(err, &apiErr) && apiErr.StatusCode != 401 && apiErr.StatusCode != 403 {
+	switch {
+	case errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusNotFound && !strings.HasSuffix(strings.TrimSuffix(l.cfg.BaseURL, "/"), "/v1"):
+		return fmt.Errorf("black-box at %s: %s answered 404 Not Found; an OpenAI-compatible API base usually ends in /v1: try --blackbox-url %s/v1",
+			l.cfg.BaseURL, strings.TrimSuffix(l.cfg.BaseURL, "/")+"/models", strings.TrimSuffix(l.cfg.BaseURL, "/"))
+	case errors.As(err, &apiErr) && apiErr.StatusCode != 401 && apiErr.StatusCode != 403:
 		slog.Warn("black-box server did not list its models; going on", "url", l.cfg.BaseURL, "status", apiErr.StatusCode)
 		return nil
+	case !errors.As(err, &apiErr):
+		return fmt.Errorf("cannot reach the black-box at %s (tried GET %s/models): %v; is the server running, and is the URL right?",
+			l.cfg.BaseURL, strings.TrimSuffix(l.cfg.BaseURL, "/"), err)
 	}
 	return fmt.Errorf("black-box at %s is not usable: %w", l.cfg.BaseURL, describe(err, 1))
 }

@@ -360,7 +360,7 @@ func TestBadInput(t *testing.T) {
 	dead.Close()
 	cfg = testConfig(t, s, writePrompts(t, topics[:2]))
 	cfg.Blackbox.URL = url
-	if _, err := Prepare(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "not usable") {
+	if _, err := Prepare(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "cannot reach the black-box") {
 		t.Fatalf("unreachable black-box: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(cfg.Out, "checkpoints")); err == nil {
