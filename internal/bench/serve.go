@@ -35,7 +35,7 @@ func Serve(ctx context.Context, b backends.Backend, o Options, batching bool, cl
 	if err != nil {
 		return nil, err
 	}
-	so := serve.Options{MaxRows: 64}
+	so := serve.Options{MaxRows: 64, ModelName: "m"}
 	if !batching {
 		so.MaxRows = 1
 	}

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/cyclealign/cyclealign/internal/cpu"
 	"github.com/cyclealign/cyclealign/internal/model"
 )
 
@@ -33,6 +34,7 @@ type Options struct {
 	TruncatePrompt bool
 	NoCache        bool // recompute the window each step (benchmark baseline)
 	MaxRows        int  // rows per decoding batch (0: 64)
+	TopLogprobs    int  // also keep the k most likely tokens at each step (0: none)
 }
 
 // Defaults returns METHOD.md's sampling defaults: temperature 1.0, top-p 0.9, 128 new tokens,
@@ -47,6 +49,37 @@ type Completion struct {
 	IDs          []int     `json:"ids"`
 	FinishReason string    `json:"finish_reason"` // "stop" (EOS or stop string) or "length"
 	Logprobs     []float64 `json:"-"`             // log-probability of each generated token
+	Top          [][]Alt   `json:"-"`             // with Options.TopLogprobs: the likeliest tokens at each step
+}
+
+// Alt is a token and its log-probability.
+type Alt struct {
+	ID      int
+	Logprob float64
+}
+
+// TopK returns the k likeliest tokens of logits with their log-probabilities, likeliest first.
+func TopK(logits []float32, k int) []Alt {
+	k = min(k, len(logits))
+	idx := make([]int, 0, k+1)
+	for i, v := range logits { // insertion into a short sorted list: k is small
+		if len(idx) == k && v <= logits[idx[k-1]] {
+			continue
+		}
+		j := sort.Search(len(idx), func(j int) bool { return logits[idx[j]] < v })
+		idx = append(idx, 0)
+		copy(idx[j+1:], idx[j:])
+		idx[j] = i
+		if len(idx) > k {
+			idx = idx[:k]
+		}
+	}
+	lse := cpu.LogSumExp(logits)
+	out := make([]Alt, len(idx))
+	for i, id := range idx {
+		out[i] = Alt{id, float64(logits[id]) - lse}
+	}
+	return out
 }
 
 func (o *Options) check() error {
@@ -213,6 +246,9 @@ func Rows(ctx context.Context, m *model.Model, rows []Row) ([]Completion, error)
 			} else {
 				comps[r].IDs = append(comps[r].IDs, tok)
 				comps[r].Logprobs = append(comps[r].Logprobs, logProb(logits[r], tok))
+				if opt.TopLogprobs > 0 {
+					comps[r].Top = append(comps[r].Top, TopK(logits[r], opt.TopLogprobs))
+				}
 				switch {
 				case cutStop(m, &comps[r], opt.Stop):
 					finish = "stop"
@@ -247,17 +283,7 @@ func Rows(ctx context.Context, m *model.Model, rows []Row) ([]Completion, error)
 }
 
 // logProb is log softmax(logits)[tok], in float64.
-func logProb(logits []float32, tok int) float64 {
-	mx := float64(logits[0])
-	for _, v := range logits {
-		mx = math.Max(mx, float64(v))
-	}
-	sum := 0.0
-	for _, v := range logits {
-		sum += math.Exp(float64(v) - mx)
-	}
-	return float64(logits[tok]) - mx - math.Log(sum)
-}
+func logProb(logits []float32, tok int) float64 { return cpu.LogSoftmaxAt(logits, tok) }
 
 // cutStop ends a completion at the first stop string: the text stops before it and the ids
 // keep the longest prefix whose text does not reach into it.

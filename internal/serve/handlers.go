@@ -8,6 +8,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/cyclealign/cyclealign/internal/cpu"
 	"github.com/cyclealign/cyclealign/internal/generate"
 )
 
@@ -17,6 +18,8 @@ type chatRequest struct {
 		Role    string `json:"role"`
 		Content string `json:"content"`
 	} `json:"messages"`
+	Logprobs    bool `json:"logprobs"`
+	TopLogprobs *int `json:"top_logprobs"`
 	sampling
 }
 
@@ -93,6 +96,9 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
+	if !s.knownModel(w, req.Model) {
+		return
+	}
 	if len(req.Messages) == 0 {
 		apiError(w, http.StatusBadRequest, "invalid_request_error", "messages must not be empty")
 		return
@@ -100,6 +106,18 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	opt, n, msg := s.options(req.sampling, 256)
 	if msg != "" {
 		apiError(w, http.StatusBadRequest, "invalid_request_error", msg)
+		return
+	}
+	if req.TopLogprobs != nil {
+		if *req.TopLogprobs < 0 || *req.TopLogprobs > maxTopLogprobs || !req.Logprobs {
+			apiErrorCode(w, http.StatusBadRequest, "invalid_request_error", "", "top_logprobs",
+				fmt.Sprintf("top_logprobs must be between 0 and %d, and needs logprobs: true", maxTopLogprobs))
+			return
+		}
+		opt.TopLogprobs = *req.TopLogprobs
+	}
+	if req.Logprobs && req.Stream {
+		apiErrorCode(w, http.StatusBadRequest, "invalid_request_error", "", "logprobs", "logprobs are not supported with stream")
 		return
 	}
 	if len(opt.Stop) == 0 {
@@ -132,11 +150,47 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	out := 0
 	for i, c := range comps {
 		out += len(c.IDs)
-		choices = append(choices, map[string]any{"index": i, "finish_reason": c.FinishReason,
-			"message": map[string]any{"role": "assistant", "content": strings.TrimPrefix(c.Text, " ")}})
+		choice := map[string]any{"index": i, "finish_reason": c.FinishReason, "logprobs": nil,
+			"message": map[string]any{"role": "assistant", "content": strings.TrimPrefix(c.Text, " ")}}
+		if req.Logprobs {
+			choice["logprobs"] = s.chatLogprobs(c)
+		}
+		choices = append(choices, choice)
 	}
+	countTokens(r, len(prompt), out)
 	writeJSON(w, map[string]any{"id": id, "object": "chat.completion", "created": created, "model": s.o.ModelName,
 		"choices": choices, "usage": usage(len(prompt), out)})
+}
+
+// maxTopLogprobs bounds top_logprobs (OpenAI's chat limit; vLLM's default max_logprobs).
+const maxTopLogprobs = 20
+
+// tokenText is what a token adds to the text, as vLLM reports tokens (not BPE symbols).
+func (s *Server) tokenText(id int) string { return s.m.Tokenizer.Decode([]int{id}, false) }
+
+// chatLogprobs renders a completion's tokens in the chat API's logprobs shape.
+func (s *Server) chatLogprobs(c generate.Completion) map[string]any {
+	entry := func(id int, lp float64) map[string]any {
+		t := s.tokenText(id)
+		b := []int{}
+		for _, x := range []byte(t) {
+			b = append(b, int(x))
+		}
+		return map[string]any{"token": t, "logprob": lp, "bytes": b}
+	}
+	content := []any{}
+	for k, id := range c.IDs {
+		e := entry(id, c.Logprobs[k])
+		top := []any{}
+		if k < len(c.Top) {
+			for _, a := range c.Top[k] {
+				top = append(top, entry(a.ID, a.Logprob))
+			}
+		}
+		e["top_logprobs"] = top
+		content = append(content, e)
+	}
+	return map[string]any{"content": content}
 }
 
 func usage(in, out int) map[string]int {
@@ -273,6 +327,9 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
+	if !s.knownModel(w, req.Model) {
+		return
+	}
 	prompt, err := s.promptIDs(req.Prompt)
 	if err != nil {
 		apiError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
@@ -282,6 +339,13 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	if msg != "" {
 		apiError(w, http.StatusBadRequest, "invalid_request_error", msg)
 		return
+	}
+	if req.Logprobs != nil {
+		if *req.Logprobs < 0 || *req.Logprobs > maxTopLogprobs {
+			apiErrorCode(w, http.StatusBadRequest, "invalid_request_error", "", "logprobs", fmt.Sprintf("logprobs must be between 0 and %d", maxTopLogprobs))
+			return
+		}
+		opt.TopLogprobs = *req.Logprobs
 	}
 	id, created := s.id("cmpl"), time.Now().Unix()
 	if req.Stream {
@@ -306,14 +370,22 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 			comps[i].FinishReason = "length"
 		}
 	}
-	var promptLP []float32
+	// With echo, the prompt's tokens come first: the first has no context (null), each other
+	// its log-probability and, with logprobs > 0, the alternatives at its position.
+	var promptLP []float64
+	var promptTop [][]generate.Alt
 	if req.Echo && req.Logprobs != nil && len(prompt) > 1 {
-		lps, err := s.m.LogProbs(r.Context(), [][]int{prompt})
+		logits, err := s.m.Logits(r.Context(), [][]int{prompt})
 		if err != nil {
 			s.fail(w, err)
 			return
 		}
-		promptLP = lps[0]
+		for t := 0; t+1 < len(prompt); t++ {
+			promptLP = append(promptLP, cpu.LogSoftmaxAt(logits[0][t], prompt[t+1]))
+			if opt.TopLogprobs > 0 {
+				promptTop = append(promptTop, generate.TopK(logits[0][t], opt.TopLogprobs))
+			}
+		}
 	}
 	var choices []any
 	out := 0
@@ -323,19 +395,51 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 		choice := map[string]any{"index": i, "finish_reason": c.FinishReason, "logprobs": nil}
 		if req.Logprobs != nil {
 			var ids []int
-			var lps []any
+			lps := []any{}
+			tops := []any{}
+			addTop := func(alts []generate.Alt) {
+				if opt.TopLogprobs == 0 {
+					tops = append(tops, nil)
+					return
+				}
+				m := map[string]float64{}
+				for _, a := range alts {
+					m[s.tokenText(a.ID)] = a.Logprob
+				}
+				tops = append(tops, m)
+			}
 			if req.Echo {
 				ids = append(ids, prompt...)
-				lps = append(lps, nil) // the first token has no context
-				for _, v := range promptLP {
-					lps = append(lps, float64(v))
+				lps, tops = append(lps, nil), append(tops, nil) // the first token has no context
+				for k, v := range promptLP {
+					lps = append(lps, v)
+					if opt.TopLogprobs > 0 {
+						addTop(promptTop[k])
+					} else {
+						addTop(nil)
+					}
 				}
 			}
 			ids = append(ids, c.IDs...)
-			for _, v := range c.Logprobs {
+			for k, v := range c.Logprobs {
 				lps = append(lps, v)
+				if k < len(c.Top) {
+					addTop(c.Top[k])
+				} else {
+					addTop(nil)
+				}
 			}
-			choice["logprobs"] = map[string]any{"tokens": s.m.Tokenizer.Tokens(ids), "token_logprobs": lps, "top_logprobs": nil, "text_offset": nil}
+			tokens := make([]string, len(ids))
+			offsets := make([]int, len(ids))
+			at := 0 // in characters of prompt + completion, as OpenAI counts
+			if !req.Echo {
+				at = utf8.RuneCountInString(s.m.Tokenizer.Decode(prompt, true))
+			}
+			for k, id := range ids {
+				tokens[k], offsets[k] = s.tokenText(id), at
+				at += utf8.RuneCountInString(tokens[k])
+			}
+			choice["logprobs"] = map[string]any{"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
 		}
 		if req.Echo {
 			text = s.m.Tokenizer.Decode(prompt, true) + text
@@ -343,6 +447,7 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 		choice["text"] = text
 		choices = append(choices, choice)
 	}
+	countTokens(r, len(prompt), out)
 	writeJSON(w, map[string]any{"id": id, "object": "text_completion", "created": created, "model": s.o.ModelName,
 		"choices": choices, "usage": usage(len(prompt), out)})
 }

@@ -6,7 +6,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net"
 	"net/http"
@@ -34,6 +36,9 @@ func start(t *testing.T, o Options) (*httptest.Server, *model.Model, openai.Clie
 	m, err := model.Load(b, filepath.Join("..", "..", "testdata", "tiny-gpt2-bytelevel"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o.ModelName == "" {
+		o.ModelName = "m"
 	}
 	s := New(m, o)
 	hs := httptest.NewServer(s)
@@ -230,7 +235,7 @@ func TestNoTokenAndGracefulShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := New(m, Options{Token: "tok", Window: 300 * 1e6})
+	s := New(m, Options{ModelName: "m", Token: "tok", Window: 300 * 1e6})
 	defer s.Close()
 	hs := httptest.NewUnstartedServer(s)
 	hs.Start()
@@ -429,5 +434,92 @@ func TestChatContentSpecialTokensAreText(t *testing.T) {
 	}
 	if n := count(m.Tokenizer.EncodePlain(text, true, spans)); n != 2 {
 		t.Errorf("template: %d control tokens, want the template's own 2", n)
+	}
+}
+
+// TestOpenAIFaithfulLogprobs: completions' logprobs carry decoded tokens, top_logprobs with k
+// entries and text offsets into prompt+completion; chat returns logprobs.content; an unknown
+// model is a 404 model_not_found; a too-long prompt's 400 says how to fix it; every request
+// leaves one access-log line without the token.
+func TestOpenAIFaithfulLogprobs(t *testing.T) {
+	var logs bytes.Buffer
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&logs, nil)))
+	defer slog.SetDefault(old)
+	hs, _, _ := start(t, Options{Token: "s3cret-token"})
+	post := func(path, body string) (int, map[string]any) {
+		req, _ := http.NewRequest("POST", hs.URL+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer s3cret-token")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var v map[string]any
+		json.NewDecoder(resp.Body).Decode(&v)
+		return resp.StatusCode, v
+	}
+	code, v := post("/v1/completions", `{"model":"m","prompt":"Paris is the","max_tokens":4,"temperature":0,"logprobs":2}`)
+	if code != 200 {
+		t.Fatalf("completions: %d %v", code, v)
+	}
+	lp := v["choices"].([]any)[0].(map[string]any)["logprobs"].(map[string]any)
+	tokens, offsets, tops := lp["tokens"].([]any), lp["text_offset"].([]any), lp["top_logprobs"].([]any)
+	text := v["choices"].([]any)[0].(map[string]any)["text"].(string)
+	joined := ""
+	for _, tk := range tokens {
+		joined += tk.(string)
+	}
+	if joined != text || strings.Contains(joined, "Ġ") {
+		t.Fatalf("tokens %q do not spell the text %q", tokens, text)
+	}
+	if int(offsets[0].(float64)) != len("Paris is the") {
+		t.Fatalf("first offset %v, want the prompt's length %d", offsets[0], len("Paris is the"))
+	}
+	for k := 1; k < len(tokens); k++ {
+		if int(offsets[k].(float64)) != int(offsets[k-1].(float64))+len([]rune(tokens[k-1].(string))) {
+			t.Fatalf("text_offset %v does not follow the tokens %q", offsets, tokens)
+		}
+	}
+	for k, tp := range tops {
+		alts := tp.(map[string]any)
+		if len(alts) != 2 {
+			t.Fatalf("top_logprobs[%d] has %d entries, want 2", k, len(alts))
+		}
+		// Greedy decoding picked the likeliest token: its log-prob is the larger alternative.
+		best := -1e9
+		for _, x := range alts {
+			best = max(best, x.(float64))
+		}
+		if got := lp["token_logprobs"].([]any)[k].(float64); math.Abs(got-best) > 1e-6 {
+			t.Fatalf("step %d: greedy token log-prob %v, best alternative %v", k, got, best)
+		}
+	}
+	// Echo: the prompt's first token has no context (null), the others have alternatives.
+	_, v = post("/v1/completions", `{"model":"m","prompt":"Paris is the","max_tokens":0,"echo":true,"logprobs":1}`)
+	lp = v["choices"].([]any)[0].(map[string]any)["logprobs"].(map[string]any)
+	if lp["top_logprobs"].([]any)[0] != nil || lp["text_offset"].([]any)[0].(float64) != 0 || len(lp["top_logprobs"].([]any)[1].(map[string]any)) != 1 {
+		t.Fatalf("echo logprobs: %v", lp)
+	}
+	code, v = post("/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"Hi"}],"max_tokens":3,"temperature":0,"logprobs":true,"top_logprobs":3}`)
+	content := v["choices"].([]any)[0].(map[string]any)["logprobs"].(map[string]any)["content"].([]any)
+	if code != 200 || len(content) == 0 || len(content[0].(map[string]any)["top_logprobs"].([]any)) != 3 {
+		t.Fatalf("chat logprobs: %d %v", code, v)
+	}
+	code, v = post("/v1/completions", `{"model":"gpt-5","prompt":"hi"}`)
+	if e := v["error"].(map[string]any); code != 404 || e["code"] != "model_not_found" || e["param"] != "model" {
+		t.Fatalf("unknown model: %d %v", code, v)
+	}
+	long := make([]string, 250)
+	for i := range long {
+		long[i] = fmt.Sprint(5 + i%300)
+	}
+	code, v = post("/v1/completions", `{"model":"m","prompt":[`+strings.Join(long, ",")+`],"max_tokens":20}`)
+	if msg := v["error"].(map[string]any)["message"].(string); code != 400 || !strings.Contains(msg, "--truncate-prompts") || !strings.Contains(msg, "--blackbox-max-tokens") {
+		t.Fatalf("too long a prompt: %d %v", code, v)
+	}
+	lines := strings.Count(logs.String(), "msg=request")
+	if lines != 5 || !strings.Contains(logs.String(), "path=/v1/chat/completions status=200 prompt_tokens=") || strings.Contains(logs.String(), "s3cret-token") {
+		t.Fatalf("access log (%d lines):\n%s", lines, logs.String())
 	}
 }

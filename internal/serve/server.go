@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -113,8 +114,15 @@ func LoadToken(env, file string) (string, error) {
 	return "", nil
 }
 
-// ServeHTTP applies auth, the body limit and the body deadline, then routes.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// ServeHTTP logs the request, applies auth, the body limit and the body deadline, then routes.
+func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	w := &accessLog{ResponseWriter: rw}
+	r = r.WithContext(context.WithValue(r.Context(), logKey{}, w))
+	defer func() {
+		slog.Info("request", "method", r.Method, "path", r.URL.Path, "status", w.status, "prompt_tokens", w.prompt,
+			"completion_tokens", w.output, "ms", time.Since(start).Milliseconds(), "remote", r.RemoteAddr)
+	}()
 	if s.o.Token != "" {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.o.Token)) != 1 {
@@ -130,9 +138,69 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func apiError(w http.ResponseWriter, status int, typ, msg string) {
+	apiErrorCode(w, status, typ, "", "", msg)
+}
+
+// apiErrorCode writes OpenAI's error shape with its code and param ("" is null).
+func apiErrorCode(w http.ResponseWriter, status int, typ, code, param, msg string) {
+	orNull := func(s string) any {
+		if s == "" {
+			return nil
+		}
+		return s
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"message": msg, "type": typ, "param": nil, "code": nil}})
+	json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"message": msg, "type": typ, "param": orNull(param), "code": orNull(code)}})
+}
+
+// knownModel answers 404 model_not_found, as OpenAI and vLLM do, for a model it does not serve.
+func (s *Server) knownModel(w http.ResponseWriter, name string) bool {
+	if name == s.o.ModelName {
+		return true
+	}
+	apiErrorCode(w, http.StatusNotFound, "invalid_request_error", "model_not_found", "model",
+		fmt.Sprintf("The model `%s` does not exist; this server serves `%s` (GET /v1/models).", name, s.o.ModelName))
+	return false
+}
+
+// accessLog records one line per request; it never records the Authorization header.
+type accessLog struct {
+	http.ResponseWriter
+	status         int
+	prompt, output int // tokens, set by the handlers
+}
+
+func (a *accessLog) WriteHeader(code int) {
+	if a.status == 0 {
+		a.status = code
+	}
+	a.ResponseWriter.WriteHeader(code)
+}
+
+func (a *accessLog) Write(b []byte) (int, error) {
+	if a.status == 0 {
+		a.status = http.StatusOK
+	}
+	return a.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection (deadlines, flushing).
+func (a *accessLog) Unwrap() http.ResponseWriter { return a.ResponseWriter }
+
+func (a *accessLog) Flush() {
+	if f, ok := a.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+type logKey struct{}
+
+// countTokens records a request's token counts for its access-log line.
+func countTokens(r *http.Request, prompt, output int) {
+	if a, ok := r.Context().Value(logKey{}).(*accessLog); ok {
+		a.prompt, a.output = prompt, output
+	}
 }
 
 // decode reads a JSON body, answering 413 or 400 in OpenAI's error shape on failure.
@@ -233,7 +301,9 @@ func (s *Server) generateN(ctx context.Context, prompt []int, o generate.Options
 		prompt, _ = model.FitContext(prompt, nil, room)
 	}
 	if len(prompt)+o.MaxNewTokens > s.m.Config.MaxPositions {
-		return nil, &badRequest{fmt.Sprintf("prompt (%d tokens) plus max_tokens (%d) exceeds the model's %d positions", len(prompt), o.MaxNewTokens, s.m.Config.MaxPositions)}
+		return nil, &badRequest{fmt.Sprintf("prompt (%d tokens) plus max_tokens (%d) exceeds the model's %d positions: ask for fewer max_tokens "+
+			"(align: --blackbox-max-tokens), or start the server with --truncate-prompts to cut prompts from their oldest tokens",
+			len(prompt), o.MaxNewTokens, s.m.Config.MaxPositions)}
 	}
 	out := make([]generate.Completion, n)
 	errs := make([]error, n)
