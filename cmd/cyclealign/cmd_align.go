@@ -46,7 +46,7 @@ func (o *alignOptions) AddFlags(f *pflag.FlagSet) {
 	f.IntVar(&c.NumDynamic, "num-dynamic", c.NumDynamic, "dynamic demonstrations per request at most")
 	f.StringVar(&c.DemoSelect, "demo-select", c.DemoSelect, "recent or similar")
 	f.StringVar(&c.Loss, "loss", c.Loss, "pro or rrhf")
-	f.Float64Var(&c.SFTWeight, "sft-weight", c.SFTWeight, "λ (negative: 1 for rrhf, 0.5 for pro)")
+	sftWeightFlag(f, &c.SFTWeight)
 	f.Float64Var(&c.LR, "lr", c.LR, "peak learning rate")
 	f.Float64Var(&c.WeightDecay, "weight-decay", c.WeightDecay, "AdamW weight decay")
 	f.Float64Var(&c.Clip, "clip", c.Clip, "gradient clipping norm")

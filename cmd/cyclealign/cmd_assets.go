@@ -54,7 +54,12 @@ func newDataCmd(g *globalOptions) *cobra.Command {
 			if g.JSON {
 				return printJSON(cmd.OutOrStdout(), counts)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%v\n", counts)
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "%-10s %6s  %s\n", "part", "pairs", "file")
+			for _, p := range parts {
+				fmt.Fprintf(w, "%-10s %6d  %s\n", p.name, len(p.pairs), filepath.Join(out, p.name+".jsonl"))
+			}
+			fmt.Fprintf(w, "%d rows skipped: their chosen and rejected prompts differ\n", skipped)
 			return nil
 		},
 	}
@@ -131,7 +136,7 @@ type lmTrainOptions struct {
 	Run                 train.RunOptions
 }
 
-func (o *lmTrainOptions) AddFlags(f *pflag.FlagSet, lr float64) {
+func (o *lmTrainOptions) AddFlags(f *pflag.FlagSet, lr float64, unit string) {
 	f.StringVar(&o.Data, "data", "", "HH-RLHF .jsonl(.gz)")
 	f.StringVar(&o.Out, "out", "", "output model directory (checkpoints/ and metrics.jsonl inside; resumes)")
 	f.IntVar(&o.MaxLen, "max-len", 256, "tokens per sequence at most")
@@ -139,7 +144,7 @@ func (o *lmTrainOptions) AddFlags(f *pflag.FlagSet, lr float64) {
 	f.Float64Var(&o.WarmupRatio, "warmup-ratio", 0.05, "warm-up fraction")
 	f.IntVar(&o.Run.Epochs, "epochs", 1, "passes over the data")
 	f.IntVar(&o.Run.MaxSteps, "max-steps", 0, "stop after this many steps (0: epochs decide)")
-	f.IntVar(&o.Run.BatchSize, "batch-size", 16, "sequences (pairs for train-rm) per step")
+	f.IntVar(&o.Run.BatchSize, "batch-size", 16, unit+" per step")
 	f.Uint64Var(&o.Run.Seed, "seed", 1, "seed of initialisation and data order")
 	f.IntVar(&o.Run.SaveEvery, "save-every", 50, "checkpoint every N steps")
 	o.Run.GradAccum, o.Run.Keep = 1, 1
@@ -213,7 +218,7 @@ func newPretrainCmd(g *globalOptions) *cobra.Command {
 			return m.Save(o.Out)
 		},
 	}
-	o.AddFlags(cmd.Flags(), 3e-3)
+	o.AddFlags(cmd.Flags(), 3e-3, "sequences")
 	f := cmd.Flags()
 	f.StringVar(&o.Tokenizer, "tokenizer", "", "directory with tokenizer.json")
 	f.IntVar(&o.Hidden, "hidden", 128, "hidden size")
@@ -293,7 +298,7 @@ func newTrainRMCmd(g *globalOptions) *cobra.Command {
 			return nil
 		},
 	}
-	o.AddFlags(cmd.Flags(), 1e-3)
+	o.AddFlags(cmd.Flags(), 1e-3, "chosen/rejected pairs")
 	cmd.Flags().StringVar(&o.Base, "base", "", "base model directory the reward model starts from")
 	cmd.Flags().StringVar(&o.EvalData, "eval-data", "", "held-out HH-RLHF pairs for the accuracy report")
 	return cmd

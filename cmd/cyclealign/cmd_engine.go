@@ -83,6 +83,9 @@ func runScore(cmd *cobra.Command, g *globalOptions, o *scoreOptions) error {
 	if err != nil {
 		return err
 	}
+	if o.Prompt == "" || o.Response == "" {
+		return fmt.Errorf("--prompt and --response are both needed (a response's first token needs context)")
+	}
 	s, err := m.ScoreText(cmd.Context(), []string{o.Prompt}, []string{o.Response})
 	if err != nil {
 		return err
@@ -110,7 +113,8 @@ func (o *generateOptions) AddFlags(f *pflag.FlagSet) {
 	f.Float64Var(&o.Opt.TopP, "top-p", d.TopP, "nucleus sampling mass (1 = off)")
 	f.IntVar(&o.Opt.TopK, "top-k", 0, "sample among the k most likely tokens (0 = off)")
 	f.Uint64Var(&o.Opt.Seed, "seed", 0, "random seed")
-	f.StringArrayVar(&o.Opt.Stop, "stop", d.Stop, "stop string (repeatable)")
+	o.Opt.Stop = d.Stop
+	stringsFlag(f, &o.Opt.Stop, "stop", "stop string (repeatable)")
 	f.BoolVar(&o.Opt.IgnoreEOS, "ignore-eos", false, "do not stop at the EOS token")
 	f.BoolVar(&o.Opt.NoCache, "no-cache", false, "recompute the whole window at each step (slow; for comparison)")
 }

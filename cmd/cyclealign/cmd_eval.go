@@ -115,6 +115,12 @@ func newDemoCmd(g *globalOptions) *cobra.Command {
 			if !g.JSON {
 				o.Progress = os.Stderr
 			}
+			// --small has its own sizes, unless a size was given.
+			for name, p := range map[string]*int{"steps": &o.Steps, "eval-prompts": &o.EvalPrompts} {
+				if o.Small && !cmd.Flags().Changed(name) {
+					*p = 0
+				}
+			}
 			res, err := demo.Run(cmd.Context(), o)
 			if err != nil {
 				return err
@@ -130,11 +136,11 @@ func newDemoCmd(g *globalOptions) *cobra.Command {
 	f.StringVar(&o.Out, "out", "runs/demo", "run directory")
 	f.BoolVar(&o.Small, "small", false, "a reduced run (seconds per phase) that still goes through every phase")
 	f.BoolVar(&o.JudgeServer, "judge-server", false, "put the judge reward model behind a loopback OpenAI-compatible server and rank through the API client")
-	f.IntVar(&o.Steps, "steps", 0, "alignment steps (0: 10, or 2 with --small)")
-	f.IntVar(&o.EvalPrompts, "eval-prompts", 0, "held-out prompts evaluated (0: 64, or 4 with --small)")
+	f.IntVar(&o.Steps, "steps", 10, "alignment steps (--small: 2)")
+	f.IntVar(&o.EvalPrompts, "eval-prompts", 64, "held-out prompts evaluated (--small: 4)")
 	f.Uint64Var(&o.Seed, "seed", 0, "seed")
-	f.Float64Var(&o.LR, "lr", 0, "learning rate (0: 2e-4)")
-	f.StringVar(&o.Loss, "loss", "", "pro or rrhf (default pro)")
+	f.Float64Var(&o.LR, "lr", 2e-4, "learning rate")
+	f.StringVar(&o.Loss, "loss", "pro", "pro or rrhf")
 	f.StringVar(&o.AssetsDir, "assets", "", "where to unpack the embedded default (default: the user cache directory)")
 	return cmd
 }

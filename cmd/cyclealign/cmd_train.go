@@ -28,8 +28,9 @@ func (o *trainOptions) AddFlags(f *pflag.FlagSet) {
 	d := train.DefaultOptimizer()
 	f.StringVar(&o.Model, "model", "", "HF model directory to start from")
 	f.StringVar(&o.Data, "data", "", `ranked JSONL: {"prompt", "candidates": [best, ...]} or {"query", "responses", "scores"}`)
-	f.StringVar(&o.Loss, "loss", "pro", "objective: pro, rrhf or sft")
-	f.Float64Var(&o.SFTWeight, "sft-weight", -1, "λ on the SFT term (default: 1 for rrhf, 0.5 for pro)")
+	f.StringVar(&o.Loss, "loss", "pro", "objective: pro, rrhf, sft, or bt (Bradley–Terry, for a reward model on [chosen, rejected] pairs)")
+	o.SFTWeight = -1
+	sftWeightFlag(f, &o.SFTWeight)
 	f.StringVar(&o.Out, "out", "", "run directory: final model, checkpoints/, metrics.jsonl (resumes if it holds a checkpoint)")
 	f.Float64Var(&o.Opt.LR, "lr", d.LR, "peak learning rate")
 	f.Float64Var(&o.Opt.WeightDecay, "weight-decay", d.WeightDecay, "AdamW decoupled weight decay (not on norms and biases)")
@@ -139,8 +140,9 @@ func newLossCmd(g *globalOptions) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&o.Model, "model", "", "HF model directory")
 	cmd.Flags().StringVar(&o.Ranked, "ranked", "", "ranked JSONL file")
-	cmd.Flags().StringVar(&o.Loss, "loss", "pro", "rrhf, pro or sft")
-	cmd.Flags().Float64Var(&o.SFTWeight, "sft-weight", -1, "λ (default: 1 for rrhf, 0.5 for pro)")
+	cmd.Flags().StringVar(&o.Loss, "loss", "pro", "rrhf, pro, sft, or bt (Bradley–Terry on [chosen, rejected])")
+	o.SFTWeight = -1
+	sftWeightFlag(cmd.Flags(), &o.SFTWeight)
 	return cmd
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -205,5 +206,48 @@ func TestVersionFlag(t *testing.T) {
 	out := string(run(t, "--version"))
 	if !strings.HasPrefix(out, "cyclealign version ") || !strings.Contains(out, "go1.") {
 		t.Fatalf("--version printed %q", out)
+	}
+}
+
+// TestHelpAndMessagesNameTheirFlags: help texts show one default each and print escaped
+// strings; errors about settings name the flag; data split prints a table.
+func TestHelpAndMessagesNameTheirFlags(t *testing.T) {
+	help := func(args ...string) string { return string(run(t, append(args, "--help")...)) }
+	tr := help("train")
+	if strings.Count(tr, "default: 1 for rrhf, 0.5 for pro") != 1 || strings.Contains(tr, "default -1") || !strings.Contains(tr, "bt (Bradley–Terry") {
+		t.Fatalf("train --help:\n%s", tr)
+	}
+	gen := help("generate")
+	if !strings.Contains(gen, `(default "\n\nHuman:")`) {
+		t.Fatalf("generate --help does not show the stop string escaped:\n%s", gen)
+	}
+	if !strings.Contains(help("pretrain"), "sequences per step") || !strings.Contains(help("train-rm"), "chosen/rejected pairs per step") {
+		t.Fatal("pretrain/train-rm --batch-size help")
+	}
+	if d := help("demo"); !strings.Contains(d, "(default 10)") || !strings.Contains(d, "(default 64)") || strings.Contains(d, "(0:") {
+		t.Fatalf("demo --help shows sentinels:\n%s", d)
+	}
+	fail := func(want string, args ...string) {
+		t.Helper()
+		root := newRootCmd()
+		root.SetOut(&bytes.Buffer{})
+		root.SetArgs(args)
+		if err := root.Execute(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("%v: got %v, want an error with %q", args, err, want)
+		}
+	}
+	model := filepath.Join("..", "..", "testdata", "tiny-llama-metaspace")
+	fail("--out (out in the config): required", "align", "--model", model, "--prompts", "p.jsonl", "--blackbox-url", "http://127.0.0.1:9/v1", "--blackbox-model", "m")
+	fail("--response", "score", "--model", model, "--prompt", "hi", "--response", "")
+	hh := filepath.Join(t.TempDir(), "hh.jsonl")
+	var b strings.Builder
+	for i := 0; i < 40; i++ {
+		line, _ := json.Marshal(map[string]string{"chosen": fmt.Sprintf("\n\nHuman: q%d\n\nAssistant: yes", i), "rejected": fmt.Sprintf("\n\nHuman: q%d\n\nAssistant: no", i)})
+		b.Write(append(line, '\n'))
+	}
+	os.WriteFile(hh, []byte(b.String()), 0o644)
+	out := string(run(t, "data", "split", "--hh", hh, "--out", t.TempDir()))
+	if !strings.HasPrefix(out, "part") || !strings.Contains(out, "test") || strings.Contains(out, "map[") || !strings.Contains(out, "0 rows skipped") {
+		t.Fatalf("data split printed:\n%s", out)
 	}
 }

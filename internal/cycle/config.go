@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/goccy/go-yaml"
 
@@ -163,7 +164,14 @@ func (c Config) Validate() error {
 	}
 	for _, ch := range checks {
 		if !ch.ok {
-			return fmt.Errorf("config %s", ch.what)
+			// "out: required" becomes "--out (out in the config): required", so a user of
+			// either finds the setting.
+			keys, msg, _ := strings.Cut(ch.what, ": ")
+			var flags []string
+			for _, k := range strings.Split(keys, ", ") {
+				flags = append(flags, "--"+strings.ReplaceAll(k, "_", "-"))
+			}
+			return fmt.Errorf("%s (%s in the config): %s", strings.Join(flags, ", "), keys, msg)
 		}
 	}
 	return nil

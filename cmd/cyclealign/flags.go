@@ -1,0 +1,67 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/pflag"
+)
+
+// sftWeightFlag binds λ, whose "unset" value (negative) means the loss's own default; the help
+// then shows the defaults once, in words, instead of "(default -1)".
+func sftWeightFlag(f *pflag.FlagSet, p *float64) {
+	f.Var((*lambda)(p), "sft-weight", "λ on the SFT term (default: 1 for rrhf, 0.5 for pro)")
+}
+
+type lambda float64
+
+func (l *lambda) String() string {
+	if *l < 0 {
+		return ""
+	}
+	return strconv.FormatFloat(float64(*l), 'g', -1, 64)
+}
+
+func (l *lambda) Set(s string) error {
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v < 0 {
+		return fmt.Errorf("want a number >= 0, got %q", s)
+	}
+	*l = lambda(v)
+	return nil
+}
+
+func (l *lambda) Type() string { return "float" }
+
+// quotedStrings is a repeatable string flag whose help shows its default escaped, so that a
+// default such as "\n\nHuman:" does not break the help's layout.
+type quotedStrings struct {
+	p   *[]string
+	set bool
+}
+
+func stringsFlag(f *pflag.FlagSet, p *[]string, name, usage string) {
+	f.Var(&quotedStrings{p: p}, name, usage)
+}
+
+func (q *quotedStrings) String() string {
+	if q.p == nil {
+		return ""
+	}
+	var s []string
+	for _, v := range *q.p {
+		s = append(s, strconv.Quote(v))
+	}
+	return strings.Join(s, ", ")
+}
+
+func (q *quotedStrings) Set(v string) error {
+	if !q.set { // the first value given replaces the default
+		*q.p, q.set = nil, true
+	}
+	*q.p = append(*q.p, v)
+	return nil
+}
+
+func (q *quotedStrings) Type() string { return "strings" }
