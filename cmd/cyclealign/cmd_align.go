@@ -47,6 +47,7 @@ func (o *alignOptions) AddFlags(f *pflag.FlagSet) {
 	f.StringVar(&c.DemoSelect, "demo-select", c.DemoSelect, "recent or similar")
 	f.StringVar(&c.Loss, "loss", c.Loss, "pro or rrhf")
 	sftWeightFlag(f, &c.SFTWeight)
+	lossFlags(f, &c.SFTNorm, &c.PROTemp)
 	f.Float64Var(&c.LR, "lr", c.LR, "peak learning rate")
 	f.Float64Var(&c.WeightDecay, "weight-decay", c.WeightDecay, "AdamW weight decay")
 	f.Float64Var(&c.Clip, "clip", c.Clip, "gradient clipping norm")

@@ -15,6 +15,8 @@ import (
 
 type trainOptions struct {
 	Model, Data, Loss, Out string
+	SFTNorm                string
+	PROTemp                bool
 	SFTWeight              float64
 	MaxResponseTokens      int
 	WarmupRatio            float64
@@ -31,6 +33,7 @@ func (o *trainOptions) AddFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.Loss, "loss", "pro", "objective: pro, rrhf, sft, or bt (Bradley–Terry, for a reward model on [chosen, rejected] pairs)")
 	o.SFTWeight = -1
 	sftWeightFlag(f, &o.SFTWeight)
+	lossFlags(f, &o.SFTNorm, &o.PROTemp)
 	f.StringVar(&o.Out, "out", "", "run directory: final model, checkpoints/, metrics.jsonl (resumes if it holds a checkpoint)")
 	f.Float64Var(&o.Opt.LR, "lr", d.LR, "peak learning rate")
 	f.Float64Var(&o.Opt.WeightDecay, "weight-decay", d.WeightDecay, "AdamW decoupled weight decay (not on norms and biases)")
@@ -69,6 +72,9 @@ func runTrain(cmd *cobra.Command, g *globalOptions, o *trainOptions) error {
 	}
 	loss, err := train.NewLoss(o.Loss, o.SFTWeight)
 	if err != nil {
+		return err
+	}
+	if err := applyLossFlags(&loss, o.SFTNorm, o.PROTemp); err != nil {
 		return err
 	}
 	ranked, err := train.ReadRanked(o.Data)
@@ -128,6 +134,8 @@ func runTrain(cmd *cobra.Command, g *globalOptions, o *trainOptions) error {
 type lossOptions struct {
 	Model, Ranked, Loss string
 	SFTWeight           float64
+	SFTNorm             string
+	PROTemp             bool
 }
 
 func newLossCmd(g *globalOptions) *cobra.Command {
@@ -143,12 +151,16 @@ func newLossCmd(g *globalOptions) *cobra.Command {
 	cmd.Flags().StringVar(&o.Loss, "loss", "pro", "rrhf, pro, sft, or bt (Bradley–Terry on [chosen, rejected])")
 	o.SFTWeight = -1
 	sftWeightFlag(cmd.Flags(), &o.SFTWeight)
+	lossFlags(cmd.Flags(), &o.SFTNorm, &o.PROTemp)
 	return cmd
 }
 
 func runLoss(cmd *cobra.Command, g *globalOptions, o *lossOptions) error {
 	loss, err := train.NewLoss(o.Loss, o.SFTWeight)
 	if err != nil {
+		return err
+	}
+	if err := applyLossFlags(&loss, o.SFTNorm, o.PROTemp); err != nil {
 		return err
 	}
 	ranked, err := train.ReadRanked(o.Ranked)

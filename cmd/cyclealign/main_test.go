@@ -251,3 +251,33 @@ func TestHelpAndMessagesNameTheirFlags(t *testing.T) {
 		t.Fatalf("data split printed:\n%s", out)
 	}
 }
+
+// TestLossOptionsOfTheReferenceCode: --sft-norm sum makes the SFT term the summed token
+// log-probability (the count of response tokens times the mean one), and --pro-temperature
+// changes PRO's term for a ranking that comes with rewards.
+func TestLossOptionsOfTheReferenceCode(t *testing.T) {
+	model := filepath.Join("..", "..", "testdata", "tiny-llama-metaspace")
+	data := filepath.Join(t.TempDir(), "ranked.jsonl")
+	os.WriteFile(data, []byte(`{"query": "\n\nHuman: Name a fruit.\n\nAssistant:", "responses": [" A car.", " An apple, or a pear.", " Rocks"], "scores": [0.2, 1.5, -1]}`+"\n"), 0o644)
+	type report struct {
+		PerPrompt []struct {
+			RankTerm float64 `json:"rank_term"`
+			SFTTerm  float64 `json:"sft_term"`
+		} `json:"per_prompt"`
+	}
+	loss := func(extra ...string) report {
+		var r report
+		if err := json.Unmarshal(run(t, append([]string{"loss", "--model", model, "--ranked", data, "--loss", "pro", "--json"}, extra...)...), &r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	mean, sum, temp := loss(), loss("--sft-norm", "sum"), loss("--pro-temperature")
+	n := sum.PerPrompt[0].SFTTerm / mean.PerPrompt[0].SFTTerm
+	if n < 2 || math.Abs(n-math.Round(n)) > 1e-3 || sum.PerPrompt[0].RankTerm != mean.PerPrompt[0].RankTerm {
+		t.Fatalf("sft sum %v vs mean %v: ratio %v is not a token count", sum.PerPrompt[0].SFTTerm, mean.PerPrompt[0].SFTTerm, n)
+	}
+	if math.Abs(temp.PerPrompt[0].RankTerm-mean.PerPrompt[0].RankTerm) < 1e-6 {
+		t.Fatal("--pro-temperature left PRO's term unchanged for a ranking with rewards")
+	}
+}

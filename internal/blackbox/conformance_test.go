@@ -93,6 +93,9 @@ func TestRankersConform(t *testing.T) {
 			t.Fatal(err)
 		}
 		scores, _ := rm.Scores(context.Background(), "q", cands)
+		if !slices.Equal(res.Rewards, scores) {
+			t.Fatalf("result rewards %v, want the candidates' scores %v (for PRO's temperature)", res.Rewards, scores)
+		}
 		for i := 1; i < len(res.Ranking); i++ {
 			if scores[res.Ranking[i]] > scores[res.Ranking[i-1]] {
 				t.Fatalf("ranking %v does not follow rewards %v", res.Ranking, scores)

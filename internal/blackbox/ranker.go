@@ -71,6 +71,9 @@ type Result struct {
 	Raw         []string `json:"raw"`         // every reply, the correction's included
 	RequestIDs  []string `json:"request_ids"` // cache keys of the requests made
 	Permutation []int    `json:"permutation"` // label i+1 showed candidate Permutation[i]
+	// Rewards are the ranker's scores of the candidates (in their given order) when it has
+	// them (a reward model), for losses that weigh by reward differences; nil otherwise.
+	Rewards []float64 `json:"rewards,omitempty"`
 	Usage       Usage    `json:"usage"`
 }
 

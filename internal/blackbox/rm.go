@@ -58,5 +58,5 @@ func (r *RewardModel) Rank(ctx context.Context, req Request) (*Result, error) {
 	}
 	sort.SliceStable(rank, func(a, b int) bool { return s[rank[a]] > s[rank[b]] })
 	raw := fmt.Sprintf("rewards %v", s)
-	return &Result{Ranking: rank, Raw: []string{raw}, Permutation: perm}, nil
+	return &Result{Ranking: rank, Raw: []string{raw}, Permutation: perm, Rewards: s}, nil
 }

@@ -72,6 +72,8 @@ type Config struct {
 
 	Loss        string   `yaml:"loss"` // pro or rrhf
 	SFTWeight   float64  `yaml:"sft_weight"`
+	SFTNorm     string   `yaml:"sft_norm"`        // mean (METHOD.md) or sum (PRO's reference)
+	PROTemp     bool     `yaml:"pro_temperature"` // PRO weighted by reward differences when the ranker gives rewards
 	LR          float64  `yaml:"lr"`
 	WeightDecay float64  `yaml:"weight_decay"`
 	Clip        float64  `yaml:"clip"`
@@ -96,7 +98,7 @@ type Config struct {
 func Defaults() Config {
 	return Config{Method: CycleAlign, Steps: 10, BatchSize: 4, N: 4, Temperature: 1, TopP: 0.9, MaxNewTokens: 128,
 		Stop: []string{"\n\nHuman:"}, Interactions: 5, PoolSize: 16, NumStatic: 2, NumDynamic: 3, DemoSelect: "recent",
-		Loss: "pro", SFTWeight: -1, LR: 5e-6, WeightDecay: 0.01, Clip: 1, WarmupRatio: 0.1, MaxResponse: 256,
+		Loss: "pro", SFTWeight: -1, SFTNorm: "mean", LR: 5e-6, WeightDecay: 0.01, Clip: 1, WarmupRatio: 0.1, MaxResponse: 256,
 		LoRAAlpha: 16, LoRADropout: 0.05, LoRATargets: []string{"q", "k", "v", "o"}, SaveEvery: 1, Keep: 2, EvalN: 32,
 		Blackbox: blackbox.DefaultOptions()}
 }
@@ -156,6 +158,7 @@ func (c Config) Validate() error {
 		{c.Tau >= 1 && c.Tau <= c.N, "tau: must be between 1 and n"},
 		{c.PoolSize >= 0 && c.NumStatic >= 0 && c.NumDynamic >= 0, "pool_size, num_static, num_dynamic: must not be negative"},
 		{c.DemoSelect == "recent" || c.DemoSelect == "similar", "demo_select: recent or similar"},
+		{c.SFTNorm == "mean" || c.SFTNorm == "sum", "sft_norm: mean or sum"},
 		{c.MaxNewTokens >= 1, "max_new_tokens: must be at least 1"},
 		{c.Temperature > 0, "temperature: must be > 0"},
 		{c.TopP > 0 && c.TopP <= 1, "top_p: must be in (0, 1]"},

@@ -15,7 +15,8 @@ type Record struct {
 	Candidates   []string       `json:"candidates"`
 	WhiteScores  []float64      `json:"white_scores"`
 	WhiteRanking []int          `json:"white_ranking"`
-	BlackRanking []int          `json:"black_ranking"` // nil when unranked
+	BlackRanking []int          `json:"black_ranking"`     // nil when unranked
+	Rewards      []float64      `json:"rewards,omitempty"` // the ranker's scores of the candidates, when it has them
 	Unranked     bool           `json:"unranked"`
 	Permutation  []int          `json:"permutation,omitempty"` // label i+1 showed candidate Permutation[i]
 	RawReplies   []string       `json:"raw_replies,omitempty"`

@@ -115,6 +115,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	loss.SFTSum, loss.PROTemperature = c.SFTNorm == "sum", c.PROTemp
 	opt := train.DefaultOptimizer()
 	opt.LR, opt.WeightDecay, opt.ClipNorm = c.LR, c.WeightDecay, c.Clip
 	opt.TotalSteps = c.Steps * c.Interactions
@@ -284,6 +285,9 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 					continue
 				}
 				ex.Candidates = append(ex.Candidates, ids)
+				if rec.Rewards != nil {
+					ex.Rewards = append(ex.Rewards, rec.Rewards[k])
+				}
 			}
 			if len(ex.Candidates) >= 2 {
 				exs = append(exs, ex.Fit(r.M.Config.MaxPositions))
@@ -467,6 +471,7 @@ func (r *Runner) blackRanking(ctx context.Context, step, t int, prompts []string
 				return
 			}
 			recs[i].BlackRanking, recs[i].Unranked, recs[i].Permutation = res.Ranking, res.Unranked, res.Permutation
+			recs[i].Rewards = res.Rewards
 			recs[i].RawReplies, recs[i].RequestIDs, recs[i].Usage = res.Raw, res.RequestIDs, res.Usage
 		}(i)
 	}

@@ -10,14 +10,16 @@ import (
 
 // Ranked is one prompt with candidates ranked best first.
 type Ranked struct {
-	Prompt     string   `json:"prompt"`
-	Candidates []string `json:"candidates"`
+	Prompt     string    `json:"prompt"`
+	Candidates []string  `json:"candidates"`
+	Rewards    []float64 `json:"rewards,omitempty"` // the candidates' rewards, best first, when known
 }
 
 // rankedLine accepts both the project's format and RRHF's {"query", "responses", "scores"}.
 type rankedLine struct {
 	Prompt     *string   `json:"prompt"`
 	Candidates []string  `json:"candidates"`
+	Rewards    []float64 `json:"rewards"`
 	Query      *string   `json:"query"`
 	Responses  []string  `json:"responses"`
 	Scores     []float64 `json:"scores"`
@@ -32,7 +34,10 @@ func ParseRanked(line []byte, lineNo int) (Ranked, error) {
 	var r Ranked
 	switch {
 	case l.Prompt != nil:
-		r = Ranked{Prompt: *l.Prompt, Candidates: l.Candidates}
+		r = Ranked{Prompt: *l.Prompt, Candidates: l.Candidates, Rewards: l.Rewards}
+		if l.Rewards != nil && len(l.Rewards) != len(l.Candidates) {
+			return Ranked{}, fmt.Errorf("line %d: %d candidates but %d rewards", lineNo, len(l.Candidates), len(l.Rewards))
+		}
 	case l.Query != nil:
 		if len(l.Scores) != len(l.Responses) {
 			return Ranked{}, fmt.Errorf("line %d: %d responses but %d scores", lineNo, len(l.Responses), len(l.Scores))
@@ -46,6 +51,7 @@ func ParseRanked(line []byte, lineNo int) (Ranked, error) {
 		r.Prompt = *l.Query
 		for _, i := range idx {
 			r.Candidates = append(r.Candidates, l.Responses[i])
+			r.Rewards = append(r.Rewards, l.Scores[i])
 		}
 	default:
 		return Ranked{}, fmt.Errorf(`line %d: want {"prompt", "candidates"} or {"query", "responses", "scores"}`, lineNo)

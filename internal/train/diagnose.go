@@ -33,8 +33,8 @@ func Diagnose(ctx context.Context, m *model.Model, l Loss, ranked []Ranked) (*Re
 	if rep.GradNorm, err = t.GradNorm(); err != nil {
 		return nil, err
 	}
-	for _, s := range st.Scores {
-		rank, sft := l.Terms(s)
+	for e, s := range st.Scores {
+		rank, sft := l.TermsOf(st.Scored[e])
 		rep.PerPrompt = append(rep.PerPrompt, PromptTerms{Scores: s, RankTerm: rank, SFTTerm: sft})
 	}
 	return rep, nil

@@ -19,65 +19,71 @@ import (
 // graphs in trainer.go. The optimiser state stays in the trainer's variables, so checkpoints
 // and resuming are the same on both paths.
 
-// fastPass runs exs forward and returns the stats, the pass, and each row's response length.
-func (t *Trainer) fastPass(exs []Example) (Stats, *model.TrainPass, *rows, [][]float32, error) {
+// fastPass runs exs forward and returns the stats, each example's scores, the pass, the rows
+// and the per-token outputs.
+func (t *Trainer) fastPass(exs []Example) (Stats, []Scored, *model.TrainPass, *rows, [][]float32, error) {
 	rs, err := flatten(t.M, exs, t.minCandidates())
 	if err != nil {
-		return Stats{}, nil, nil, nil, err
+		return Stats{}, nil, nil, nil, nil, err
 	}
 	drop := model.Dropout{Rate: t.M.LoRADropout(), Seed: rand.New(rand.NewPCG(t.DropoutSeed, uint64(t.Step)<<20|uint64(t.micro))).Uint64()}
 	pass, outs, err := t.M.TrainForward(rs.seqs, drop)
 	if err != nil {
-		return Stats{}, nil, nil, nil, err
+		return Stats{}, nil, nil, nil, nil, err
 	}
-	st := Stats{Examples: len(exs), Tokens: rs.tokens, Scores: make([][]float64, len(exs))}
+	scored := make([]Scored, len(exs))
+	st := Stats{Examples: len(exs), Tokens: rs.tokens, Scores: make([][]float64, len(exs)), Scored: scored}
 	for r, o := range rs.owner {
-		st.Scores[o[0]] = append(st.Scores[o[0]], t.rowScore(outs[r], rs.plen[r], len(rs.seqs[r])))
+		e := &scored[o[0]]
+		mean, sum := t.rowScore(outs[r], rs.plen[r], len(rs.seqs[r]))
+		e.Mean, e.Sum = append(e.Mean, mean), append(e.Sum, sum)
+		st.Scores[o[0]] = append(st.Scores[o[0]], mean)
 	}
-	for _, s := range st.Scores {
-		rank, sft := t.Loss.Terms(s)
+	for e := range scored {
+		scored[e].Reward = exs[e].Rewards
+		rank, sft := t.Loss.TermsOf(scored[e])
 		st.Rank += rank
 		st.SFT += sft
 		st.Loss += t.Loss.Total(rank, sft)
 	}
-	return st, pass, rs, outs, nil
+	return st, scored, pass, rs, outs, nil
 }
 
-// rowScore is a row's score: the reward head's output at its last token (BT), else the mean
-// log-probability of its response tokens.
-func (t *Trainer) rowScore(out []float32, plen, n int) float64 {
+// rowScore is a row's score, mean and summed: the reward head's output at its last token
+// (BT), else the mean and the sum of the log-probabilities of its response tokens.
+func (t *Trainer) rowScore(out []float32, plen, n int) (mean, sum float64) {
 	if t.Loss.Kind == BT {
-		return float64(out[n-1])
+		return float64(out[n-1]), float64(out[n-1])
 	}
-	s := 0.0
 	for _, v := range out[plen-1 : n-1] {
-		s += float64(v)
+		sum += float64(v)
 	}
-	return s / float64(n-plen)
+	return sum / float64(n-plen), sum
 }
 
 func (t *Trainer) fastAccumulate(ctx context.Context, exs []Example) (Stats, error) {
 	if err := ctx.Err(); err != nil {
 		return Stats{}, err
 	}
-	st, pass, rs, outs, err := t.fastPass(exs)
+	st, scored, pass, rs, outs, err := t.fastPass(exs)
 	if err != nil {
 		return Stats{}, err
 	}
 	t.micro++
-	// dL/d(token output): the score's gradient spread over what the score averages.
+	// dL/d(token output): the mean score's gradient spread over what it averages, plus the
+	// summed score's on each of its tokens.
 	d := make([][]float32, len(rs.seqs))
 	row := 0
-	for _, s := range st.Scores {
-		grad := t.Loss.Grad(s)
-		for c := range s {
+	for _, sc := range scored {
+		dMean, dSum := t.Loss.Grad(sc)
+		for c := range sc.Mean {
 			n, plen := len(rs.seqs[row]), rs.plen[row]
 			d[row] = make([]float32, len(outs[row]))
 			if t.Loss.Kind == BT {
-				d[row][n-1] = float32(grad[c])
+				d[row][n-1] = float32(dMean[c])
 			} else {
 				for i := plen - 1; i < n-1; i++ {
-					d[row][i] = float32(grad[c] / float64(n-plen))
+					d[row][i] = float32(dMean[c]/float64(n-plen) + dSum[c])
 				}
 			}
 			row++

@@ -107,6 +107,8 @@ func TestOwnPathGradientsEqualGraphs(t *testing.T) {
 		{"mistral window", map[string]any{"model_type": "mistral", "sliding_window": 5}, nil, []LossKind{PRO}},
 		{"reward model", map[string]any{"architectures": []string{"LlamaForSequenceClassification"}, "num_labels": 1}, nil, []LossKind{BT}},
 		{"lora", nil, lora, []LossKind{PRO, RRHF}},
+		{"sft sum", nil, nil, []LossKind{PRO, SFT}},
+		{"pro temperature", nil, nil, []LossKind{PRO}},
 	}
 	ctx := context.Background()
 	for _, c := range cases {
@@ -118,7 +120,12 @@ func TestOwnPathGradientsEqualGraphs(t *testing.T) {
 					cands = 2
 				}
 				exs := randomExamples(3, cands, 200)
-				l := Loss{Kind: kind, SFTWeight: DefaultSFTWeight(kind)}
+				l := Loss{Kind: kind, SFTWeight: DefaultSFTWeight(kind), SFTSum: c.name == "sft sum", PROTemperature: c.name == "pro temperature"}
+				if l.PROTemperature {
+					for e := range exs {
+						exs[e].Rewards = []float64{2, 0.5 + float64(e), -1}
+					}
+				}
 				opt := DefaultOptimizer()
 				opt.LR = 1e-3
 				tf, tg := NewTrainer(fm, l, opt), NewTrainer(gm, l, opt)
@@ -223,5 +230,48 @@ func TestLoRADropoutFiniteDifferences(t *testing.T) {
 	again, _ := tr.Evaluate(ctx, exs)
 	if again.Loss != base.Loss {
 		t.Fatalf("the same masks gave losses %v and %v", base.Loss, again.Loss)
+	}
+}
+
+// TestLossGradMatchesFiniteDifferences: the analytic gradient of every objective, with the
+// summed SFT term and PRO's reward temperature, matches central differences of TermsOf.
+func TestLossGradMatchesFiniteDifferences(t *testing.T) {
+	sc := Scored{Mean: []float64{-1.1, -0.7, -2.3, -1.9}, Sum: []float64{-5.5, -2.1, -9.2, -3.8}, Reward: []float64{2.5, 1.0, 0.4, -0.6}}
+	for _, l := range []Loss{
+		{Kind: PRO, SFTWeight: 0.5}, {Kind: PRO, SFTWeight: 0.5, SFTSum: true}, {Kind: PRO, SFTWeight: 0.5, PROTemperature: true},
+		{Kind: RRHF, SFTWeight: 1}, {Kind: RRHF, SFTWeight: 1, SFTSum: true}, {Kind: SFT, SFTSum: true}, {Kind: BT},
+	} {
+		dMean, dSum := l.Grad(sc)
+		total := func(s Scored) float64 { return l.Total(l.TermsOf(s)) }
+		for _, part := range []struct {
+			vals []float64
+			grad []float64
+		}{{sc.Mean, dMean}, {sc.Sum, dSum}} {
+			for i := range part.vals {
+				if l.Kind == BT && i > 1 {
+					continue
+				}
+				const eps = 1e-6
+				orig := part.vals[i]
+				part.vals[i] = orig + eps
+				up := total(sc)
+				part.vals[i] = orig - eps
+				down := total(sc)
+				part.vals[i] = orig
+				if fd := (up - down) / (2 * eps); math.Abs(fd-part.grad[i]) > 1e-5 {
+					t.Errorf("%+v: d/d[%d] = %v, finite difference %v", l, i, part.grad[i], fd)
+				}
+			}
+		}
+	}
+	// PRO's temperature by hand for two candidates: T = r0 − r1 multiplies both logits.
+	l := Loss{Kind: PRO, PROTemperature: true}
+	two := Scored{Mean: []float64{-1, -2}, Sum: []float64{-1, -2}, Reward: []float64{3, 1}}
+	rank, _ := l.TermsOf(two)
+	if want := math.Log(math.Exp(-1*2)+math.Exp(-2*2)) + 2; math.Abs(rank-want) > 1e-12 {
+		t.Fatalf("PRO with temperature: %v, by hand %v", rank, want)
+	}
+	if r, _ := l.TermsOf(Scored{Mean: two.Mean, Sum: two.Sum}); math.Abs(r-(math.Log(math.Exp(-1)+math.Exp(-2))+1)) > 1e-12 {
+		t.Fatalf("without rewards the temperature must not apply: %v", r)
 	}
 }

@@ -60,12 +60,63 @@ func NewLoss(name string, sftWeight float64) (Loss, error) {
 type Loss struct {
 	Kind      LossKind
 	SFTWeight float64
+	// SFTSum makes the SFT term the summed, not the mean, token log-probability of the best
+	// candidate, as PRO's reference code does (METHOD.md's default is the mean).
+	SFTSum bool
+	// PROTemperature weighs PRO's terms by reward differences (the reference's temperature)
+	// for examples that carry rewards.
+	PROTemperature bool
+}
+
+// Scored is one example's candidates, best first: their mean (length-normalised) and summed
+// response log-probabilities, and the rewards that ranked them (nil when unknown).
+type Scored struct {
+	Mean, Sum, Reward []float64
+}
+
+func meanOnly(s []float64) Scored { return Scored{Mean: s, Sum: s} }
+
+// proLogits are PRO's logits for the suffix starting at k: the scores, or, with rewards and
+// temperature on, s_k·max_j(r_k − r_j) and s_j·(r_k − r_j) for j > k (PRO's reference).
+func (l Loss) proLogits(sc Scored, k int) (x, mult []float64) {
+	s := sc.Mean[k:]
+	mult = l.proMultipliers(sc.Reward, k, len(sc.Mean))
+	x = make([]float64, len(s))
+	for j := range x {
+		x[j] = s[j] * mult[j]
+	}
+	return x, mult
+}
+
+// proMultipliers are the factors of the suffix k..n-1's scores in PRO's k-th term: 1, or with
+// rewards and temperature on, max_j(r_k − r_j) for k itself and r_k − r_j for j > k.
+func (l Loss) proMultipliers(reward []float64, k, n int) []float64 {
+	mult := make([]float64, n-k)
+	for j := range mult {
+		mult[j] = 1
+	}
+	if l.PROTemperature && reward != nil {
+		top := 0.0
+		for j := 1; j < len(mult); j++ {
+			mult[j] = reward[k] - reward[k+j]
+			top = math.Max(top, mult[j])
+		}
+		mult[0] = top
+	}
+	return mult
 }
 
 // Terms returns L_rank (L_pro for PRO, 0 for SFT) and L_sft for one prompt's length-normalised
 // scores, ranked best first. This is the reference the graph is tested against.
-func (l Loss) Terms(s []float64) (rank, sft float64) {
+func (l Loss) Terms(s []float64) (rank, sft float64) { return l.TermsOf(meanOnly(s)) }
+
+// TermsOf is Terms on everything an example's scoring gives.
+func (l Loss) TermsOf(sc Scored) (rank, sft float64) {
+	s := sc.Mean
 	sft = -s[0]
+	if l.SFTSum {
+		sft = -sc.Sum[0]
+	}
 	switch l.Kind {
 	case BT:
 		return math.Log1p(math.Exp(s[1] - s[0])), 0
@@ -77,7 +128,8 @@ func (l Loss) Terms(s []float64) (rank, sft float64) {
 		}
 	case PRO:
 		for k := 0; k < len(s)-1; k++ {
-			rank += logSumExp(s[k:]) - s[k]
+			x, _ := l.proLogits(sc, k)
+			rank += logSumExp(x) - x[0]
 		}
 	}
 	return rank, sft
@@ -96,14 +148,16 @@ func logSumExp(s []float64) float64 {
 	return m + math.Log(sum)
 }
 
-// Grad is the gradient of Total(Terms(s)) with respect to the scores s.
-func (l Loss) Grad(s []float64) []float64 {
+// Grad is the gradient of Total(TermsOf(sc)) with respect to the mean and the summed scores.
+func (l Loss) Grad(sc Scored) (dMean, dSum []float64) {
+	s := sc.Mean
 	d := make([]float64, len(s))
+	dSum = make([]float64, len(s))
 	switch l.Kind {
 	case BT:
 		sg := 1 / (1 + math.Exp(s[0]-s[1]))
 		d[1], d[0] = sg, -sg
-		return d
+		return d, dSum
 	case RRHF:
 		for i := range s {
 			for j := i + 1; j < len(s); j++ {
@@ -115,19 +169,24 @@ func (l Loss) Grad(s []float64) []float64 {
 		}
 	case PRO:
 		for k := 0; k < len(s)-1; k++ {
-			lse := logSumExp(s[k:])
-			for i := k; i < len(s); i++ {
-				d[i] += math.Exp(s[i] - lse) // the softmax over the suffix
+			x, mult := l.proLogits(sc, k)
+			lse := logSumExp(x)
+			for j := range x { // the softmax over the suffix, through the multipliers
+				d[k+j] += math.Exp(x[j]-lse) * mult[j]
 			}
-			d[k]--
+			d[k] -= mult[0]
 		}
 	}
 	w := l.SFTWeight
 	if l.Kind == SFT {
 		w = 1
 	}
-	d[0] -= w
-	return d
+	if l.SFTSum {
+		dSum[0] -= w
+	} else {
+		d[0] -= w
+	}
+	return d, dSum
 }
 
 // Total combines the terms: L_sft alone for SFT, L_rank + λ·L_sft otherwise.
@@ -144,13 +203,14 @@ func (l Loss) Total(rank, sft float64) float64 {
 // Example is a tokenized ranked prompt.
 type Example struct {
 	Prompt     []int
-	Candidates [][]int // best first
+	Candidates [][]int   // best first
+	Rewards    []float64 // the candidates' rewards, best first (nil: unknown)
 }
 
 // Tokenize encodes a ranked example: the prompt with special tokens, candidates without, each
 // candidate truncated to maxResponse tokens (0: no limit).
 func Tokenize(tok *tokenizer.Tokenizer, r Ranked, maxResponse int) Example {
-	ex := Example{Prompt: tok.Encode(r.Prompt, true)}
+	ex := Example{Prompt: tok.Encode(r.Prompt, true), Rewards: r.Rewards}
 	for _, c := range r.Candidates {
 		ids := tok.Encode(c, false)
 		if maxResponse > 0 && len(ids) > maxResponse {
@@ -164,11 +224,12 @@ func Tokenize(tok *tokenizer.Tokenizer, r Ranked, maxResponse int) Example {
 // batch is a set of examples laid out for the loss graph: one row per (prompt, candidate),
 // plus constant matrices that select each example's terms from the row scores.
 type batch struct {
-	args     []any // tokens, positions, mask, targets, respMask, sftSel, pairs, suffix, pick, last
+	args     []any // tokens, positions, mask, targets, respMask, sftSel, pairs, suffix, pick, last, temps
 	examples int
 	rows     int
 	tokens   int      // real tokens in the batch
 	owner    [][2]int // row -> (example, candidate rank)
+	rewards  [][]float64
 }
 
 // rows flattens examples into one sequence (prompt + candidate) per candidate, with each
@@ -205,14 +266,17 @@ func flatten(m *model.Model, exs []Example, minCands int) (*rows, error) {
 	return rs, nil
 }
 
-// newBatch lays out exs; minCands is 1 for plain language modelling (SFT), else 2.
-func newBatch(m *model.Model, exs []Example, minCands int) (*batch, error) {
+// newBatch lays out exs for loss l; minCands is 1 for plain language modelling (SFT), else 2.
+func newBatch(m *model.Model, exs []Example, minCands int, l Loss) (*batch, error) {
 	rs, err := flatten(m, exs, minCands)
 	if err != nil {
 		return nil, err
 	}
 	seqs, plen, maxLen := rs.seqs, rs.plen, rs.maxLen
 	b := &batch{examples: len(exs), owner: rs.owner, tokens: rs.tokens}
+	for _, ex := range exs {
+		b.rewards = append(b.rewards, ex.Rewards)
+	}
 	R := len(seqs)
 	b.rows = R
 	T := min((maxLen+15)/16*16, m.Config.MaxPositions)
@@ -231,7 +295,7 @@ func newBatch(m *model.Model, exs []Example, minCands int) (*batch, error) {
 	sftSel := make([]float32, E*R)
 	var pairs []float32
 	var suffix []bool
-	var pick []float32
+	var pick, temps []float32
 	row0 := 0
 	for e, ex := range exs {
 		n := len(ex.Candidates)
@@ -246,12 +310,15 @@ func newBatch(m *model.Model, exs []Example, minCands int) (*batch, error) {
 		for k := 0; k < n-1; k++ {
 			sfx := make([]bool, R)
 			pk := make([]float32, R)
-			for i := k; i < n; i++ {
-				sfx[row0+i] = true
+			tm := make([]float32, R)
+			for i, f := range l.proMultipliers(ex.Rewards, k, n) {
+				sfx[row0+k+i] = true
+				tm[row0+k+i] = float32(f)
 			}
 			pk[row0+k] = 1
 			suffix = append(suffix, sfx...)
 			pick = append(pick, pk...)
+			temps = append(temps, tm...)
 		}
 		row0 += n
 	}
@@ -261,7 +328,7 @@ func newBatch(m *model.Model, exs []Example, minCands int) (*batch, error) {
 		pairs = make([]float32, R)
 	}
 	if len(suffix) == 0 {
-		suffix, pick = make([]bool, R), make([]float32, R)
+		suffix, pick, temps = make([]bool, R), make([]float32, R), make([]float32, R)
 	}
 	b.args = []any{tok, pos, mask,
 		tensors.FromFlatDataAndDimensions(tgt, R, T),
@@ -270,42 +337,49 @@ func newBatch(m *model.Model, exs []Example, minCands int) (*batch, error) {
 		tensors.FromFlatDataAndDimensions(pairs, len(pairs)/R, R),
 		tensors.FromFlatDataAndDimensions(suffix, len(suffix)/R, R),
 		tensors.FromFlatDataAndDimensions(pick, len(pick)/R, R),
-		tensors.FromFlatDataAndDimensions(last, R, T)}
+		tensors.FromFlatDataAndDimensions(last, R, T),
+		tensors.FromFlatDataAndDimensions(temps, len(temps)/R, R)}
 	return b, nil
 }
 
 // lossGraph returns the summed objective over the batch's examples, the summed rank and SFT
-// terms, and the row scores s (length-normalised response log-probabilities).
-func lossGraph(m *model.Model, l Loss, ctx *context.Context, in []*Node) (total, rank, sft, scores *Node) {
+// terms, and the row scores: s (length-normalised response log-probabilities) and their sums.
+func lossGraph(m *model.Model, l Loss, ctx *context.Context, in []*Node) (total, rank, sft, scores, sums *Node) {
 	if l.Kind == BT {
 		logits := m.Forward(ctx, in[0], in[1], in[2]) // [R,T,1]: the score head
 		dims := logits.Shape().Dimensions
 		scores = Einsum("rt,rt->r", Reshape(logits, dims[0], dims[1]), in[9])
 		// pairs rows are +1 at the rejected and -1 at the chosen candidate: softplus(r_r - r_c).
 		rank = ReduceAllSum(Softplus(Einsum("pr,r->p", in[6], scores)))
-		return rank, rank, ScalarZero(scores.Graph(), dtypes.Float32), scores
+		return rank, rank, ScalarZero(scores.Graph(), dtypes.Float32), scores, scores
 	}
 	lp := m.TokenLogProbs(ctx, in[0], in[1], in[2], in[3])
 	resp := in[4]
-	scores = Div(ReduceSum(Mul(lp, resp), -1), ReduceSum(resp, -1)) // [R]
-	sft = Neg(ReduceAllSum(Einsum("er,r->e", in[5], scores)))
+	sums = ReduceSum(Mul(lp, resp), -1)
+	scores = Div(sums, ReduceSum(resp, -1)) // [R]
+	best := scores
+	if l.SFTSum {
+		best = sums
+	}
+	sft = Neg(ReduceAllSum(Einsum("er,r->e", in[5], best)))
 	switch l.Kind {
 	case RRHF:
 		rank = ReduceAllSum(MaxScalar(Einsum("pr,r->p", in[6], scores), 0))
 	case PRO:
-		suffix, pick := in[7], in[8]
-		S := BroadcastToDims(InsertAxes(scores, 0), suffix.Shape().Dimensions...)
+		suffix, pick, temps := in[7], in[8], in[10]
+		// Each term's logits: the suffix's scores times their multipliers (1 without rewards).
+		S := Mul(BroadcastToDims(InsertAxes(scores, 0), suffix.Shape().Dimensions...), temps)
 		mx := StopGradient(ReduceMax(Where(suffix, S, Scalar(S.Graph(), dtypes.Float32, -1e30)), -1))
 		shifted := Where(suffix, Sub(S, InsertAxes(mx, -1)), Scalar(S.Graph(), dtypes.Float32, -1e4))
 		lse := Add(mx, Log(ReduceSum(Exp(shifted), -1)))
-		rank = ReduceAllSum(Sub(lse, Einsum("tr,r->t", pick, scores)))
+		rank = ReduceAllSum(Sub(lse, ReduceSum(Mul(pick, S), -1)))
 	default:
 		rank = ScalarZero(scores.Graph(), dtypes.Float32)
 	}
 	if l.Kind == SFT {
-		return sft, rank, sft, scores
+		return sft, rank, sft, scores, sums
 	}
-	return Add(rank, MulScalar(sft, l.SFTWeight)), rank, sft, scores
+	return Add(rank, MulScalar(sft, l.SFTWeight)), rank, sft, scores, sums
 }
 
 // TokenizeFitted tokenizes ranked examples (candidates cut to maxResponse tokens; 0: no limit)
@@ -329,7 +403,7 @@ func TokenizeFitted(m *model.Model, ranked []Ranked, maxResponse int) []Example 
 
 // Fit shortens an example so every prompt+candidate fits maxLen tokens (model.FitContext).
 func (ex Example) Fit(maxLen int) Example {
-	out := Example{Prompt: ex.Prompt}
+	out := Example{Prompt: ex.Prompt, Rewards: ex.Rewards}
 	longest := []int{}
 	for _, c := range ex.Candidates {
 		_, c = model.FitContext(ex.Prompt, c, maxLen)

@@ -149,6 +149,7 @@ func (t *Trainer) minCandidates() int {
 type Stats struct {
 	Loss, Rank, SFT float64     // summed over the batch's examples
 	Scores          [][]float64 // per example, per candidate (best first)
+	Scored          []Scored    // per example: mean and summed scores and rewards
 	Examples        int
 	Tokens          int
 }
@@ -159,9 +160,16 @@ func (t *Trainer) stats(b *batch, out []*tensors.Tensor) Stats {
 		Rank: float64(tensors.ToScalar[float32](out[1])),
 		SFT:  float64(tensors.ToScalar[float32](out[2]))}
 	scores := tensors.MustCopyFlatData[float32](out[3])
+	sums := tensors.MustCopyFlatData[float32](out[4])
 	st.Scores = make([][]float64, b.examples)
+	st.Scored = make([]Scored, b.examples)
 	for r, o := range b.owner {
 		st.Scores[o[0]] = append(st.Scores[o[0]], float64(scores[r]))
+		sc := &st.Scored[o[0]]
+		sc.Mean, sc.Sum = append(sc.Mean, float64(scores[r])), append(sc.Sum, float64(sums[r]))
+	}
+	for e := range st.Scored {
+		st.Scored[e].Reward = b.rewards[e]
 	}
 	return st
 }
@@ -174,7 +182,7 @@ func (t *Trainer) Accumulate(ctx context.Context, exs []Example) (Stats, error) 
 	if err := ctx.Err(); err != nil {
 		return Stats{}, err
 	}
-	b, err := newBatch(t.M, exs, t.minCandidates())
+	b, err := newBatch(t.M, exs, t.minCandidates(), t.Loss)
 	if err != nil {
 		return Stats{}, err
 	}
@@ -193,7 +201,7 @@ func (t *Trainer) Accumulate(ctx context.Context, exs []Example) (Stats, error) 
 		if dropout {
 			ctx.SetGraphParam(in[0].Graph(), model.DropoutRNGParam, in[len(in)-1])
 		}
-		total, rank, sft, scores := lossGraph(t.M, t.Loss, ctx, in)
+		total, rank, sft, scores, sums := lossGraph(t.M, t.Loss, ctx, in)
 		g := total.Graph()
 		nodes := make([]*Node, len(t.params))
 		for i, p := range t.params {
@@ -202,7 +210,7 @@ func (t *Trainer) Accumulate(ctx context.Context, exs []Example) (Stats, error) 
 		for i, grad := range Gradient(total, nodes...) {
 			t.accum[i].SetValueGraph(Add(t.accum[i].ValueGraph(g), grad))
 		}
-		return []*Node{total, rank, sft, scores}
+		return []*Node{total, rank, sft, scores, sums}
 	}, args...)
 	if err != nil {
 		return Stats{}, err
@@ -217,16 +225,16 @@ func (t *Trainer) Evaluate(ctx context.Context, exs []Example) (Stats, error) {
 		return Stats{}, err
 	}
 	if t.fast {
-		st, _, _, _, err := t.fastPass(exs)
+		st, _, _, _, _, err := t.fastPass(exs)
 		return st, err
 	}
-	b, err := newBatch(t.M, exs, t.minCandidates())
+	b, err := newBatch(t.M, exs, t.minCandidates(), t.Loss)
 	if err != nil {
 		return Stats{}, err
 	}
 	out, err := t.run("evaluate", func(ctx *mlctx.Context, in []*Node) []*Node {
-		total, rank, sft, scores := lossGraph(t.M, t.Loss, ctx, in)
-		return []*Node{total, rank, sft, scores}
+		total, rank, sft, scores, sums := lossGraph(t.M, t.Loss, ctx, in)
+		return []*Node{total, rank, sft, scores, sums}
 	}, b.args...)
 	if err != nil {
 		return Stats{}, err
