@@ -74,7 +74,7 @@ type Result struct {
 	// Rewards are the ranker's scores of the candidates (in their given order) when it has
 	// them (a reward model), for losses that weigh by reward differences; nil otherwise.
 	Rewards []float64 `json:"rewards,omitempty"`
-	Usage       Usage    `json:"usage"`
+	Usage   Usage     `json:"usage"`
 }
 
 // Ranker ranks candidates. Implementations are safe for concurrent use.
