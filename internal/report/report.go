@@ -3,6 +3,7 @@ package report
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html"
 	"os"
@@ -12,24 +13,36 @@ import (
 	"github.com/cyclealign/cyclealign/internal/cycle"
 )
 
-// Run is a run directory's records.
+// Run is a run directory's records: of align (config, metrics and journal) or of train
+// (metrics only; its lines share align's field names).
 type Run struct {
 	Dir     string
+	Train   bool // an offline training run (cyclealign train)
 	Config  string
 	Metrics []cycle.StepMetrics
 	Journal []cycle.Record
 }
 
-// Load reads a run directory.
+// Load reads a run directory of align or of train.
 func Load(dir string) (*Run, error) {
 	r := &Run{Dir: dir}
 	b, err := os.ReadFile(filepath.Join(dir, cycle.ConfigFile))
-	if err != nil {
-		return nil, fmt.Errorf("%s is not a run directory: %w", dir, err)
+	switch {
+	case err == nil:
+		r.Config = string(b)
+	case errors.Is(err, os.ErrNotExist):
+		if _, serr := os.Stat(filepath.Join(dir, cycle.MetricsFile)); serr != nil {
+			return nil, fmt.Errorf("%s is not a run directory (no %s or %s)", dir, cycle.ConfigFile, cycle.MetricsFile)
+		}
+		r.Train = true
+	default:
+		return nil, err
 	}
-	r.Config = string(b)
 	if err := readJSONL(filepath.Join(dir, cycle.MetricsFile), &r.Metrics); err != nil {
 		return nil, err
+	}
+	if r.Train {
+		return r, nil
 	}
 	if err := readJSONL(filepath.Join(dir, cycle.JournalFile), &r.Journal); err != nil {
 		return nil, err
@@ -69,8 +82,36 @@ func always(f func(m cycle.StepMetrics) float64) func(cycle.StepMetrics) (float6
 	return func(m cycle.StepMetrics) (float64, bool) { return f(m), true }
 }
 
-// Plots are the report's charts, by title.
+// wallClock is the series against elapsed minutes (the sum of step times).
+func (r *Run) wallClock(name string, get func(m cycle.StepMetrics) float64) Series {
+	s := Series{Name: name}
+	el := 0.0
+	for _, m := range r.Metrics {
+		el += m.Seconds
+		s.X, s.Y = append(s.X, el/60), append(s.Y, get(m))
+	}
+	return s
+}
+
+// Plots are the report's charts.
 func (r *Run) Plots() []string {
+	loss := []Series{
+		r.series("loss", always(func(m cycle.StepMetrics) float64 { return m.Loss })),
+		r.series("rank term", always(func(m cycle.StepMetrics) float64 { return m.RankTerm })),
+		r.series("SFT term", always(func(m cycle.StepMetrics) float64 { return m.SFTTerm }))}
+	charts := []Chart{
+		{Title: "Loss", XLabel: "step", Series: loss, IntegerX: true},
+		{Title: "Loss over wall-clock time", XLabel: "minutes", Series: []Series{r.wallClock("loss", func(m cycle.StepMetrics) float64 { return m.Loss })}},
+		{Title: "Learning rate", XLabel: "step", IntegerX: true, NonNegative: true, Series: []Series{
+			r.series("learning rate", always(func(m cycle.StepMetrics) float64 { return m.LR }))}},
+		{Title: "Gradient norm (before clipping)", XLabel: "step", IntegerX: true, NonNegative: true, Series: []Series{
+			r.series("global norm", always(func(m cycle.StepMetrics) float64 { return m.GradNorm }))}},
+		{Title: "Throughput (tokens/s)", XLabel: "step", IntegerX: true, NonNegative: true, Series: []Series{
+			r.series("tokens/s", always(func(m cycle.StepMetrics) float64 { return m.TokensPerSec }))}},
+	}
+	if r.Train {
+		return render(charts)
+	}
 	var byIter, aByIter []Series
 	T := 0
 	for _, m := range r.Metrics {
@@ -83,8 +124,6 @@ func (r *Run) Plots() []string {
 			}
 			return 0, false
 		}))
-	}
-	for t := 0; t < T; t++ {
 		aByIter = append(aByIter, r.series(fmt.Sprintf("interaction %d", t+1), func(m cycle.StepMetrics) (float64, bool) {
 			if t < len(m.MeanAByIter) {
 				return m.MeanAByIter[t], true
@@ -96,28 +135,33 @@ func (r *Run) Plots() []string {
 		v, ok := m.Eval["reward"]
 		return v, ok
 	})
-	return []string{
-		LineChart("Loss", "step", []Series{
-			r.series("loss", always(func(m cycle.StepMetrics) float64 { return m.Loss })),
-			r.series("rank term", always(func(m cycle.StepMetrics) float64 { return m.RankTerm })),
-			r.series("SFT term", always(func(m cycle.StepMetrics) float64 { return m.SFTTerm }))}),
-		LineChart("Agreement rate (|A| ≥ τ)", "step", append([]Series{
-			r.series("all interactions", always(func(m cycle.StepMetrics) float64 { return m.AgreementRate }))}, byIter...)),
-		LineChart("Mean agreement length |A|", "step", append([]Series{
-			r.series("all interactions", always(func(m cycle.StepMetrics) float64 { return m.MeanAgreement }))}, aByIter...)),
-		LineChart("Demonstration pool size", "step", []Series{
-			r.series("pool", always(func(m cycle.StepMetrics) float64 { return float64(m.PoolSize) }))}),
-		LineChart("Unranked rate", "step", []Series{
+	charts = append(charts,
+		Chart{Title: "Agreement rate (|A| ≥ τ)", XLabel: "step", IntegerX: true, NonNegative: true, Series: append([]Series{
+			r.series("all interactions", always(func(m cycle.StepMetrics) float64 { return m.AgreementRate }))}, byIter...)},
+		Chart{Title: "Mean agreement length |A|", XLabel: "step", IntegerX: true, NonNegative: true, Series: append([]Series{
+			r.series("all interactions", always(func(m cycle.StepMetrics) float64 { return m.MeanAgreement }))}, aByIter...)},
+		Chart{Title: "Demonstration pool size", XLabel: "step", IntegerX: true, NonNegative: true, Series: []Series{
+			r.series("pool", always(func(m cycle.StepMetrics) float64 { return float64(m.PoolSize) }))}},
+		Chart{Title: "Unranked rate", XLabel: "step", IntegerX: true, NonNegative: true, Series: []Series{
 			r.series("unranked", always(func(m cycle.StepMetrics) float64 {
 				if m.Ranked+m.Unranked == 0 {
 					return 0
 				}
 				return float64(m.Unranked) / float64(m.Ranked+m.Unranked)
-			}))}),
-		LineChart("API cost (USD, cumulative)", "step", []Series{
-			r.series("cost", always(func(m cycle.StepMetrics) float64 { return m.CostTotal }))}),
-		LineChart("Held-out evaluation reward", "step", []Series{evalReward}),
+			}))}},
+		Chart{Title: "API cost (USD, cumulative)", XLabel: "step", IntegerX: true, NonNegative: true, Series: []Series{
+			r.series("cost", always(func(m cycle.StepMetrics) float64 { return m.CostTotal }))}},
+		Chart{Title: "Held-out evaluation reward", XLabel: "step", IntegerX: true, Series: []Series{evalReward}},
+	)
+	return render(charts)
+}
+
+func render(charts []Chart) []string {
+	out := make([]string, len(charts))
+	for i, c := range charts {
+		out[i] = c.HTML()
 	}
+	return out
 }
 
 const style = `body{font-family:sans-serif;margin:24px;color:#222;max-width:1200px}h1{font-size:22px}h2{font-size:17px;margin-top:28px}
@@ -137,7 +181,11 @@ func (r *Run) rankedCounts() (ranked, unranked int) {
 func (r *Run) HTML() string {
 	var b strings.Builder
 	b.WriteString("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>cyclealign run " + html.EscapeString(filepath.Base(r.Dir)) + "</title><style>" + style + "</style></head><body>\n")
-	fmt.Fprintf(&b, "<h1>CycleAlign run: %s</h1>\n", html.EscapeString(r.Dir))
+	kind := "CycleAlign run"
+	if r.Train {
+		kind = "Training run"
+	}
+	fmt.Fprintf(&b, "<h1>%s: %s</h1>\n", kind, html.EscapeString(r.Dir))
 	if n := len(r.Metrics); n > 0 {
 		last := r.Metrics[n-1]
 		fmt.Fprintf(&b, "<p>%d steps; last step: loss %.4f, agreement rate %.2f, mean |A| %.2f, pool %d, API cost $%.4f.</p>\n",
@@ -151,9 +199,13 @@ func (r *Run) HTML() string {
 	for _, p := range r.Plots() {
 		b.WriteString(p + "\n")
 	}
-	b.WriteString("</div>\n<h2>Sample prompts (last interaction of the last step)</h2>\n")
-	b.WriteString(r.samplesTable(8))
-	b.WriteString("<h2>Effective configuration</h2>\n<pre>" + html.EscapeString(r.Config) + "</pre>\n</body></html>\n")
+	b.WriteString("</div>\n")
+	if !r.Train {
+		b.WriteString("<h2>Sample prompts (last interaction of the last step)</h2>\n")
+		b.WriteString(r.samplesTable(8))
+		b.WriteString("<h2>Effective configuration</h2>\n<pre>" + html.EscapeString(r.Config) + "</pre>\n")
+	}
+	b.WriteString("</body></html>\n")
 	return b.String()
 }
 
@@ -164,26 +216,38 @@ func (r *Run) samplesTable(k int) string {
 	// The last interaction of the last step: each prompt once, with its latest rankings.
 	last, inter := r.Journal[len(r.Journal)-1].Step, r.Journal[len(r.Journal)-1].Interaction
 	var b strings.Builder
-	b.WriteString("<table><tr><th>prompt</th><th>candidates</th><th>white-box ranking</th><th>black-box ranking</th><th>agreement</th><th>pool</th></tr>\n")
+	b.WriteString("<table><tr><th>prompt</th><th>white-box ranking, best first</th><th>black-box ranking, best first</th><th>agreement</th><th>pool</th></tr>\n")
+	// A ranking is shown as its candidates' texts in order, each with its index.
+	ranked := func(rec cycle.Record, order []int) string {
+		var s strings.Builder
+		for pos, i := range order {
+			fmt.Fprintf(&s, "%d. [%d] %s\n", pos+1, i, clip(rec.Candidates[i], 160))
+		}
+		return s.String()
+	}
 	n := 0
 	for _, rec := range r.Journal {
 		if rec.Step != last || rec.Interaction != inter || n >= k {
 			continue
 		}
 		n++
-		var cands strings.Builder
-		for i, c := range rec.Candidates {
-			fmt.Fprintf(&cands, "[%d] %s\n", i, c)
-		}
-		black := fmt.Sprint(rec.BlackRanking)
+		black := ranked(rec, rec.BlackRanking)
 		if rec.Unranked {
-			black = "unranked"
+			black = "unranked; replies: " + clip(strings.Join(rec.RawReplies, " | "), 300)
 		}
-		fmt.Fprintf(&b, "<tr><td class=\"c\">%s</td><td class=\"c\">%s</td><td>%v</td><td>%s</td><td>%v</td><td>%v</td></tr>\n",
-			html.EscapeString(strings.TrimSpace(rec.Prompt)), html.EscapeString(cands.String()), rec.WhiteRanking, black, rec.Agreement, rec.EnteredPool)
+		fmt.Fprintf(&b, "<tr><td class=\"c\">%s</td><td class=\"c\">%s</td><td class=\"c\">%s</td><td>%v</td><td>%v</td></tr>\n",
+			html.EscapeString(clip(strings.TrimSpace(rec.Prompt), 400)), html.EscapeString(ranked(rec, rec.WhiteRanking)), html.EscapeString(black), rec.Agreement, rec.EnteredPool)
 	}
 	b.WriteString("</table>\n")
 	return b.String()
+}
+
+// clip shortens s to about n characters, marking the cut.
+func clip(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n]) + "…"
+	}
+	return s
 }
 
 // Compare renders several runs side by side: a table of final numbers and one plot of the
@@ -215,7 +279,8 @@ func Compare(runs []*Run) (table string, page string) {
 	}
 	var p strings.Builder
 	p.WriteString("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>cyclealign comparison</title><style>" + style + "</style></head><body>\n<h1>Run comparison</h1>\n<pre>" + html.EscapeString(t.String()) + "</pre>\n<div class=\"plots\">")
-	p.WriteString(LineChart("Agreement rate", "step", agree) + LineChart("Held-out evaluation reward", "step", reward))
+	p.WriteString(Chart{Title: "Agreement rate", XLabel: "step", Series: agree, IntegerX: true, NonNegative: true}.HTML() +
+		Chart{Title: "Held-out evaluation reward", XLabel: "step", Series: reward, IntegerX: true}.HTML())
 	p.WriteString("</div></body></html>\n")
 	return t.String(), p.String()
 }

@@ -2,6 +2,9 @@ package report
 
 import (
 	"encoding/json"
+	"fmt"
+	stdhtml "html"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,23 +69,68 @@ func TestReportHTML(t *testing.T) {
 	}
 	page := r.HTML()
 	wellFormed(t, page)
-	for _, title := range []string{"Loss", "Agreement rate", "Mean agreement length", "Demonstration pool size", "Unranked rate", "API cost", "Held-out evaluation reward"} {
-		if !strings.Contains(page, `aria-label="`+title) {
+	for _, title := range []string{"Loss", "Loss over wall-clock time", "Learning rate", "Gradient norm (before clipping)", "Throughput (tokens/s)",
+		"Agreement rate (|A| ≥ τ)", "Mean agreement length |A|", "Demonstration pool size", "Unranked rate", "API cost (USD, cumulative)", "Held-out evaluation reward"} {
+		if !strings.Contains(page, ">"+stdhtml.EscapeString(title)+"</text>") {
 			t.Errorf("plot %q missing", title)
 		}
 	}
-	if n := strings.Count(page, "<svg"); n != 7 {
+	if n := strings.Count(page, "<svg"); n != 11 {
 		t.Fatalf("%d plots", n)
 	}
-	if strings.Contains(page, "<script") || strings.Contains(page, "src=") || strings.Contains(page, "href=") || strings.Contains(page, "@import") {
+	if strings.Contains(page, "<script") || strings.Contains(page, "src=") || strings.Contains(page, "href=") || strings.Contains(page, "@import") || strings.Contains(page, "<?xml") {
 		t.Fatal("the report loads something from outside")
 	}
 	if !strings.Contains(page, "&lt;b&gt;hi&lt;/b&gt; &amp; bye") || !strings.Contains(page, "method: cyclealign") {
 		t.Fatal("sample table or configuration missing or unescaped")
 	}
-	// The loss series has one point per step.
-	if strings.Count(page, `r="2.2" fill="#1f77b4"`) < 4 {
-		t.Fatal("loss curve lacks points")
+	// Legends sit below the plots, one entry per series; rankings show the candidates' texts.
+	for _, name := range []string{"loss</span>", "rank term</span>", "SFT term</span>", "interaction 2</span>"} {
+		if !strings.Contains(page, name) {
+			t.Errorf("legend entry %q missing", name)
+		}
+	}
+	if !strings.Contains(page, "1. [0] a\n2. [1] b") || !strings.Contains(page, "1. [1] b\n2. [0] a") {
+		t.Fatal("rankings are not shown with the candidates' texts")
+	}
+}
+
+// TestIntegerStepTicksAndNonNegativeAxes: step axes are labelled with whole numbers only, and a
+// count that never moves from 0 is drawn on [0, 1], not around 0.
+func TestIntegerStepTicksAndNonNegativeAxes(t *testing.T) {
+	for _, tk := range (integerTicks{}).Ticks(0.7, 3.2) {
+		if tk.Value != math.Trunc(tk.Value) {
+			t.Fatalf("tick %v on a step axis", tk.Value)
+		}
+	}
+	if n := len((integerTicks{}).Ticks(1, 300)); n > 11 || n < 5 {
+		t.Fatalf("%d ticks for 300 steps", n)
+	}
+	page := Chart{Title: "Cost", XLabel: "step", NonNegative: true, IntegerX: true, Series: []Series{{Name: "cost", X: []float64{1, 2, 3}, Y: []float64{0, 0, 0}}}}.HTML()
+	if strings.Contains(page, ">-") || strings.Contains(page, ">−") {
+		t.Fatal("a non-negative axis shows negative ticks")
+	}
+}
+
+// TestTrainDirectoryReport: a train output directory (metrics only) gets a report too.
+func TestTrainDirectoryReport(t *testing.T) {
+	dir := t.TempDir()
+	var ms strings.Builder
+	for s := 1; s <= 5; s++ {
+		fmt.Fprintf(&ms, `{"step":%d,"epoch":0,"loss":%g,"rank_term":1,"sft_term":2,"grad_norm":0.5,"lr":1e-5,"tokens":512,"tokens_per_s":900,"seconds":0.6}`+"\n", s, 3-0.1*float64(s))
+	}
+	os.WriteFile(filepath.Join(dir, cycle.MetricsFile), []byte(ms.String()), 0o644)
+	r, err := Load(dir)
+	if err != nil || !r.Train {
+		t.Fatalf("train directory: %v %+v", err, r)
+	}
+	page := r.HTML()
+	wellFormed(t, page)
+	if !strings.Contains(page, "Training run") || strings.Count(page, "<svg") != 5 || strings.Contains(page, "Demonstration pool") {
+		t.Fatalf("train report: %d plots", strings.Count(page, "<svg"))
+	}
+	if _, err := Load(t.TempDir()); err == nil || !strings.Contains(err.Error(), "not a run directory") {
+		t.Fatalf("empty directory: %v", err)
 	}
 }
 

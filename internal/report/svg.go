@@ -1,12 +1,22 @@
-// Package report renders a run directory as one self-contained HTML page (inline SVG plots,
-// no scripts, no external fonts) and compares several runs.
+// Package report renders a run directory (of align or of train) as one self-contained HTML
+// page (inline SVG plots drawn by gonum/plot, no scripts, no external fonts) and compares
+// several runs.
 package report
 
 import (
+	"bytes"
 	"fmt"
 	"html"
+	"image/color"
 	"math"
 	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/font"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgsvg"
 )
 
 // Series is one line of a chart.
@@ -15,80 +25,106 @@ type Series struct {
 	X, Y []float64
 }
 
-var palette = []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"}
-
-// LineChart draws series as an inline SVG with axes, ticks and a legend.
-func LineChart(title, xLabel string, series []Series) string {
-	const W, H, L, R, T, B = 560.0, 300.0, 56.0, 16.0, 28.0, 44.0
-	xmin, xmax, ymin, ymax := math.Inf(1), math.Inf(-1), math.Inf(1), math.Inf(-1)
-	for _, s := range series {
-		for i := range s.X {
-			if math.IsNaN(s.Y[i]) || math.IsInf(s.Y[i], 0) {
-				continue
-			}
-			xmin, xmax = math.Min(xmin, s.X[i]), math.Max(xmax, s.X[i])
-			ymin, ymax = math.Min(ymin, s.Y[i]), math.Max(ymax, s.Y[i])
-		}
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, `<svg class="plot" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %g %g" width="%g" height="%g" role="img" aria-label="%s">`, W, H, W, H, html.EscapeString(title))
-	fmt.Fprintf(&b, `<text x="%g" y="18" font-size="14" font-weight="bold">%s</text>`, L, html.EscapeString(title))
-	if math.IsInf(xmin, 1) {
-		fmt.Fprintf(&b, `<text x="%g" y="%g" font-size="12" fill="#888">no data</text></svg>`, W/2-24, H/2)
-		return b.String()
-	}
-	if xmax == xmin {
-		xmin, xmax = xmin-1, xmax+1
-	}
-	if ymax == ymin {
-		ymin, ymax = ymin-1, ymax+1
-	}
-	pad := (ymax - ymin) * 0.05
-	ymin, ymax = ymin-pad, ymax+pad
-	px := func(x float64) float64 { return L + (x-xmin)/(xmax-xmin)*(W-L-R) }
-	py := func(y float64) float64 { return H - B - (y-ymin)/(ymax-ymin)*(H-T-B) }
-	fmt.Fprintf(&b, `<rect x="%g" y="%g" width="%g" height="%g" fill="none" stroke="#999"/>`, L, T, W-L-R, H-T-B)
-	for i := 0; i <= 4; i++ {
-		yv := ymin + (ymax-ymin)*float64(i)/4
-		fmt.Fprintf(&b, `<line x1="%g" x2="%g" y1="%.1f" y2="%.1f" stroke="#eee"/>`, L, W-R, py(yv), py(yv))
-		fmt.Fprintf(&b, `<text x="%g" y="%.1f" font-size="10" text-anchor="end">%s</text>`, L-4, py(yv)+3, tick(yv))
-	}
-	// Steps are whole numbers: label x at whole numbers, about five of them.
-	xstep := math.Max(1, math.Ceil((xmax-xmin)/4))
-	for xv := math.Ceil(xmin); xv <= xmax; xv += xstep {
-		fmt.Fprintf(&b, `<text x="%.1f" y="%g" font-size="10" text-anchor="middle">%g</text>`, px(xv), H-B+14, xv)
-	}
-	fmt.Fprintf(&b, `<text x="%g" y="%g" font-size="11" text-anchor="middle">%s</text>`, L+(W-L-R)/2, H-8, html.EscapeString(xLabel))
-	for k, s := range series {
-		col := palette[k%len(palette)]
-		var pts []string
-		for i := range s.X {
-			if !math.IsNaN(s.Y[i]) && !math.IsInf(s.Y[i], 0) {
-				pts = append(pts, fmt.Sprintf("%.1f,%.1f", px(s.X[i]), py(s.Y[i])))
-			}
-		}
-		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.8" points="%s"/>`, col, strings.Join(pts, " "))
-		for _, p := range pts {
-			xy := strings.Split(p, ",")
-			fmt.Fprintf(&b, `<circle cx="%s" cy="%s" r="2.2" fill="%s"/>`, xy[0], xy[1], col)
-		}
-		fmt.Fprintf(&b, `<rect x="%g" y="%d" width="10" height="3" fill="%s"/><text x="%g" y="%d" font-size="10">%s</text>`,
-			W-R-130, int(T)+8+14*k, col, W-R-116, int(T)+12+14*k, html.EscapeString(s.Name))
-	}
-	b.WriteString(`</svg>`)
-	return b.String()
+// Chart is a line chart of several series.
+type Chart struct {
+	Title, XLabel string
+	Series        []Series
+	NonNegative   bool // counts, costs and rates: the y axis starts at 0
+	IntegerX      bool // steps: whole-number ticks only
 }
 
-func tick(v float64) string {
-	a := math.Abs(v)
-	switch {
-	case a == 0:
-		return "0"
-	case a >= 1000 || a < 0.01:
-		return fmt.Sprintf("%.2g", v)
-	case a >= 10:
-		return fmt.Sprintf("%.0f", v)
-	default:
-		return fmt.Sprintf("%.2f", v)
+var palette = []color.RGBA{{31, 119, 180, 255}, {214, 39, 40, 255}, {44, 160, 44, 255}, {255, 127, 14, 255},
+	{148, 103, 189, 255}, {140, 86, 75, 255}, {227, 119, 194, 255}, {23, 190, 207, 255}}
+
+// Lines that coincide stay visible: each series has its own dash pattern and marker too.
+var dashes = [][]vg.Length{nil, {vg.Points(6), vg.Points(3)}, {vg.Points(2), vg.Points(2)}, {vg.Points(8), vg.Points(2), vg.Points(2), vg.Points(2)}}
+
+var glyphs = []draw.GlyphDrawer{draw.CircleGlyph{}, draw.SquareGlyph{}, draw.TriangleGlyph{}, draw.CrossGlyph{},
+	draw.PlusGlyph{}, draw.RingGlyph{}, draw.BoxGlyph{}, draw.PyramidGlyph{}}
+
+func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+
+// The sans variant of the Liberation fonts gonum/plot ships and measures text with; the SVG
+// only names the family (nothing is loaded from outside).
+func init() { plot.DefaultFont = font.Font{Typeface: "Liberation", Variant: "Sans"} }
+
+// HTML renders the chart as inline SVG with its legend below it (never on the data).
+func (c Chart) HTML() string {
+	p := plot.New()
+	p.Title.Text = c.Title
+	p.X.Label.Text = c.XLabel
+	p.Add(plotter.NewGrid())
+	lo, hi := math.Inf(1), math.Inf(-1)
+	var legend strings.Builder
+	for i, s := range c.Series {
+		var pts plotter.XYs
+		for j := range s.X {
+			if finite(s.Y[j]) {
+				pts = append(pts, plotter.XY{X: s.X[j], Y: s.Y[j]})
+				lo, hi = math.Min(lo, s.Y[j]), math.Max(hi, s.Y[j])
+			}
+		}
+		if len(pts) == 0 {
+			continue
+		}
+		col := palette[i%len(palette)]
+		line, err := plotter.NewLine(pts)
+		if err != nil {
+			continue
+		}
+		line.Color, line.Dashes, line.Width = col, dashes[i%len(dashes)], vg.Points(1.5)
+		p.Add(line)
+		if len(pts) <= 40 {
+			sc, err := plotter.NewScatter(pts)
+			if err == nil {
+				sc.GlyphStyle = draw.GlyphStyle{Color: col, Radius: vg.Points(2.5), Shape: glyphs[i%len(glyphs)]}
+				p.Add(sc)
+			}
+		}
+		fmt.Fprintf(&legend, `<span style="color:rgb(%d,%d,%d)">%s %s</span> `, col.R, col.G, col.B,
+			[]string{"━", "╍", "┅", "━·"}[i%len(dashes)], html.EscapeString(s.Name))
 	}
+	if math.IsInf(lo, 1) {
+		return fmt.Sprintf(`<figure class="plot"><figcaption><b>%s</b>: no data</figcaption></figure>`, html.EscapeString(c.Title))
+	}
+	switch {
+	case c.NonNegative && lo >= 0:
+		p.Y.Min, p.Y.Max = 0, math.Max(hi*1.05, 1e-9)
+	case hi == lo: // a constant series: a band around it, not a range of ±1 around nothing
+		pad := math.Max(math.Abs(lo)*0.1, 0.5)
+		p.Y.Min, p.Y.Max = lo-pad, hi+pad
+	}
+	if c.NonNegative && hi == 0 {
+		p.Y.Max = 1
+	}
+	if c.IntegerX {
+		p.X.Tick.Marker = integerTicks{}
+	}
+	canvas := vgsvg.New(13*vg.Centimeter, 7*vg.Centimeter)
+	p.Draw(draw.New(canvas))
+	var buf bytes.Buffer
+	if _, err := canvas.WriteTo(&buf); err != nil {
+		return ""
+	}
+	svg := buf.String()
+	if i := strings.Index(svg, "<svg"); i > 0 { // inline: no XML prologue
+		svg = svg[i:]
+	}
+	return `<figure class="plot">` + svg + `<figcaption>` + legend.String() + `</figcaption></figure>`
+}
+
+// integerTicks labels whole numbers only (steps), at most about ten of them.
+type integerTicks struct{}
+
+func (integerTicks) Ticks(min, max float64) []plot.Tick {
+	first, last := math.Ceil(min), math.Floor(max)
+	if last < first {
+		return []plot.Tick{{Value: min, Label: fmt.Sprintf("%g", min)}}
+	}
+	step := math.Max(1, math.Ceil((last-first+1)/10))
+	var out []plot.Tick
+	for v := first; v <= last; v += step {
+		out = append(out, plot.Tick{Value: v, Label: fmt.Sprintf("%d", int(v))})
+	}
+	return out
 }
