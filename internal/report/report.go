@@ -82,15 +82,24 @@ func always(f func(m cycle.StepMetrics) float64) func(cycle.StepMetrics) (float6
 	return func(m cycle.StepMetrics) (float64, bool) { return f(m), true }
 }
 
-// wallClock is the series against elapsed minutes (the sum of step times).
-func (r *Run) wallClock(name string, get func(m cycle.StepMetrics) float64) Series {
+// wallClock is the series against elapsed time (the sum of step times), in minutes, or in
+// seconds for a run shorter than two minutes; it returns the unit.
+func (r *Run) wallClock(name string, get func(m cycle.StepMetrics) float64) (Series, string) {
 	s := Series{Name: name}
+	total := 0.0
+	for _, m := range r.Metrics {
+		total += m.Seconds
+	}
+	unit, div := "minutes", 60.0
+	if total < 120 {
+		unit, div = "seconds", 1
+	}
 	el := 0.0
 	for _, m := range r.Metrics {
 		el += m.Seconds
-		s.X, s.Y = append(s.X, el/60), append(s.Y, get(m))
+		s.X, s.Y = append(s.X, el/div), append(s.Y, get(m))
 	}
-	return s
+	return s, unit
 }
 
 // Plots are the report's charts.
@@ -99,9 +108,10 @@ func (r *Run) Plots() []string {
 		r.series("loss", always(func(m cycle.StepMetrics) float64 { return m.Loss })),
 		r.series("rank term", always(func(m cycle.StepMetrics) float64 { return m.RankTerm })),
 		r.series("SFT term", always(func(m cycle.StepMetrics) float64 { return m.SFTTerm }))}
+	wall, unit := r.wallClock("loss", func(m cycle.StepMetrics) float64 { return m.Loss })
 	charts := []Chart{
 		{Title: "Loss", XLabel: "step", Series: loss, IntegerX: true},
-		{Title: "Loss over wall-clock time", XLabel: "minutes", Series: []Series{r.wallClock("loss", func(m cycle.StepMetrics) float64 { return m.Loss })}},
+		{Title: "Loss over wall-clock time", XLabel: unit, Series: []Series{wall}},
 		{Title: "Learning rate", XLabel: "step", IntegerX: true, NonNegative: true, Series: []Series{
 			r.series("learning rate", always(func(m cycle.StepMetrics) float64 { return m.LR }))}},
 		{Title: "Gradient norm (before clipping)", XLabel: "step", IntegerX: true, NonNegative: true, Series: []Series{
