@@ -12,12 +12,13 @@ import (
 	"sync"
 )
 
-// kernel computes a tile C[mr][nr] = A[mr][k] · panel[k][nr] (overwriting C). A's rows are
-// lda floats apart, C's rows ldc floats apart; the panel holds nr floats per k.
+// kernel computes a tile C[mr][nr] = A[mr][k] · panel[k][nr], overwriting C, or adding to it
+// when acc is 1. A's rows are lda floats apart, C's rows ldc floats apart; the panel holds nr
+// floats per k.
 type kernel struct {
 	name   string
 	mr, nr int
-	fn     func(k int, a *float32, lda int, b *float32, c *float32, ldc int)
+	fn     func(k int, a *float32, lda int, b *float32, c *float32, ldc int, acc int)
 }
 
 // goKernel is the portable kernel, used where no assembly kernel runs.
@@ -46,11 +47,16 @@ func chooseKernel(name string) kernel {
 // Kernel names the kernel in use ("avx512", "avx2" or "go").
 func Kernel() string { return best.name }
 
-func tileGo(k int, a *float32, lda int, b *float32, c *float32, ldc int) {
+func tileGo(k int, a *float32, lda int, b *float32, c *float32, ldc int, add int) {
 	as := unsafeSlice(a, 3*lda+k)
 	bs := unsafeSlice(b, 16*k)
 	cs := unsafeSlice(c, 3*ldc+16)
 	var acc [4][16]float32
+	if add != 0 {
+		for r := range acc {
+			copy(acc[r][:], cs[r*ldc:r*ldc+16])
+		}
+	}
 	for p := 0; p < k; p++ {
 		bp := bs[16*p : 16*p+16]
 		for r := 0; r < 4; r++ {
@@ -99,7 +105,12 @@ func packWith(kn kernel, w []float32, n, k int) *Packed {
 }
 
 // MatMul sets c [m][N] = a [m][K] · Wᵀ.
-func MatMul(c, a []float32, m int, p *Packed) {
+func MatMul(c, a []float32, m int, p *Packed) { matMul(c, a, m, p, 0) }
+
+// MatMulAdd adds a [m][K] · Wᵀ to c [m][N] (a gradient accumulating without a temporary).
+func MatMulAdd(c, a []float32, m int, p *Packed) { matMul(c, a, m, p, 1) }
+
+func matMul(c, a []float32, m int, p *Packed, acc int) {
 	if m == 0 || p.N == 0 {
 		return
 	}
@@ -107,7 +118,9 @@ func MatMul(c, a []float32, m int, p *Packed) {
 		panic("cpu.MatMul: slice too short")
 	}
 	if p.K == 0 {
-		clear(c[:m*p.N])
+		if acc == 0 {
+			clear(c[:m*p.N])
+		}
 		return
 	}
 	kn := p.k
@@ -136,10 +149,16 @@ func MatMul(c, a []float32, m int, p *Packed) {
 			}
 			b := &p.data[pi*p.K*kn.nr]
 			if rows == kn.mr && cols == kn.nr {
-				kn.fn(p.K, &src[0], p.K, b, &c[row*p.N+col], p.N)
+				kn.fn(p.K, &src[0], p.K, b, &c[row*p.N+col], p.N, acc)
 				return
 			}
-			kn.fn(p.K, &src[0], p.K, b, &tile[0], kn.nr)
+			if acc != 0 { // the partial tile starts from C's values
+				clear(tile)
+				for r := 0; r < rows; r++ {
+					copy(tile[r*kn.nr:r*kn.nr+cols], c[(row+r)*p.N+col:(row+r)*p.N+col+cols])
+				}
+			}
+			kn.fn(p.K, &src[0], p.K, b, &tile[0], kn.nr, acc)
 			for r := 0; r < rows; r++ {
 				copy(c[(row+r)*p.N+col:(row+r)*p.N+col+cols], tile[r*kn.nr:r*kn.nr+cols])
 			}
@@ -203,15 +222,23 @@ func AddMatMulTN(dw, dy, x []float32, m, n, k int) {
 	if m == 0 {
 		return
 	}
-	dyT := make([]float32, n*m)
-	Parallel(n, func(lo, hi int) {
-		for j := lo; j < hi; j++ {
-			for r := 0; r < m; r++ {
-				dyT[j*m+r] = dy[r*n+j]
+	MatMulAdd(dw[:n*k], Transpose(dy, m, n), n, PackTransposed(x, m, k))
+}
+
+// Transpose returns the [n][m] transpose of x [m][n].
+func Transpose(x []float32, m, n int) []float32 {
+	t := make([]float32, n*m)
+	const blk = 64 // in cache-sized blocks: both sides are read or written in short runs
+	Parallel((n+blk-1)/blk, func(lo, hi int) {
+		for jb := lo * blk; jb < min(hi*blk, n); jb += blk {
+			for rb := 0; rb < m; rb += blk {
+				for j := jb; j < min(jb+blk, n); j++ {
+					for r := rb; r < min(rb+blk, m); r++ {
+						t[j*m+r] = x[r*n+j]
+					}
+				}
 			}
 		}
 	})
-	tmp := make([]float32, n*k)
-	MatMul(tmp, dyT, n, PackTransposed(x, m, k))
-	Add(dw[:n*k], tmp)
+	return t
 }

@@ -28,7 +28,16 @@ func TestMatMulEveryKernel(t *testing.T) {
 					for i := range c {
 						c[i] = float32(math.NaN()) // every element must be written
 					}
-					MatMul(c, a, m, packWith(kn, w, n, k))
+					p := packWith(kn, w, n, k)
+					MatMul(c, a, m, p)
+					// Accumulating: c + a·Wᵀ again must give twice the product.
+					twice := append([]float32(nil), c...)
+					MatMulAdd(twice, a, m, p)
+					for i := range twice {
+						if d := math.Abs(float64(twice[i] - 2*c[i])); d > 1e-4*(1+math.Abs(float64(c[i]))) {
+							t.Fatalf("%s m=%d n=%d k=%d: accumulated %v, want %v", kn.name, m, n, k, twice[i], 2*c[i])
+						}
+					}
 					for i := 0; i < m; i++ {
 						for j := 0; j < n; j++ {
 							want := 0.0

@@ -3,10 +3,10 @@ package cpu
 import "golang.org/x/sys/cpu"
 
 //go:noescape
-func tileAVX2(k int, a *float32, lda int, b *float32, c *float32, ldc int)
+func tileAVX2(k int, a *float32, lda int, b *float32, c *float32, ldc int, acc int)
 
 //go:noescape
-func tileAVX512(k int, a *float32, lda int, b *float32, c *float32, ldc int)
+func tileAVX512(k int, a *float32, lda int, b *float32, c *float32, ldc int, acc int)
 
 var (
 	avx2Kernel   = kernel{name: "avx2", mr: 6, nr: 16, fn: tileAVX2}

@@ -1,8 +1,8 @@
 #include "textflag.h"
 
-// func tileAVX2(k int, a *float32, lda int, b *float32, c *float32, ldc int)
-// C[6][16] = A[6][k] · B[k][16]: row r of A at a + r*lda, the panel B contiguous.
-TEXT ·tileAVX2(SB), NOSPLIT, $0-48
+// func tileAVX2(k int, a *float32, lda int, b *float32, c *float32, ldc int, acc int)
+// C[6][16] = A[6][k] · B[k][16]: row r of A at a + r*lda, the panel B contiguous. With acc != 0 the tile is added to C instead of overwriting it.
+TEXT ·tileAVX2(SB), NOSPLIT, $0-56
 	MOVQ k+0(FP), CX
 	MOVQ a+8(FP), SI
 	MOVQ lda+16(FP), R8
@@ -13,6 +13,29 @@ TEXT ·tileAVX2(SB), NOSPLIT, $0-48
 	SHLQ $2, R9
 	LEAQ (R8)(R8*2), R10 // 3*lda
 	LEAQ (SI)(R8*4), BX  // row 4
+	MOVQ acc+48(FP), R11
+	TESTQ R11, R11
+	JZ avx2loopzero
+	MOVQ DX, R12
+	VMOVUPS 0(R12), Y0
+	VMOVUPS 32(R12), Y1
+	ADDQ R9, R12
+	VMOVUPS 0(R12), Y2
+	VMOVUPS 32(R12), Y3
+	ADDQ R9, R12
+	VMOVUPS 0(R12), Y4
+	VMOVUPS 32(R12), Y5
+	ADDQ R9, R12
+	VMOVUPS 0(R12), Y6
+	VMOVUPS 32(R12), Y7
+	ADDQ R9, R12
+	VMOVUPS 0(R12), Y8
+	VMOVUPS 32(R12), Y9
+	ADDQ R9, R12
+	VMOVUPS 0(R12), Y10
+	VMOVUPS 32(R12), Y11
+	JMP avx2loop
+avx2loopzero:
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -26,7 +49,7 @@ TEXT ·tileAVX2(SB), NOSPLIT, $0-48
 	VXORPS Y10, Y10, Y10
 	VXORPS Y11, Y11, Y11
 avx2loop:
-	VMOVUPS (DI), Y12
+	VMOVUPS 0(DI), Y12
 	VMOVUPS 32(DI), Y13
 	VBROADCASTSS (SI), Y14
 	VFMADD231PS Y12, Y14, Y0
@@ -51,29 +74,29 @@ avx2loop:
 	ADDQ $64, DI
 	DECQ CX
 	JNZ avx2loop
-	VMOVUPS Y0, (DX)
+	VMOVUPS Y0, 0(DX)
 	VMOVUPS Y1, 32(DX)
 	ADDQ R9, DX
-	VMOVUPS Y2, (DX)
+	VMOVUPS Y2, 0(DX)
 	VMOVUPS Y3, 32(DX)
 	ADDQ R9, DX
-	VMOVUPS Y4, (DX)
+	VMOVUPS Y4, 0(DX)
 	VMOVUPS Y5, 32(DX)
 	ADDQ R9, DX
-	VMOVUPS Y6, (DX)
+	VMOVUPS Y6, 0(DX)
 	VMOVUPS Y7, 32(DX)
 	ADDQ R9, DX
-	VMOVUPS Y8, (DX)
+	VMOVUPS Y8, 0(DX)
 	VMOVUPS Y9, 32(DX)
 	ADDQ R9, DX
-	VMOVUPS Y10, (DX)
+	VMOVUPS Y10, 0(DX)
 	VMOVUPS Y11, 32(DX)
 	VZEROUPPER
 	RET
 
-// func tileAVX512(k int, a *float32, lda int, b *float32, c *float32, ldc int)
-// C[8][32] = A[8][k] · B[k][32].
-TEXT ·tileAVX512(SB), NOSPLIT, $0-48
+// func tileAVX512(k int, a *float32, lda int, b *float32, c *float32, ldc int, acc int)
+// C[8][32] = A[8][k] · B[k][32]. With acc != 0 the tile is added to C instead of overwriting it.
+TEXT ·tileAVX512(SB), NOSPLIT, $0-56
 	MOVQ k+0(FP), CX
 	MOVQ a+8(FP), SI
 	MOVQ lda+16(FP), R8
@@ -84,6 +107,35 @@ TEXT ·tileAVX512(SB), NOSPLIT, $0-48
 	SHLQ $2, R9
 	LEAQ (R8)(R8*2), R10 // 3*lda
 	LEAQ (SI)(R8*4), BX  // row 4
+	MOVQ acc+48(FP), R11
+	TESTQ R11, R11
+	JZ avx512loopzero
+	MOVQ DX, R12
+	VMOVUPS 0(R12), Z0
+	VMOVUPS 64(R12), Z1
+	ADDQ R9, R12
+	VMOVUPS 0(R12), Z2
+	VMOVUPS 64(R12), Z3
+	ADDQ R9, R12
+	VMOVUPS 0(R12), Z4
+	VMOVUPS 64(R12), Z5
+	ADDQ R9, R12
+	VMOVUPS 0(R12), Z6
+	VMOVUPS 64(R12), Z7
+	ADDQ R9, R12
+	VMOVUPS 0(R12), Z8
+	VMOVUPS 64(R12), Z9
+	ADDQ R9, R12
+	VMOVUPS 0(R12), Z10
+	VMOVUPS 64(R12), Z11
+	ADDQ R9, R12
+	VMOVUPS 0(R12), Z12
+	VMOVUPS 64(R12), Z13
+	ADDQ R9, R12
+	VMOVUPS 0(R12), Z14
+	VMOVUPS 64(R12), Z15
+	JMP avx512loop
+avx512loopzero:
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -101,7 +153,7 @@ TEXT ·tileAVX512(SB), NOSPLIT, $0-48
 	VPXORD Z14, Z14, Z14
 	VPXORD Z15, Z15, Z15
 avx512loop:
-	VMOVUPS (DI), Z16
+	VMOVUPS 0(DI), Z16
 	VMOVUPS 64(DI), Z17
 	VBROADCASTSS (SI), Z18
 	VFMADD231PS Z16, Z18, Z0
@@ -132,28 +184,28 @@ avx512loop:
 	ADDQ $128, DI
 	DECQ CX
 	JNZ avx512loop
-	VMOVUPS Z0, (DX)
+	VMOVUPS Z0, 0(DX)
 	VMOVUPS Z1, 64(DX)
 	ADDQ R9, DX
-	VMOVUPS Z2, (DX)
+	VMOVUPS Z2, 0(DX)
 	VMOVUPS Z3, 64(DX)
 	ADDQ R9, DX
-	VMOVUPS Z4, (DX)
+	VMOVUPS Z4, 0(DX)
 	VMOVUPS Z5, 64(DX)
 	ADDQ R9, DX
-	VMOVUPS Z6, (DX)
+	VMOVUPS Z6, 0(DX)
 	VMOVUPS Z7, 64(DX)
 	ADDQ R9, DX
-	VMOVUPS Z8, (DX)
+	VMOVUPS Z8, 0(DX)
 	VMOVUPS Z9, 64(DX)
 	ADDQ R9, DX
-	VMOVUPS Z10, (DX)
+	VMOVUPS Z10, 0(DX)
 	VMOVUPS Z11, 64(DX)
 	ADDQ R9, DX
-	VMOVUPS Z12, (DX)
+	VMOVUPS Z12, 0(DX)
 	VMOVUPS Z13, 64(DX)
 	ADDQ R9, DX
-	VMOVUPS Z14, (DX)
+	VMOVUPS Z14, 0(DX)
 	VMOVUPS Z15, 64(DX)
 	VZEROUPPER
 	RET

@@ -36,6 +36,7 @@ type fastLM struct {
 	head   *cpu.Packed // [V or labels][D]
 	inv    []float32   // RoPE inverse frequencies
 	src    []*tensors.Tensor
+	ver    [2]uint64 // base and adapter versions packed
 }
 
 // configView is what the forward pass reads of the config.
@@ -57,9 +58,6 @@ type fastLayer struct {
 	downb                  []float32
 	scale                  float32 // attention scale
 }
-
-// UseFast reports whether inference runs on the engine's own CPU path.
-func (m *Model) UseFast() bool { return m.fastOn }
 
 // SetEngine picks the inference engine: "cpu" (own kernels; pure-Go backend only) or "gomlx".
 func (m *Model) SetEngine(name string) error {
@@ -118,14 +116,15 @@ func (m *Model) packed() (*fastLM, error) {
 	if err != nil {
 		return nil, err
 	}
-	if m.fast != nil && slices.Equal(m.fast.src, vals) {
+	ver := [2]uint64{m.baseVersion.Load(), m.loraVersion.Load()}
+	if m.fast != nil && slices.Equal(m.fast.src, vals) && m.fast.ver == ver {
 		return m.fast, nil
 	}
 	f, err := m.pack()
 	if err != nil {
 		return nil, err
 	}
-	f.src = vals
+	f.src, f.ver = vals, ver
 	m.fast = f
 	return f, nil
 }

@@ -39,7 +39,7 @@ func randomModel(t *testing.T, raw map[string]any) *Model {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !m.UseFast() {
+	if !m.fastOn {
 		t.Fatal("the pure-Go backend does not use the engine's own CPU path")
 	}
 	return m

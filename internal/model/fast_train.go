@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 
@@ -105,12 +106,70 @@ func (m *Model) value(scope, name string) []float32 {
 	return tensors.MustCopyFlatData[float32](m.Ctx.GetVariableByScopeAndName(scope, name).MustValue())
 }
 
+// appendValue appends a tensor's values to dst, read in place (one copy, not two).
+func (m *Model) appendValue(dst []float32, name string) []float32 {
+	tensors.ConstFlatData(m.Variable(name).MustValue(), func(flat []float32) { dst = append(dst, flat...) })
+	return dst
+}
+
+// trainCache keeps the packed base weights while they cannot change (LoRA training).
+type trainCache struct {
+	key     []*tensors.Tensor
+	version uint64
+	w       *trainWeights
+}
+
 // trainWeights packs the current base weights (without adapters folded in: the adapters run
-// as their own branch, so that their gradients exist and dropout applies).
+// as their own branch, so that their gradients exist and dropout applies), then attaches the
+// adapters' current values. Under LoRA the frozen base packing is made once and reused.
 func (m *Model) trainWeights(drop Dropout) (*trainWeights, error) {
 	if !m.FastTrainable() {
 		return nil, fmt.Errorf("engine cpu trains the llama family only, not %s", m.Config.ModelType)
 	}
+	var key []*tensors.Tensor
+	for _, n := range m.names {
+		key = append(key, m.Variable(n).MustValue())
+	}
+	var w *trainWeights
+	if c := m.trainCache; m.lora != nil && c != nil && slices.Equal(c.key, key) && c.version == m.baseVersion.Load() {
+		w = c.w
+	} else {
+		w = m.packBase()
+		m.trainCache = nil
+		if m.lora != nil {
+			m.trainCache = &trainCache{key: key, version: m.baseVersion.Load(), w: w}
+		}
+	}
+	for _, l := range w.linears() {
+		for bi := range l.blocks {
+			blk := &l.blocks[bi]
+			blk.lora = nil
+			mod := strings.TrimSuffix(blk.name, ".weight")
+			if m.lora == nil || !m.lora.modules[mod] {
+				continue
+			}
+			a, b := m.value(LoRAScope, mod+".lora_A.weight"), m.value(LoRAScope, mod+".lora_B.weight")
+			r := len(a) / l.in
+			blk.lora = &loraLin{module: mod, a: a, b: b, r: r, pa: cpu.Pack(a, r, l.in), pb: cpu.Pack(b, blk.out, r),
+				paT: cpu.PackTransposed(a, r, l.in), pbT: cpu.PackTransposed(b, blk.out, r), scale: float32(m.lora.scale),
+				dropout: drop.Rate, dropSeed: drop.Seed ^ hashName(mod)}
+		}
+	}
+	return w, nil
+}
+
+// linears lists every linear layer of the weights, the head included.
+func (w *trainWeights) linears() []*trainLinear {
+	var out []*trainLinear
+	for i := range w.layers {
+		ly := &w.layers[i]
+		out = append(out, &ly.qkv, &ly.o, &ly.gu, &ly.dn)
+	}
+	return append(out, &w.head)
+}
+
+// packBase packs the base weights for training.
+func (m *Model) packBase() *trainWeights {
 	c := m.Config
 	w := &trainWeights{D: c.HiddenSize, H: c.NumHeads, Hkv: c.NumKVHeads, hd: c.HeadDim, I: c.IntermediateSize,
 		window: c.SlidingWindow, eps: c.NormEps, vocab: c.VocabSize, labels: c.NumLabels,
@@ -121,20 +180,13 @@ func (m *Model) trainWeights(drop Dropout) (*trainWeights, error) {
 		var l trainLinear
 		var data, bias []float32
 		for _, n := range names {
-			wt := get(n + ".weight")
-			out := len(wt) / in
+			before := len(data)
+			data = m.appendValue(data, n+".weight")
+			out := (len(data) - before) / in
 			blk := linBlock{name: n + ".weight", off: l.n, out: out}
 			if has(n + ".bias") {
 				blk.bias = n + ".bias"
 			}
-			if m.lora != nil && m.lora.modules[n] {
-				a, b := m.value(LoRAScope, n+".lora_A.weight"), m.value(LoRAScope, n+".lora_B.weight")
-				r := len(a) / in
-				blk.lora = &loraLin{module: n, a: a, b: b, r: r, pa: cpu.Pack(a, r, in), pb: cpu.Pack(b, out, r),
-					paT: cpu.PackTransposed(a, r, in), pbT: cpu.PackTransposed(b, out, r), scale: float32(m.lora.scale),
-					dropout: drop.Rate, dropSeed: drop.Seed ^ hashName(n)}
-			}
-			data = append(data, wt...)
 			l.blocks = append(l.blocks, blk)
 			l.n += out
 		}
@@ -175,7 +227,7 @@ func (m *Model) trainWeights(drop Dropout) (*trainWeights, error) {
 	default:
 		w.head = linear(D, "model.embed_tokens")
 	}
-	return w, nil
+	return w
 }
 
 // linActs is what a linear layer's backward pass needs of its forward pass.
@@ -226,20 +278,22 @@ func (l *trainLinear) forward(y, x []float32, M int, seed uint64) linActs {
 }
 
 // backward adds the input gradient dy·W (and the adapters') into dx [M][in], and the weight,
-// bias and adapter gradients into g.
+// bias and adapter gradients into g, accumulating in place.
 func (l *trainLinear) backward(dx, dy []float32, M int, a linActs, g *Grads) {
-	tmp := make([]float32, M*l.in)
-	cpu.MatMul(tmp, dy, M, l.wT)
-	cpu.Add(dx, tmp)
+	cpu.MatMulAdd(dx, dy, M, l.wT)
+	dyT := cpu.Transpose(dy, M, l.n) // [n][M]: each output block's rows are contiguous
 	if len(g.Base) > 0 {
-		full := make([]float32, l.n*l.in)
-		cpu.AddMatMulTN(full, dy, a.x, M, l.n, l.in)
+		xT := cpu.PackTransposed(a.x, M, l.in)
 		for _, blk := range l.blocks {
-			cpu.Add(g.Base[blk.name], full[blk.off*l.in:(blk.off+blk.out)*l.in])
+			cpu.MatMulAdd(g.Base[blk.name], dyT[blk.off*M:(blk.off+blk.out)*M], blk.out, xT)
 			if blk.bias != "" {
 				gb := g.Base[blk.bias]
-				for r := 0; r < M; r++ {
-					cpu.Add(gb, dy[r*l.n+blk.off:r*l.n+blk.off+blk.out])
+				for j := range gb {
+					s := float32(0)
+					for _, v := range dyT[(blk.off+j)*M : (blk.off+j+1)*M] {
+						s += v
+					}
+					gb[j] += s
 				}
 			}
 		}
@@ -259,22 +313,24 @@ func (l *trainLinear) backward(dx, dy []float32, M int, a linActs, g *Grads) {
 		cpu.AddMatMulTN(g.LoRA[lo.module+".lora_B.weight"], dyb, u, M, blk.out, lo.r)
 		du := make([]float32, M*lo.r)
 		cpu.MatMul(du, dyb, M, lo.pbT)
+		keep := a.keep[bi]
 		xd := a.x
-		if keep := a.keep[bi]; keep != nil {
+		if keep != nil {
 			xd = make([]float32, len(a.x))
 			for i, v := range a.x {
 				xd[i] = v * keep[i]
 			}
 		}
 		cpu.AddMatMulTN(g.LoRA[lo.module+".lora_A.weight"], du, xd, M, lo.r, l.in)
+		if keep == nil {
+			cpu.MatMulAdd(dx, du, M, lo.paT)
+			continue
+		}
 		dxl := make([]float32, M*l.in)
 		cpu.MatMul(dxl, du, M, lo.paT)
-		if keep := a.keep[bi]; keep != nil {
-			for i := range dxl {
-				dxl[i] *= keep[i]
-			}
+		for i := range dxl {
+			dx[i] += dxl[i] * keep[i]
 		}
-		cpu.Add(dx, dxl)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gomlx/gomlx/backends"
 	. "github.com/gomlx/gomlx/pkg/core/graph"
@@ -61,6 +62,20 @@ type Model struct {
 	fastOn bool // inference on the engine's own CPU path (fast.go)
 	fastMu sync.Mutex
 	fast   *fastLM
+	// Counters of in-place changes (the own training path updates values where they are, so
+	// a changed tensor keeps its identity): base weights, and adapters.
+	baseVersion, loraVersion atomic.Uint64
+	trainCache               *trainCache // packed frozen base weights, for LoRA training
+}
+
+// WeightsChanged records that values were changed in place: the base weights (base true) or
+// the adapters; packings made from the old values are not used again.
+func (m *Model) WeightsChanged(base bool) {
+	if base {
+		m.baseVersion.Add(1)
+	} else {
+		m.loraVersion.Add(1)
+	}
 }
 
 // Load reads config.json, tokenizer.json and the safetensors weights of dir. Every tensor the

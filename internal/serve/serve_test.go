@@ -47,6 +47,21 @@ func start(t *testing.T, o Options) (*httptest.Server, *model.Model, openai.Clie
 	return hs, m, c
 }
 
+// postJSON posts a raw JSON body with a bearer token and decodes the reply.
+func postJSON(t *testing.T, url, token, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v map[string]any
+	json.NewDecoder(resp.Body).Decode(&v)
+	return resp.StatusCode, v
+}
+
 func TestChatCompletionsAndModels(t *testing.T) {
 	_, _, c := start(t, Options{ModelName: "tiny", Token: "tok"})
 	ctx := context.Background()
@@ -167,16 +182,7 @@ func TestRefusals(t *testing.T) {
 		t.Fatalf("wrong token: %v", err)
 	}
 	post := func(body string) (int, map[string]any) {
-		req, _ := http.NewRequest("POST", hs.URL+"/v1/chat/completions", bytes.NewBufferString(body))
-		req.Header.Set("Authorization", "Bearer tok")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var v map[string]any
-		json.NewDecoder(resp.Body).Decode(&v)
-		return resp.StatusCode, v
+		return postJSON(t, hs.URL+"/v1/chat/completions", "tok", body)
 	}
 	for _, c := range []struct {
 		body   string
@@ -447,18 +453,7 @@ func TestOpenAIFaithfulLogprobs(t *testing.T) {
 	slog.SetDefault(slog.New(slog.NewTextHandler(&logs, nil)))
 	defer slog.SetDefault(old)
 	hs, _, _ := start(t, Options{Token: "s3cret-token"})
-	post := func(path, body string) (int, map[string]any) {
-		req, _ := http.NewRequest("POST", hs.URL+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer s3cret-token")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var v map[string]any
-		json.NewDecoder(resp.Body).Decode(&v)
-		return resp.StatusCode, v
-	}
+	post := func(path, body string) (int, map[string]any) { return postJSON(t, hs.URL+path, "s3cret-token", body) }
 	code, v := post("/v1/completions", `{"model":"m","prompt":"Paris is the","max_tokens":4,"temperature":0,"logprobs":2}`)
 	if code != 200 {
 		t.Fatalf("completions: %d %v", code, v)

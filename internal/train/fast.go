@@ -138,35 +138,36 @@ func (t *Trainer) fastApply() (float64, error) {
 	// torch.nn.utils.clip_grad_norm_: scale by max_norm/(norm+1e-6) when that is below 1.
 	scale := inv * min(clip/(norm+1e-6), 1)
 	b1, b2, eps := float32(o.Beta1), float32(o.Beta2), float32(o.Eps)
+	base := false
 	for i, p := range t.params {
 		grad := t.gradOf(p)
-		w := tensors.MustCopyFlatData[float32](p.MustValue())
-		m1 := tensors.MustCopyFlatData[float32](t.m1[i].MustValue())
-		m2 := tensors.MustCopyFlatData[float32](t.m2[i].MustValue())
 		decay := float32(1)
 		if decays(p.Name()) && o.WeightDecay > 0 {
 			decay = 1 - lr*float32(o.WeightDecay)
 		}
-		cpu.Parallel(len(w), func(lo, hi int) {
-			for j := lo; j < hi; j++ {
-				g := grad[j] * scale
-				m1[j] = m1[j]*b1 + g*(1-b1)
-				m2[j] = m2[j]*b2 + g*g*(1-b2)
-				upd := (m1[j] / c1) / (float32(math.Sqrt(float64(m2[j]/c2))) + eps)
-				w[j] = w[j]*decay - lr*upd
-				grad[j] = 0
-			}
+		base = base || p.Scope() != model.LoRAScope
+		// The weights and both moments are updated where they are stored: no copies.
+		err := tensors.MutableFlatData(p.MustValue(), func(w []float32) {
+			tensors.MutableFlatData(t.m1[i].MustValue(), func(m1 []float32) {
+				tensors.MutableFlatData(t.m2[i].MustValue(), func(m2 []float32) {
+					cpu.Parallel(len(w), func(lo, hi int) {
+						for j := lo; j < hi; j++ {
+							g := grad[j] * scale
+							m1[j] = m1[j]*b1 + g*(1-b1)
+							m2[j] = m2[j]*b2 + g*g*(1-b2)
+							upd := (m1[j] / c1) / (float32(math.Sqrt(float64(m2[j]/c2))) + eps)
+							w[j] = w[j]*decay - lr*upd
+							grad[j] = 0
+						}
+					})
+				})
+			})
 		})
-		dims := p.Shape().Dimensions
-		for _, x := range []struct {
-			v *mlctx.Variable
-			d []float32
-		}{{p, w}, {t.m1[i], m1}, {t.m2[i], m2}} {
-			if err := x.v.SetValue(tensors.FromFlatDataAndDimensions(x.d, dims...)); err != nil {
-				return 0, err
-			}
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", p.Name(), err)
 		}
 	}
+	t.M.WeightsChanged(base)
 	t.Step++
 	t.accumulated, t.micro = 0, 0
 	return float64(norm), nil

@@ -132,6 +132,10 @@ func TestOwnPathGradientsEqualGraphs(t *testing.T) {
 				if !tf.fast || tg.fast {
 					t.Fatalf("paths: own %v, graph %v", tf.fast, tg.fast)
 				}
+				seqs := [][]int{append(append([]int(nil), exs[0].Prompt...), exs[0].Candidates[0]...)}
+				if fm.Config.NumLabels == 0 {
+					fm.LogProbs(ctx, seqs) // packs the weights before the step: the step must invalidate it
+				}
 				sf, err := tf.Accumulate(ctx, exs)
 				if err != nil {
 					t.Fatal(err)
@@ -178,6 +182,21 @@ func TestOwnPathGradientsEqualGraphs(t *testing.T) {
 				}
 				if math.Abs(nf-ng) > 1e-4*ng {
 					t.Fatalf("gradient norm: own %v, graphs %v", nf, ng)
+				}
+				// The step updated the weights in place; inference must see them, on both engines.
+				if fm.Config.NumLabels == 0 {
+					after, err := fm.LogProbs(ctx, seqs)
+					if err != nil {
+						t.Fatal(err)
+					}
+					fm.SetEngine("gomlx")
+					graphs, _ := fm.LogProbs(ctx, seqs)
+					fm.SetEngine("cpu")
+					for j := range after[0] {
+						if d := math.Abs(float64(after[0][j] - graphs[0][j])); d > 1e-5 {
+							t.Fatalf("after the step, inference differs from the graphs by %g: stale packed weights", d)
+						}
+					}
 				}
 			})
 		}

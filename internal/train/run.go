@@ -237,9 +237,10 @@ func readJSONL(path string) ([]jsonlLine, error) {
 }
 
 // RefuseOrphanRecords stops a resume that found no checkpoint (step 0) while files hold
-// records of a step that was checkpointed (a multiple of saveEvery): the checkpoints were
-// lost, and starting over would silently overwrite those records. Records of steps before the
-// first checkpoint are a run killed early, which restarts as usual.
+// records of a step after the first checkpointed one (saveEvery): a step's records are written
+// before its checkpoint, so only a later step's prove that a checkpoint was made and lost, and
+// starting over would silently overwrite them. A run killed before or during its first
+// checkpointed step restarts as usual.
 func RefuseOrphanRecords(ckdir string, step, saveEvery int, files ...string) error {
 	if step > 0 {
 		return nil
@@ -250,7 +251,7 @@ func RefuseOrphanRecords(ckdir string, step, saveEvery int, files ...string) err
 			return err
 		}
 		for _, l := range lines {
-			if v, ok := l.rec["step"].(float64); ok && int(v) >= max(1, saveEvery) {
+			if v, ok := l.rec["step"].(float64); ok && int(v) > max(1, saveEvery) {
 				return fmt.Errorf("%s holds records up to step %d but %s has no checkpoint to resume from: restore the checkpoints, or move the file away to start over", f, int(v), ckdir)
 			}
 		}
