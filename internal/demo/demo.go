@@ -20,7 +20,9 @@ import (
 	"github.com/cyclealign/cyclealign/internal/cycle"
 	"github.com/cyclealign/cyclealign/internal/data"
 	"github.com/cyclealign/cyclealign/internal/eval"
+	"github.com/cyclealign/cyclealign/internal/hf"
 	"github.com/cyclealign/cyclealign/internal/model"
+	"github.com/cyclealign/cyclealign/internal/report"
 )
 
 // Options size the demo.
@@ -156,7 +158,18 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	res := &Result{Base: before, Aligned: after, Run: o.Out, Table: eval.Table([]string{"base", "aligned"}, []*eval.Report{before, after})}
 	b, _ := json.MarshalIndent(res, "", "  ")
-	return res, os.WriteFile(filepath.Join(o.Out, "demo.json"), b, 0o644)
+	if err := os.WriteFile(filepath.Join(o.Out, report.DemoFile), b, 0o644); err != nil {
+		return nil, err
+	}
+	// The run's report, with the before/after table at its top.
+	rep, err := report.Load(o.Out)
+	if err != nil {
+		return nil, err
+	}
+	return res, hf.WriteFileAtomic(filepath.Join(o.Out, "report.html"), func(w io.Writer) error {
+		_, err := io.WriteString(w, rep.HTML())
+		return err
+	})
 }
 
 func writePrompts(path string, prompts []string) error {

@@ -27,7 +27,11 @@ func TestDemoSmall(t *testing.T) {
 			t.Fatalf("table lacks %q:\n%s", row, res.Table)
 		}
 	}
-	for _, f := range []string{"config.yaml", "journal.jsonl", "metrics.jsonl", "pool.json", "model/model.safetensors", "demo.json"} {
+	page, err := os.ReadFile(filepath.Join(out, "report.html"))
+	if err != nil || !strings.Contains(string(page), "Held-out evaluation, before and after") || !strings.Contains(string(page), "win rate vs baseline") {
+		t.Fatalf("the demo's report.html lacks the before/after table (%v)", err)
+	}
+	for _, f := range []string{"config.yaml", "journal.jsonl", "metrics.jsonl", "pool.json", "model/model.safetensors", "demo.json", "report.html"} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Errorf("run directory lacks %s", f)
 		}

@@ -21,7 +21,13 @@ type Run struct {
 	Config  string
 	Metrics []cycle.StepMetrics
 	Journal []cycle.Record
+	// Evaluation is a held-out evaluation table to show (the demo's before/after table, read
+	// from its DemoFile); "" for none.
+	Evaluation string
 }
+
+// DemoFile is where cyclealign demo leaves its results, {"table": ...} among them.
+const DemoFile = "demo.json"
 
 // Load reads a run directory of align or of train.
 func Load(dir string) (*Run, error) {
@@ -46,6 +52,15 @@ func Load(dir string) (*Run, error) {
 	}
 	if err := readJSONL(filepath.Join(dir, cycle.JournalFile), &r.Journal); err != nil {
 		return nil, err
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, DemoFile)); err == nil {
+		var d struct {
+			Table string `json:"table"`
+		}
+		if err := json.Unmarshal(b, &d); err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, DemoFile), err)
+		}
+		r.Evaluation = d.Table
 	}
 	return r, nil
 }
@@ -204,6 +219,9 @@ func (r *Run) HTML() string {
 	if ranked, unranked := r.rankedCounts(); unranked > ranked {
 		fmt.Fprintf(&b, "<p class=\"banner\"><b>Most prompts came back unranked</b> (%d of %d): the black-box's replies did not parse as rankings, so they taught nothing. Their text is in <code>raw_replies</code> in journal.jsonl.</p>\n",
 			unranked, ranked+unranked)
+	}
+	if r.Evaluation != "" {
+		b.WriteString("<h2>Held-out evaluation, before and after</h2>\n<pre>" + html.EscapeString(r.Evaluation) + "</pre>\n")
 	}
 	b.WriteString("<h2>Curves</h2>\n<div class=\"plots\">\n")
 	for _, p := range r.Plots() {
