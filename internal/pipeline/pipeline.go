@@ -1,0 +1,235 @@
+// Package pipeline builds the embedded default's parts, the steps scripts/make-assets.sh runs:
+// the split of the HH-RLHF sample, the byte-level BPE tokenizer, the base model pre-trained
+// from scratch, and the Bradley–Terry reward models with their held-out accuracy.
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cyclealign/cyclealign/internal/data"
+	"github.com/cyclealign/cyclealign/internal/hf"
+	"github.com/cyclealign/cyclealign/internal/model"
+	"github.com/cyclealign/cyclealign/internal/tokenizer"
+	"github.com/cyclealign/cyclealign/internal/train"
+)
+
+// Part is one part of the split, written as chosen/rejected JSONL.
+type Part struct {
+	Name  string `json:"name"`
+	Pairs int    `json:"pairs"`
+	File  string `json:"file"`
+}
+
+// Split reads an HH-RLHF file, splits it with the fixed seed into the base, judge, evaluator,
+// align and test parts, and writes each as out/NAME.jsonl. skipped counts the rows whose chosen
+// and rejected prompts differ.
+func Split(hh, out string) (parts []Part, skipped int, err error) {
+	pairs, skipped, err := data.ReadHH(hh)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return nil, 0, err
+	}
+	s := data.Split(pairs)
+	for _, p := range []struct {
+		name  string
+		pairs []data.Pair
+	}{{"base", s.Base}, {"judge", s.Judge}, {"evaluator", s.Evaluator}, {"align", s.Align}, {"test", s.Test}} {
+		var b strings.Builder
+		for _, x := range p.pairs {
+			line, _ := json.Marshal(map[string]string{"chosen": x.Prompt + x.Chosen, "rejected": x.Prompt + x.Rejected})
+			b.Write(append(line, '\n'))
+		}
+		file := filepath.Join(out, p.name+".jsonl")
+		if err := os.WriteFile(file, []byte(b.String()), 0o644); err != nil {
+			return nil, 0, err
+		}
+		parts = append(parts, Part{Name: p.name, Pairs: len(p.pairs), File: file})
+	}
+	return parts, skipped, nil
+}
+
+// Dialogues returns every chosen and rejected dialogue of HH files (plain text files give
+// their lines).
+func Dialogues(files []string) ([]string, error) {
+	var out []string
+	for _, f := range files {
+		if strings.Contains(f, ".jsonl") {
+			pairs, _, err := data.ReadHH(f)
+			if err != nil {
+				return nil, err
+			}
+			for _, p := range pairs {
+				out = append(out, p.Prompt+p.Chosen, p.Prompt+p.Rejected)
+			}
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.TrimSpace(l) != "" {
+				out = append(out, l)
+			}
+		}
+	}
+	return out, nil
+}
+
+// Tokenizer learns a byte-level BPE tokenizer from the texts of files and writes
+// out/tokenizer.json.
+func Tokenizer(files []string, out string, o tokenizer.TrainOptions) error {
+	texts, err := Dialogues(files)
+	if err != nil {
+		return err
+	}
+	b, err := tokenizer.Train(texts, o)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	slog.Info("trained tokenizer", "texts", len(texts), "out", filepath.Join(out, "tokenizer.json"))
+	return os.WriteFile(filepath.Join(out, "tokenizer.json"), b, 0o644)
+}
+
+// Training are the settings pre-training and reward-model training share.
+type Training struct {
+	Out, Data, EvalData string
+	MaxLen              int
+	LR                  float64
+	WarmupRatio         float64
+	Run                 train.RunOptions
+	Progress            io.Writer
+}
+
+func (o Training) fit(ctx context.Context, m *model.Model, loss train.Loss, exs []train.Example) error {
+	opt := train.DefaultOptimizer()
+	opt.LR = o.LR
+	opt.TotalSteps = o.Run.TotalSteps(len(exs))
+	opt.WarmupSteps = int(o.WarmupRatio * float64(opt.TotalSteps))
+	ro := o.Run
+	ro.Out, ro.Progress = o.Out, o.Progress
+	tr := train.NewTrainer(m, loss, opt)
+	slog.Info("training", "examples", len(exs), "steps", opt.TotalSteps, "params", tr.NumParams())
+	_, err := train.Run(ctx, tr, exs, ro)
+	return err
+}
+
+// Pretraining sizes a LLaMA-architecture model trained from scratch.
+type Pretraining struct {
+	Training
+	Tokenizer                                    string // directory with tokenizer.json
+	Hidden, Layers, Heads, KVHeads, Intermediate int
+}
+
+// Pretrain trains a base model from scratch on the dialogues of o.Data (chosen and rejected,
+// so it imitates both) and saves it as a HF directory in o.Out.
+func Pretrain(ctx context.Context, o Pretraining) error {
+	tok, err := tokenizer.Load(filepath.Join(o.Tokenizer, "tokenizer.json"))
+	if err != nil {
+		return err
+	}
+	raw := map[string]any{"architectures": []string{"LlamaForCausalLM"}, "model_type": "llama",
+		"vocab_size": tok.VocabSize(), "hidden_size": o.Hidden, "intermediate_size": o.Intermediate,
+		"num_hidden_layers": o.Layers, "num_attention_heads": o.Heads, "num_key_value_heads": o.KVHeads,
+		"max_position_embeddings": o.MaxLen, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+		"tie_word_embeddings": true, "hidden_act": "silu", "bos_token_id": 0, "eos_token_id": 0,
+		"dtype": "bfloat16", "initializer_range": 0.02}
+	b, _ := json.Marshal(raw)
+	cfg, err := hf.ParseConfig(b)
+	if err != nil {
+		return err
+	}
+	ts, err := model.InitTensors(cfg, 0.02, o.Run.Seed)
+	if err != nil {
+		return err
+	}
+	be, err := model.NewBackend()
+	if err != nil {
+		return err
+	}
+	m, err := model.New(be, cfg, tok, ts, "init")
+	if err != nil {
+		return err
+	}
+	texts, err := Dialogues([]string{o.Data})
+	if err != nil {
+		return err
+	}
+	bos := tok.Encode("", true)
+	exs := make([]train.Example, len(texts))
+	for i, t := range texts {
+		exs[i] = train.Example{Prompt: bos, Candidates: [][]int{tok.Encode(t, false)}}.Fit(o.MaxLen)
+	}
+	if err := o.fit(ctx, m, train.Loss{Kind: train.SFT}, exs); err != nil {
+		return err
+	}
+	return m.Save(o.Out)
+}
+
+// RewardModel trains a Bradley–Terry reward model (the base body plus a scalar head) on the
+// pairs of o.Data, saves it in o.Out, and returns its pairwise accuracy on its training pairs
+// and on o.EvalData, also written to o.Out/rm_eval.json.
+func RewardModel(ctx context.Context, base string, o Training) (map[string]any, error) {
+	be, err := model.NewBackend()
+	if err != nil {
+		return nil, err
+	}
+	bm, err := model.Load(be, base)
+	if err != nil {
+		return nil, err
+	}
+	rm, err := bm.WithRewardHead(o.Run.Seed)
+	if err != nil {
+		return nil, err
+	}
+	pairs := func(path string) ([]train.Example, error) {
+		ps, _, err := data.ReadHH(path)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]train.Example, len(ps))
+		for i, p := range ps {
+			out[i] = train.Example{Prompt: rm.Tokenizer.Encode(p.Prompt, true),
+				Candidates: [][]int{rm.Tokenizer.Encode(p.Chosen, false), rm.Tokenizer.Encode(p.Rejected, false)}}.Fit(o.MaxLen)
+		}
+		return out, nil
+	}
+	exs, err := pairs(o.Data)
+	if err != nil {
+		return nil, err
+	}
+	if err := o.fit(ctx, rm, train.Loss{Kind: train.BT}, exs); err != nil {
+		return nil, err
+	}
+	if err := rm.Save(o.Out); err != nil {
+		return nil, err
+	}
+	report := map[string]any{"train_pairs": len(exs)}
+	for name, path := range map[string]string{"train": o.Data, "heldout": o.EvalData} {
+		if path == "" {
+			continue
+		}
+		ev, err := pairs(path)
+		if err != nil {
+			return nil, err
+		}
+		acc, err := train.PairAccuracy(ctx, rm, ev)
+		if err != nil {
+			return nil, err
+		}
+		report[name+"_accuracy"] = acc
+		report[name+"_pairs"] = len(ev)
+	}
+	return report, train.WriteJSON(filepath.Join(o.Out, "rm_eval.json"), report)
+}
