@@ -81,22 +81,37 @@ type Packed struct {
 }
 
 // Pack packs w [n][k] for the kernel in use.
-func Pack(w []float32, n, k int) *Packed { return packWith(best, w, n, k) }
+func Pack(w []float32, n, k int) *Packed { return PackRows([][]float32{w[:n*k]}, k) }
 
-func packWith(kn kernel, w []float32, n, k int) *Packed {
+// PackRows packs the rows of a weight given in consecutive blocks (a fused layer's parts, each
+// [rows][k]) as one matrix, without concatenating them first.
+func PackRows(blocks [][]float32, k int) *Packed { return packWith(best, rowsOf(blocks, k), k) }
+
+func rowsOf(blocks [][]float32, k int) [][]float32 {
+	var rows [][]float32
+	for _, b := range blocks {
+		for r := 0; r+k <= len(b); r += k {
+			rows = append(rows, b[r:r+k])
+		}
+	}
+	return rows
+}
+
+func packWith(kn kernel, rows [][]float32, k int) *Packed {
+	n := len(rows)
 	panels := (n + kn.nr - 1) / kn.nr
 	p := &Packed{N: n, K: k, k: kn, data: make([]float32, panels*k*kn.nr)}
+	const blk = 64 // rows of k read in runs, writes kept within a small block of the panel
 	Parallel(panels, func(lo, hi int) {
 		for pi := lo; pi < hi; pi++ {
 			dst := p.data[pi*k*kn.nr : (pi+1)*k*kn.nr]
-			for j := 0; j < kn.nr; j++ {
-				col := pi*kn.nr + j
-				if col >= n {
-					break
-				}
-				row := w[col*k : (col+1)*k]
-				for q, v := range row {
-					dst[q*kn.nr+j] = v
+			cols := min(kn.nr, n-pi*kn.nr)
+			for q0 := 0; q0 < k; q0 += blk {
+				for j := 0; j < cols; j++ {
+					row := rows[pi*kn.nr+j]
+					for q := q0; q < min(q0+blk, k); q++ {
+						dst[q*kn.nr+j] = row[q]
+					}
 				}
 			}
 		}
@@ -201,15 +216,23 @@ func Parallel(n int, fn func(lo, hi int)) {
 // PackTransposed packs w [n][k] so that MatMul computes c [m][k] = a [m][n] · w, the product a
 // backward pass needs (the gradient flowing from a layer's outputs to its inputs).
 func PackTransposed(w []float32, n, k int) *Packed {
+	return PackRowsTransposed([][]float32{w[:n*k]}, k)
+}
+
+// PackRowsTransposed is PackTransposed of a weight given in consecutive row blocks.
+func PackRowsTransposed(blocks [][]float32, k int) *Packed {
 	kn := best
+	rows := rowsOf(blocks, k)
+	n := len(rows)
 	panels := (k + kn.nr - 1) / kn.nr
 	p := &Packed{N: k, K: n, k: kn, data: make([]float32, panels*n*kn.nr)}
-	Parallel(panels, func(lo, hi int) {
-		for pi := lo; pi < hi; pi++ {
-			dst := p.data[pi*n*kn.nr : (pi+1)*n*kn.nr]
-			cols := min(kn.nr, k-pi*kn.nr)
-			for q := 0; q < n; q++ {
-				copy(dst[q*kn.nr:q*kn.nr+cols], w[q*k+pi*kn.nr:q*k+pi*kn.nr+cols])
+	// Row by row: each row is read once, in order, and its pieces go to every panel.
+	Parallel(n, func(lo, hi int) {
+		for q := lo; q < hi; q++ {
+			row := rows[q]
+			for pi := 0; pi < panels; pi++ {
+				cols := min(kn.nr, k-pi*kn.nr)
+				copy(p.data[pi*n*kn.nr+q*kn.nr:pi*n*kn.nr+q*kn.nr+cols], row[pi*kn.nr:pi*kn.nr+cols])
 			}
 		}
 	})

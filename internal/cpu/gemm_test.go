@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -28,7 +29,7 @@ func TestMatMulEveryKernel(t *testing.T) {
 					for i := range c {
 						c[i] = float32(math.NaN()) // every element must be written
 					}
-					p := packWith(kn, w, n, k)
+					p := packWith(kn, rowsOf([][]float32{w}, k), k)
 					MatMul(c, a, m, p)
 					// Accumulating: c + a·Wᵀ again must give twice the product.
 					twice := append([]float32(nil), c...)
@@ -63,7 +64,7 @@ func BenchmarkMatMul(b *testing.B) {
 		for _, s := range []struct{ m, n, k int }{{2048, 256, 256}, {2048, 688, 256}, {16, 8192, 256}, {16, 688, 256}} {
 			b.Run(fmt.Sprintf("%s/%dx%dx%d", kn.name, s.m, s.n, s.k), func(b *testing.B) {
 				a, w := randSlice(r, s.m*s.k), randSlice(r, s.n*s.k)
-				p := packWith(kn, w, s.n, s.k)
+				p := packWith(kn, rowsOf([][]float32{w}, s.k), s.k)
 				c := make([]float32, s.m*s.n)
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
@@ -127,6 +128,25 @@ func TestTransposedProducts(t *testing.T) {
 					t.Fatalf("%v: dw[%d][%d] = %v, want %v", s, j, q, dw[j*s.k+q], want)
 				}
 			}
+		}
+	}
+}
+
+// TestPackRowsEqualsConcatenation: packing a fused weight from its blocks equals packing the
+// concatenated matrix, both ways round.
+func TestPackRowsEqualsConcatenation(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	k := 70
+	blocks := [][]float32{randSlice(r, 33*k), randSlice(r, 5*k), randSlice(r, 17*k)}
+	var cat []float32
+	for _, b := range blocks {
+		cat = append(cat, b...)
+	}
+	n := len(cat) / k
+	for _, pair := range [][2]*Packed{{PackRows(blocks, k), Pack(cat, n, k)}, {PackRowsTransposed(blocks, k), PackTransposed(cat, n, k)}} {
+		a, b := pair[0], pair[1]
+		if a.N != b.N || a.K != b.K || !slices.Equal(a.data, b.data) {
+			t.Fatalf("packings differ: %dx%d vs %dx%d", a.N, a.K, b.N, b.K)
 		}
 	}
 }

@@ -106,10 +106,18 @@ func (m *Model) value(scope, name string) []float32 {
 	return tensors.MustCopyFlatData[float32](m.Ctx.GetVariableByScopeAndName(scope, name).MustValue())
 }
 
-// appendValue appends a tensor's values to dst, read in place (one copy, not two).
-func (m *Model) appendValue(dst []float32, name string) []float32 {
-	tensors.ConstFlatData(m.Variable(name).MustValue(), func(flat []float32) { dst = append(dst, flat...) })
-	return dst
+// withValues calls fn with the values of the named tensors, read in place (no copy); they are
+// valid only during fn.
+func (m *Model) withValues(names []string, fn func(vals [][]float32)) {
+	var rec func(acc [][]float32)
+	rec = func(acc [][]float32) {
+		if len(acc) == len(names) {
+			fn(acc)
+			return
+		}
+		tensors.ConstFlatData(m.Variable(names[len(acc)]).MustValue(), func(flat []float32) { rec(append(acc, flat)) })
+	}
+	rec(nil)
 }
 
 // trainCache keeps the packed base weights while they cannot change (LoRA training).
@@ -178,18 +186,24 @@ func (m *Model) packBase() *trainWeights {
 	has := func(n string) bool { return m.Variable(n) != nil }
 	linear := func(in int, names ...string) trainLinear {
 		var l trainLinear
-		var data, bias []float32
-		for _, n := range names {
-			before := len(data)
-			data = m.appendValue(data, n+".weight")
-			out := (len(data) - before) / in
-			blk := linBlock{name: n + ".weight", off: l.n, out: out}
-			if has(n + ".bias") {
-				blk.bias = n + ".bias"
-			}
-			l.blocks = append(l.blocks, blk)
-			l.n += out
+		var bias []float32
+		weights := make([]string, len(names))
+		for i, n := range names {
+			weights[i] = n + ".weight"
 		}
+		// The fused layer is packed from its parts where they are stored, both ways round.
+		m.withValues(weights, func(vals [][]float32) {
+			for i, n := range names {
+				out := len(vals[i]) / in
+				blk := linBlock{name: weights[i], off: l.n, out: out}
+				if has(n + ".bias") {
+					blk.bias = n + ".bias"
+				}
+				l.blocks = append(l.blocks, blk)
+				l.n += out
+			}
+			l.w, l.wT = cpu.PackRows(vals, in), cpu.PackRowsTransposed(vals, in)
+		})
 		for _, blk := range l.blocks {
 			if blk.bias != "" {
 				bias = make([]float32, l.n)
@@ -202,7 +216,6 @@ func (m *Model) packBase() *trainWeights {
 			}
 		}
 		l.in, l.bias = in, bias
-		l.w, l.wT = cpu.Pack(data, l.n, in), cpu.PackTransposed(data, l.n, in)
 		return l
 	}
 	D, I := c.HiddenSize, c.IntermediateSize

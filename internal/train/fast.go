@@ -138,6 +138,7 @@ func (t *Trainer) fastApply() (float64, error) {
 	// torch.nn.utils.clip_grad_norm_: scale by max_norm/(norm+1e-6) when that is below 1.
 	scale := inv * min(clip/(norm+1e-6), 1)
 	b1, b2, eps := float32(o.Beta1), float32(o.Beta2), float32(o.Eps)
+	inv1, inv2 := 1/c1, 1/c2 // bias corrections as multipliers: a division less per weight
 	base := false
 	for i, p := range t.params {
 		grad := t.gradOf(p)
@@ -155,7 +156,7 @@ func (t *Trainer) fastApply() (float64, error) {
 							g := grad[j] * scale
 							m1[j] = m1[j]*b1 + g*(1-b1)
 							m2[j] = m2[j]*b2 + g*g*(1-b2)
-							upd := (m1[j] / c1) / (float32(math.Sqrt(float64(m2[j]/c2))) + eps)
+							upd := m1[j] * inv1 / (float32(math.Sqrt(float64(m2[j]*inv2))) + eps)
 							w[j] = w[j]*decay - lr*upd
 							grad[j] = 0
 						}
