@@ -3,16 +3,18 @@ package cpu
 import "math"
 
 // RMSNorm sets out[r] = x[r] / sqrt(mean(x[r]²) + eps) · w for each row of d values, as
-// transformers' LlamaRMSNorm does.
-func RMSNorm(out, x, w []float32, d int, eps float64) {
-	for r := 0; r+d <= len(x); r += d {
-		row, o := x[r:r+d], out[r:r+d]
-		ss := float64(Dot(row, row))
-		inv := float32(1 / math.Sqrt(ss/float64(d)+eps))
+// transformers' LlamaRMSNorm does, and returns each row's 1/sqrt(mean(x²) + eps) (what the
+// backward pass needs).
+func RMSNorm(out, x, w []float32, d int, eps float64) []float32 {
+	inv := make([]float32, len(x)/d)
+	for r := range inv {
+		row, o := x[r*d:(r+1)*d], out[r*d:(r+1)*d]
+		inv[r] = float32(1 / math.Sqrt(float64(Dot(row, row))/float64(d)+eps))
 		for i, v := range row {
-			o[i] = v * inv * w[i]
+			o[i] = v * inv[r] * w[i]
 		}
 	}
+	return inv
 }
 
 // LayerNorm sets out[r] = (x[r] − mean) / sqrt(var + eps) · w + b for each row of d values.

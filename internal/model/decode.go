@@ -29,30 +29,18 @@ type layout struct {
 	slot   int // next slot to fill
 }
 
-// newLayout checks each row against its own budget of new tokens only, so rows that fit alone
-// also fit together: positions are per row, and a finished row's positions are clamped.
-func newLayout(m *Model, prompts [][]int, budgets []int) (*layout, error) {
-	if len(prompts) == 0 {
-		return nil, fmt.Errorf("no prompts")
-	}
-	if len(budgets) != len(prompts) {
-		return nil, fmt.Errorf("%d prompts but %d token budgets", len(prompts), len(budgets))
-	}
+// newLayout lays prompts out left-padded; NewRowDecoder has checked them. Positions are per
+// row, and a finished row's positions are clamped.
+func newLayout(m *Model, prompts [][]int, budgets []int) *layout {
 	tp, maxNew := 0, 0
 	for i, p := range prompts {
-		if len(p) == 0 {
-			return nil, fmt.Errorf("prompt %d is empty", i)
-		}
 		tp, maxNew = max(tp, len(p)), max(maxNew, budgets[i])
-		if len(p)+budgets[i] > m.Config.MaxPositions {
-			return nil, fmt.Errorf("prompt %d: %d tokens + %d new exceed the model's %d positions", i, len(p), budgets[i], m.Config.MaxPositions)
-		}
 	}
 	l := &layout{m: m, rows: len(prompts), tp: tp, tmax: tp + maxNew, prompt: prompts}
 	for _, p := range prompts {
 		l.pad = append(l.pad, tp-len(p))
 	}
-	return l, nil
+	return l
 }
 
 // inputs builds tokens/positions [rows,C] and mask [rows,C,Tk] for queries at slots
@@ -110,16 +98,24 @@ func (m *Model) NewDecoder(prompts [][]int, maxNew int, useCache bool) (Decoder,
 // NewRowDecoder is NewDecoder with a budget of new tokens per row: each row must fit the
 // model's positions with its own budget. Rows that are done may be fed any token.
 func (m *Model) NewRowDecoder(prompts [][]int, budgets []int, useCache bool) (Decoder, error) {
+	if len(prompts) == 0 {
+		return nil, fmt.Errorf("no prompts")
+	}
 	if len(budgets) != len(prompts) {
 		return nil, fmt.Errorf("%d prompts but %d token budgets", len(prompts), len(budgets))
+	}
+	for i, p := range prompts {
+		if len(p) == 0 {
+			return nil, fmt.Errorf("prompt %d is empty", i)
+		}
+		if len(p)+budgets[i] > m.Config.MaxPositions {
+			return nil, fmt.Errorf("prompt %d: %d tokens + %d new exceed the model's %d positions", i, len(p), budgets[i], m.Config.MaxPositions)
+		}
 	}
 	if m.fastOn && useCache {
 		return m.newFastDecoder(prompts, budgets)
 	}
-	l, err := newLayout(m, prompts, budgets)
-	if err != nil {
-		return nil, err
-	}
+	l := newLayout(m, prompts, budgets)
 	if !useCache {
 		return &recompute{layout: l}, nil
 	}

@@ -14,11 +14,11 @@ import (
 	"github.com/cyclealign/cyclealign/internal/cpu"
 )
 
-// The engine's own CPU path: inference (scoring, logits, KV-cache decoding) computed by
-// internal/cpu's kernels on packed weights, instead of GoMLX's simplego interpreter. The
-// weights are read from the model's variables and packed again whenever a variable's value
-// changes (a training step, a loaded adapter), so both paths always see the same model.
-// Training and the XLA backend use the GoMLX graphs.
+// The engine's own CPU path for inference (scoring, logits, KV-cache decoding), computed by
+// internal/cpu's kernels on packed weights instead of GoMLX's simplego interpreter. The
+// weights are read from the model's variables and packed again whenever a value changes (a
+// training step, a loaded adapter), so both paths always see the same model. Training on this
+// path is fast_train.go; the XLA backend uses the GoMLX graphs.
 
 // EngineEnv names the environment variable that picks the inference engine on CPU: "cpu" (the
 // default with the pure-Go backend) or "gomlx".
@@ -41,9 +41,9 @@ type fastLM struct {
 
 // configView is what the forward pass reads of the config.
 type configView struct {
-	D, H, Hkv, hd, I, window, maxPos int
-	eps                              float64
-	gelu                             func([]float32)
+	D, H, Hkv, hd, I, window int
+	eps                      float64
+	gelu                     func([]float32)
 }
 
 type fastLayer struct {
@@ -148,36 +148,18 @@ func (m *Model) weight(name string) ([]float32, error) {
 	r, in := a.Shape().Dimensions[0], a.Shape().Dimensions[1]
 	out := b.Shape().Dimensions[0]
 	ad, bd := tensors.MustCopyFlatData[float32](a), tensors.MustCopyFlatData[float32](b)
-	// ΔW = scale·B·A: B [out][r] times A [r][in], A packed as the "weight" Aᵀ [in][r].
-	at := make([]float32, in*r)
-	for k := 0; k < r; k++ {
-		for i := 0; i < in; i++ {
-			at[i*r+k] = ad[k*in+i]
-		}
-	}
-	delta := make([]float32, out*in)
-	cpu.MatMul(delta, bd, out, cpu.Pack(at, in, r))
+	delta := make([]float32, out*in) // ΔW = scale·B·A: B [out][r] times A [r][in]
+	cpu.MatMul(delta, bd, out, cpu.PackTransposed(ad, r, in))
 	for i, d := range delta {
 		w[i] += float32(m.lora.scale) * d
 	}
 	return w, nil
 }
 
-// transposed turns a Conv1D weight [in][out] into torch.nn.Linear's [out][in].
-func transposed(w []float32, in, out int) []float32 {
-	t := make([]float32, len(w))
-	for i := 0; i < in; i++ {
-		for o := 0; o < out; o++ {
-			t[o*in+i] = w[i*out+o]
-		}
-	}
-	return t
-}
-
 func (m *Model) pack() (*fastLM, error) {
 	c := m.Config
 	f := &fastLM{c: configView{D: c.HiddenSize, H: c.NumHeads, Hkv: c.NumKVHeads, hd: c.HeadDim, I: c.IntermediateSize,
-		window: c.SlidingWindow, maxPos: c.MaxPositions, eps: c.NormEps}}
+		window: c.SlidingWindow, eps: c.NormEps}}
 	var err error
 	get := func(name string) []float32 {
 		if err != nil {
@@ -188,34 +170,27 @@ func (m *Model) pack() (*fastLM, error) {
 		return w
 	}
 	has := func(name string) bool { return m.Variable(name) != nil }
-	cat := func(parts ...[]float32) []float32 {
-		var out []float32
-		for _, p := range parts {
-			out = append(out, p...)
-		}
-		return out
-	}
-	D, qd, kvd, I := c.HiddenSize, c.NumHeads*c.HeadDim, c.NumKVHeads*c.HeadDim, c.IntermediateSize
+	D, qd, I := c.HiddenSize, c.NumHeads*c.HeadDim, c.IntermediateSize
 	switch m.arch.(type) {
 	case llama:
 		f.embed = get("model.embed_tokens.weight")
-		f.inv = invFreqs(c.HeadDim, c.Rope.Theta, c.Rope.Type, c.Rope.Factor, c.Rope.LowFreqFactor, c.Rope.HighFreqFactor, c.Rope.OriginalMaxPositions)
+		f.inv = invFreqs(c)
 		for l := 0; l < c.NumLayers; l++ {
 			p := fmt.Sprintf("model.layers.%d.", l)
 			ly := fastLayer{ln1w: get(p + "input_layernorm.weight"), ln2w: get(p + "post_attention_layernorm.weight"),
 				scale: float32(1 / math.Sqrt(float64(c.HeadDim)))}
-			ly.qkv = cpu.Pack(cat(get(p+"self_attn.q_proj.weight"), get(p+"self_attn.k_proj.weight"), get(p+"self_attn.v_proj.weight")), qd+2*kvd, D)
+			ly.qkv = cpu.PackRows([][]float32{get(p + "self_attn.q_proj.weight"), get(p + "self_attn.k_proj.weight"), get(p + "self_attn.v_proj.weight")}, D)
 			if c.AttentionBias {
-				ly.qkvb = cat(get(p+"self_attn.q_proj.bias"), get(p+"self_attn.k_proj.bias"), get(p+"self_attn.v_proj.bias"))
+				ly.qkvb = slices.Concat(get(p+"self_attn.q_proj.bias"), get(p+"self_attn.k_proj.bias"), get(p+"self_attn.v_proj.bias"))
 			}
 			ly.o = cpu.Pack(get(p+"self_attn.o_proj.weight"), D, qd)
 			if c.OutputBias {
 				ly.ob = get(p + "self_attn.o_proj.bias")
 			}
-			ly.up = cpu.Pack(cat(get(p+"mlp.gate_proj.weight"), get(p+"mlp.up_proj.weight")), 2*I, D)
+			ly.up = cpu.PackRows([][]float32{get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")}, D)
 			ly.down = cpu.Pack(get(p+"mlp.down_proj.weight"), D, I)
 			if c.MLPBias {
-				ly.upb = cat(get(p+"mlp.gate_proj.bias"), get(p+"mlp.up_proj.bias"))
+				ly.upb = slices.Concat(get(p+"mlp.gate_proj.bias"), get(p+"mlp.up_proj.bias"))
 				ly.downb = get(p + "mlp.down_proj.bias")
 			}
 			f.layers = append(f.layers, ly)
@@ -245,10 +220,11 @@ func (m *Model) pack() (*fastLM, error) {
 			}
 			ly := fastLayer{ln1w: get(b + "ln_1.weight"), ln1b: get(b + "ln_1.bias"), ln2w: get(b + "ln_2.weight"), ln2b: get(b + "ln_2.bias"),
 				scale: float32(scale)}
-			ly.qkv, ly.qkvb = cpu.Pack(transposed(get(b+"attn.c_attn.weight"), D, 3*D), 3*D, D), get(b+"attn.c_attn.bias")
-			ly.o, ly.ob = cpu.Pack(transposed(get(b+"attn.c_proj.weight"), D, D), D, D), get(b+"attn.c_proj.bias")
-			ly.up, ly.upb = cpu.Pack(transposed(get(b+"mlp.c_fc.weight"), D, I), I, D), get(b+"mlp.c_fc.bias")
-			ly.down, ly.downb = cpu.Pack(transposed(get(b+"mlp.c_proj.weight"), I, D), D, I), get(b+"mlp.c_proj.bias")
+			// Conv1D weights are stored [in][out]: packed as they are for x·w.
+			ly.qkv, ly.qkvb = cpu.PackTransposed(get(b+"attn.c_attn.weight"), D, 3*D), get(b+"attn.c_attn.bias")
+			ly.o, ly.ob = cpu.PackTransposed(get(b+"attn.c_proj.weight"), D, D), get(b+"attn.c_proj.bias")
+			ly.up, ly.upb = cpu.PackTransposed(get(b+"mlp.c_fc.weight"), D, I), get(b+"mlp.c_fc.bias")
+			ly.down, ly.downb = cpu.PackTransposed(get(b+"mlp.c_proj.weight"), I, D), get(b+"mlp.c_proj.bias")
 			f.layers = append(f.layers, ly)
 		}
 		f.normW, f.normB = get(pre+"ln_f.weight"), get(pre+"ln_f.bias")
@@ -308,7 +284,7 @@ func (f *fastLM) forward(tokens [][]int, caches []*kvCache) []float32 {
 	out := make([]float32, M*D)
 	var cos, sin []float32
 	if !f.gpt2 {
-		cos, sin = f.rope(rows)
+		cos, sin = ropeTables(f.inv, rows)
 	}
 	for l, ly := range f.layers {
 		f.norm(h, x, ly.ln1w, ly.ln1b)
@@ -320,9 +296,7 @@ func (f *fastLM) forward(tokens [][]int, caches []*kvCache) []float32 {
 		for r, ri := range rows {
 			row := qkv[r*(qd+2*kvd) : (r+1)*(qd+2*kvd)]
 			if cos != nil {
-				for hh := 0; hh < c.H+c.Hkv; hh++ { // q heads, then k heads
-					rotate(row[hh*c.hd:(hh+1)*c.hd], cos[r*half:(r+1)*half], sin[r*half:(r+1)*half])
-				}
+				rotateHeads(row, c.H+c.Hkv, c.hd, cos[r*half:(r+1)*half], sin[r*half:(r+1)*half])
 			}
 			kc := caches[ri.seq]
 			copy(kc.k[l][ri.pos*kvd:(ri.pos+1)*kvd], row[qd:qd+kvd])
@@ -369,19 +343,28 @@ func (f *fastLM) norm(out, x, w, b []float32) {
 	}
 }
 
-// rope returns cos and sin [rows][hd/2] of each row's position, computed in float32 as
-// transformers does (position × inverse frequency, then cos and sin).
-func (f *fastLM) rope(rows []rowInfo) (cos, sin []float32) {
-	half := len(f.inv)
+// ropeTables returns cos and sin [rows][hd/2] of each row's position for the inverse
+// frequencies inv, computed in float32 as transformers does (position × frequency, then cos
+// and sin).
+func ropeTables(inv []float32, rows []rowInfo) (cos, sin []float32) {
+	half := len(inv)
 	cos, sin = make([]float32, len(rows)*half), make([]float32, len(rows)*half)
 	for r, ri := range rows {
 		p := float32(ri.pos)
-		for i, fr := range f.inv {
+		for i, fr := range inv {
 			a := float64(p * fr)
 			cos[r*half+i], sin[r*half+i] = float32(math.Cos(a)), float32(math.Sin(a))
 		}
 	}
 	return cos, sin
+}
+
+// rotateHeads applies RoPE to the first heads heads of a row of q|k|v (the q heads, then the k
+// heads), with that row's cos and sin.
+func rotateHeads(row []float32, heads, hd int, cos, sin []float32) {
+	for h := 0; h < heads; h++ {
+		rotate(row[h*hd:(h+1)*hd], cos, sin)
+	}
 }
 
 // rotate applies HF's rotate_half RoPE to one head: x·cos + rotate_half(x)·sin.
@@ -391,6 +374,28 @@ func rotate(x, cos, sin []float32) {
 		a, b := x[i], x[i+half]
 		x[i] = a*cos[i] - b*sin[i]
 		x[i+half] = b*cos[i] + a*sin[i]
+	}
+}
+
+// windowStart is the first key position a query at pos sees (a sliding window of window
+// positions; 0: no window).
+func windowStart(pos, window int) int {
+	if window > 0 {
+		return max(0, pos-window+1)
+	}
+	return 0
+}
+
+// attendHead is one head of one query: probs[t-first] = softmax(q·key(t)·scale) over key
+// positions first..last, and out = Σ probs·val(t).
+func attendHead(q []float32, key, val func(t int) []float32, first, last int, scale float32, probs, out []float32) {
+	for t := first; t <= last; t++ {
+		probs[t-first] = cpu.Dot(q, key(t)) * scale
+	}
+	cpu.SoftmaxInPlace(probs)
+	clear(out)
+	for t := first; t <= last; t++ {
+		cpu.Axpy(probs[t-first], val(t), out)
 	}
 }
 
@@ -405,24 +410,15 @@ func (f *fastLM) attend(l int, scale float32, rows []rowInfo, qkv, att []float32
 		for r := lo; r < hi; r++ {
 			pos := rows[r].pos
 			kc := caches[rows[r].seq]
-			first := 0
-			if c.window > 0 {
-				first = max(0, pos-c.window+1)
-			}
+			first := windowStart(pos, c.window)
 			n := pos + 1 - first
 			scores = slices.Grow(scores[:0], n)[:n]
 			for hh := 0; hh < c.H; hh++ {
-				q := qkv[r*(qd+2*kvd)+hh*c.hd : r*(qd+2*kvd)+(hh+1)*c.hd]
 				kh := hh / group
-				for t := first; t <= pos; t++ {
-					scores[t-first] = cpu.Dot(q, kc.k[l][t*kvd+kh*c.hd:t*kvd+(kh+1)*c.hd]) * scale
-				}
-				cpu.SoftmaxInPlace(scores)
-				o := att[r*qd+hh*c.hd : r*qd+(hh+1)*c.hd]
-				clear(o)
-				for t := first; t <= pos; t++ {
-					cpu.Axpy(scores[t-first], kc.v[l][t*kvd+kh*c.hd:t*kvd+(kh+1)*c.hd], o)
-				}
+				attendHead(qkv[r*(qd+2*kvd)+hh*c.hd:r*(qd+2*kvd)+(hh+1)*c.hd],
+					func(t int) []float32 { return kc.k[l][t*kvd+kh*c.hd : t*kvd+(kh+1)*c.hd] },
+					func(t int) []float32 { return kc.v[l][t*kvd+kh*c.hd : t*kvd+(kh+1)*c.hd] },
+					first, pos, scale, scores, att[r*qd+hh*c.hd:r*qd+(hh+1)*c.hd])
 			}
 		}
 	})
@@ -561,9 +557,6 @@ func (m *Model) newFastDecoder(prompts [][]int, budgets []int) (Decoder, error) 
 	}
 	d := &fastDecoder{m: m, f: f, prompt: prompts, last: make([][]float32, len(prompts))}
 	for i, p := range prompts {
-		if len(p)+budgets[i] > m.Config.MaxPositions {
-			return nil, fmt.Errorf("prompt %d: %d tokens + %d new exceed the model's %d positions", i, len(p), budgets[i], m.Config.MaxPositions)
-		}
 		d.caches = append(d.caches, f.newCache(len(p)+budgets[i]))
 	}
 	return d, nil

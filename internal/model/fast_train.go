@@ -74,7 +74,6 @@ type linBlock struct {
 
 type loraLin struct {
 	module   string
-	a, b     []float32 // A [r][in], B [out][r]
 	r        int
 	pa, pb   *cpu.Packed // for u = xd·Aᵀ and u·Bᵀ
 	paT, pbT *cpu.Packed // for du·A and dy·B
@@ -90,16 +89,13 @@ type trainLayer struct {
 }
 
 type trainWeights struct {
-	embed         []float32
-	layers        []trainLayer
-	norm          []float32
-	head          trainLinear
-	labels        int // >0: a score head
-	inv           []float32
-	D, H, Hkv, hd int
-	I, window     int
-	eps           float64
-	vocab         int
+	configView
+	embed  []float32
+	layers []trainLayer
+	norm   []float32
+	head   trainLinear
+	labels int // >0: a score head
+	inv    []float32
 }
 
 func (m *Model) value(scope, name string) []float32 {
@@ -158,7 +154,7 @@ func (m *Model) trainWeights(drop Dropout) (*trainWeights, error) {
 			}
 			a, b := m.value(LoRAScope, mod+".lora_A.weight"), m.value(LoRAScope, mod+".lora_B.weight")
 			r := len(a) / l.in
-			blk.lora = &loraLin{module: mod, a: a, b: b, r: r, pa: cpu.Pack(a, r, l.in), pb: cpu.Pack(b, blk.out, r),
+			blk.lora = &loraLin{module: mod, r: r, pa: cpu.Pack(a, r, l.in), pb: cpu.Pack(b, blk.out, r),
 				paT: cpu.PackTransposed(a, r, l.in), pbT: cpu.PackTransposed(b, blk.out, r), scale: float32(m.lora.scale),
 				dropout: drop.Rate, dropSeed: drop.Seed ^ hashName(mod)}
 		}
@@ -179,9 +175,8 @@ func (w *trainWeights) linears() []*trainLinear {
 // packBase packs the base weights for training.
 func (m *Model) packBase() *trainWeights {
 	c := m.Config
-	w := &trainWeights{D: c.HiddenSize, H: c.NumHeads, Hkv: c.NumKVHeads, hd: c.HeadDim, I: c.IntermediateSize,
-		window: c.SlidingWindow, eps: c.NormEps, vocab: c.VocabSize, labels: c.NumLabels,
-		inv: invFreqs(c.HeadDim, c.Rope.Theta, c.Rope.Type, c.Rope.Factor, c.Rope.LowFreqFactor, c.Rope.HighFreqFactor, c.Rope.OriginalMaxPositions)}
+	w := &trainWeights{configView: configView{D: c.HiddenSize, H: c.NumHeads, Hkv: c.NumKVHeads, hd: c.HeadDim, I: c.IntermediateSize,
+		window: c.SlidingWindow, eps: c.NormEps}, labels: c.NumLabels, inv: invFreqs(c)}
 	get := func(n string) []float32 { return m.value(WeightScope, n) }
 	has := func(n string) bool { return m.Variable(n) != nil }
 	linear := func(in int, names ...string) trainLinear {
@@ -347,21 +342,6 @@ func (l *trainLinear) backward(dx, dy []float32, M int, a linActs, g *Grads) {
 	}
 }
 
-// rmsForward sets out = x·inv·w per row and returns inv [M].
-func rmsForward(out, x, w []float32, d int, eps float64) []float32 {
-	M := len(x) / d
-	inv := make([]float32, M)
-	for r := 0; r < M; r++ {
-		row := x[r*d : (r+1)*d]
-		inv[r] = float32(1 / math.Sqrt(float64(cpu.Dot(row, row))/float64(d)+eps))
-		o := out[r*d : (r+1)*d]
-		for i, v := range row {
-			o[i] = v * inv[r] * w[i]
-		}
-	}
-	return inv
-}
-
 // rmsBackward adds to dx the gradient through y = x·inv·w, and to dw (if not nil).
 func rmsBackward(dx, dy, x, w, inv []float32, d int, dw []float32) {
 	for r := 0; r < len(inv); r++ {
@@ -422,8 +402,7 @@ func (m *Model) TrainForward(seqs [][]int, drop Dropout) (*TrainPass, [][]float3
 	}
 	M, D := len(p.rows), w.D
 	qd := w.H * w.hd
-	f := &fastLM{c: configView{D: D, H: w.H, Hkv: w.Hkv, hd: w.hd, window: w.window}, inv: w.inv}
-	p.cos, p.sin = f.rope(p.rows)
+	p.cos, p.sin = ropeTables(w.inv, p.rows)
 	x := make([]float32, M*D)
 	for r, ri := range p.rows {
 		copy(x[r*D:(r+1)*D], w.embed[seqs[ri.seq][ri.pos]*D:])
@@ -433,14 +412,11 @@ func (m *Model) TrainForward(seqs [][]int, drop Dropout) (*TrainPass, [][]float3
 		ly := &w.layers[li]
 		a := layerActs{x: x}
 		a.h1 = make([]float32, M*D)
-		a.inv1 = rmsForward(a.h1, x, ly.ln1, D, w.eps)
+		a.inv1 = cpu.RMSNorm(a.h1, x, ly.ln1, D, w.eps)
 		a.qkv = make([]float32, M*ly.qkv.n)
 		a.qkvA = ly.qkv.forward(a.qkv, a.h1, M, uint64(li)<<8|1)
 		for r := range p.rows {
-			row := a.qkv[r*ly.qkv.n:]
-			for hh := 0; hh < w.H+w.Hkv; hh++ {
-				rotate(row[hh*w.hd:(hh+1)*w.hd], p.cos[r*half:(r+1)*half], p.sin[r*half:(r+1)*half])
-			}
+			rotateHeads(a.qkv[r*ly.qkv.n:], w.H+w.Hkv, w.hd, p.cos[r*half:(r+1)*half], p.sin[r*half:(r+1)*half])
 		}
 		a.att = make([]float32, M*qd)
 		a.probs, a.probOff = p.attend(a.qkv, a.att)
@@ -449,7 +425,7 @@ func (m *Model) TrainForward(seqs [][]int, drop Dropout) (*TrainPass, [][]float3
 		a.xMid = append([]float32(nil), x...)
 		cpu.Add(a.xMid, o)
 		a.h2 = make([]float32, M*D)
-		a.inv2 = rmsForward(a.h2, a.xMid, ly.ln2, D, w.eps)
+		a.inv2 = cpu.RMSNorm(a.h2, a.xMid, ly.ln2, D, w.eps)
 		a.gu = make([]float32, M*ly.gu.n)
 		a.guA = ly.gu.forward(a.gu, a.h2, M, uint64(li)<<8|3)
 		a.act = make([]float32, M*w.I)
@@ -462,7 +438,7 @@ func (m *Model) TrainForward(seqs [][]int, drop Dropout) (*TrainPass, [][]float3
 	}
 	p.xOut = x
 	p.hF = make([]float32, M*D)
-	p.invF = rmsForward(p.hF, x, w.norm, D, w.eps)
+	p.invF = cpu.RMSNorm(p.hF, x, w.norm, D, w.eps)
 	N := w.head.n
 	p.logits = make([]float32, M*N)
 	p.headA = w.head.forward(p.logits, p.hF, M, 0)
@@ -491,7 +467,7 @@ func (p *TrainPass) attend(qkv, att []float32) ([]float32, []int) {
 	stride := qd + 2*kvd
 	off := make([]int, len(p.rows)+1)
 	for r, ri := range p.rows {
-		off[r+1] = off[r] + w.H*(ri.pos+1-p.first(ri.pos))
+		off[r+1] = off[r] + w.H*(ri.pos+1-windowStart(ri.pos, w.window))
 	}
 	probs := make([]float32, off[len(p.rows)])
 	group := w.H / w.Hkv
@@ -499,32 +475,18 @@ func (p *TrainPass) attend(qkv, att []float32) ([]float32, []int) {
 	cpu.Parallel(len(p.rows), func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			ri := p.rows[r]
-			first, base := p.first(ri.pos), p.start[ri.seq]
+			first, base := windowStart(ri.pos, w.window), p.start[ri.seq]
 			n := ri.pos + 1 - first
 			for hh := 0; hh < w.H; hh++ {
-				q := qkv[r*stride+hh*w.hd : r*stride+(hh+1)*w.hd]
 				kh := hh / group
-				pr := probs[off[r]+hh*n : off[r]+(hh+1)*n]
-				for t := first; t <= ri.pos; t++ {
-					k := qkv[(base+t)*stride+qd+kh*w.hd:]
-					pr[t-first] = cpu.Dot(q, k[:w.hd]) * scale
-				}
-				cpu.SoftmaxInPlace(pr)
-				o := att[r*qd+hh*w.hd : r*qd+(hh+1)*w.hd]
-				for t := first; t <= ri.pos; t++ {
-					cpu.Axpy(pr[t-first], qkv[(base+t)*stride+qd+kvd+kh*w.hd:][:w.hd], o)
-				}
+				attendHead(qkv[r*stride+hh*w.hd:r*stride+(hh+1)*w.hd],
+					func(t int) []float32 { return qkv[(base+t)*stride+qd+kh*w.hd:][:w.hd] },
+					func(t int) []float32 { return qkv[(base+t)*stride+qd+kvd+kh*w.hd:][:w.hd] },
+					first, ri.pos, scale, probs[off[r]+hh*n:off[r]+(hh+1)*n], att[r*qd+hh*w.hd:r*qd+(hh+1)*w.hd])
 			}
 		}
 	})
 	return probs, off
-}
-
-func (p *TrainPass) first(pos int) int {
-	if p.w.window > 0 {
-		return max(0, pos-p.w.window+1)
-	}
-	return 0
 }
 
 // Backward accumulates into g the gradient of L given dL/d(out[s][t]) for the outputs
@@ -631,7 +593,7 @@ func (p *TrainPass) attendBackward(a *layerActs, dAtt []float32) []float32 {
 			base := p.start[s]
 			for t := 0; t < len(p.seqs[s]); t++ {
 				r := base + t
-				first := p.first(t)
+				first := windowStart(t, w.window)
 				n := t + 1 - first
 				dp = slices.Grow(dp[:0], n)[:n]
 				for hh := kh * group; hh < (kh+1)*group; hh++ {

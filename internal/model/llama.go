@@ -65,7 +65,7 @@ func (llama) hidden(w *weights, tokens, positions *Node, att *attention) *Node {
 	x := gatherRows(w.get("model.embed_tokens.weight"), tokens)
 	dims := tokens.Shape().Dimensions
 	B, T := dims[0], dims[1]
-	inv := invFreqs(c.HeadDim, c.Rope.Theta, c.Rope.Type, c.Rope.Factor, c.Rope.LowFreqFactor, c.Rope.HighFreqFactor, c.Rope.OriginalMaxPositions)
+	inv := invFreqs(c)
 	scale := 1 / math.Sqrt(float64(c.HeadDim))
 	for l := 0; l < c.NumLayers; l++ {
 		p := fmt.Sprintf("model.layers.%d.", l)

@@ -6,6 +6,8 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	. "github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/shapes"
+
+	"github.com/cyclealign/cyclealign/internal/hf"
 )
 
 // Graph building blocks shared by the architectures. Norms divide by Sqrt because GoMLX has no
@@ -55,8 +57,11 @@ func rope(x, positions *Node, invFreq []float32) *Node {
 	return Add(Mul(x, cos), Mul(rotated, sin))
 }
 
-// invFreqs returns RoPE inverse frequencies for head size hd, with llama3 scaling if asked.
-func invFreqs(hd int, theta float64, typ string, factor, low, high float64, origMax int) []float32 {
+// invFreqs returns the RoPE inverse frequencies of c (hd/2 of them for head size hd), with llama3
+// scaling if asked.
+func invFreqs(c *hf.Config) []float32 {
+	hd, theta, typ := c.HeadDim, c.Rope.Theta, c.Rope.Type
+	factor, low, high, origMax := c.Rope.Factor, c.Rope.LowFreqFactor, c.Rope.HighFreqFactor, c.Rope.OriginalMaxPositions
 	out := make([]float32, hd/2)
 	for i := range out {
 		f := 1 / math.Pow(theta, float64(2*i)/float64(hd))
