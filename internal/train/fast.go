@@ -107,7 +107,7 @@ func (t *Trainer) gradOf(p *mlctx.Variable) []float32 {
 
 // fastNorm is the global norm of the mean gradient (float32, as the graph computes it).
 func (t *Trainer) fastNorm() float32 {
-	inv := float32(1 / float64(t.accumulated))
+	inv := t.stepConsts().inv
 	sum := float32(0)
 	for _, p := range t.params {
 		part := float32(0)
@@ -124,21 +124,13 @@ func (t *Trainer) fastApply() (float64, error) {
 	if t.accumulated == 0 {
 		return 0, fmt.Errorf("no gradient accumulated")
 	}
-	o := t.Opt
-	step := t.Step + 1
-	c1 := float32(1 - math.Pow(o.Beta1, float64(step)))
-	c2 := float32(1 - math.Pow(o.Beta2, float64(step)))
-	clip := float32(o.ClipNorm)
-	if o.ClipNorm <= 0 {
-		clip = float32(math.Inf(1))
-	}
-	lr := float32(o.LRAt(t.Step))
-	inv := float32(1 / float64(t.accumulated))
+	o, k := t.Opt, t.stepConsts()
+	lr := k.lr
 	norm := t.fastNorm()
 	// torch.nn.utils.clip_grad_norm_: scale by max_norm/(norm+1e-6) when that is below 1.
-	scale := inv * min(clip/(norm+1e-6), 1)
+	scale := k.inv * min(k.clip/(norm+1e-6), 1)
 	b1, b2, eps := float32(o.Beta1), float32(o.Beta2), float32(o.Eps)
-	inv1, inv2 := 1/c1, 1/c2 // bias corrections as multipliers: a division less per weight
+	inv1, inv2 := 1/k.c1, 1/k.c2 // bias corrections as multipliers: a division less per weight
 	base := false
 	for i, p := range t.params {
 		grad := t.gradOf(p)

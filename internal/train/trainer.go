@@ -97,7 +97,9 @@ func NewTrainer(m *model.Model, loss Loss, opt Optimizer) *Trainer {
 			v.Trainable = false
 			return v
 		}
-		t.accum = append(t.accum, mk(accumScope))
+		if !t.fast { // the own path accumulates in Go buffers (model.Grads)
+			t.accum = append(t.accum, mk(accumScope))
+		}
 		t.m1 = append(t.m1, mk(m1Scope))
 		t.m2 = append(t.m2, mk(m2Scope))
 	}
@@ -268,6 +270,21 @@ func (t *Trainer) GradNorm() (float64, error) {
 	return float64(tensors.ToScalar[float32](out[0])), nil
 }
 
+// stepConsts are the numbers of the coming AdamW step, the same on both paths.
+type stepConsts struct {
+	lr, inv, c1, c2, clip float32 // learning rate, 1/examples, bias corrections, clipping norm
+}
+
+func (t *Trainer) stepConsts() stepConsts {
+	o, step := t.Opt, t.Step+1
+	clip := o.ClipNorm
+	if clip <= 0 {
+		clip = math.Inf(1)
+	}
+	return stepConsts{lr: float32(o.LRAt(t.Step)), inv: float32(1 / float64(t.accumulated)),
+		c1: float32(1 - math.Pow(o.Beta1, float64(step))), c2: float32(1 - math.Pow(o.Beta2, float64(step))), clip: float32(clip)}
+}
+
 // Apply takes one AdamW step on the mean of the accumulated gradient (so k micro-batches
 // give the same update as one batch holding all their examples), then clears it. It returns
 // the gradient's global norm before clipping.
@@ -279,13 +296,7 @@ func (t *Trainer) Apply() (float64, error) {
 		return 0, fmt.Errorf("no gradient accumulated")
 	}
 	o := t.Opt
-	step := t.Step + 1
-	bc1 := 1 - math.Pow(o.Beta1, float64(step))
-	bc2 := 1 - math.Pow(o.Beta2, float64(step))
-	clip := o.ClipNorm
-	if clip <= 0 {
-		clip = math.Inf(1)
-	}
+	k := t.stepConsts()
 	out, err := t.run("apply", func(ctx *mlctx.Context, in []*Node) *Node {
 		g := in[0].Graph()
 		lr, inv, c1, c2, maxNorm := in[0], in[1], in[2], in[3], in[4]
@@ -307,7 +318,7 @@ func (t *Trainer) Apply() (float64, error) {
 			t.accum[i].SetValueGraph(ZerosLike(grad))
 		}
 		return norm
-	}, float32(o.LRAt(t.Step)), float32(1/float64(t.accumulated)), float32(bc1), float32(bc2), float32(clip))
+	}, k.lr, k.inv, k.c1, k.c2, k.clip)
 	if err != nil {
 		return 0, err
 	}
