@@ -33,9 +33,10 @@ type Runner struct {
 	// StopAfter returns after this many steps of this call (tests); 0: off.
 	StopAfter int
 
-	tr   *train.Trainer
-	pool Pool
-	lock *lockfile.Lock
+	tr    *train.Trainer
+	pool  Pool
+	lock  *lockfile.Lock
+	sched schedule
 	// Saved is the last step a checkpoint holds (0: none), for what an interrupted run says.
 	Saved int
 }
@@ -60,52 +61,56 @@ func mix(a, b, c uint64) uint64 {
 
 // promptsFor returns the prompts of a step: consecutive slices of a seeded shuffle of the
 // prompt file, reshuffled each pass. A prompt that would come twice in one batch (where one
-// pass ends and the next begins) waits for the next batch. Batches are drawn from the start,
-// so any step's batch follows from its number.
+// pass ends and the next begins) waits for the next batch. Batches are drawn in order from the
+// start (and kept), so any step's batch follows from its number.
 func (r *Runner) promptsFor(step int) []string {
-	n, size := len(r.Prompts), r.Cfg.BatchSize
-	perms := map[int][]int{}
-	pos := 0
-	draw := func() int {
-		pass := pos / n
-		if perms[pass] == nil {
-			perms[pass] = rand.New(rand.NewPCG(r.Cfg.Seed, uint64(pass))).Perm(n)
-		}
-		pos++
-		return perms[pass][(pos-1)%n]
+	for len(r.sched.batches) <= step {
+		r.sched.batches = append(r.sched.batches, r.sched.next(len(r.Prompts), r.Cfg.BatchSize, r.Cfg.Seed))
 	}
-	var waiting []int
-	for s := 0; ; s++ {
-		var batch []int
-		seen := map[int]bool{}
-		take := func(p int) bool {
-			// With fewer prompts than a batch holds, repeats cannot be avoided.
-			if len(batch) == size || seen[p] && size <= n {
-				return false
-			}
-			batch, seen[p] = append(batch, p), true
-			return true
+	out := make([]string, r.Cfg.BatchSize)
+	for j, p := range r.sched.batches[step] {
+		out[j] = r.Prompts[p]
+	}
+	return out
+}
+
+// schedule is the stream of prompt indices promptsFor cuts into batches.
+type schedule struct {
+	pos     int   // indices drawn from the stream
+	perm    []int // the current pass's order
+	waiting []int // drawn, deferred to a later batch
+	batches [][]int
+}
+
+func (s *schedule) next(n, size int, seed uint64) []int {
+	var batch []int
+	seen := map[int]bool{}
+	take := func(p int) bool {
+		// With fewer prompts than a batch holds, repeats cannot be avoided.
+		if len(batch) == size || seen[p] && size <= n {
+			return false
 		}
-		var still []int
-		for _, p := range waiting {
-			if !take(p) {
-				still = append(still, p)
-			}
-		}
-		waiting = still
-		for len(batch) < size {
-			if p := draw(); !take(p) {
-				waiting = append(waiting, p)
-			}
-		}
-		if s == step {
-			out := make([]string, size)
-			for j, p := range batch {
-				out[j] = r.Prompts[p]
-			}
-			return out
+		batch, seen[p] = append(batch, p), true
+		return true
+	}
+	var still []int
+	for _, p := range s.waiting {
+		if !take(p) {
+			still = append(still, p)
 		}
 	}
+	s.waiting = still
+	for len(batch) < size {
+		if s.pos%n == 0 {
+			s.perm = rand.New(rand.NewPCG(seed, uint64(s.pos/n))).Perm(n)
+		}
+		p := s.perm[s.pos%n]
+		s.pos++
+		if !take(p) {
+			s.waiting = append(s.waiting, p)
+		}
+	}
+	return batch
 }
 
 // Run executes the remaining steps, resuming from the run directory's last checkpoint.
