@@ -78,15 +78,13 @@ func (s *Server) renderTemplate(req chatRequest) (string, [][2]int, error) {
 		}
 		out.WriteString(text[:i])
 		var k int
-		var rest string
 		if n, err := fmt.Sscanf(text[i:], "\x00cyclealign-content-%d", &k); n != 1 || err != nil || k >= len(req.Messages) {
 			return "", nil, fmt.Errorf("chat template: cannot place message contents")
 		}
-		rest = text[i+len(marker(k)):]
 		c := req.Messages[k].Content
 		spans = append(spans, [2]int{out.Len(), out.Len() + len(c)})
 		out.WriteString(c)
-		text = rest
+		text = text[i+len(marker(k)):]
 	}
 	return out.String(), spans, nil
 }
@@ -397,13 +395,14 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 			var ids []int
 			lps := []any{}
 			tops := []any{}
-			addTop := func(alts []generate.Alt) {
-				if opt.TopLogprobs == 0 {
+			// The alternatives at position k of all, or null without logprobs > 0.
+			addTop := func(all [][]generate.Alt, k int) {
+				if opt.TopLogprobs == 0 || k >= len(all) {
 					tops = append(tops, nil)
 					return
 				}
 				m := map[string]float64{}
-				for _, a := range alts {
+				for _, a := range all[k] {
 					m[s.tokenText(a.ID)] = a.Logprob
 				}
 				tops = append(tops, m)
@@ -413,21 +412,13 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 				lps, tops = append(lps, nil), append(tops, nil) // the first token has no context
 				for k, v := range promptLP {
 					lps = append(lps, v)
-					if opt.TopLogprobs > 0 {
-						addTop(promptTop[k])
-					} else {
-						addTop(nil)
-					}
+					addTop(promptTop, k)
 				}
 			}
 			ids = append(ids, c.IDs...)
 			for k, v := range c.Logprobs {
 				lps = append(lps, v)
-				if k < len(c.Top) {
-					addTop(c.Top[k])
-				} else {
-					addTop(nil)
-				}
+				addTop(c.Top, k)
 			}
 			tokens := make([]string, len(ids))
 			offsets := make([]int, len(ids))
