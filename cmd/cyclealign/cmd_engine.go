@@ -247,11 +247,14 @@ func applySize(f *pflag.FlagSet, o *bench.Options, size string) error {
 	default:
 		return fmt.Errorf("--size: %q is not a preset (10m or 100m)", size)
 	}
-	for name, dst := range map[string]*int{"hidden": &o.Hidden, "layers": &o.Layers, "heads": &o.Heads, "kv-heads": &o.KVHeads,
-		"intermediate": &o.Intermediate, "vocab": &o.Vocab} {
-		if !f.Changed(name) {
-			*dst = map[string]int{"hidden": p.Hidden, "layers": p.Layers, "heads": p.Heads, "kv-heads": p.KVHeads,
-				"intermediate": p.Intermediate, "vocab": p.Vocab}[name]
+	for _, x := range []struct {
+		flag   string
+		dst    *int
+		preset int
+	}{{"hidden", &o.Hidden, p.Hidden}, {"layers", &o.Layers, p.Layers}, {"heads", &o.Heads, p.Heads},
+		{"kv-heads", &o.KVHeads, p.KVHeads}, {"intermediate", &o.Intermediate, p.Intermediate}, {"vocab", &o.Vocab, p.Vocab}} {
+		if !f.Changed(x.flag) {
+			*x.dst = x.preset
 		}
 	}
 	if !f.Changed("tied") {
