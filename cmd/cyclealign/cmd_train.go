@@ -70,11 +70,8 @@ func runTrain(cmd *cobra.Command, g *globalOptions, o *trainOptions) error {
 	if o.Out == "" || o.Data == "" {
 		return fmt.Errorf("--data and --out are required")
 	}
-	loss, err := train.NewLoss(o.Loss, o.SFTWeight)
+	loss, err := train.NewLoss(o.Loss, o.SFTWeight, o.SFTNorm, o.PROTemp)
 	if err != nil {
-		return err
-	}
-	if err := applyLossFlags(&loss, o.SFTNorm, o.PROTemp); err != nil {
 		return err
 	}
 	ranked, err := train.ReadRanked(o.Data)
@@ -156,11 +153,8 @@ func newLossCmd(g *globalOptions) *cobra.Command {
 }
 
 func runLoss(cmd *cobra.Command, g *globalOptions, o *lossOptions) error {
-	loss, err := train.NewLoss(o.Loss, o.SFTWeight)
+	loss, err := train.NewLoss(o.Loss, o.SFTWeight, o.SFTNorm, o.PROTemp)
 	if err != nil {
-		return err
-	}
-	if err := applyLossFlags(&loss, o.SFTNorm, o.PROTemp); err != nil {
 		return err
 	}
 	ranked, err := train.ReadRanked(o.Ranked)

@@ -6,8 +6,6 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
-
-	"github.com/cyclealign/cyclealign/internal/train"
 )
 
 // sftWeightFlag binds λ, whose "unset" value (negative) means the loss's own default; the help
@@ -72,15 +70,4 @@ func (q *quotedStrings) Type() string { return "strings" }
 func lossFlags(f *pflag.FlagSet, sftNorm *string, proTemp *bool) {
 	f.StringVar(sftNorm, "sft-norm", "mean", "SFT term on the best candidate's mean (METHOD.md) or sum (PRO's reference) token log-probability")
 	f.BoolVar(proTemp, "pro-temperature", false, "weigh PRO's terms by reward differences (PRO's reference) when the ranking comes with rewards")
-}
-
-// applyLossFlags sets the options on a parsed loss.
-func applyLossFlags(l *train.Loss, sftNorm string, proTemp bool) error {
-	switch sftNorm {
-	case "mean", "sum":
-	default:
-		return fmt.Errorf("--sft-norm: %q (mean or sum)", sftNorm)
-	}
-	l.SFTSum, l.PROTemperature = sftNorm == "sum", proTemp
-	return nil
 }

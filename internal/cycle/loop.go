@@ -116,11 +116,10 @@ func (s *schedule) next(n, size int, seed uint64) []int {
 // Run executes the remaining steps, resuming from the run directory's last checkpoint.
 func (r *Runner) Run(ctx context.Context) error {
 	c := r.Cfg
-	loss, err := train.NewLoss(c.Loss, c.SFTWeight)
+	loss, err := train.NewLoss(c.Loss, c.SFTWeight, c.SFTNorm, c.PROTemp)
 	if err != nil {
 		return err
 	}
-	loss.SFTSum, loss.PROTemperature = c.SFTNorm == "sum", c.PROTemp
 	opt := train.DefaultOptimizer()
 	opt.LR, opt.WeightDecay, opt.ClipNorm = c.LR, c.WeightDecay, c.Clip
 	opt.TotalSteps = c.Steps * c.Interactions

@@ -45,15 +45,20 @@ func DefaultSFTWeight(k LossKind) float64 {
 }
 
 // NewLoss parses an objective's name; a negative sftWeight takes the objective's default λ.
-func NewLoss(name string, sftWeight float64) (Loss, error) {
+// sftNorm is "mean" (METHOD.md) or "sum" (PRO's reference); proTemperature weighs PRO by
+// reward differences.
+func NewLoss(name string, sftWeight float64, sftNorm string, proTemperature bool) (Loss, error) {
 	kind, err := ParseLoss(name)
 	if err != nil {
 		return Loss{}, err
 	}
+	if sftNorm != "mean" && sftNorm != "sum" {
+		return Loss{}, fmt.Errorf("sft norm %q: want mean or sum", sftNorm)
+	}
 	if sftWeight < 0 {
 		sftWeight = DefaultSFTWeight(kind)
 	}
-	return Loss{Kind: kind, SFTWeight: sftWeight}, nil
+	return Loss{Kind: kind, SFTWeight: sftWeight, SFTSum: sftNorm == "sum", PROTemperature: proTemperature}, nil
 }
 
 // Loss is an objective with its SFT weight λ.
