@@ -386,16 +386,18 @@ func windowStart(pos, window int) int {
 	return 0
 }
 
-// attendHead is one head of one query: probs[t-first] = softmax(q·key(t)·scale) over key
-// positions first..last, and out = Σ probs·val(t).
-func attendHead(q []float32, key, val func(t int) []float32, first, last int, scale float32, probs, out []float32) {
+// attendHead is one head of one query: probs[t-first] = softmax(q·k_t·scale) over key
+// positions first..last, and out = Σ probs·v_t, where k_t and v_t are the len(q) values at
+// keys[t·stride:] and vals[t·stride:].
+func attendHead(q, keys, vals []float32, stride, first, last int, scale float32, probs, out []float32) {
+	hd := len(q)
 	for t := first; t <= last; t++ {
-		probs[t-first] = cpu.Dot(q, key(t)) * scale
+		probs[t-first] = cpu.Dot(q, keys[t*stride:t*stride+hd]) * scale
 	}
 	cpu.SoftmaxInPlace(probs)
 	clear(out)
 	for t := first; t <= last; t++ {
-		cpu.Axpy(probs[t-first], val(t), out)
+		cpu.Axpy(probs[t-first], vals[t*stride:t*stride+hd], out)
 	}
 }
 
@@ -415,9 +417,7 @@ func (f *fastLM) attend(l int, scale float32, rows []rowInfo, qkv, att []float32
 			scores = slices.Grow(scores[:0], n)[:n]
 			for hh := 0; hh < c.H; hh++ {
 				kh := hh / group
-				attendHead(qkv[r*(qd+2*kvd)+hh*c.hd:r*(qd+2*kvd)+(hh+1)*c.hd],
-					func(t int) []float32 { return kc.k[l][t*kvd+kh*c.hd : t*kvd+(kh+1)*c.hd] },
-					func(t int) []float32 { return kc.v[l][t*kvd+kh*c.hd : t*kvd+(kh+1)*c.hd] },
+				attendHead(qkv[r*(qd+2*kvd)+hh*c.hd:r*(qd+2*kvd)+(hh+1)*c.hd], kc.k[l][kh*c.hd:], kc.v[l][kh*c.hd:], kvd,
 					first, pos, scale, scores, att[r*qd+hh*c.hd:r*qd+(hh+1)*c.hd])
 			}
 		}

@@ -479,9 +479,7 @@ func (p *TrainPass) attend(qkv, att []float32) ([]float32, []int) {
 			n := ri.pos + 1 - first
 			for hh := 0; hh < w.H; hh++ {
 				kh := hh / group
-				attendHead(qkv[r*stride+hh*w.hd:r*stride+(hh+1)*w.hd],
-					func(t int) []float32 { return qkv[(base+t)*stride+qd+kh*w.hd:][:w.hd] },
-					func(t int) []float32 { return qkv[(base+t)*stride+qd+kvd+kh*w.hd:][:w.hd] },
+				attendHead(qkv[r*stride+hh*w.hd:r*stride+(hh+1)*w.hd], qkv[base*stride+qd+kh*w.hd:], qkv[base*stride+qd+kvd+kh*w.hd:], stride,
 					first, ri.pos, scale, probs[off[r]+hh*n:off[r]+(hh+1)*n], att[r*qd+hh*w.hd:r*qd+(hh+1)*w.hd])
 			}
 		}
