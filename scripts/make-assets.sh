@@ -1,31 +1,53 @@
 #!/usr/bin/env bash
-# Regenerates the embedded default's models (internal/assets/models) from the embedded HH-RLHF
-# sample: split (fixed seed), byte-level BPE tokenizer, base model pre-trained from scratch on
-# the base split's dialogues (chosen and rejected), and two reward models on disjoint pairs:
-# the judge (the offline black-box) and the evaluator (never seen during alignment).
-# Every step is seeded; on this project's 2-core machine the whole script takes about 30 minutes.
+# Regenerates the embedded default's base model (internal/assets/models/base) from text that
+# can be had here, every step seeded:
+#   - the HH-RLHF sample's dialogues (chosen and rejected) of the base, judge and evaluator parts
+#     of the fixed split (the align and test parts stay unseen), three copies;
+#   - WordNet 3.0 glosses and examples (Debian wordnet-base, WordNet 3.0 licence);
+#   - fortunes (Debian fortunes, BSD-style), the prose files only.
+# dict-gcide is left out: it is GPL, and a model trained on it would carry that question.
+# Then a byte-level BPE tokenizer (4096) and a 5.4M-parameter LLaMA pre-trained for one epoch.
+# On this project's 2-core machine it takes about 70 minutes. The sources and their licences are
+# written to internal/assets/models/SOURCES.md.
 # Usage: scripts/make-assets.sh [WORK_DIR]   (a WORK_DIR from an interrupted run is resumed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-$(mktemp -d)}
 OUT=internal/assets/models
 mkdir -p "$WORK"
+if [ ! -f /usr/share/wordnet/data.noun ] || [ ! -f /usr/share/games/fortunes/wisdom ]; then
+  echo "installing the text sources (Debian wordnet-base, fortunes)" >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get install -y -q wordnet-base fortunes >/dev/null
+fi
 go build -o "$WORK/cyclealign" ./cmd/cyclealign
 C="$WORK/cyclealign"
-$C data split --hh internal/assets/hh-rlhf/harmless-base-test.shared.jsonl.gz --out "$WORK/split"
-$C tokenizer train --vocab-size 2048 --out "$WORK/tokenizer" "$WORK/split/base.jsonl"
-$C pretrain --tokenizer "$WORK/tokenizer" --data "$WORK/split/base.jsonl" --out "$WORK/base" \
-  --hidden 128 --layers 4 --heads 4 --kv-heads 2 --intermediate 352 --max-len 192 \
-  --epochs 1 --batch-size 16 --lr 3e-3 --seed 1 --save-every 20
-for rm in judge:2 evaluator:3; do
-  name=${rm%%:*}; seed=${rm##*:}
-  $C train-rm --base "$WORK/base" --data "$WORK/split/$name.jsonl" --eval-data "$WORK/split/test.jsonl" \
-    --out "$WORK/$name" --max-len 192 --epochs 1 --batch-size 16 --lr 1e-3 --seed "$seed" --save-every 10
-done
+HH=internal/assets/hh-rlhf/harmless-base-test.shared.jsonl.gz
+$C data split --hh "$HH" --out "$WORK/split"
+S="$WORK/split"
+$C data corpus --out "$WORK/corpus.jsonl" --hh "$S/base.jsonl,$S/judge.jsonl,$S/evaluator.jsonl" --hh-repeat 3 \
+  --wordnet /usr/share/wordnet --fortunes /usr/share/games/fortunes --seed 1 | tee "$WORK/corpus.txt"
+[ -f "$WORK/tokenizer/tokenizer.json" ] || $C tokenizer train --vocab-size 4096 --out "$WORK/tokenizer" "$WORK/corpus.jsonl"
+$C pretrain --tokenizer "$WORK/tokenizer" --data "$WORK/corpus.jsonl" --out "$WORK/base" \
+  --hidden 256 --layers 6 --heads 8 --kv-heads 4 --intermediate 688 --max-len 256 \
+  --epochs 1 --batch-size 16 --lr 2e-3 --seed 1 --save-every 100
 rm -rf "$OUT"
-for m in base judge evaluator; do
-  mkdir -p "$OUT/$m"
-  cp "$WORK/$m"/{config.json,model.safetensors,tokenizer.json,metrics.jsonl} "$OUT/$m/"
-  [ -f "$WORK/$m/rm_eval.json" ] && cp "$WORK/$m/rm_eval.json" "$OUT/$m/"
-done
-cat "$OUT"/judge/rm_eval.json "$OUT"/evaluator/rm_eval.json
+mkdir -p "$OUT/base"
+cp "$WORK/base"/{config.json,model.safetensors,tokenizer.json,metrics.jsonl} "$OUT/base/"
+{
+  echo "# Sources of the embedded base model"
+  echo
+  echo "Built by scripts/make-assets.sh on $(date -u +%Y-%m-%d) (Debian $(cat /etc/debian_version))."
+  echo "Pre-training corpus (documents, characters):"
+  echo
+  echo '```'
+  cat "$WORK/corpus.txt"
+  echo '```'
+  echo
+  echo "| source | package | version | licence |"
+  echo "|---|---|---|---|"
+  echo "| HH-RLHF harmless-base test sample, split parts base+judge+evaluator (align and test unseen) | ../hh-rlhf | Anthropic/hh-rlhf | MIT (../hh-rlhf/LICENSE) |"
+  echo "| WordNet 3.0 glosses and examples | wordnet-base | $(dpkg-query -W -f '${Version}' wordnet-base) | WordNet 3.0 licence (permissive, notice kept: WordNet 3.0 Copyright 2006 by Princeton University) |"
+  echo "| fortune prose files: computers cookie definitions education food fortunes goedel humorists kids law linux literature love magic medicine miscellaneous news paradoxum people pets platitudes pratchett riddles science songs-poems sports startrek tao wisdom work zippy | fortunes | $(dpkg-query -W -f '${Version}' fortunes) | BSD-style (/usr/share/doc/fortunes/copyright) |"
+} > "$OUT/SOURCES.md"
+cat "$OUT/SOURCES.md"

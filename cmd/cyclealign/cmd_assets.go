@@ -41,6 +41,35 @@ func newDataCmd(g *globalOptions) *cobra.Command {
 	split.Flags().StringVar(&hh, "hh", "", "HH-RLHF .jsonl or .jsonl.gz")
 	split.Flags().StringVar(&out, "out", "", "directory for base/judge/evaluator/align/test .jsonl")
 	cmd.AddCommand(split)
+	var co pipeline.CorpusOptions
+	var corpusOut string
+	corpus := &cobra.Command{
+		Use:   "corpus --out FILE [--hh FILES] [--wordnet DIR] [--fortunes DIR]",
+		Short: "Write a shuffled pre-training corpus ({\"text\"} JSONL) from HH dialogues, WordNet glosses and fortunes",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			stats, err := pipeline.Corpus(corpusOut, co)
+			if err != nil {
+				return err
+			}
+			if g.JSON {
+				return printJSON(cmd.OutOrStdout(), stats)
+			}
+			for _, s := range stats {
+				fmt.Fprintf(cmd.OutOrStdout(), "%-10s %7d docs %10d chars\n", s.Source, s.Docs, s.Chars)
+			}
+			return nil
+		},
+	}
+	f := corpus.Flags()
+	f.StringVar(&corpusOut, "out", "", "output .jsonl")
+	f.StringSliceVar(&co.HH, "hh", nil, "HH-RLHF files whose dialogues go in (comma-separated)")
+	f.IntVar(&co.HHRepeat, "hh-repeat", 1, "copies of the HH dialogues")
+	f.StringVar(&co.WordNet, "wordnet", "", "WordNet 3.0 dict directory (Debian wordnet-base: /usr/share/wordnet)")
+	f.StringVar(&co.Fortunes, "fortunes", "", "fortune directory (Debian fortunes: /usr/share/games/fortunes)")
+	f.IntVar(&co.DocChars, "doc-chars", 900, "pack short entries into documents of about this many characters")
+	f.Uint64Var(&co.Seed, "seed", 1, "shuffle seed")
+	cmd.AddCommand(corpus)
 	return cmd
 }
 
@@ -78,8 +107,8 @@ func trainingFlags(f *pflag.FlagSet, o *pipeline.Training, lr float64, unit stri
 func newPretrainCmd(g *globalOptions) *cobra.Command {
 	o := pipeline.Pretraining{}
 	cmd := &cobra.Command{
-		Use:   "pretrain --tokenizer DIR --data FILE --out DIR",
-		Short: "Train a small LLaMA-architecture model from scratch on dialogue text (chosen and rejected)",
+		Use:   "pretrain --tokenizer DIR --data FILE[,FILE] --out DIR",
+		Short: "Train a small LLaMA-architecture model from scratch on text: corpus JSONL or HH dialogues (chosen and rejected)",
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return pipeline.Pretrain(cmd.Context(), o) },
 	}
@@ -123,5 +152,40 @@ func newTrainRMCmd(g *globalOptions) *cobra.Command {
 	trainingFlags(cmd.Flags(), &o, 1e-3, "chosen/rejected pairs")
 	cmd.Flags().StringVar(&base, "base", "", "base model directory the reward model starts from")
 	cmd.Flags().StringVar(&o.EvalData, "eval-data", "", "held-out HH-RLHF pairs for the accuracy report")
+	return cmd
+}
+
+func newInitModelCmd(g *globalOptions) *cobra.Command {
+	var s pipeline.Shape
+	var tok, out string
+	var seed uint64
+	cmd := &cobra.Command{
+		Use:   "init-model --tokenizer DIR --out DIR [--hidden H --layers L ...]",
+		Short: "Write a random-init LLaMA-architecture HF model directory (for benchmarks and GPU checks)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, err := pipeline.NewModel(tok, s, seed)
+			if err != nil {
+				return err
+			}
+			if err := m.Save(out); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %.1fM parameters\n", out, float64(m.NumParams())/1e6)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&tok, "tokenizer", "", "directory with tokenizer.json")
+	f.StringVar(&out, "out", "", "output model directory")
+	f.IntVar(&s.Hidden, "hidden", 2048, "hidden size")
+	f.IntVar(&s.Layers, "layers", 22, "layers")
+	f.IntVar(&s.Heads, "heads", 32, "attention heads")
+	f.IntVar(&s.KVHeads, "kv-heads", 4, "key/value heads")
+	f.IntVar(&s.Intermediate, "intermediate", 5632, "MLP size")
+	f.IntVar(&s.Vocab, "vocab", 0, "vocabulary size (0: the tokenizer's)")
+	f.IntVar(&s.MaxLen, "max-len", 2048, "positions")
+	f.BoolVar(&s.Untied, "untied", false, "a separate LM head")
+	f.Uint64Var(&seed, "seed", 1, "initialisation seed")
 	return cmd
 }

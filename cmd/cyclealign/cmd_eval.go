@@ -128,14 +128,21 @@ func newDemoCmd(g *globalOptions) *cobra.Command {
 			if g.JSON {
 				return printJSON(cmd.OutOrStdout(), res)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "\nrun directory: %s\n%s", res.Run, res.Table)
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "\nrun directory: %s\n\nbase vs aligned (evaluator: AFINN-165; win rate of aligned against base)\n%s", res.Run, res.Table)
+			if res.Control != nil {
+				fmt.Fprintf(w, "\nCycleAlign vs the matched control (same optimiser steps, no dynamic demonstrations)\n%s", res.Methods)
+			}
+			fmt.Fprintf(w, "\n%s", res.Judge.Summary())
 			return nil
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.Out, "out", "runs/demo", "run directory")
 	f.BoolVar(&o.Small, "small", false, "a reduced run (seconds per phase) that still goes through every phase")
-	f.BoolVar(&o.JudgeServer, "judge-server", false, "put the judge reward model behind a loopback OpenAI-compatible server and rank through the API client")
+	f.BoolVar(&o.JudgeServer, "judge-server", false, "put the judge behind a loopback OpenAI-compatible server and rank through the API client")
+	f.BoolVar(&o.NoControl, "no-control", false, "skip the static-icl-matched control run")
+	f.Float64Var(&o.DemoWeight, "demo-weight", demo.DefaultDemoWeight, "how far the judge's demonstrations move its scores")
 	f.IntVar(&o.Steps, "steps", 10, "alignment steps (--small: 2)")
 	f.IntVar(&o.EvalPrompts, "eval-prompts", 64, "held-out prompts evaluated (--small: 4)")
 	f.Uint64Var(&o.Seed, "seed", 0, "seed")

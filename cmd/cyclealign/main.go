@@ -52,7 +52,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().BoolVar(&g.JSON, "json", false, "print machine-readable JSON on stdout")
 	root.PersistentFlags().StringVar(&g.LogLevel, "log-level", "info", "debug, info, warn or error (logs go to stderr)")
-	root.AddCommand(newDataCmd(g), newTokenizerCmd(g), newPretrainCmd(g), newTrainRMCmd(g), newTokenizeCmd(g), newScoreCmd(g), newGenerateCmd(g), newTrainCmd(g), newLossCmd(g), newRankCmd(g), newAlignCmd(g), newEvalCmd(g), newReportCmd(g), newCompareCmd(g), newDemoCmd(g), newServeCmd(g), newBenchCmd(g))
+	root.AddCommand(newDataCmd(g), newTokenizerCmd(g), newPretrainCmd(g), newInitModelCmd(g), newTrainRMCmd(g), newTokenizeCmd(g), newScoreCmd(g), newGenerateCmd(g), newTrainCmd(g), newLossCmd(g), newRankCmd(g), newAlignCmd(g), newEvalCmd(g), newReportCmd(g), newCompareCmd(g), newDemoCmd(g), newServeCmd(g), newBenchCmd(g))
 	return root
 }
 

@@ -1,9 +1,11 @@
 // Package assets holds what the embedded default is made of: the HH-RLHF sample (MIT, with its
-// licence), and the tokenizer, base model and reward models the project trains from it with
-// scripts/make-assets.sh. They are compiled into the binary and unpacked on first use.
+// licence), and the base model (with its tokenizer) the project pre-trains with
+// scripts/make-assets.sh, its sources recorded in models/SOURCES.md. They are compiled into the
+// binary and unpacked on first use.
 package assets
 
 import (
+	"bytes"
 	"embed"
 	"io/fs"
 	"os"
@@ -17,7 +19,7 @@ var files embed.FS
 const HHFile = "hh-rlhf/harmless-base-test.shared.jsonl.gz"
 
 // Unpack writes the embedded files under dir (skipping files already there with the same
-// size) and returns dir.
+// content, so a cache left by an older binary is brought up to date) and returns dir.
 func Unpack(dir string) (string, error) {
 	err := fs.WalkDir(files, ".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -27,13 +29,12 @@ func Unpack(dir string) (string, error) {
 		if d.IsDir() {
 			return os.MkdirAll(target, 0o755)
 		}
-		info, _ := d.Info()
-		if st, err := os.Stat(target); err == nil && st.Size() == info.Size() {
-			return nil
-		}
 		b, err := files.ReadFile(path)
 		if err != nil {
 			return err
+		}
+		if old, err := os.ReadFile(target); err == nil && bytes.Equal(old, b) {
+			return nil
 		}
 		tmp := target + ".tmp"
 		if err := os.WriteFile(tmp, b, 0o644); err != nil {

@@ -67,6 +67,7 @@ type Result struct {
 	Engine            string  `json:"engine"` // cpu (own kernels), gomlx (graphs on simplego) or torch
 	Detail            string  `json:"detail"` // kernel, or torch version and BLAS
 	Threads           int     `json:"threads"`
+	CPU               bool    `json:"cpu"` // ran on this machine's CPU (its FMA ceiling applies)
 	Params            int     `json:"params"`
 	ScoreTokensPerSec float64 `json:"score_tokens_per_s"`
 	GenTokensPerSec   float64 `json:"generate_tokens_per_s"`        // KV cache, batch Options.Batch
@@ -104,13 +105,11 @@ func Run(ctx context.Context, b backends.Backend, o Options, engine string, unca
 	if err := m.SetEngine(engine); err != nil {
 		return nil, err
 	}
-	res := &Result{Engine: engine, Threads: runtime.GOMAXPROCS(0), Detail: "simplego"}
+	res := &Result{Engine: engine, Threads: runtime.GOMAXPROCS(0), Detail: "backend " + b.Name(), CPU: model.PureGo(b)}
 	if engine == "cpu" {
 		res.Detail = "kernel " + cpu.Kernel()
 	}
-	for _, n := range m.TensorNames() {
-		res.Params += m.Variable(n).Shape().Size()
-	}
+	res.Params = m.NumParams()
 	rng := rand.New(rand.NewPCG(o.Seed, 2))
 	randSeqs := func(n, length int) [][]int {
 		out := make([][]int, n)

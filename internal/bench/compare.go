@@ -226,9 +226,13 @@ func (c *Comparison) Table() string {
 			}
 		}
 		first := w.get(c.Results[0])
-		if gf := first * w.mul * o.flopsPerToken(w.ctx) / 1e9; first > 0 && c.PeakGFLOPS > 0 {
+		gf := first * w.mul * o.flopsPerToken(w.ctx) / 1e9
+		switch {
+		case first > 0 && c.PeakGFLOPS > 0 && c.Results[0].CPU:
 			fmt.Fprintf(&b, " %7.1f (%3.0f%%)", gf, 100*gf/c.PeakGFLOPS)
-		} else {
+		case first > 0:
+			fmt.Fprintf(&b, " %16.1f", gf)
+		default:
 			fmt.Fprintf(&b, " %16s", "-")
 		}
 		for _, r := range c.Results[1:] {

@@ -8,10 +8,11 @@ import (
 	"time"
 )
 
-// JudgeHandler serves the chat-completions wire format with a reward model behind it: it reads
-// the candidates of a ranking request and answers with their ranking by reward. It lets the
-// offline demo exercise the LLM ranker's whole HTTP path without an API key.
-func JudgeHandler(rm *RewardModel, name string) http.Handler {
+// JudgeHandler serves the chat-completions wire format with a local ranker behind it (a reward
+// model, the lexicon judge): it reads the demonstrations and the candidates of a ranking request
+// and answers with the ranker's ranking. It lets the offline demo exercise the LLM ranker's whole
+// HTTP path without an API key.
+func JudgeHandler(ranker Ranker, name string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -29,11 +30,7 @@ func JudgeHandler(rm *RewardModel, name string) http.Handler {
 		last := req.Messages[len(req.Messages)-1].Content
 		reply := "I can only rank candidate replies."
 		if prompt, cands, ok := ParseBlock(last); ok {
-			// The judge saw trimmed texts; restore the dialogue's leading break and the reply's space.
-			for i := range cands {
-				cands[i] = " " + cands[i]
-			}
-			res, err := rm.Rank(r.Context(), Request{Prompt: "\n\n" + prompt, Candidates: cands})
+			res, err := ranker.Rank(r.Context(), Request{Prompt: untrim(prompt), Candidates: untrimAll(cands), Demos: demosOf(req.Messages)})
 			if err != nil {
 				writeAPIError(w, http.StatusInternalServerError, err.Error())
 				return
@@ -57,4 +54,37 @@ func writeAPIError(w http.ResponseWriter, status int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"message": msg, "type": "invalid_request_error"}})
+}
+
+// The ranking request shows trimmed texts; untrim restores a dialogue's leading break and
+// untrimAll a reply's leading space, as the white-box wrote them.
+func untrim(prompt string) string { return "\n\n" + prompt }
+
+func untrimAll(cands []string) []string {
+	out := make([]string, len(cands))
+	for i, c := range cands {
+		out[i] = " " + c
+	}
+	return out
+}
+
+// demosOf reads the demonstrations of a ranking conversation: each user block followed by the
+// assistant's ranking of its shown candidates.
+func demosOf(msgs []Message) []Demo {
+	var out []Demo
+	for i := 0; i+1 < len(msgs)-1; i++ {
+		if msgs[i].Role != "user" || msgs[i+1].Role != "assistant" {
+			continue
+		}
+		prompt, cands, ok := ParseBlock(msgs[i].Content)
+		if !ok {
+			continue
+		}
+		rank, ok := ParseRanking(msgs[i+1].Content, len(cands))
+		if !ok {
+			continue
+		}
+		out = append(out, Demo{Prompt: untrim(prompt), Candidates: untrimAll(cands), Ranking: rank})
+	}
+	return out
 }

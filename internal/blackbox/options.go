@@ -12,6 +12,7 @@ import (
 
 	"github.com/openai/openai-go/v3"
 
+	"github.com/cyclealign/cyclealign/internal/lexicon"
 	"github.com/cyclealign/cyclealign/internal/model"
 )
 
@@ -23,6 +24,8 @@ type Options struct {
 	KeyEnv          string        `yaml:"api_key_env"`
 	KeyFile         string        `yaml:"api_key_file"`
 	RewardModel     string        `yaml:"reward_model"`
+	Lexicon         string        `yaml:"lexicon"`     // "courtesy": the offline lexicon judge (see package lexicon)
+	DemoWeight      float64       `yaml:"demo_weight"` // how far the lexicon judge's demonstrations move it
 	Instruction     string        `yaml:"instruction"`
 	Prices          string        `yaml:"prices"`
 	Cache           string        `yaml:"cache"`
@@ -41,12 +44,22 @@ type Options struct {
 
 // DefaultOptions are the ranker defaults.
 func DefaultOptions() Options {
-	return Options{KeyEnv: "OPENAI_API_KEY", Concurrency: 8, MaxAttempts: 6, Timeout: 120 * time.Second, MaxTokens: 512,
+	return Options{KeyEnv: "OPENAI_API_KEY", DemoWeight: 1, Concurrency: 8, MaxAttempts: 6, Timeout: 120 * time.Second, MaxTokens: 512,
 		PromptTokens: 1024, CandidateTokens: 512}
 }
 
+// Local reports whether the ranker runs in-process (no API, no cache, no cost).
+func (o Options) Local() bool { return o.RewardModel != "" || o.Lexicon != "" }
+
 // Build returns the configured ranker; spent is a resumed run's earlier API spend.
 func (o Options) Build(spent float64) (Ranker, error) {
+	switch o.Lexicon {
+	case "":
+	case "courtesy":
+		return &Judge{Scorer: &lexicon.Courtesy{}, DemoWeight: o.DemoWeight}, nil
+	default:
+		return nil, fmt.Errorf("blackbox lexicon: unknown %q (courtesy)", o.Lexicon)
+	}
 	if o.RewardModel != "" {
 		b, err := model.NewBackend()
 		if err != nil {

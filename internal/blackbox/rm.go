@@ -3,7 +3,6 @@ package blackbox
 import (
 	"context"
 	"fmt"
-	"sort"
 
 	"github.com/cyclealign/cyclealign/internal/model"
 )
@@ -44,19 +43,5 @@ func (r *RewardModel) ScorePairs(ctx context.Context, prompts, responses []strin
 
 // Rank implements Ranker: highest reward first, ties in candidate order.
 func (r *RewardModel) Rank(ctx context.Context, req Request) (*Result, error) {
-	if len(req.Candidates) < 2 {
-		return nil, fmt.Errorf("ranking needs at least 2 candidates, got %d", len(req.Candidates))
-	}
-	s, err := r.Scores(ctx, req.Prompt, req.Candidates)
-	if err != nil {
-		return nil, err
-	}
-	rank := make([]int, len(s))
-	perm := make([]int, len(s))
-	for i := range rank {
-		rank[i], perm[i] = i, i
-	}
-	sort.SliceStable(rank, func(a, b int) bool { return s[rank[a]] > s[rank[b]] })
-	raw := fmt.Sprintf("rewards %v", s)
-	return &Result{Ranking: rank, Raw: []string{raw}, Permutation: perm, Rewards: s}, nil
+	return (&Judge{Scorer: r}).Rank(ctx, Request{Prompt: req.Prompt, Candidates: req.Candidates})
 }

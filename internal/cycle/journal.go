@@ -31,29 +31,35 @@ type Record struct {
 
 // StepMetrics is one metrics.jsonl line.
 type StepMetrics struct {
-	Step            int                `json:"step"`
-	Loss            float64            `json:"loss"`
-	RankTerm        float64            `json:"rank_term"`
-	SFTTerm         float64            `json:"sft_term"`
-	GradNorm        float64            `json:"grad_norm"`
-	LR              float64            `json:"lr"`
-	AgreementRate   float64            `json:"agreement_rate"` // ranked prompts with |A| >= tau
-	MeanAgreement   float64            `json:"mean_agreement"` // mean |A|
-	AgreementByIter []float64          `json:"agreement_by_interaction"`
-	MeanAByIter     []float64          `json:"mean_agreement_by_interaction"`
-	PoolSize        int                `json:"pool_size"`
-	Ranked          int                `json:"ranked"`
-	Unranked        int                `json:"unranked"`
-	GenTokens       int                `json:"generated_tokens"`
-	TrainTokens     int                `json:"train_tokens"`
-	APIPromptTokens int                `json:"api_prompt_tokens"`
-	APIOutTokens    int                `json:"api_completion_tokens"`
-	APIRequests     int                `json:"api_requests"`
-	CachedRequests  int                `json:"api_cached"`
-	Cost            float64            `json:"cost"`
-	CostTotal       float64            `json:"cost_total"`
-	TokensPerSec    float64            `json:"tokens_per_s"`
-	Seconds         float64            `json:"seconds"`
+	Step            int       `json:"step"`
+	Loss            float64   `json:"loss"`
+	RankTerm        float64   `json:"rank_term"`
+	SFTTerm         float64   `json:"sft_term"`
+	GradNorm        float64   `json:"grad_norm"`
+	LR              float64   `json:"lr"`
+	AgreementRate   float64   `json:"agreement_rate"` // ranked prompts with |A| >= tau
+	MeanAgreement   float64   `json:"mean_agreement"` // mean |A|
+	AgreementByIter []float64 `json:"agreement_by_interaction"`
+	MeanAByIter     []float64 `json:"mean_agreement_by_interaction"`
+	PoolSize        int       `json:"pool_size"`
+	Ranked          int       `json:"ranked"`
+	Unranked        int       `json:"unranked"`
+	GenTokens       int       `json:"generated_tokens"`
+	TrainTokens     int       `json:"train_tokens"`
+	APIPromptTokens int       `json:"api_prompt_tokens"`
+	APIOutTokens    int       `json:"api_completion_tokens"`
+	APIRequests     int       `json:"api_requests"`
+	CachedRequests  int       `json:"api_cached"`
+	Cost            float64   `json:"cost"`
+	CostTotal       float64   `json:"cost_total"`
+	TokensPerSec    float64   `json:"tokens_per_s"`
+	Seconds         float64   `json:"seconds"`
+	// The step's wall time by phase: sampling candidates, white-box scoring, black-box
+	// ranking, training (the rest is bookkeeping).
+	SampleSeconds   float64            `json:"sample_s"`
+	ScoreSeconds    float64            `json:"score_s"`
+	BlackboxSeconds float64            `json:"blackbox_s"`
+	TrainSeconds    float64            `json:"train_s"`
 	Eval            map[string]float64 `json:"eval,omitempty"`
 }
 

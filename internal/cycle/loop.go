@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
-	"sort"
 	"sync"
 	"time"
 
@@ -239,23 +238,28 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 	phase(step, 0, fmt.Sprintf("step %d: generating", step+1))
 	// Generation takes about a third of a step; the interactions share the rest.
 	at := func(t int, part float64) float64 { return 0.35 + 0.65*(float64(t)+part)/float64(c.Interactions) }
+	t0 := time.Now()
 	cands, genTokens, err := r.candidates(ctx, prompts, step)
 	if err != nil {
 		return nil, err
 	}
-	m.GenTokens = genTokens
+	m.GenTokens, m.SampleSeconds = genTokens, time.Since(t0).Seconds()
 	var agreeSum, agreeN, ranked int
 	for t := 0; t < c.Interactions; t++ {
 		phase(step, at(t, 0), fmt.Sprintf("step %d.%d: white-box judging", step+1, t+1))
+		t0 := time.Now()
 		white, err := r.whiteRanking(ctx, prompts, cands)
 		if err != nil {
 			return nil, err
 		}
+		m.ScoreSeconds += time.Since(t0).Seconds()
+		t0 = time.Now()
 		phase(step, at(t, 0.2), fmt.Sprintf("step %d.%d: black-box ranking", step+1, t+1))
 		recs, err := r.blackRanking(ctx, step, t, prompts, cands, white)
 		if err != nil {
 			return nil, err
 		}
+		m.BlackboxSeconds += time.Since(t0).Seconds()
 		var exs []train.Example
 		iterAgree, iterN, iterA := 0, 0, 0
 		for i := range recs {
@@ -328,6 +332,7 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 		}
 		phase(step, at(t, 0.6), fmt.Sprintf("step %d.%d: training", step+1, t+1))
 		m.LR = r.tr.Opt.LRAt(r.tr.Step)
+		t0 = time.Now()
 		s, err := r.tr.Accumulate(ctx, exs)
 		if err != nil {
 			return nil, err
@@ -335,6 +340,7 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 		if m.GradNorm, err = r.tr.Apply(); err != nil {
 			return nil, err
 		}
+		m.TrainSeconds += time.Since(t0).Seconds()
 		n := float64(s.Examples * c.Interactions)
 		m.Loss += s.Loss / n
 		m.RankTerm += s.Rank / n
@@ -440,13 +446,11 @@ func (r *Runner) whiteRanking(ctx context.Context, prompts []string, cands [][]s
 	return out, nil
 }
 
-func rankOf(scores []float64) []int {
-	idx := make([]int, len(scores))
-	for i := range idx {
-		idx[i] = i
-	}
-	sort.SliceStable(idx, func(a, b int) bool { return scores[idx[a]] > scores[idx[b]] })
-	return idx
+// DemosFor returns the demonstrations a ranking request for prompt carries now: the static
+// ones, then the pool's dynamic ones.
+func (r *Runner) DemosFor(prompt string) []blackbox.Demo {
+	static := r.Static[:min(r.Cfg.NumStatic, len(r.Static))]
+	return append(append([]blackbox.Demo(nil), static...), r.pool.Select(prompt, r.Cfg.NumDynamic, r.Cfg.DemoSelect)...)
 }
 
 // blackRanking asks the ranker about every prompt concurrently (the ranker bounds the load).
@@ -456,11 +460,9 @@ func (r *Runner) blackRanking(ctx context.Context, step, t int, prompts []string
 	errs := make([]error, len(prompts))
 	var wg sync.WaitGroup
 	for i := range prompts {
-		static := r.Static[:min(c.NumStatic, len(r.Static))]
-		dynamic := r.pool.Select(prompts[i], c.NumDynamic, c.DemoSelect)
-		demos := append(append([]blackbox.Demo(nil), static...), dynamic...)
+		demos := r.DemosFor(prompts[i])
 		rec := Record{Step: step + 1, Interaction: t + 1, Prompt: prompts[i], Candidates: cands[i],
-			WhiteScores: white[i], WhiteRanking: rankOf(white[i])}
+			WhiteScores: white[i], WhiteRanking: blackbox.Order(white[i])}
 		for _, d := range demos {
 			rec.Demos = append(rec.Demos, d.Prompt)
 		}

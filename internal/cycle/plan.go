@@ -38,7 +38,7 @@ func MakePlan(cfg Config) (*Plan, error) {
 	p := &Plan{Prompts: len(prompts), Steps: cfg.Steps, PromptsPerStep: cfg.BatchSize, Candidates: cfg.N,
 		Interactions: cfg.Interactions, OptimizerSteps: cfg.Steps * cfg.Interactions}
 	p.GeneratedTokens = cfg.Steps * cfg.BatchSize * cfg.N * cfg.MaxNewTokens
-	if cfg.Blackbox.RewardModel != "" {
+	if cfg.Blackbox.Local() {
 		return p, nil
 	}
 	p.Requests = cfg.Steps * cfg.BatchSize * cfg.Interactions

@@ -108,7 +108,7 @@ func prepare(ctx context.Context, cfg Config, prompts []string, static []blackbo
 	// The config keeps the cache setting as given: the default, inside the run directory, is
 	// derived each time, so the run stays relocatable.
 	written := cfg
-	if cfg.Blackbox.Cache == "" && cfg.Blackbox.RewardModel == "" {
+	if cfg.Blackbox.Cache == "" && !cfg.Blackbox.Local() {
 		cfg.Blackbox.Cache = filepath.Join(cfg.Out, "cache")
 	}
 	ranker, err := cfg.Blackbox.Build(spentSoFar(cfg.Out))

@@ -145,3 +145,30 @@ func ReadPrompts(path string) ([]string, error) {
 	}
 	return out, err
 }
+
+// ReadTexts reads training text from JSONL: {"text": ...} lines, or HH rows (their chosen and
+// rejected dialogues both).
+func ReadTexts(path string) ([]string, error) {
+	var out []string
+	err := eachLine(path, func(line []byte, _ int) error {
+		var row struct {
+			Text *string `json:"text"`
+		}
+		if err := json.Unmarshal(line, &row); err != nil {
+			return fmt.Errorf("invalid JSON: %w", err)
+		}
+		if row.Text != nil {
+			out = append(out, *row.Text)
+			return nil
+		}
+		p, ok, err := parseHH(line)
+		if err != nil {
+			return fmt.Errorf(`want "text", or "chosen" and "rejected": %w`, err)
+		}
+		if ok {
+			out = append(out, p.Prompt+p.Chosen, p.Prompt+p.Rejected)
+		}
+		return nil
+	})
+	return out, err
+}

@@ -1,7 +1,9 @@
-// Package demo runs CycleAlign end to end on the embedded default: the HH-RLHF sample, the
-// base model and the two reward models the project trained from it. The judge reward model
-// plays the black-box (directly, or behind a loopback OpenAI-compatible server); the evaluator
-// reward model, which alignment never sees, scores the base and the aligned model.
+// Package demo runs CycleAlign end to end on the embedded default: the HH-RLHF sample and the
+// base model the project pre-trained. The black-box is the courtesy lexicon judge (VADER plus
+// declining harmful requests, moved by its demonstrations; directly, or behind a loopback
+// OpenAI-compatible server); the evaluator, which alignment never sees, is the AFINN-165
+// lexicon. It aligns with CycleAlign and with the matched static-demonstration control, and
+// measures how the judge's demonstrations move it.
 package demo
 
 import (
@@ -14,13 +16,17 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/cyclealign/cyclealign/internal/assets"
 	"github.com/cyclealign/cyclealign/internal/blackbox"
 	"github.com/cyclealign/cyclealign/internal/cycle"
 	"github.com/cyclealign/cyclealign/internal/data"
 	"github.com/cyclealign/cyclealign/internal/eval"
+	"github.com/cyclealign/cyclealign/internal/generate"
 	"github.com/cyclealign/cyclealign/internal/hf"
+	"github.com/cyclealign/cyclealign/internal/lexicon"
 	"github.com/cyclealign/cyclealign/internal/model"
 	"github.com/cyclealign/cyclealign/internal/report"
 )
@@ -31,20 +37,52 @@ type Options struct {
 	AssetsDir   string // where the embedded default is unpacked ("" = user cache)
 	Small       bool   // a reduced run for CI: every phase, a few seconds each
 	JudgeServer bool   // put the judge behind a loopback OpenAI-compatible server
-	Steps       int    // 0: the size's default (10, or 2 when Small)
+	NoControl   bool   // skip the static-icl-matched control run
+	Steps       int    // 0: the size's default
 	EvalPrompts int    // 0: the size's default
 	Seed        uint64
-	LR          float64 // 0: 2e-4
+	LR          float64 // 0: the default
 	Loss        string  // "": pro
+	DemoWeight  float64 // 0: DefaultDemoWeight
 	Progress    io.Writer
 }
+
+// DefaultDemoWeight is how far the judge's demonstrations move it (see blackbox.Judge).
+const DefaultDemoWeight = 1.0
+
+// ControlDir is the control run's directory inside the demo's.
+const ControlDir = "static-icl-matched"
 
 // Result is what the demo measured.
 type Result struct {
 	Base    *eval.Report `json:"base"`
 	Aligned *eval.Report `json:"aligned"`
+	Control *eval.Report `json:"control,omitempty"` // static-icl-matched
+	Judge   *JudgeCheck  `json:"judge"`
 	Run     string       `json:"run"`
-	Table   string       `json:"table"`
+	Table   string       `json:"table"`   // base vs aligned
+	Methods string       `json:"methods"` // CycleAlign vs the control, same optimiser steps
+}
+
+// JudgeCheck measures the offline judge: its criterion against the evaluator and the human
+// labels on the held-out pairs, and how the run's demonstrations move its rankings of sampled
+// candidates (and whether they bring it closer to the evaluator).
+type JudgeCheck struct {
+	HeldoutPairs int `json:"heldout_pairs"`
+	// CriterionVsEvaluator is the pairwise agreement of the judge's criterion with the evaluator
+	// on the held-out pairs where both prefer one reply.
+	CriterionVsEvaluator float64 `json:"criterion_vs_evaluator"`
+	DecidedPairs         int     `json:"decided_pairs"`
+	// CriterionVsHuman is how often the criterion prefers the human-chosen reply.
+	CriterionVsHuman float64 `json:"criterion_vs_human"`
+	Requests         int     `json:"requests"`
+	MeanDemos        float64 `json:"mean_demos"`
+	// Changed is the fraction of rankings that differ with and without the demonstrations.
+	Changed float64 `json:"changed"`
+	// AgreeWithout and AgreeWith are the judge's pairwise agreement with the evaluator on the
+	// candidate pairs the evaluator separates, without and with the demonstrations.
+	AgreeWithout float64 `json:"agree_without"`
+	AgreeWith    float64 `json:"agree_with"`
 }
 
 // Config returns the CycleAlign configuration the demo runs.
@@ -66,10 +104,15 @@ func Config(o Options, dir string) cycle.Config {
 	if o.Loss != "" {
 		c.Loss = o.Loss
 	}
+	c.Blackbox.Lexicon, c.Blackbox.DemoWeight = "courtesy", DefaultDemoWeight
+	if o.DemoWeight > 0 {
+		c.Blackbox.DemoWeight = o.DemoWeight
+	}
 	return c.Effective()
 }
 
-// Run unpacks the default, evaluates the base model, aligns it, and evaluates the result.
+// Run unpacks the default, evaluates the base model, aligns it with CycleAlign and with the
+// control, and evaluates both.
 func Run(ctx context.Context, o Options) (*Result, error) {
 	dir := o.AssetsDir
 	if dir == "" {
@@ -85,7 +128,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	sp := data.Split(pairs)
 	slog.Info("embedded default", "pairs", len(pairs), "skipped", skipped, "align_prompts", len(sp.Align), "test_pairs", len(sp.Test))
 	// A finished demo in the same directory is replaced; an interrupted one is resumed.
-	if _, err := os.Stat(filepath.Join(o.Out, "demo.json")); err == nil {
+	if _, err := os.Stat(filepath.Join(o.Out, report.DemoFile)); err == nil {
 		if err := os.RemoveAll(o.Out); err != nil {
 			return nil, err
 		}
@@ -98,23 +141,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := writePrompts(cfg.Prompts, data.Prompts(sp.Align)); err != nil {
 		return nil, err
 	}
-	judgeDir := filepath.Join(dir, "models", "judge")
 	if o.JudgeServer {
-		url, stop, err := serveJudge(judgeDir)
+		url, stop, err := serveJudge(cfg.Blackbox)
 		if err != nil {
 			return nil, err
 		}
 		defer stop()
-		cfg.Blackbox.URL, cfg.Blackbox.Model = url, "judge-rm"
+		cfg.Blackbox.URL, cfg.Blackbox.Model, cfg.Blackbox.Lexicon = url, "courtesy-judge", ""
 		slog.Info("judge behind a loopback OpenAI-compatible server", "url", url)
-	} else {
-		cfg.Blackbox.RewardModel = judgeDir
 	}
 	be, err := model.NewBackend()
-	if err != nil {
-		return nil, err
-	}
-	evalRM, err := model.Load(be, filepath.Join(dir, "models", "evaluator"))
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +166,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		nEval = o.EvalPrompts
 	}
 	test := sp.Test[:min(nEval, len(sp.Test))]
-	eo := eval.Options{RewardModel: &blackbox.RewardModel{M: evalRM, Name: "evaluator"}, Prompts: data.Prompts(test),
+	eo := eval.Options{RewardModel: lexicon.AFINN{}, Prompts: data.Prompts(test),
 		Pairs: test, MaxNewTokens: cfg.MaxNewTokens, Seed: o.Seed, Progress: o.Progress}
 	slog.Info("evaluating the base model", "prompts", len(test))
 	eo.Model = base
@@ -138,25 +174,25 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := cycle.Prepare(ctx, cfg)
+	res := &Result{Base: before, Run: o.Out}
+	aligned, judge, err := align(ctx, cfg, eo, base, o.Progress, func(r *cycle.Runner) (*JudgeCheck, error) {
+		return checkJudge(ctx, r, base, sp.Test, eo.Prompts, cfg)
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer r.Close()
-	r.Progress = o.Progress
-	if err := r.Run(ctx); err != nil {
-		return nil, err
+	res.Aligned, res.Judge = aligned, judge
+	names, reps := []string{"cyclealign"}, []*eval.Report{aligned}
+	if !o.NoControl {
+		cc := cfg
+		cc.Method, cc.Out = cycle.StaticICLMatched, filepath.Join(o.Out, ControlDir)
+		if res.Control, _, err = align(ctx, cc.Effective(), eo, base, o.Progress, nil); err != nil {
+			return nil, err
+		}
+		names, reps = append(names, string(cycle.StaticICLMatched)), append(reps, res.Control)
 	}
-	if err := r.Finish(); err != nil {
-		return nil, err
-	}
-	slog.Info("evaluating the aligned model", "prompts", len(test))
-	eo.Model, eo.Baseline = r.M, base
-	after, err := eval.Run(ctx, eo)
-	if err != nil {
-		return nil, err
-	}
-	res := &Result{Base: before, Aligned: after, Run: o.Out, Table: eval.Table([]string{"base", "aligned"}, []*eval.Report{before, after})}
+	res.Table = eval.Table([]string{"base", "aligned"}, []*eval.Report{before, aligned})
+	res.Methods = eval.Table(names, reps)
 	b, _ := json.MarshalIndent(res, "", "  ")
 	if err := os.WriteFile(filepath.Join(o.Out, report.DemoFile), b, 0o644); err != nil {
 		return nil, err
@@ -170,6 +206,127 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		_, err := io.WriteString(w, rep.HTML())
 		return err
 	})
+}
+
+// align runs one alignment (resuming an interrupted one), calls inspect on the finished runner
+// when given, and evaluates the result against the base.
+func align(ctx context.Context, cfg cycle.Config, eo eval.Options, base *model.Model, progress io.Writer,
+	inspect func(*cycle.Runner) (*JudgeCheck, error)) (*eval.Report, *JudgeCheck, error) {
+	slog.Info("aligning", "method", cfg.Method, "out", cfg.Out)
+	r, err := cycle.Prepare(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer r.Close()
+	r.Progress = progress
+	if err := r.Run(ctx); err != nil {
+		return nil, nil, err
+	}
+	if err := r.Finish(); err != nil {
+		return nil, nil, err
+	}
+	var jc *JudgeCheck
+	if inspect != nil {
+		if jc, err = inspect(r); err != nil {
+			return nil, nil, err
+		}
+	}
+	slog.Info("evaluating the aligned model", "method", cfg.Method, "prompts", len(eo.Prompts))
+	eo.Model, eo.Baseline = r.M, base
+	rep, err := eval.Run(ctx, eo)
+	return rep, jc, err
+}
+
+// checkJudge measures the judge (see JudgeCheck): its criterion on the held-out pairs, and its
+// rankings of candidates the base samples for the evaluation prompts, with the demonstrations
+// the finished run would send and without.
+func checkJudge(ctx context.Context, r *cycle.Runner, base *model.Model, heldout []data.Pair, prompts []string, cfg cycle.Config) (*JudgeCheck, error) {
+	crit, ev := &lexicon.Courtesy{}, lexicon.AFINN{}
+	jc := &JudgeCheck{HeldoutPairs: len(heldout)}
+	agree, human := 0, 0
+	for _, p := range heldout {
+		x := crit.Score(p.Prompt, p.Chosen) - crit.Score(p.Prompt, p.Rejected)
+		y := ev.Score(p.Chosen) - ev.Score(p.Rejected)
+		if x > 0 {
+			human++
+		}
+		if x != 0 && y != 0 {
+			jc.DecidedPairs++
+			if (x > 0) == (y > 0) {
+				agree++
+			}
+		}
+	}
+	jc.CriterionVsEvaluator = ratio(agree, jc.DecidedPairs)
+	jc.CriterionVsHuman = ratio(human, len(heldout))
+
+	opt := generate.Defaults()
+	opt.N, opt.MaxNewTokens, opt.Temperature, opt.TopP, opt.Seed = cfg.N, cfg.MaxNewTokens, cfg.Temperature, cfg.TopP, cfg.Seed+1
+	samples, err := generate.Text(ctx, base, prompts, opt)
+	if err != nil {
+		return nil, err
+	}
+	judge := &blackbox.Judge{Scorer: crit, DemoWeight: cfg.Blackbox.DemoWeight}
+	var pairs, withOK, withoutOK, demos int
+	for i, p := range prompts {
+		cands := make([]string, len(samples[i]))
+		for k, c := range samples[i] {
+			cands[k] = c.Text
+		}
+		req := blackbox.Request{Prompt: p, Candidates: cands}
+		without, err := judge.Scores(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		req.Demos = r.DemosFor(p)
+		demos += len(req.Demos)
+		with, err := judge.Scores(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Equal(blackbox.Order(without), blackbox.Order(with)) {
+			jc.Changed++
+		}
+		for a := range cands {
+			for b := a + 1; b < len(cands); b++ {
+				d := ev.Score(cands[a]) - ev.Score(cands[b])
+				if d == 0 {
+					continue
+				}
+				pairs++
+				if (without[a]-without[b])*d > 0 {
+					withoutOK++
+				}
+				if (with[a]-with[b])*d > 0 {
+					withOK++
+				}
+			}
+		}
+	}
+	jc.Requests = len(prompts)
+	jc.Changed /= float64(max(len(prompts), 1))
+	jc.MeanDemos = float64(demos) / float64(max(len(prompts), 1))
+	jc.AgreeWithout, jc.AgreeWith = ratio(withoutOK, pairs), ratio(withOK, pairs)
+	slog.Info("judge check", "criterion_vs_evaluator", fmt.Sprintf("%.3f", jc.CriterionVsEvaluator),
+		"changed", fmt.Sprintf("%.3f", jc.Changed), "agree_without", fmt.Sprintf("%.3f", jc.AgreeWithout), "agree_with", fmt.Sprintf("%.3f", jc.AgreeWith))
+	return jc, nil
+}
+
+func ratio(a, b int) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+// Summary is the demo's judge measurement as text.
+func (j *JudgeCheck) Summary() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "judge criterion vs evaluator on %d held-out pairs (both decided: %d): %.3f; vs the human label: %.3f\n",
+		j.HeldoutPairs, j.DecidedPairs, j.CriterionVsEvaluator, j.CriterionVsHuman)
+	fmt.Fprintf(&b, "demonstrations (%.1f a request) changed %.1f%% of %d rankings; agreement with the evaluator %.3f without, %.3f with\n",
+		j.MeanDemos, 100*j.Changed, j.Requests, j.AgreeWithout, j.AgreeWith)
+	return b.String()
 }
 
 func writePrompts(path string, prompts []string) error {
@@ -187,13 +344,9 @@ func writePrompts(path string, prompts []string) error {
 	return f.Close()
 }
 
-// serveJudge starts the judge reward model behind a loopback chat-completions server.
-func serveJudge(dir string) (url string, stop func(), err error) {
-	be, err := model.NewBackend()
-	if err != nil {
-		return "", nil, err
-	}
-	m, err := model.Load(be, dir)
+// serveJudge starts the judge behind a loopback chat-completions server.
+func serveJudge(o blackbox.Options) (url string, stop func(), err error) {
+	judge, err := o.Build(0)
 	if err != nil {
 		return "", nil, err
 	}
@@ -201,7 +354,7 @@ func serveJudge(dir string) (url string, stop func(), err error) {
 	if err != nil {
 		return "", nil, err
 	}
-	srv := &http.Server{Handler: blackbox.JudgeHandler(&blackbox.RewardModel{M: m, Name: dir}, "judge-rm")}
+	srv := &http.Server{Handler: blackbox.JudgeHandler(judge, "courtesy-judge")}
 	go srv.Serve(ln)
 	return fmt.Sprintf("http://%s/v1", ln.Addr()), func() { srv.Close() }, nil
 }

@@ -17,13 +17,13 @@ import (
 
 // Options say what to evaluate and against what.
 type Options struct {
-	Model        *model.Model          // the model under test (needed for the pair metrics)
-	Remote       *Remote               // or a served model: responses come from its API
-	Baseline     *model.Model          // win rate against it (optional)
-	RewardModel  *blackbox.RewardModel // reward, and the win-rate judge unless Judge is set (optional)
-	Judge        blackbox.Ranker       // a black-box judge for the win rate (optional)
-	Prompts      []string              // held-out prompts (greedy responses are generated)
-	Pairs        []data.Pair           // held-out chosen/rejected pairs (preference accuracy, BLEU, perplexity)
+	Model        *model.Model    // the model under test (needed for the pair metrics)
+	Remote       *Remote         // or a served model: responses come from its API
+	Baseline     *model.Model    // win rate against it (optional)
+	RewardModel  blackbox.Scorer // reward (a reward model, a lexicon), and the win-rate judge unless Judge is set (optional)
+	Judge        blackbox.Ranker // a black-box judge for the win rate (optional)
+	Prompts      []string        // held-out prompts (greedy responses are generated)
+	Pairs        []data.Pair     // held-out chosen/rejected pairs (preference accuracy, BLEU, perplexity)
 	MaxNewTokens int
 	Seed         uint64
 	Progress     io.Writer // progress display (nil: none)
@@ -43,6 +43,8 @@ type Report struct {
 	PreferenceAccuracy *Interval  `json:"preference_accuracy,omitempty"`
 	BLEU               *float64   `json:"bleu,omitempty"`
 	Perplexity         *Interval  `json:"perplexity,omitempty"`
+	DistinctBigrams    float64    `json:"distinct_bigrams"` // distinct word bigrams over all bigrams of the greedy responses
+	Unique             float64    `json:"unique_responses"` // fraction of prompts whose greedy response no other prompt got
 	Samples            []Sample   `json:"samples,omitempty"`
 }
 
@@ -113,6 +115,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	for i, p := range o.Prompts {
 		rep.Samples = append(rep.Samples, Sample{Prompt: p, Response: resp[i]})
 	}
+	rep.DistinctBigrams, rep.Unique = Diversity(resp)
 	if o.RewardModel != nil && len(o.Prompts) > 0 {
 		rs, err := o.RewardModel.ScorePairs(ctx, o.Prompts, resp)
 		if err != nil {
@@ -144,7 +147,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		judge := o.Judge
 		if judge == nil && o.RewardModel != nil {
-			judge = o.RewardModel
+			judge = &blackbox.Judge{Scorer: o.RewardModel}
 		}
 		if judge != nil {
 			js, err := judgeBothOrders(ctx, judge, o.Prompts, resp, base, o.Seed, at("judging"))
@@ -163,6 +166,34 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		next("pair metrics")
 	}
 	return rep, nil
+}
+
+// Diversity measures responses: distinct word bigrams over all word bigrams (distinct-2), and
+// the fraction of responses that no other response equals.
+func Diversity(responses []string) (distinct2, unique float64) {
+	seen := map[string]bool{}
+	total := 0
+	count := map[string]int{}
+	for _, r := range responses {
+		count[strings.TrimSpace(r)]++
+		ws := strings.Fields(strings.ToLower(r))
+		for i := 1; i < len(ws); i++ {
+			seen[ws[i-1]+" "+ws[i]] = true
+			total++
+		}
+	}
+	if total > 0 {
+		distinct2 = float64(len(seen)) / float64(total)
+	}
+	for _, r := range responses {
+		if count[strings.TrimSpace(r)] == 1 {
+			unique++
+		}
+	}
+	if len(responses) > 0 {
+		unique /= float64(len(responses))
+	}
+	return distinct2, unique
 }
 
 // judgeBothOrders asks the judge about (model, baseline) and (baseline, model) for each prompt.
@@ -286,5 +317,7 @@ func Table(names []string, reps []*Report) string {
 		}
 		return fmt.Sprintf("%.2f", *r.BLEU)
 	})
+	row("distinct bigrams", func(r *Report) string { return fmt.Sprintf("%.3f", r.DistinctBigrams) })
+	row("unique responses", func(r *Report) string { return fmt.Sprintf("%.3f", r.Unique) })
 	return b.String()
 }

@@ -43,3 +43,12 @@ func TestWinRateBookkeeping(t *testing.T) {
 		t.Fatalf("quantiles %v", q)
 	}
 }
+
+func TestDiversity(t *testing.T) {
+	// Bigrams: "a b", "b c" | "a b", "b c" | "a a", "a a" -> 3 distinct of 6. "x" has none.
+	d2, u := Diversity([]string{"a b c", "A b c", "a a a", "x", " x"})
+	// Responses compare as trimmed text: "x" and " x" are the same reply, the rest differ.
+	if d2 != 0.5 || u != 0.6 {
+		t.Fatalf("distinct-2 %v (want 0.5), unique %v (want 3/5)", d2, u)
+	}
+}

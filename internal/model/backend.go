@@ -2,6 +2,7 @@ package model
 
 import (
 	"os"
+	"strings"
 	"sync"
 
 	"github.com/gomlx/gomlx/backends"
@@ -14,10 +15,16 @@ const defaultBackend = "go:parallelism=-1"
 
 var stdoutMu sync.Mutex
 
+// newXLA opens an XLA backend with cyclealign's client options; set in builds with -tags xla.
+var newXLA func(config string) (backends.Backend, error)
+
 // NewBackend opens the compute backend: $GOMLX_BACKEND when set (e.g. "xla:cuda" in a build
 // with -tags xla), else simplego, the pure-Go CPU backend.
 func NewBackend() (backends.Backend, error) {
 	if cfg, ok := os.LookupEnv(backends.ConfigEnvVar); ok && cfg != "" {
+		if newXLA != nil && (strings.HasPrefix(cfg, "xla:") || strings.HasPrefix(cfg, "stablehlo:")) {
+			return newXLA(cfg)
+		}
 		return backends.NewWithConfig(cfg)
 	}
 	// simplego prints its parallelism setting on stdout, which would corrupt --json output.

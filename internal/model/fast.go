@@ -65,7 +65,7 @@ func (m *Model) SetEngine(name string) error {
 	case "gomlx":
 		m.fastOn = false
 	case "cpu":
-		if !isPureGo(m.Backend) {
+		if !PureGo(m.Backend) {
 			return fmt.Errorf("engine cpu needs the pure-Go backend, not %s", m.Backend.Name())
 		}
 		m.fastOn = true
@@ -78,7 +78,7 @@ func (m *Model) SetEngine(name string) error {
 func (m *Model) defaultEngine() error {
 	name := os.Getenv(EngineEnv)
 	if name == "" {
-		m.fastOn = isPureGo(m.Backend)
+		m.fastOn = PureGo(m.Backend)
 		return nil
 	}
 	return m.SetEngine(name)
@@ -613,5 +613,5 @@ func (d *fastDecoder) Step(tokens []int) ([][]float32, error) {
 	return d.last, nil
 }
 
-// isPureGo reports whether b is GoMLX's simplego, the backend the own CPU path replaces.
-func isPureGo(b backends.Backend) bool { return b.String() == "go" }
+// PureGo reports whether b is simplego, the backend the cpu engine shares memory with.
+func PureGo(b backends.Backend) bool { return b.String() == "go" }

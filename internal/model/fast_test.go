@@ -88,6 +88,9 @@ func maxDiff(a, b []float32) float64 {
 // TestEnginesAgree compares the own CPU path with the GoMLX graphs on every architecture
 // variant: log-probs and logits within 1e-5, and the same greedy continuation token by token.
 func TestEnginesAgree(t *testing.T) {
+	if !PureGo(testBackend) {
+		t.Skipf("compares the cpu engine with graphs; the cpu engine needs the pure-Go backend, not %s", testBackend.Name())
+	}
 	cases := map[string]map[string]any{
 		"llama gqa":      llamaConfig(nil),
 		"qwen2 biases":   llamaConfig(map[string]any{"model_type": "qwen2", "tie_word_embeddings": true}),
@@ -189,6 +192,9 @@ func TestEnginesAgree(t *testing.T) {
 // TestFastPathFollowsWeights: after a weight changes (as a training step changes it) or an
 // adapter is attached, the CPU path computes with the new weights, as the graphs do.
 func TestFastPathFollowsWeights(t *testing.T) {
+	if !PureGo(testBackend) {
+		t.Skipf("compares the cpu engine with graphs; the cpu engine needs the pure-Go backend, not %s", testBackend.Name())
+	}
 	m := randomModel(t, llamaConfig(nil))
 	ctx := context.Background()
 	seqs := randSeqs(3, 4, 12, 300, 9)

@@ -156,6 +156,15 @@ func sortedKeys[V any](m map[string]V) []string {
 // TensorNames lists the checkpoint tensors the model holds, sorted.
 func (m *Model) TensorNames() []string { return append([]string(nil), m.names...) }
 
+// NumParams counts the checkpoint's parameters.
+func (m *Model) NumParams() int {
+	n := 0
+	for _, name := range m.names {
+		n += m.Variable(name).Shape().Size()
+	}
+	return n
+}
+
 // Variable returns the variable holding a checkpoint tensor, or nil.
 func (m *Model) Variable(name string) *context.Variable {
 	return m.Ctx.GetVariableByScopeAndName(WeightScope, name)

@@ -6,6 +6,7 @@ package pipeline
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -56,19 +57,17 @@ func Split(hh, out string) (parts []Part, skipped int, err error) {
 	return parts, skipped, nil
 }
 
-// Dialogues returns every chosen and rejected dialogue of HH files (plain text files give
-// their lines).
-func Dialogues(files []string) ([]string, error) {
+// Texts returns the training texts of files: JSONL ({"text"} rows, or HH rows with both
+// dialogues), or plain text (a text a line).
+func Texts(files []string) ([]string, error) {
 	var out []string
 	for _, f := range files {
 		if strings.Contains(f, ".jsonl") {
-			pairs, _, err := data.ReadHH(f)
+			ts, err := data.ReadTexts(f)
 			if err != nil {
 				return nil, err
 			}
-			for _, p := range pairs {
-				out = append(out, p.Prompt+p.Chosen, p.Prompt+p.Rejected)
-			}
+			out = append(out, ts...)
 			continue
 		}
 		b, err := os.ReadFile(f)
@@ -87,7 +86,7 @@ func Dialogues(files []string) ([]string, error) {
 // Tokenizer learns a byte-level BPE tokenizer from the texts of files and writes
 // out/tokenizer.json.
 func Tokenizer(files []string, out string, o tokenizer.TrainOptions) error {
-	texts, err := Dialogues(files)
+	texts, err := Texts(files)
 	if err != nil {
 		return err
 	}
@@ -132,37 +131,60 @@ type Pretraining struct {
 	Hidden, Layers, Heads, KVHeads, Intermediate int
 }
 
-// Pretrain trains a base model from scratch on the dialogues of o.Data (chosen and rejected,
-// so it imitates both) and saves it as a HF directory in o.Out.
-func Pretrain(ctx context.Context, o Pretraining) error {
-	tok, err := tokenizer.Load(filepath.Join(o.Tokenizer, "tokenizer.json"))
+// Shape sizes a LLaMA-architecture model.
+type Shape struct {
+	Hidden, Layers, Heads, KVHeads, Intermediate int
+	Vocab                                        int  // 0: the tokenizer's
+	MaxLen                                       int  // positions
+	Untied                                       bool // a separate LM head
+}
+
+// NewModel builds a random-init LLaMA model of shape s around the tokenizer in dir
+// (tokenizer.json), its weights stored as bfloat16 when saved.
+func NewModel(tokDir string, s Shape, seed uint64) (*model.Model, error) {
+	tok, err := tokenizer.Load(filepath.Join(tokDir, "tokenizer.json"))
 	if err != nil {
-		return err
+		return nil, err
+	}
+	vocab := s.Vocab
+	if vocab == 0 {
+		vocab = tok.VocabSize()
+	}
+	if vocab < tok.VocabSize() {
+		return nil, fmt.Errorf("vocab %d is smaller than the tokenizer's %d", vocab, tok.VocabSize())
 	}
 	raw := map[string]any{"architectures": []string{"LlamaForCausalLM"}, "model_type": "llama",
-		"vocab_size": tok.VocabSize(), "hidden_size": o.Hidden, "intermediate_size": o.Intermediate,
-		"num_hidden_layers": o.Layers, "num_attention_heads": o.Heads, "num_key_value_heads": o.KVHeads,
-		"max_position_embeddings": o.MaxLen, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-		"tie_word_embeddings": true, "hidden_act": "silu", "bos_token_id": 0, "eos_token_id": 0,
+		"vocab_size": vocab, "hidden_size": s.Hidden, "intermediate_size": s.Intermediate,
+		"num_hidden_layers": s.Layers, "num_attention_heads": s.Heads, "num_key_value_heads": s.KVHeads,
+		"max_position_embeddings": s.MaxLen, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+		"tie_word_embeddings": !s.Untied, "hidden_act": "silu", "bos_token_id": 0, "eos_token_id": 0,
 		"dtype": "bfloat16", "initializer_range": 0.02}
 	b, _ := json.Marshal(raw)
 	cfg, err := hf.ParseConfig(b)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	ts, err := model.InitTensors(cfg, 0.02, o.Run.Seed)
+	ts, err := model.InitTensors(cfg, 0.02, seed)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	be, err := model.NewBackend()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	m, err := model.New(be, cfg, tok, ts, "init")
+	return model.New(be, cfg, tok, ts, "init")
+}
+
+// Pretrain trains a base model from scratch on the texts of o.Data (comma-separated files:
+// corpus JSONL, or HH dialogues, chosen and rejected) and saves it as a HF directory in o.Out.
+func Pretrain(ctx context.Context, o Pretraining) error {
+	m, err := NewModel(o.Tokenizer, Shape{Hidden: o.Hidden, Layers: o.Layers, Heads: o.Heads, KVHeads: o.KVHeads,
+		Intermediate: o.Intermediate, MaxLen: o.MaxLen}, o.Run.Seed)
 	if err != nil {
 		return err
 	}
-	texts, err := Dialogues([]string{o.Data})
+	tok := m.Tokenizer
+	texts, err := Texts(strings.Split(o.Data, ","))
 	if err != nil {
 		return err
 	}

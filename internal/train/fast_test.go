@@ -45,6 +45,9 @@ func randomPair(t *testing.T, extra map[string]any, lora *model.LoRA) (fast, gra
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !model.PureGo(b) {
+		t.Skipf("compares the cpu engine with graphs; the cpu engine needs the pure-Go backend, not %s", b.Name())
+	}
 	build := func(engine string) *model.Model {
 		m, err := model.New(b, cfg, nil, ts, "random")
 		if err != nil {
