@@ -67,7 +67,8 @@ type Result struct {
 	Engine            string  `json:"engine"` // cpu (own kernels), gomlx (graphs on simplego) or torch
 	Detail            string  `json:"detail"` // kernel, or torch version and BLAS
 	Threads           int     `json:"threads"`
-	CPU               bool    `json:"cpu"` // ran on this machine's CPU (its FMA ceiling applies)
+	CPU               bool    `json:"cpu"`    // ran on this machine's CPU (its FMA ceiling applies)
+	Graphs            int     `json:"graphs"` // graphs built (compiled, on XLA)
 	Params            int     `json:"params"`
 	ScoreTokensPerSec float64 `json:"score_tokens_per_s"`
 	GenTokensPerSec   float64 `json:"generate_tokens_per_s"`        // KV cache, batch Options.Batch
@@ -148,7 +149,7 @@ func Run(ctx context.Context, b backends.Backend, o Options, engine string, unca
 		}
 		logf("generation recomputing the prefix: %.1f tokens/s", res.GenNoCachePerSec)
 	}
-	res.PeakRSSMiB = peakRSSMiB()
+	res.PeakRSSMiB, res.Graphs = peakRSSMiB(), model.GraphsBuilt()
 	return res, nil
 }
 

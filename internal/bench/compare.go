@@ -180,7 +180,7 @@ func (c *Comparison) Table() string {
 	fmt.Fprintf(&b, "model: LLaMA, %.1fM parameters (hidden %d, %d layers, %d/%d heads, intermediate %d, vocab %d)\n",
 		float64(p)/1e6, o.Hidden, o.Layers, o.Heads, o.KVHeads, o.Intermediate, o.Vocab)
 	for _, r := range c.Results {
-		fmt.Fprintf(&b, "  %-6s %d threads, %s, peak RSS %.0f MiB\n", r.Engine, r.Threads, r.Detail, r.PeakRSSMiB)
+		fmt.Fprintf(&b, "  %-6s %d threads, %s, peak RSS %.0f MiB, %d graphs built\n", r.Engine, r.Threads, r.Detail, r.PeakRSSMiB, r.Graphs)
 	}
 	if c.PeakGFLOPS > 0 {
 		fmt.Fprintf(&b, "  float32 FMA ceiling measured on all threads: %.0f GFLOP/s\n", c.PeakGFLOPS)

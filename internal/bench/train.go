@@ -9,6 +9,7 @@ import (
 
 	"github.com/gomlx/gomlx/backends"
 
+	"github.com/cyclealign/cyclealign/internal/model"
 	"github.com/cyclealign/cyclealign/internal/train"
 )
 
@@ -32,6 +33,7 @@ type TrainResult struct {
 	TokensPerSec float64 `json:"tokens_per_s"`
 	StepSeconds  float64 `json:"step_seconds"`
 	PeakRSSMiB   float64 `json:"peak_rss_mib"`
+	Graphs       int     `json:"graphs"` // graphs built (compiled, on XLA)
 }
 
 // TrainEngines are the engines Train measures.
@@ -98,14 +100,14 @@ func Train(ctx context.Context, b backends.Backend, o Options, to TrainOptions, 
 		tokens += n
 	}
 	el := time.Since(t0).Seconds()
-	return &TrainResult{Engine: engine, TokensPerSec: float64(tokens) / el, StepSeconds: el / float64(to.Steps), PeakRSSMiB: peakRSSMiB()}, nil
+	return &TrainResult{Engine: engine, TokensPerSec: float64(tokens) / el, StepSeconds: el / float64(to.Steps), PeakRSSMiB: peakRSSMiB(), Graphs: model.GraphsBuilt()}, nil
 }
 
 // TrainTable renders training results side by side, with the first engine's ratio to each.
 func TrainTable(rs []*TrainResult) string {
-	s := fmt.Sprintf("%-12s %12s %10s %14s %10s\n", "engine", "tokens/s", "s/step", "peak RSS MiB", "ratio")
+	s := fmt.Sprintf("%-12s %12s %10s %14s %7s %10s\n", "engine", "tokens/s", "s/step", "peak RSS MiB", "graphs", "ratio")
 	for _, r := range rs {
-		s += fmt.Sprintf("%-12s %12.1f %10.2f %14.0f %9.2fx\n", r.Engine, r.TokensPerSec, r.StepSeconds, r.PeakRSSMiB, rs[0].TokensPerSec/r.TokensPerSec)
+		s += fmt.Sprintf("%-12s %12.1f %10.2f %14.0f %7d %9.2fx\n", r.Engine, r.TokensPerSec, r.StepSeconds, r.PeakRSSMiB, r.Graphs, rs[0].TokensPerSec/r.TokensPerSec)
 	}
 	return s
 }

@@ -60,6 +60,7 @@ type StepMetrics struct {
 	ScoreSeconds    float64            `json:"score_s"`
 	BlackboxSeconds float64            `json:"blackbox_s"`
 	TrainSeconds    float64            `json:"train_s"`
+	Graphs          int                `json:"graphs"` // graphs built so far in this process (compiles, on XLA)
 	Eval            map[string]float64 `json:"eval,omitempty"`
 }
 

@@ -352,6 +352,7 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 	m.Ranked = ranked
 	m.PoolSize = len(r.pool.Entries)
 	m.Seconds = time.Since(start).Seconds()
+	m.Graphs = model.GraphsBuilt()
 	m.TokensPerSec = float64(m.GenTokens+m.TrainTokens) / m.Seconds
 	return m, nil
 }

@@ -36,7 +36,8 @@ func newLayout(m *Model, prompts [][]int, budgets []int) *layout {
 	for i, p := range prompts {
 		tp, maxNew = max(tp, len(p)), max(maxNew, budgets[i])
 	}
-	l := &layout{m: m, rows: len(prompts), tp: tp, tmax: tp + maxNew, prompt: prompts}
+	tp = m.shapeLen(tp, 1)
+	l := &layout{m: m, rows: len(prompts), tp: tp, tmax: m.shapeLen(tp+maxNew, 1), prompt: prompts}
 	for _, p := range prompts {
 		l.pad = append(l.pad, tp-len(p))
 	}
@@ -180,7 +181,7 @@ func (d *recompute) token(r, s int) int {
 }
 
 func (d *recompute) logitsAt(slot int) ([][]float32, error) {
-	W := min((slot+16)/16*16, d.tmax)
+	W := min(d.m.shapeLen(slot+1, 16), d.tmax)
 	ids, pos, mask := d.inputs(0, W, W, d.token)
 	sel := make([]float32, W)
 	sel[slot] = 1

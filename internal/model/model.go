@@ -60,6 +60,8 @@ type Model struct {
 	execs map[string]*context.Exec
 
 	fastOn bool // inference on the engine's own CPU path (fast.go)
+	// coarse rounds graph shapes to powers of two (see shapeLen): set on backends that compile.
+	coarse bool
 	fastMu sync.Mutex
 	fast   *fastLM
 	// Counters of in-place changes (the own training path updates values where they are, so
@@ -116,7 +118,7 @@ func New(backend backends.Backend, cfg *hf.Config, tok *tokenizer.Tokenizer, ts 
 		return nil, fmt.Errorf("%s: %w", source, err)
 	}
 	m := &Model{Config: cfg, Tokenizer: tok, Backend: backend, Ctx: context.New(), arch: a,
-		stored: map[string]hf.DType{}, execs: map[string]*context.Exec{}}
+		stored: map[string]hf.DType{}, execs: map[string]*context.Exec{}, coarse: !PureGo(backend)}
 	wctx := m.Ctx.InAbsPath(WeightScope)
 	m.names = sortedKeys(want)
 	for _, name := range m.names {

@@ -2,6 +2,8 @@ package model
 
 import (
 	"fmt"
+	"strings"
+	"sync"
 
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	. "github.com/gomlx/gomlx/pkg/core/graph"
@@ -31,6 +33,7 @@ func (m *Model) run(name string, fn func(ctx *context.Context, in []*Node) []*No
 	if err != nil {
 		return nil, err
 	}
+	NoteGraph(m, name, args...)
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%s: %v", name, r)
@@ -106,4 +109,32 @@ func toFloat32(t *tensors.Tensor) ([]float32, error) {
 		return nil, fmt.Errorf("want float32 output, got %s", t.DType())
 	}
 	return tensors.CopyFlatData[float32](t)
+}
+
+var graphs = struct {
+	sync.Mutex
+	seen map[string]bool
+}{seen: map[string]bool{}}
+
+// NoteGraph records that owner ran the graph name with args (tensors, or values of fixed
+// shape): each new combination of input shapes is one graph built (compiled, on XLA).
+func NoteGraph(owner any, name string, args ...any) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%p/%s", owner, name)
+	for _, a := range args {
+		if t, ok := a.(*tensors.Tensor); ok {
+			b.WriteString(" " + t.Shape().String())
+		}
+	}
+	graphs.Lock()
+	graphs.seen[b.String()] = true
+	graphs.Unlock()
+}
+
+// GraphsBuilt counts the graphs this process has built (compiled, on XLA): one per graph
+// and combination of input shapes.
+func GraphsBuilt() int {
+	graphs.Lock()
+	defer graphs.Unlock()
+	return len(graphs.seen)
 }

@@ -11,12 +11,32 @@ import (
 // MaxBatchRows bounds the rows of one scoring execution; more sequences are split.
 const MaxBatchRows = 16
 
-// bucket rounds a length up to a multiple of 16, so few distinct graph shapes are compiled.
+// bucket is the padded width of a batch whose longest sequence has n tokens (see Bucket).
 func (m *Model) bucket(n int) (int, error) {
 	if n > m.Config.MaxPositions {
 		return 0, fmt.Errorf("sequence of %d tokens exceeds the model's %d positions", n, m.Config.MaxPositions)
 	}
-	return min((n+15)/16*16, m.Config.MaxPositions), nil
+	return m.Bucket(n), nil
+}
+
+// Bucket rounds a sequence length up to the width graphs are built for, at most the model's
+// positions, so a run builds a bounded number of graphs.
+func (m *Model) Bucket(n int) int { return min(m.shapeLen(n, 16), m.Config.MaxPositions) }
+
+// shapeLen rounds a length up for a graph's shape. On the pure-Go backend building a graph is
+// cheap and padding costs compute, so lengths round to a multiple of cpu (1: exact). Elsewhere
+// (XLA, m.coarse) every new shape is a compile of 10-70 s while padding is nearly free on a
+// GPU, so lengths round up to a power of two from 64: a 2048-position model then builds at
+// most 6 widths per graph.
+func (m *Model) shapeLen(n, cpu int) int {
+	if !m.coarse {
+		return (n + cpu - 1) / cpu * cpu
+	}
+	p := 64
+	for p < n {
+		p *= 2
+	}
+	return p
 }
 
 // allowed reports whether query position q may attend to key position k of a row whose real

@@ -284,7 +284,7 @@ func newBatch(m *model.Model, exs []Example, minCands int, l Loss) (*batch, erro
 	}
 	R := len(seqs)
 	b.rows = R
-	T := min((maxLen+15)/16*16, m.Config.MaxPositions)
+	T := m.Bucket(maxLen)
 	tok, pos, mask := m.RightPadded(seqs, T)
 	tgt := make([]int32, R*T)
 	resp := make([]float32, R*T)

@@ -131,6 +131,7 @@ func (t *Trainer) run(name string, fn any, args ...any) (out []*tensors.Tensor, 
 		e.SetMaxCache(64)
 		t.execs[name] = e
 	}
+	model.NoteGraph(t, name, args...)
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%s: %v", name, r)
