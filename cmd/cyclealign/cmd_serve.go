@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cyclealign/cyclealign/internal/model"
 	"github.com/cyclealign/cyclealign/internal/serve"
 )
 
@@ -44,6 +45,7 @@ func newServeCmd(g *globalOptions) *cobra.Command {
 	f.IntVar(&o.Opt.MaxRows, "max-batch", 32, "rows decoded together")
 	f.BoolVar(&o.NoBatching, "no-batching", false, "run requests one at a time")
 	f.BoolVar(&o.Opt.TruncatePrompts, "truncate-prompts", false, "cut too-long prompts (oldest tokens first) instead of refusing them")
+	f.IntVar(&o.Opt.MaxAdapters, "max-loras", 8, "LoRA adapters resident at once (POST /v1/load_lora_adapter, selected by \"model\")")
 	return cmd
 }
 
@@ -68,6 +70,14 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		if o.Opt.Template, err = template.ParseFiles(o.Template); err != nil {
 			return err
 		}
+	}
+	// Each adapter loaded at run time is the base with it applied.
+	o.Opt.LoadAdapter = func(path string) (*model.Model, error) {
+		m, err := loadModel(o.Model)
+		if err != nil {
+			return nil, err
+		}
+		return m, m.LoadAdapter(path)
 	}
 	if o.NoBatching {
 		o.Opt.MaxRows = 1

@@ -94,7 +94,8 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	if !s.knownModel(w, req.Model) {
+	e := s.lookup(w, req.Model)
+	if e == nil {
 		return
 	}
 	if len(req.Messages) == 0 {
@@ -129,17 +130,17 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	prompt := s.m.Tokenizer.EncodePlain(text, true, spans)
 	id, created := s.id("chatcmpl"), time.Now().Unix()
 	if req.Stream {
-		s.stream(w, r, prompt, opt, n, func(i int, delta string, finish *string) any {
+		s.stream(w, r, e, prompt, opt, n, func(i int, delta string, finish *string) any {
 			d := map[string]any{}
 			if delta != "" || finish == nil {
 				d["content"] = delta
 			}
-			return map[string]any{"id": id, "object": "chat.completion.chunk", "created": created, "model": s.o.ModelName,
+			return map[string]any{"id": id, "object": "chat.completion.chunk", "created": created, "model": e.name,
 				"choices": []any{map[string]any{"index": i, "delta": d, "finish_reason": finish}}}
 		})
 		return
 	}
-	comps, err := s.generateN(r.Context(), prompt, opt, n, nil)
+	comps, err := s.generateN(r.Context(), e, prompt, opt, n, nil)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -156,7 +157,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		choices = append(choices, choice)
 	}
 	countTokens(r, len(prompt), out)
-	writeJSON(w, map[string]any{"id": id, "object": "chat.completion", "created": created, "model": s.o.ModelName,
+	writeJSON(w, map[string]any{"id": id, "object": "chat.completion", "created": created, "model": e.name,
 		"choices": choices, "usage": usage(len(prompt), out)})
 }
 
@@ -197,7 +198,7 @@ func usage(in, out int) map[string]int {
 
 // stream sends choices as server-sent events while they are generated. Text that may still
 // turn into a stop string, or ends in an incomplete character, is held back until decided.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, prompt []int, opt generate.Options, n int,
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, e *entry, prompt []int, opt generate.Options, n int,
 	chunk func(i int, delta string, finish *string) any) {
 	flusher, ok := w.(http.Flusher)
 	if !ok {
@@ -241,7 +242,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, prompt []int, op
 	var comps []generate.Completion
 	var err error
 	go func() {
-		comps, err = s.generateN(r.Context(), prompt, opt, n, onToken)
+		comps, err = s.generateN(r.Context(), e, prompt, opt, n, onToken)
 		close(done)
 	}()
 	for i := 0; i < n; i++ {
@@ -325,7 +326,8 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	if !s.knownModel(w, req.Model) {
+	e := s.lookup(w, req.Model)
+	if e == nil {
 		return
 	}
 	prompt, err := s.promptIDs(req.Prompt)
@@ -351,15 +353,15 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 			apiError(w, http.StatusBadRequest, "invalid_request_error", "echo and logprobs are not supported with stream")
 			return
 		}
-		s.stream(w, r, prompt, opt, n, func(i int, delta string, finish *string) any {
-			return map[string]any{"id": id, "object": "text_completion", "created": created, "model": s.o.ModelName,
+		s.stream(w, r, e, prompt, opt, n, func(i int, delta string, finish *string) any {
+			return map[string]any{"id": id, "object": "text_completion", "created": created, "model": e.name,
 				"choices": []any{map[string]any{"index": i, "text": delta, "finish_reason": finish, "logprobs": nil}}}
 		})
 		return
 	}
 	comps := make([]generate.Completion, n)
 	if opt.MaxNewTokens > 0 {
-		if comps, err = s.generateN(r.Context(), prompt, opt, n, nil); err != nil {
+		if comps, err = s.generateN(r.Context(), e, prompt, opt, n, nil); err != nil {
 			s.fail(w, err)
 			return
 		}
@@ -373,7 +375,7 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	var promptLP []float64
 	var promptTop [][]generate.Alt
 	if req.Echo && req.Logprobs != nil && len(prompt) > 1 {
-		logits, err := s.m.Logits(r.Context(), [][]int{prompt})
+		logits, err := e.m.Logits(r.Context(), [][]int{prompt})
 		if err != nil {
 			s.fail(w, err)
 			return
@@ -439,6 +441,6 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 		choices = append(choices, choice)
 	}
 	countTokens(r, len(prompt), out)
-	writeJSON(w, map[string]any{"id": id, "object": "text_completion", "created": created, "model": s.o.ModelName,
+	writeJSON(w, map[string]any{"id": id, "object": "text_completion", "created": created, "model": e.name,
 		"choices": choices, "usage": usage(len(prompt), out)})
 }

@@ -1,7 +1,9 @@
 // Package serve is an OpenAI-compatible HTTP server for a white-box model: /v1/models,
 // /v1/chat/completions (HH dialogue format or a template) and /v1/completions (with logprobs
 // and echo, so clients can score text), streaming by server-sent events, bearer-token auth,
-// request limits, and dynamic batching of concurrent requests.
+// request limits, dynamic batching of concurrent requests, and vLLM's runtime LoRA API
+// (/v1/load_lora_adapter, /v1/unload_lora_adapter; several adapters resident, selected by
+// "model"), so cyclealign's remote generation is tested end to end against it.
 package serve
 
 import (
@@ -16,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"text/template"
 	"time"
@@ -39,15 +42,31 @@ type Options struct {
 	HeaderTimeout   time.Duration // to read a request's headers (default 10s)
 	BodyTimeout     time.Duration // to read a request's body (default 30s)
 	IdleTimeout     time.Duration // an idle keep-alive connection is closed after (default 2m)
+	// LoadAdapter returns the base model with the PEFT adapter at path applied, for
+	// /v1/load_lora_adapter; nil refuses loads.
+	LoadAdapter func(path string) (*model.Model, error)
+	MaxAdapters int // adapters resident at once (default 8)
 }
 
-// Server handles the API for one model.
+// Server handles the API for one base model and the LoRA adapters loaded onto it at run time.
 type Server struct {
-	m     *model.Model
+	m     *model.Model // the base: its tokenizer and positions serve every adapter too
 	o     Options
-	b     *batcher
+	base  *entry
 	mux   *http.ServeMux
 	reqID atomic.Int64
+
+	mu       sync.RWMutex
+	adapters map[string]*entry
+	retired  []*batcher // batchers of unloaded adapters, closed with the server
+	decoded  atomic.Int64
+}
+
+// entry is one servable model: the base, or the base with an adapter, with its own batcher.
+type entry struct {
+	name, path string
+	m          *model.Model
+	b          *batcher
 }
 
 // New builds a server; Close stops its batcher.
@@ -67,21 +86,37 @@ func New(m *model.Model, o Options) *Server {
 	if o.ModelName == "" {
 		o.ModelName = "cyclealign"
 	}
+	if o.MaxAdapters <= 0 {
+		o.MaxAdapters = 8
+	}
 	o.HeaderTimeout = cmp.Or(o.HeaderTimeout, 10*time.Second)
 	o.BodyTimeout = cmp.Or(o.BodyTimeout, 30*time.Second)
 	o.IdleTimeout = cmp.Or(o.IdleTimeout, 2*time.Minute)
-	s := &Server{m: m, o: o, b: newBatcher(m, o.MaxRows, o.Window), mux: http.NewServeMux()}
+	s := &Server{m: m, o: o, mux: http.NewServeMux(), adapters: map[string]*entry{}}
+	s.base = &entry{name: o.ModelName, m: m, b: newBatcher(m, o.MaxRows, o.Window, &s.decoded)}
 	s.mux.HandleFunc("GET /v1/models", s.models)
+	s.mux.HandleFunc("POST /v1/load_lora_adapter", s.loadAdapter)
+	s.mux.HandleFunc("POST /v1/unload_lora_adapter", s.unloadAdapter)
 	s.mux.HandleFunc("POST /v1/chat/completions", s.chat)
 	s.mux.HandleFunc("POST /v1/completions", s.completions)
 	return s
 }
 
 // GeneratedTokens counts the tokens the server has decoded since it started.
-func (s *Server) GeneratedTokens() int64 { return s.b.decoded.Load() }
+func (s *Server) GeneratedTokens() int64 { return s.decoded.Load() }
 
-// Close stops the batcher; call it after the HTTP server has shut down.
-func (s *Server) Close() { s.b.close() }
+// Close stops the batchers; call it after the HTTP server has shut down.
+func (s *Server) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.base.b.close()
+	for _, e := range s.adapters {
+		e.b.close()
+	}
+	for _, b := range s.retired {
+		b.close()
+	}
+}
 
 // HTTPServer wraps the handler in an http.Server with the header and idle timeouts. There is
 // deliberately no ReadTimeout: it would also cut long streamed replies; the body has its own
@@ -154,14 +189,20 @@ func apiErrorCode(w http.ResponseWriter, status int, typ, code, param, msg strin
 	json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"message": msg, "type": typ, "param": orNull(param), "code": orNull(code)}})
 }
 
-// knownModel answers 404 model_not_found, as OpenAI and vLLM do, for a model it does not serve.
-func (s *Server) knownModel(w http.ResponseWriter, name string) bool {
+// lookup returns the served model (the base, or a resident adapter) that name selects, or
+// answers 404 model_not_found, as OpenAI and vLLM do.
+func (s *Server) lookup(w http.ResponseWriter, name string) *entry {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if name == s.o.ModelName {
-		return true
+		return s.base
+	}
+	if e, ok := s.adapters[name]; ok {
+		return e
 	}
 	apiErrorCode(w, http.StatusNotFound, "invalid_request_error", "model_not_found", "model",
-		fmt.Sprintf("The model `%s` does not exist; this server serves `%s` (GET /v1/models).", name, s.o.ModelName))
-	return false
+		fmt.Sprintf("The model `%s` does not exist; this server serves `%s` (GET /v1/models).", name, strings.Join(s.names(), "`, `")))
+	return nil
 }
 
 // accessLog records one line per request; it never records the Authorization header.
@@ -226,7 +267,14 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 }
 
 func (s *Server) models(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, map[string]any{"object": "list", "data": []any{map[string]any{"id": s.o.ModelName, "object": "model", "created": 0, "owned_by": "cyclealign"}}})
+	data := []any{map[string]any{"id": s.o.ModelName, "object": "model", "created": 0, "owned_by": "cyclealign", "root": s.o.ModelName}}
+	s.mu.RLock()
+	for _, name := range s.names()[1:] {
+		data = append(data, map[string]any{"id": name, "object": "model", "created": 0, "owned_by": "cyclealign",
+			"root": s.adapters[name].path, "parent": s.o.ModelName})
+	}
+	s.mu.RUnlock()
+	writeJSON(w, map[string]any{"object": "list", "data": data})
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -296,7 +344,7 @@ func (s *Server) options(p sampling, defMax int) (generate.Options, int, string)
 
 // generateN runs n samples of one prompt through the batcher, concurrently so they share a
 // batch. onToken (for streaming) is called with the choice index.
-func (s *Server) generateN(ctx context.Context, prompt []int, o generate.Options, n int, onToken func(i int, c *generate.Completion)) ([]generate.Completion, error) {
+func (s *Server) generateN(ctx context.Context, e *entry, prompt []int, o generate.Options, n int, onToken func(i int, c *generate.Completion)) ([]generate.Completion, error) {
 	if room := s.m.Config.MaxPositions - o.MaxNewTokens; len(prompt) > room && s.o.TruncatePrompts && room >= 2 {
 		prompt, _ = model.FitContext(prompt, nil, room)
 	}
@@ -314,7 +362,7 @@ func (s *Server) generateN(ctx context.Context, prompt []int, o generate.Options
 			row.OnToken = func(c *generate.Completion) { onToken(i, c) }
 		}
 		go func(i int) {
-			out[i], errs[i] = s.b.submit(ctx, row)
+			out[i], errs[i] = e.b.submit(ctx, row)
 			done <- i
 		}(i)
 	}
