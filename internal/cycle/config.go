@@ -88,6 +88,12 @@ type Config struct {
 
 	Blackbox blackbox.Options `yaml:"blackbox"`
 
+	// Candidates come from this OpenAI-compatible server (vLLM, SGLang, cyclealign serve)
+	// instead of in-process; it is kept on the current weights (see remoteSampler).
+	GenerateURL    string `yaml:"generate_url"`
+	GenerateModel  string `yaml:"generate_model"`       // the server's name of the base model
+	GenerateKeyEnv string `yaml:"generate_api_key_env"` // environment variable with its bearer token
+
 	EvalEvery   int    `yaml:"eval_every"`        // evaluate every K steps (0: never)
 	EvalPrompts string `yaml:"eval_prompts"`      // held-out prompts for it
 	EvalN       int    `yaml:"eval_n"`            // how many of them
@@ -139,6 +145,9 @@ func (c Config) Effective() Config {
 
 // Validate checks settings, naming the bad one.
 func (c Config) Validate() error {
+	if c.GenerateURL != "" && c.GenerateModel == "" {
+		return fmt.Errorf("generate_model (--generate-model): the server's name of the base model is required with --generate-url")
+	}
 	switch c.Method {
 	case CycleAlign, StaticICL, StaticICLMatched, NoAgreement, SFTBest:
 	default:

@@ -26,6 +26,7 @@ type Record struct {
 	Demos        []string       `json:"demos"`               // prompts of the demonstrations shown
 	NoTokens     []int          `json:"no_tokens,omitempty"` // candidates left out of training: no tokens
 	Skipped      string         `json:"skipped,omitempty"`   // why the prompt was not trained on
+	Weights      string         `json:"weights,omitempty"`   // the served weights that sampled the candidates (remote generation)
 	Usage        blackbox.Usage `json:"usage"`
 }
 

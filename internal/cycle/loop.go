@@ -32,10 +32,11 @@ type Runner struct {
 	// StopAfter returns after this many steps of this call (tests); 0: off.
 	StopAfter int
 
-	tr    *train.Trainer
-	pool  Pool
-	lock  *lockfile.Lock
-	sched schedule
+	tr     *train.Trainer
+	remote *remoteSampler // nil: candidates are sampled in-process
+	pool   Pool
+	lock   *lockfile.Lock
+	sched  schedule
 	// Saved is the last step a checkpoint holds (0: none), for what an interrupted run says.
 	Saved int
 }
@@ -244,6 +245,10 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 		return nil, err
 	}
 	m.GenTokens, m.SampleSeconds = genTokens, time.Since(t0).Seconds()
+	sampledBy := ""
+	if r.remote != nil {
+		sampledBy = r.remote.serving
+	}
 	var agreeSum, agreeN, ranked int
 	for t := 0; t < c.Interactions; t++ {
 		phase(step, at(t, 0), fmt.Sprintf("step %d.%d: white-box judging", step+1, t+1))
@@ -258,6 +263,9 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 		recs, err := r.blackRanking(ctx, step, t, prompts, cands, white)
 		if err != nil {
 			return nil, err
+		}
+		for i := range recs {
+			recs[i].Weights = sampledBy
 		}
 		m.BlackboxSeconds += time.Since(t0).Seconds()
 		var exs []train.Example
@@ -377,22 +385,18 @@ func (r *Runner) candidates(ctx context.Context, prompts []string, step int) ([]
 	c := r.Cfg
 	opt := generate.Options{N: c.N, MaxNewTokens: c.MaxNewTokens, Temperature: c.Temperature, TopP: c.TopP,
 		Stop: c.Stop, Seed: mix(c.Seed, uint64(step), 1), TruncatePrompt: true}
-	res, err := generate.Text(ctx, r.M, prompts, opt)
+	out, err := r.texts(ctx, prompts, opt)
 	if err != nil {
 		return nil, 0, err
 	}
-	out := make([][]string, len(prompts))
-	tokens := 0
 	var again []int // (prompt, candidate) pairs to re-sample, flattened
-	for i, comps := range res {
+	for i, texts := range out {
 		seen := map[string]bool{}
-		for j, cp := range comps {
-			out[i] = append(out[i], cp.Text)
-			tokens += len(cp.IDs)
-			if seen[cp.Text] || cp.Text == "" {
+		for j, t := range texts {
+			if seen[t] || t == "" {
 				again = append(again, i*c.N+j)
 			}
-			seen[cp.Text] = true
+			seen[t] = true
 		}
 	}
 	if len(again) > 0 {
@@ -401,16 +405,39 @@ func (r *Runner) candidates(ctx context.Context, prompts []string, step int) ([]
 			ps[k] = prompts[f/c.N]
 		}
 		opt.N, opt.Seed = 1, mix(c.Seed, uint64(step), 2)
-		re, err := generate.Text(ctx, r.M, ps, opt)
+		re, err := r.texts(ctx, ps, opt)
 		if err != nil {
 			return nil, 0, err
 		}
 		for k, f := range again {
-			out[f/c.N][f%c.N] = re[k][0].Text
-			tokens += len(re[k][0].IDs)
+			out[f/c.N][f%c.N] = re[k][0]
+		}
+	}
+	tokens := 0
+	for _, texts := range out {
+		for _, t := range texts {
+			tokens += len(r.M.Tokenizer.Encode(t, false))
 		}
 	}
 	return out, tokens, nil
+}
+
+// texts samples opt.N completions of each prompt, in-process or from the generation server.
+func (r *Runner) texts(ctx context.Context, prompts []string, opt generate.Options) ([][]string, error) {
+	if r.remote != nil {
+		return r.sample(ctx, prompts, opt)
+	}
+	res, err := generate.Text(ctx, r.M, prompts, opt)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]string, len(res))
+	for i, comps := range res {
+		for _, cp := range comps {
+			out[i] = append(out[i], cp.Text)
+		}
+	}
+	return out, nil
 }
 
 // whiteRanking scores every candidate by its length-normalised log-probability and sorts.

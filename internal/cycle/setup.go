@@ -7,12 +7,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/goccy/go-yaml"
 
 	"github.com/cyclealign/cyclealign/internal/blackbox"
 	"github.com/cyclealign/cyclealign/internal/data"
 	"github.com/cyclealign/cyclealign/internal/eval"
+	"github.com/cyclealign/cyclealign/internal/generate"
 	"github.com/cyclealign/cyclealign/internal/hf"
 	"github.com/cyclealign/cyclealign/internal/lockfile"
 	"github.com/cyclealign/cyclealign/internal/model"
@@ -133,6 +135,15 @@ func prepare(ctx context.Context, cfg Config, prompts []string, static []blackbo
 		if err := r.M.AddLoRA(lora, cfg.Seed); err != nil {
 			return nil, err
 		}
+	}
+	if cfg.GenerateURL != "" {
+		api := &generate.Remote{URL: cfg.GenerateURL}
+		if cfg.GenerateKeyEnv != "" {
+			if api.Key = os.Getenv(cfg.GenerateKeyEnv); api.Key == "" {
+				return nil, fmt.Errorf("generate_api_key_env: $%s is empty", cfg.GenerateKeyEnv)
+			}
+		}
+		r.remote = &remoteSampler{api: api, base: cfg.GenerateModel, out: cfg.Out, version: -1, wait: 2 * time.Minute}
 	}
 	if cfg.EvalEvery > 0 {
 		if err := r.setupEval(cfg); err != nil {

@@ -56,10 +56,11 @@ type Server struct {
 	mux   *http.ServeMux
 	reqID atomic.Int64
 
-	mu       sync.RWMutex
-	adapters map[string]*entry
-	retired  []*batcher // batchers of unloaded adapters, closed with the server
-	decoded  atomic.Int64
+	mu        sync.RWMutex
+	adapters  map[string]*entry
+	retired   []*batcher // batchers of unloaded adapters, closed with the server
+	decoded   atomic.Int64
+	closeOnce sync.Once
 }
 
 // entry is one servable model: the base, or the base with an adapter, with its own batcher.
@@ -105,17 +106,20 @@ func New(m *model.Model, o Options) *Server {
 // GeneratedTokens counts the tokens the server has decoded since it started.
 func (s *Server) GeneratedTokens() int64 { return s.decoded.Load() }
 
-// Close stops the batchers; call it after the HTTP server has shut down.
+// Close stops the batchers; call it after the HTTP server has shut down. Calling it again does
+// nothing.
 func (s *Server) Close() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.base.b.close()
-	for _, e := range s.adapters {
-		e.b.close()
-	}
-	for _, b := range s.retired {
-		b.close()
-	}
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.base.b.close()
+		for _, e := range s.adapters {
+			e.b.close()
+		}
+		for _, b := range s.retired {
+			b.close()
+		}
+	})
 }
 
 // HTTPServer wraps the handler in an http.Server with the header and idle timeouts. There is
