@@ -9,7 +9,8 @@ import (
 )
 
 // TestDemoSmall runs the reduced demo on the embedded default with the judge behind the
-// loopback OpenAI-compatible server, and checks that every phase ran.
+// loopback OpenAI-compatible server, and checks that every phase ran: the base's evaluation,
+// CycleAlign, the matched control, their evaluations, and the judge check.
 func TestDemoSmall(t *testing.T) {
 	out := t.TempDir()
 	res, err := Run(context.Background(), Options{Out: out, AssetsDir: t.TempDir(), Small: true, JudgeServer: true, Seed: 1})
@@ -22,7 +23,20 @@ func TestDemoSmall(t *testing.T) {
 	if res.Aligned.Reward == nil || res.Aligned.WinRate == nil || res.Aligned.Wins+res.Aligned.Ties+res.Aligned.Losses != 2*res.Aligned.Prompts {
 		t.Fatalf("aligned evaluation incomplete: %+v", res.Aligned)
 	}
-	for _, row := range []string{"mean reward", "win rate vs baseline", "preference accuracy"} {
+	if res.Control == nil || res.Control.WinRate == nil || !strings.Contains(res.Methods, "static-icl-matched") || !strings.Contains(res.Methods, "cyclealign") {
+		t.Fatalf("control run missing from the methods table:\n%s", res.Methods)
+	}
+	jc := res.Judge
+	if jc == nil || jc.HeldoutPairs == 0 || jc.DecidedPairs == 0 || jc.Requests != res.Aligned.Prompts || jc.MeanDemos == 0 || jc.AgreeWith == 0 && jc.AgreeWithout == 0 {
+		t.Fatalf("judge check incomplete: %+v", jc)
+	}
+	if res.Base.DistinctBigrams <= 0 || res.Base.Unique <= 0 {
+		t.Fatalf("diversity not measured: %+v", res.Base)
+	}
+	if _, err := os.Stat(filepath.Join(out, ControlDir, "model", "model.safetensors")); err != nil {
+		t.Fatalf("control run directory: %v", err)
+	}
+	for _, row := range []string{"mean reward", "win rate vs baseline", "preference accuracy", "distinct bigrams"} {
 		if !strings.Contains(res.Table, row) {
 			t.Fatalf("table lacks %q:\n%s", row, res.Table)
 		}

@@ -34,7 +34,9 @@ type HTTPError struct {
 	Msg    string
 }
 
-func (e *HTTPError) Error() string { return fmt.Sprintf("POST %s: HTTP %d: %.300s", e.URL, e.Status, e.Msg) }
+func (e *HTTPError) Error() string {
+	return fmt.Sprintf("POST %s: HTTP %d: %.300s", e.URL, e.Status, e.Msg)
+}
 
 // Text samples opt.N completions of each prompt from model, one request a prompt, each with
 // its own seed derived from opt.Seed.
