@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/cyclealign/cyclealign/internal/blackbox/llmtest"
 	"github.com/cyclealign/cyclealign/internal/hf"
+	"github.com/cyclealign/cyclealign/internal/model"
+	"github.com/cyclealign/cyclealign/internal/serve"
 )
 
 func buildBinary(t *testing.T) string {
@@ -44,12 +47,36 @@ func countLines(path string) int {
 }
 
 // TestAlignKillAndResume kills a real align process with SIGKILL at a random point, resumes
-// it, and compares the final model with an uninterrupted run's.
+// it, and compares the final model with an uninterrupted run's: sampling in-process, and
+// sampling from a generation server (cyclealign serve, over HTTP) kept on the LoRA adapter,
+// where the resumed run must push the adapter of the weights it resumed from.
 func TestAlignKillAndResume(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
 	bin := buildBinary(t)
+	t.Run("in-process", func(t *testing.T) { killAndResume(t, bin, "") })
+	t.Run("remote-lora", func(t *testing.T) {
+		b, _ := model.NewBackend()
+		dir, _ := filepath.Abs(filepath.Join("..", "..", "testdata", "tiny-llama-metaspace"))
+		base, err := model.Load(b, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := serve.New(base, serve.Options{ModelName: "base", LoadAdapter: func(path string) (*model.Model, error) {
+			m, err := model.Load(b, dir)
+			if err != nil {
+				return nil, err
+			}
+			return m, m.LoadAdapter(path)
+		}})
+		hs := httptest.NewServer(srv)
+		defer func() { hs.Close(); srv.Close() }()
+		killAndResume(t, bin, fmt.Sprintf("lora_r: 4\nlora_alpha: 8\ngenerate_url: %s/v1\ngenerate_model: base\n", hs.URL))
+	})
+}
+
+func killAndResume(t *testing.T, bin, extra string) {
 	s := llmtest.New(llmtest.RankBy(func(a, b string) bool { return len(a) < len(b) }))
 	defer s.Close()
 	dir := t.TempDir()
@@ -74,7 +101,7 @@ seed: 7
 blackbox:
   url: %s
   model: judge
-`, model, prompts, s.BaseURL())), 0o644)
+%s`, model, prompts, s.BaseURL(), extra)), 0o644)
 	align := func(args ...string) *exec.Cmd {
 		c := exec.Command(bin, append([]string{"align", "--quiet"}, args...)...)
 		c.Env = append(os.Environ(), "OPENAI_API_KEY=sk-kill-test")
@@ -123,6 +150,20 @@ blackbox:
 	}
 	if n := countLines(filepath.Join(cut, "journal.jsonl")); n != total {
 		t.Fatalf("resumed journal has %d records, want %d", n, total)
+	}
+	// Every record names the weights that sampled it, the same as in the uninterrupted run.
+	weights := func(dir string) []string {
+		var out []string
+		f, _ := os.ReadFile(filepath.Join(dir, "journal.jsonl"))
+		for _, l := range strings.Split(strings.TrimSpace(string(f)), "\n") {
+			var r struct{ Weights string }
+			json.Unmarshal([]byte(l), &r)
+			out = append(out, r.Weights)
+		}
+		return out
+	}
+	if w, c := weights(whole), weights(cut); fmt.Sprint(w) != fmt.Sprint(c) || extra != "" && w[len(w)-1] == "" {
+		t.Fatalf("sampling weights: uninterrupted %v, resumed %v", w, c)
 	}
 	var ms []map[string]any
 	f, _ := os.ReadFile(filepath.Join(cut, "metrics.jsonl"))

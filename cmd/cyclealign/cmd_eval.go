@@ -133,7 +133,7 @@ func newDemoCmd(g *globalOptions) *cobra.Command {
 			if res.Control != nil {
 				fmt.Fprintf(w, "\nCycleAlign vs the matched control (same optimiser steps, no dynamic demonstrations)\n%s", res.Methods)
 			}
-			fmt.Fprintf(w, "\n%s", res.Judge.Summary())
+			fmt.Fprintf(w, "\n%s", res.JudgeSummary)
 			return nil
 		},
 	}
@@ -148,6 +148,7 @@ func newDemoCmd(g *globalOptions) *cobra.Command {
 	f.Uint64Var(&o.Seed, "seed", 0, "seed")
 	f.Float64Var(&o.LR, "lr", 2e-4, "learning rate")
 	f.StringVar(&o.Loss, "loss", "pro", "pro or rrhf")
+	f.StringVar(&o.Model, "model", "", "align this base model (HF directory, same tokenizer family as the HH prompts) instead of the embedded one")
 	f.StringVar(&o.AssetsDir, "assets", "", "where to unpack the embedded default (default: the user cache directory)")
 	return cmd
 }

@@ -35,6 +35,7 @@ import (
 type Options struct {
 	Out         string // run directory
 	AssetsDir   string // where the embedded default is unpacked ("" = user cache)
+	Model       string // a base model directory to use instead of the embedded one
 	Small       bool   // a reduced run for CI: every phase, a few seconds each
 	JudgeServer bool   // put the judge behind a loopback OpenAI-compatible server
 	NoControl   bool   // skip the static-icl-matched control run
@@ -62,6 +63,8 @@ type Result struct {
 	Run     string       `json:"run"`
 	Table   string       `json:"table"`   // base vs aligned
 	Methods string       `json:"methods"` // CycleAlign vs the control, same optimiser steps
+	// JudgeSummary is Judge as text.
+	JudgeSummary string `json:"judge_summary"`
 }
 
 // JudgeCheck measures the offline judge: its criterion against the evaluator and the human
@@ -89,6 +92,9 @@ type JudgeCheck struct {
 func Config(o Options, dir string) cycle.Config {
 	c := cycle.Defaults()
 	c.Model = filepath.Join(dir, "models", "base")
+	if o.Model != "" {
+		c.Model = o.Model
+	}
 	c.Out, c.Seed = o.Out, o.Seed
 	c.Steps, c.BatchSize, c.N, c.Interactions, c.MaxNewTokens = 10, 4, 4, 3, 48
 	c.LR, c.WarmupRatio, c.MaxResponse = 2e-4, 0.1, 64
@@ -193,6 +199,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	res.Table = eval.Table([]string{"base", "aligned"}, []*eval.Report{before, aligned})
 	res.Methods = eval.Table(names, reps)
+	res.JudgeSummary = res.Judge.Summary()
 	b, _ := json.MarshalIndent(res, "", "  ")
 	if err := os.WriteFile(filepath.Join(o.Out, report.DemoFile), b, 0o644); err != nil {
 		return nil, err

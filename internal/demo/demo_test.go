@@ -42,7 +42,8 @@ func TestDemoSmall(t *testing.T) {
 		}
 	}
 	page, err := os.ReadFile(filepath.Join(out, "report.html"))
-	if err != nil || !strings.Contains(string(page), "Held-out evaluation, before and after") || !strings.Contains(string(page), "win rate vs baseline") {
+	if err != nil || !strings.Contains(string(page), "Held-out evaluation, before and after") || !strings.Contains(string(page), "win rate vs baseline") ||
+		!strings.Contains(string(page), "matched control") || !strings.Contains(string(page), "changed") {
 		t.Fatalf("the demo's report.html lacks the before/after table (%v)", err)
 	}
 	for _, f := range []string{"config.yaml", "journal.jsonl", "metrics.jsonl", "pool.json", "model/model.safetensors", "demo.json", "report.html"} {

@@ -22,8 +22,9 @@ type Run struct {
 	Metrics []cycle.StepMetrics
 	Journal []cycle.Record
 	// Evaluation is a held-out evaluation table to show (the demo's before/after table, read
-	// from its DemoFile); "" for none.
-	Evaluation string
+	// from its DemoFile); "" for none. Methods (CycleAlign against its control) and Judge (the
+	// judge's measurement) come from the same file.
+	Evaluation, Methods, Judge string
 }
 
 // DemoFile is where cyclealign demo leaves its results, {"table": ...} among them.
@@ -55,12 +56,14 @@ func Load(dir string) (*Run, error) {
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, DemoFile)); err == nil {
 		var d struct {
-			Table string `json:"table"`
+			Table   string `json:"table"`
+			Methods string `json:"methods"`
+			Judge   string `json:"judge_summary"`
 		}
 		if err := json.Unmarshal(b, &d); err != nil {
 			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, DemoFile), err)
 		}
-		r.Evaluation = d.Table
+		r.Evaluation, r.Methods, r.Judge = d.Table, d.Methods, d.Judge
 	}
 	return r, nil
 }
@@ -222,6 +225,12 @@ func (r *Run) HTML() string {
 	}
 	if r.Evaluation != "" {
 		b.WriteString("<h2>Held-out evaluation, before and after</h2>\n<pre>" + html.EscapeString(r.Evaluation) + "</pre>\n")
+		if r.Methods != "" {
+			b.WriteString("<h2>CycleAlign against the matched control (same optimiser steps)</h2>\n<pre>" + html.EscapeString(r.Methods) + "</pre>\n")
+		}
+		if r.Judge != "" {
+			b.WriteString("<h2>The judge and its demonstrations</h2>\n<pre>" + html.EscapeString(r.Judge) + "</pre>\n")
+		}
 	}
 	b.WriteString("<h2>Curves</h2>\n<div class=\"plots\">\n")
 	for _, p := range r.Plots() {
