@@ -16,7 +16,7 @@ type evalOptions struct {
 	Model, ModelURL, ModelName   string
 	Data, RewardModel, Baseline  string
 	JudgeURL, JudgeModel, KeyEnv string
-	N, MaxNewTokens              int
+	N, MaxNewTokens, NoRepeat    int
 	Seed                         uint64
 }
 
@@ -40,6 +40,7 @@ func newEvalCmd(g *globalOptions) *cobra.Command {
 	f.StringVar(&o.KeyEnv, "api-key-env", "OPENAI_API_KEY", "environment variable holding the judge's API key")
 	f.IntVar(&o.N, "n", 0, "evaluate the first K prompts (0: all)")
 	f.IntVar(&o.MaxNewTokens, "max-new-tokens", 128, "greedy response length at most")
+	f.IntVar(&o.NoRepeat, "no-repeat-ngram", 0, "greedy decoding never repeats an n-gram of the response (HF's no_repeat_ngram_size; 0: plain greedy)")
 	f.Uint64Var(&o.Seed, "seed", 0, "bootstrap seed")
 	return cmd
 }
@@ -48,7 +49,7 @@ func runEval(cmd *cobra.Command, g *globalOptions, o *evalOptions) error {
 	if o.Data == "" {
 		return fmt.Errorf("--data is required")
 	}
-	eo := eval.Options{MaxNewTokens: o.MaxNewTokens, Seed: o.Seed}
+	eo := eval.Options{MaxNewTokens: o.MaxNewTokens, NoRepeatNGram: o.NoRepeat, Seed: o.Seed}
 	var err error
 	if o.ModelURL != "" {
 		key, _ := blackbox.ReadAPIKey(o.KeyEnv, "")
@@ -143,10 +144,11 @@ func newDemoCmd(g *globalOptions) *cobra.Command {
 	f.BoolVar(&o.JudgeServer, "judge-server", false, "put the judge behind a loopback OpenAI-compatible server and rank through the API client")
 	f.BoolVar(&o.NoControl, "no-control", false, "skip the static-icl-matched control run")
 	f.Float64Var(&o.DemoWeight, "demo-weight", demo.DefaultDemoWeight, "how far the judge's demonstrations move its scores")
+	f.IntVar(&o.NoRepeatNGram, "no-repeat-ngram", 3, "evaluation's greedy decoding never repeats an n-gram of prompt and reply (HF's no_repeat_ngram_size; -1: plain greedy)")
 	f.IntVar(&o.Steps, "steps", 10, "alignment steps (--small: 2)")
 	f.IntVar(&o.EvalPrompts, "eval-prompts", 64, "held-out prompts evaluated (--small: 4)")
 	f.Uint64Var(&o.Seed, "seed", 0, "seed")
-	f.Float64Var(&o.LR, "lr", 2e-4, "learning rate")
+	f.Float64Var(&o.LR, "lr", 1e-4, "learning rate")
 	f.StringVar(&o.Loss, "loss", "pro", "pro or rrhf")
 	f.StringVar(&o.Model, "model", "", "align this base model (HF directory, same tokenizer family as the HH prompts) instead of the embedded one")
 	f.StringVar(&o.AssetsDir, "assets", "", "where to unpack the embedded default (default: the user cache directory)")

@@ -42,10 +42,13 @@ type Options struct {
 	Steps       int    // 0: the size's default
 	EvalPrompts int    // 0: the size's default
 	Seed        uint64
-	LR          float64 // 0: the default
+	LR          float64 // 0: 1e-4
 	Loss        string  // "": pro
 	DemoWeight  float64 // 0: DefaultDemoWeight
-	Progress    io.Writer
+	// NoRepeatNGram is the evaluation's greedy decoding constraint (HF's no_repeat_ngram_size):
+	// a model this small otherwise loops on one generic reply. Negative: plain greedy; 0: 3.
+	NoRepeatNGram int
+	Progress      io.Writer
 }
 
 // DefaultDemoWeight is how far the judge's demonstrations move it (see blackbox.Judge).
@@ -97,7 +100,7 @@ func Config(o Options, dir string) cycle.Config {
 	}
 	c.Out, c.Seed = o.Out, o.Seed
 	c.Steps, c.BatchSize, c.N, c.Interactions, c.MaxNewTokens = 10, 4, 4, 3, 48
-	c.LR, c.WarmupRatio, c.MaxResponse = 2e-4, 0.1, 64
+	c.LR, c.WarmupRatio, c.MaxResponse = 1e-4, 0.1, 64
 	if o.Small {
 		c.Steps, c.BatchSize, c.N, c.Interactions, c.MaxNewTokens = 2, 2, 3, 2, 12
 	}
@@ -172,8 +175,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		nEval = o.EvalPrompts
 	}
 	test := sp.Test[:min(nEval, len(sp.Test))]
-	eo := eval.Options{RewardModel: lexicon.AFINN{}, Prompts: data.Prompts(test),
-		Pairs: test, MaxNewTokens: cfg.MaxNewTokens, Seed: o.Seed, Progress: o.Progress}
+	noRepeat := o.NoRepeatNGram
+	if noRepeat == 0 {
+		noRepeat = 3
+	}
+	eo := eval.Options{RewardModel: lexicon.AFINN{}, Prompts: data.Prompts(test), Pairs: test, MaxNewTokens: cfg.MaxNewTokens,
+		NoRepeatNGram: max(noRepeat, 0), Seed: o.Seed, Progress: o.Progress}
 	slog.Info("evaluating the base model", "prompts", len(test))
 	eo.Model = base
 	before, err := eval.Run(ctx, eo)

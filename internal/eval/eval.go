@@ -25,8 +25,10 @@ type Options struct {
 	Prompts      []string        // held-out prompts (greedy responses are generated)
 	Pairs        []data.Pair     // held-out chosen/rejected pairs (preference accuracy, BLEU, perplexity)
 	MaxNewTokens int
-	Seed         uint64
-	Progress     io.Writer // progress display (nil: none)
+	// NoRepeatNGram forbids repeating an n-gram within a greedy response (0: plain greedy).
+	NoRepeatNGram int
+	Seed          uint64
+	Progress      io.Writer // progress display (nil: none)
 }
 
 // Report holds every number, each mean with its 95% bootstrap interval.
@@ -58,9 +60,10 @@ type Sample struct {
 
 // greedy generates the greedy response to each prompt, in batches of 32, telling done the
 // fraction finished after each.
-func greedy(ctx context.Context, m *model.Model, prompts []string, maxNew int, done func(float64)) ([]string, error) {
+func greedy(ctx context.Context, m *model.Model, prompts []string, maxNew, noRepeat int, done func(float64)) ([]string, error) {
 	const batch = 32
-	opt := generate.Options{N: 1, MaxNewTokens: maxNew, Greedy: true, TopP: 1, Stop: []string{generate.DefaultStop}, MaxRows: batch, TruncatePrompt: true}
+	opt := generate.Options{N: 1, MaxNewTokens: maxNew, Greedy: true, TopP: 1, Stop: []string{generate.DefaultStop}, MaxRows: batch,
+		TruncatePrompt: true, NoRepeatNGram: noRepeat}
 	out := make([]string, 0, len(prompts))
 	for lo := 0; lo < len(prompts); lo += batch {
 		res, err := generate.Text(ctx, m, prompts[lo:min(lo+batch, len(prompts))], opt)
@@ -106,7 +109,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Remote != nil {
 		resp, err = o.Remote.greedy(ctx, o.Prompts, o.MaxNewTokens)
 	} else {
-		resp, err = greedy(ctx, o.Model, o.Prompts, o.MaxNewTokens, at("greedy responses"))
+		resp, err = greedy(ctx, o.Model, o.Prompts, o.MaxNewTokens, o.NoRepeatNGram, at("greedy responses"))
 	}
 	if err != nil {
 		return nil, err
@@ -129,7 +132,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		next("rewards")
 	}
 	if o.Baseline != nil && len(o.Prompts) > 0 {
-		base, err := greedy(ctx, o.Baseline, o.Prompts, o.MaxNewTokens, at("baseline's responses"))
+		base, err := greedy(ctx, o.Baseline, o.Prompts, o.MaxNewTokens, o.NoRepeatNGram, at("baseline's responses"))
 		if err != nil {
 			return nil, err
 		}
@@ -277,7 +280,7 @@ func pairMetrics(ctx context.Context, o Options, rep *Report, resp []string) err
 	hyps := resp
 	if !slices.Equal(prompts, o.Prompts) {
 		var err error
-		if hyps, err = greedy(ctx, o.Model, prompts, o.MaxNewTokens, func(float64) {}); err != nil {
+		if hyps, err = greedy(ctx, o.Model, prompts, o.MaxNewTokens, o.NoRepeatNGram, func(float64) {}); err != nil {
 			return err
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 
@@ -35,6 +36,9 @@ type Options struct {
 	NoCache        bool // recompute the window each step (benchmark baseline)
 	MaxRows        int  // rows per decoding batch (0: 64)
 	TopLogprobs    int  // also keep the k most likely tokens at each step (0: none)
+	// NoRepeatNGram > 0 forbids a token that would repeat an n-gram of the prompt and the
+	// completion so far (HF's no_repeat_ngram_size).
+	NoRepeatNGram int
 }
 
 // Defaults returns METHOD.md's sampling defaults: temperature 1.0, top-p 0.9, 128 new tokens,
@@ -94,6 +98,9 @@ func (o *Options) check() error {
 	}
 	if o.TopP <= 0 || o.TopP > 1 {
 		return fmt.Errorf("top-p must be in (0, 1], got %g", o.TopP)
+	}
+	if o.NoRepeatNGram < 0 {
+		return fmt.Errorf("no-repeat n-gram size must be >= 0, got %d", o.NoRepeatNGram)
 	}
 	if o.TopK < 0 {
 		return fmt.Errorf("top-k must be >= 0, got %d", o.TopK)
@@ -238,6 +245,9 @@ func Rows(ctx context.Context, m *model.Model, rows []Row) ([]Completion, error)
 				continue
 			}
 			opt := rows[r].Opt
+			if opt.NoRepeatNGram > 0 {
+				banRepeats(logits[r], append(append([]int(nil), rows[r].Prompt...), comps[r].IDs...), opt.NoRepeatNGram)
+			}
 			tok := Sample(logits[r], rows[r].RNG, opt)
 			next[r] = tok
 			finish := ""
@@ -280,6 +290,20 @@ func Rows(ctx context.Context, m *model.Model, rows []Row) ([]Completion, error)
 		}
 	}
 	return comps, nil
+}
+
+// banRepeats sets to -inf the logit of every token that would complete an n-gram already in
+// ids.
+func banRepeats(logits []float32, ids []int, n int) {
+	if len(ids) < n-1 {
+		return
+	}
+	tail := ids[len(ids)-(n-1):]
+	for i := 0; i+n-1 < len(ids); i++ {
+		if slices.Equal(ids[i:i+n-1], tail) {
+			logits[ids[i+n-1]] = float32(math.Inf(-1))
+		}
+	}
 }
 
 // logProb is log softmax(logits)[tok], in float64.

@@ -226,3 +226,23 @@ func TestSampleTopKTopP(t *testing.T) {
 }
 
 func newRNG(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 1)) }
+
+func TestBanRepeats(t *testing.T) {
+	logits := []float32{0, 1, 2, 3, 4}
+	// ids ... 1 2 3 ... 1 2: with n=3 the next 3 would repeat "1 2 3"; with n=2 the tail "2"
+	// was followed by 3 and by 4.
+	banRepeats(logits, []int{1, 2, 3, 0, 2, 4, 1, 2}, 3)
+	if !math.IsInf(float64(logits[3]), -1) || math.IsInf(float64(logits[4]), -1) || logits[2] != 2 {
+		t.Fatalf("n=3: %v", logits)
+	}
+	logits = []float32{0, 1, 2, 3, 4}
+	banRepeats(logits, []int{1, 2, 3, 0, 2, 4, 1, 2}, 2)
+	if !math.IsInf(float64(logits[3]), -1) || !math.IsInf(float64(logits[4]), -1) || logits[0] != 0 || logits[1] != 1 {
+		t.Fatalf("n=2: %v", logits)
+	}
+	logits = []float32{0, 1, 2}
+	banRepeats(logits, []int{1}, 3) // too short to repeat anything
+	if logits[1] != 1 {
+		t.Fatalf("short: %v", logits)
+	}
+}
