@@ -34,6 +34,9 @@ $C pretrain --tokenizer "$WORK/tokenizer" --data "$WORK/corpus.jsonl" --out "$WO
 rm -rf "$OUT"
 mkdir -p "$OUT/base"
 cp "$WORK/base"/{config.json,model.safetensors,tokenizer.json,metrics.jsonl} "$OUT/base/"
+# The sources' notices travel with what was made from them.
+cp /usr/share/doc/wordnet-base/copyright "$OUT/LICENSE.wordnet"
+cp /usr/share/doc/fortunes/copyright "$OUT/LICENSE.fortunes"
 {
   echo "# Sources of the embedded base model"
   echo
