@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cyclealign/cyclealign/internal/generate"
+	"github.com/cyclealign/cyclealign/internal/model"
 )
 
 // ServedDir holds, inside a run directory, the weights pushed to the generation server.
@@ -111,8 +112,18 @@ func (r *Runner) sample(ctx context.Context, prompts []string, opt generate.Opti
 			return nil, err
 		}
 	}
-	texts, err := s.api.Text(ctx, s.serving, prompts, opt)
-	if err == nil || ctx.Err() != nil {
+	// The prompts as the in-process path feeds them: encoded with special tokens, and fitted
+	// (oldest turns first) to leave room for the reply.
+	room := r.M.Config.MaxPositions - opt.MaxNewTokens
+	if room < 2 {
+		return nil, fmt.Errorf("max-new-tokens %d leaves no room for a prompt in %d positions", opt.MaxNewTokens, r.M.Config.MaxPositions)
+	}
+	ids := make([][]int, len(prompts))
+	for i, p := range prompts {
+		ids[i], _ = model.FitContext(r.M.Tokenizer.Encode(p, true), nil, room)
+	}
+	texts, err := s.api.Text(ctx, s.serving, ids, opt)
+	if err == nil || ctx.Err() != nil || !generate.Transient(err) {
 		return texts, err
 	}
 	slog.Warn("generation server failed; waiting for it", "url", s.api.URL, "error", err)
@@ -133,5 +144,5 @@ func (r *Runner) sample(ctx context.Context, prompts []string, opt generate.Opti
 	if err := r.push(ctx); err != nil {
 		return nil, err
 	}
-	return s.api.Text(ctx, s.serving, prompts, opt)
+	return s.api.Text(ctx, s.serving, ids, opt)
 }

@@ -117,7 +117,8 @@ func TestRemoteGenerationFollowsLoRA(t *testing.T) {
 	}
 	opt := generate.Options{N: 1, MaxNewTokens: 12, Greedy: true, TopP: 1}
 	ps := []string{prompt("bake bread"), prompt("brew tea")}
-	served, err := r.remote.api.Text(ctx, r.remote.serving, ps, opt)
+	ids := [][]int{r.M.Tokenizer.Encode(ps[0], true), r.M.Tokenizer.Encode(ps[1], true)}
+	served, err := r.remote.api.Text(ctx, r.remote.serving, ids, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +126,7 @@ func TestRemoteGenerationFollowsLoRA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base, _ := r.remote.api.Text(ctx, "base", ps, opt)
+	base, _ := r.remote.api.Text(ctx, "base", ids, opt)
 	for i := range ps {
 		if served[i][0] != local[i][0].Text {
 			t.Fatalf("prompt %d: served %q, in-process %q", i, served[i][0], local[i][0].Text)
@@ -161,5 +162,28 @@ func TestRemoteGenerationRefusesServerWithoutLoRA(t *testing.T) {
 	defer r2.Close()
 	if err := r2.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "/update_weights_from_disk") || !strings.Contains(err.Error(), "--lora-r") {
 		t.Fatalf("full fine-tuning against a server without /update_weights_from_disk: %v", err)
+	}
+}
+
+// A prompt longer than the model's positions is fitted (oldest turns first) before it is sent,
+// as in-process sampling fits it, instead of being refused by the server.
+func TestRemoteGenerationFitsLongPrompts(t *testing.T) {
+	g := startGen(t, "", false)
+	cfg := remoteConfig(t, g)
+	cfg.Prompts = writePrompts(t, []string{strings.Repeat("bake bread and then ", 400) + "rest", "brew tea"})
+	cfg.Steps, cfg.BatchSize, cfg.Interactions = 1, 2, 1
+	r, err := Prepare(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if n := len(r.M.Tokenizer.Encode(r.Prompts[0], true)); n <= r.M.Config.MaxPositions {
+		t.Fatalf("the long prompt has %d tokens, not more than the %d positions", n, r.M.Config.MaxPositions)
+	}
+	if err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if recs := readLines[Record](t, filepath.Join(cfg.Out, JournalFile)); len(recs) != 2 || len(recs[0].Candidates) != cfg.N {
+		t.Fatalf("records: %+v", recs)
 	}
 }

@@ -27,6 +27,16 @@ type Remote struct {
 // ErrNoEndpoint is returned when the server lacks an endpoint (HTTP 404 or 405 on its route).
 var ErrNoEndpoint = errors.New("the server has no such endpoint")
 
+// Transient reports whether err may pass once the server is back: a refused connection, a 404
+// for the model (a restarted server has lost its adapters), a 5xx. A 400 is the request's fault.
+func Transient(err error) bool {
+	var he *HTTPError
+	if !errors.As(err, &he) {
+		return true
+	}
+	return he.Status == http.StatusNotFound || he.Status >= 500
+}
+
 // HTTPError is a reply other than 200, with the server's message.
 type HTTPError struct {
 	URL    string
@@ -39,8 +49,9 @@ func (e *HTTPError) Error() string {
 }
 
 // Text samples opt.N completions of each prompt from model, one request a prompt, each with
-// its own seed derived from opt.Seed.
-func (r *Remote) Text(ctx context.Context, model string, prompts []string, opt Options) ([][]string, error) {
+// its own seed derived from opt.Seed. Prompts go as token ids (the completions API takes them),
+// so the server samples after exactly the tokens the white-box scores.
+func (r *Remote) Text(ctx context.Context, model string, prompts [][]int, opt Options) ([][]string, error) {
 	out := make([][]string, len(prompts))
 	errs := make([]error, len(prompts))
 	n := r.Concurrency
@@ -62,7 +73,7 @@ func (r *Remote) Text(ctx context.Context, model string, prompts []string, opt O
 	return out, errors.Join(errs...)
 }
 
-func (r *Remote) complete(ctx context.Context, model, prompt string, opt Options, seed uint64) ([]string, error) {
+func (r *Remote) complete(ctx context.Context, model string, prompt []int, opt Options, seed uint64) ([]string, error) {
 	temp := opt.Temperature
 	if opt.Greedy {
 		temp = 0
