@@ -12,6 +12,9 @@
 #       uses DIR/{cyclealign,model.test,train.test}[.xz] built elsewhere with
 #       CGO_ENABLED=1 go build -tags xla (a machine without Go).
 #   GPU_CHECK_QUICK=1 skips the ~1B benchmarks.
+#   GPU_CHECK_BUDGET=SECONDS caps the whole check: each step gets at most what is left, and a step
+#       with under 20 s left is skipped (the summary says so), so a time-limited session still
+#       brings back every finished step's log and summary line.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -55,9 +58,18 @@ SUMMARY=$O/summary.txt
 : > "$SUMMARY"
 # step NAME SECONDS DIR CMD...: runs CMD in DIR with a time limit, keeps its log, and notes its
 # exit status, wall time and the peak GPU memory sampled while it ran.
+START=$(date +%s)
 step() {
   local name=$1 limit=$2 dir=$3
   shift 3
+  if [ -n "${GPU_CHECK_BUDGET:-}" ]; then
+    local left=$((GPU_CHECK_BUDGET - ($(date +%s) - START)))
+    if [ "$left" -lt 20 ]; then
+      printf '%-22s skipped: the budget is spent\n' "$name" | tee -a "$SUMMARY"
+      return
+    fi
+    [ "$left" -lt "$limit" ] && limit=$left
+  fi
   local from t0 rc
   from=$(wc -l < "$O/memory.log")
   t0=$(date +%s)
