@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	. "github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/shapes"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
@@ -97,6 +98,11 @@ func (m *Model) AddLoRA(cfg LoRA, seed uint64) error {
 	}
 	m.lora = l
 	m.execs = map[string]*context.Exec{} // graphs built before now lack the adapters
+	// On a compiling backend (a GPU) the frozen base stays in the dtype it was saved in, bf16,
+	// at half the memory; graphs compute in float32. The CPU path packs float32 weights itself.
+	if m.coarse {
+		return m.setBaseDType(dtypes.BFloat16)
+	}
 	return nil
 }
 
@@ -190,7 +196,10 @@ func (m *Model) MergeLoRA() error {
 		a := m.Ctx.GetVariableByScopeAndName(LoRAScope, mod+".lora_A.weight").MustValue()
 		b := m.Ctx.GetVariableByScopeAndName(LoRAScope, mod+".lora_B.weight").MustValue()
 		w := m.Variable(mod + ".weight")
-		wd := tensors.MustCopyFlatData[float32](w.MustValue())
+		wd, err := floatData(w.MustValue())
+		if err != nil {
+			return err
+		}
 		ad, bd := tensors.MustCopyFlatData[float32](a), tensors.MustCopyFlatData[float32](b)
 		r, in := a.Shape().Dimensions[0], a.Shape().Dimensions[1]
 		out := b.Shape().Dimensions[0]
@@ -206,6 +215,9 @@ func (m *Model) MergeLoRA() error {
 		w.MustSetValue(tensors.FromFlatDataAndDimensions(wd, out, in))
 	}
 	if err := m.Ctx.InAbsPath(LoRAScope).DeleteVariablesInScope(); err != nil {
+		return err
+	}
+	if err := m.setBaseDType(dtypes.Float32); err != nil { // trainable again: float32 masters
 		return err
 	}
 	for _, n := range m.names {

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 
 	"github.com/gomlx/gomlx/backends"
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	"github.com/gomlx/gomlx/pkg/core/dtypes/bfloat16"
 	. "github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gomlx/pkg/ml/context"
@@ -182,7 +184,7 @@ func (m *Model) Tensors() (map[string]*hf.Tensor, error) {
 		if err != nil {
 			return nil, fmt.Errorf("tensor %q: %w", n, err)
 		}
-		data, err := tensors.CopyFlatData[float32](val)
+		data, err := floatData(val)
 		if err != nil {
 			return nil, fmt.Errorf("tensor %q: %w", n, err)
 		}
@@ -238,7 +240,11 @@ func (w *weights) get(name string) *Node {
 	if v == nil {
 		panic(fmt.Errorf("model has no tensor %q", name))
 	}
-	return v.ValueGraph(w.g)
+	n := v.ValueGraph(w.g)
+	if n.DType() != dtypes.Float32 { // a frozen base kept in bf16 (setBaseDType): computed in float32
+		n = ConvertDType(n, dtypes.Float32)
+	}
+	return n
 }
 
 func (w *weights) has(name string) bool {
@@ -255,4 +261,54 @@ func (w *weights) linear(x *Node, name string) *Node {
 		y = Add(y, d)
 	}
 	return y
+}
+
+// floatData copies a float32 or bfloat16 tensor's values as float32.
+func floatData(t *tensors.Tensor) ([]float32, error) {
+	if t.DType() != dtypes.BFloat16 {
+		return tensors.CopyFlatData[float32](t)
+	}
+	b, err := tensors.CopyFlatData[bfloat16.BFloat16](t)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float32, len(b))
+	for i, x := range b {
+		out[i] = x.Float32()
+	}
+	return out, nil
+}
+
+// setBaseDType stores every checkpoint tensor saved as bf16 in dt (bfloat16 or float32), keeping
+// its values: a frozen base needs half the device memory in bf16, and a trained one float32.
+func (m *Model) setBaseDType(dt dtypes.DType) error {
+	for _, n := range m.names {
+		v := m.Variable(n)
+		if m.stored[n] != hf.BF16 || v.DType() == dt {
+			continue
+		}
+		val, err := v.Value()
+		if err != nil {
+			return err
+		}
+		data, err := floatData(val)
+		if err != nil {
+			return err
+		}
+		dims := val.Shape().Dimensions
+		if dt == dtypes.Float32 {
+			err = v.SetValue(tensors.FromFlatDataAndDimensions(data, dims...))
+		} else {
+			b := make([]bfloat16.BFloat16, len(data))
+			for i, x := range data {
+				b[i] = bfloat16.FromFloat32(x)
+			}
+			err = v.SetValue(tensors.FromFlatDataAndDimensions(b, dims...))
+		}
+		if err != nil {
+			return fmt.Errorf("tensor %q: %w", n, err)
+		}
+	}
+	m.execs = map[string]*context.Exec{}
+	return nil
 }
