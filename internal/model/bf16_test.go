@@ -14,9 +14,9 @@ import (
 )
 
 // On a compiling backend a LoRA model keeps its frozen bf16 base in bf16 (half the memory) and
-// computes in float32: the same log-probs as float32 weights holding the bf16 values, the same
-// tensors saved, and float32 again once the adapter is merged. Checked on simplego with the
-// policy forced, on the graph engine XLA runs.
+// multiplies in bf16 with float32 accumulation: log-probs close to float32 products of the same
+// weights, the same tensors saved, and float32 again once the adapter is merged. Checked on
+// simplego with the policy forced, on the graph engine XLA runs.
 func TestFrozenBF16Base(t *testing.T) {
 	lora := LoRA{R: 2, Alpha: 4, Targets: []string{"q", "v"}}
 	build := func(keep bool) *Model {
@@ -57,12 +57,16 @@ func TestFrozenBF16Base(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := ref.LogProbs(context.Background(), seqs)
+	// The linear layers multiply in bf16 (float32 accumulation, the product rounded to bf16):
+	// close to float32 products of the same weights, and not equal to them.
+	maxDiff := 0.0
 	for i := range a {
 		for j := range a[i] {
-			if math.Abs(float64(a[i][j]-b[i][j])) > 1e-5 {
-				t.Fatalf("sequence %d position %d: %v with the bf16 base, %v with float32", i, j, a[i][j], b[i][j])
-			}
+			maxDiff = max(maxDiff, math.Abs(float64(a[i][j]-b[i][j])))
 		}
+	}
+	if maxDiff > 0.05 || maxDiff == 0 {
+		t.Fatalf("log-probs with bf16 products differ from float32 ones by up to %v; want (0, 0.05]", maxDiff)
 	}
 	dir := filepath.Join(t.TempDir(), "saved")
 	if err := kept.Save(dir); err != nil {

@@ -252,8 +252,15 @@ func (w *weights) has(name string) bool {
 }
 
 // linear applies a torch.nn.Linear stored as name.weight [out,in] (+ name.bias when present).
+// A weight kept in bf16 (a frozen base on a GPU) multiplies in bf16 with float32 accumulation,
+// the product rounded to bf16 and carried on in float32.
 func (w *weights) linear(x *Node, name string) *Node {
-	y := Einsum("bti,oi->bto", x, w.get(name+".weight"))
+	var y *Node
+	if v := w.ctx.GetVariableByScopeAndName(WeightScope, name+".weight"); v != nil && v.DType() == dtypes.BFloat16 {
+		y = ConvertDType(Einsum("bti,oi->bto", ConvertDType(x, dtypes.BFloat16), v.ValueGraph(w.g)), dtypes.Float32)
+	} else {
+		y = Einsum("bti,oi->bto", x, w.get(name+".weight"))
+	}
 	if w.has(name + ".bias") {
 		y = Add(y, ExpandLeftToRank(w.get(name+".bias"), y.Rank()))
 	}
