@@ -12,7 +12,6 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	. "github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/shapes"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
@@ -98,10 +97,10 @@ func (m *Model) AddLoRA(cfg LoRA, seed uint64) error {
 	}
 	m.lora = l
 	m.execs = map[string]*context.Exec{} // graphs built before now lack the adapters
-	// On a compiling backend (a GPU) the frozen base stays in the dtype it was saved in, bf16,
-	// at half the memory; graphs compute in float32. The CPU path packs float32 weights itself.
+	// On a compiling backend (a GPU) the frozen base stays in the half dtype it was saved in, at
+	// half the memory (see linear). The CPU path packs float32 weights itself.
 	if m.coarse {
-		return m.setBaseDType(dtypes.BFloat16)
+		return m.setBaseDType(true)
 	}
 	return nil
 }
@@ -217,7 +216,7 @@ func (m *Model) MergeLoRA() error {
 	if err := m.Ctx.InAbsPath(LoRAScope).DeleteVariablesInScope(); err != nil {
 		return err
 	}
-	if err := m.setBaseDType(dtypes.Float32); err != nil { // trainable again: float32 masters
+	if err := m.setBaseDType(false); err != nil { // trainable again: float32 masters
 		return err
 	}
 	for _, n := range m.names {

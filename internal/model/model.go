@@ -241,7 +241,7 @@ func (w *weights) get(name string) *Node {
 		panic(fmt.Errorf("model has no tensor %q", name))
 	}
 	n := v.ValueGraph(w.g)
-	if n.DType() != dtypes.Float32 { // a frozen base kept in bf16 (setBaseDType): computed in float32
+	if n.DType() != dtypes.Float32 { // a frozen base kept in half precision (setBaseDType)
 		n = ConvertDType(n, dtypes.Float32)
 	}
 	return n
@@ -257,7 +257,7 @@ func (w *weights) has(name string) bool {
 func (w *weights) linear(x *Node, name string) *Node {
 	var y *Node
 	if v := w.ctx.GetVariableByScopeAndName(WeightScope, name+".weight"); v != nil && v.DType() == dtypes.BFloat16 {
-		y = ConvertDType(Einsum("bti,oi->bto", ConvertDType(x, dtypes.BFloat16), v.ValueGraph(w.g)), dtypes.Float32)
+		y = ConvertDType(Einsum("bti,oi->bto", ConvertDType(x, v.DType()), v.ValueGraph(w.g)), dtypes.Float32)
 	} else {
 		y = Einsum("bti,oi->bto", x, w.get(name+".weight"))
 	}
@@ -286,12 +286,24 @@ func floatData(t *tensors.Tensor) ([]float32, error) {
 	return out, nil
 }
 
-// setBaseDType stores every checkpoint tensor saved as bf16 in dt (bfloat16 or float32), keeping
-// its values: a frozen base needs half the device memory in bf16, and a trained one float32.
-func (m *Model) setBaseDType(dt dtypes.DType) error {
+// halfDTypes are the checkpoint dtypes a frozen base can stay in on the device. f16 is not among
+// them: simplego cannot hold f16 parameters, so that path could not be tested here.
+var halfDTypes = map[hf.DType]dtypes.DType{hf.BF16: dtypes.BFloat16}
+
+// setBaseDType stores every checkpoint tensor saved in a half dtype (halfDTypes) in it (half, for
+// a frozen base: half the device memory) or in float32 (a trained base), keeping its values.
+func (m *Model) setBaseDType(half bool) error {
 	for _, n := range m.names {
+		hd, ok := halfDTypes[m.stored[n]]
+		if !ok {
+			continue
+		}
+		dt := dtypes.Float32
+		if half {
+			dt = hd
+		}
 		v := m.Variable(n)
-		if m.stored[n] != hf.BF16 || v.DType() == dt {
+		if v.DType() == dt {
 			continue
 		}
 		val, err := v.Value()
@@ -303,16 +315,18 @@ func (m *Model) setBaseDType(dt dtypes.DType) error {
 			return err
 		}
 		dims := val.Shape().Dimensions
-		if dt == dtypes.Float32 {
-			err = v.SetValue(tensors.FromFlatDataAndDimensions(data, dims...))
-		} else {
+		var t *tensors.Tensor
+		switch dt {
+		case dtypes.BFloat16:
 			b := make([]bfloat16.BFloat16, len(data))
 			for i, x := range data {
 				b[i] = bfloat16.FromFloat32(x)
 			}
-			err = v.SetValue(tensors.FromFlatDataAndDimensions(b, dims...))
+			t = tensors.FromFlatDataAndDimensions(b, dims...)
+		default:
+			t = tensors.FromFlatDataAndDimensions(data, dims...)
 		}
-		if err != nil {
+		if err := v.SetValue(t); err != nil {
 			return fmt.Errorf("tensor %q: %w", n, err)
 		}
 	}
