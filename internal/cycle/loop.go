@@ -385,7 +385,7 @@ func (r *Runner) candidates(ctx context.Context, prompts []string, step int) ([]
 	c := r.Cfg
 	opt := generate.Options{N: c.N, MaxNewTokens: c.MaxNewTokens, Temperature: c.Temperature, TopP: c.TopP,
 		Stop: c.Stop, Seed: mix(c.Seed, uint64(step), 1), TruncatePrompt: true}
-	out, err := r.texts(ctx, prompts, opt)
+	out, tokens, err := r.texts(ctx, prompts, opt)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -405,39 +405,37 @@ func (r *Runner) candidates(ctx context.Context, prompts []string, step int) ([]
 			ps[k] = prompts[f/c.N]
 		}
 		opt.N, opt.Seed = 1, mix(c.Seed, uint64(step), 2)
-		re, err := r.texts(ctx, ps, opt)
+		re, n, err := r.texts(ctx, ps, opt)
 		if err != nil {
 			return nil, 0, err
 		}
 		for k, f := range again {
 			out[f/c.N][f%c.N] = re[k][0]
 		}
-	}
-	tokens := 0
-	for _, texts := range out {
-		for _, t := range texts {
-			tokens += len(r.M.Tokenizer.Encode(t, false))
-		}
+		tokens += n
 	}
 	return out, tokens, nil
 }
 
-// texts samples opt.N completions of each prompt, in-process or from the generation server.
-func (r *Runner) texts(ctx context.Context, prompts []string, opt generate.Options) ([][]string, error) {
+// texts samples opt.N completions of each prompt, in-process or from the generation server,
+// and counts the tokens generated.
+func (r *Runner) texts(ctx context.Context, prompts []string, opt generate.Options) ([][]string, int, error) {
 	if r.remote != nil {
 		return r.sample(ctx, prompts, opt)
 	}
 	res, err := generate.Text(ctx, r.M, prompts, opt)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	out := make([][]string, len(res))
+	tokens := 0
 	for i, comps := range res {
 		for _, cp := range comps {
 			out[i] = append(out[i], cp.Text)
+			tokens += len(cp.IDs)
 		}
 	}
-	return out, nil
+	return out, tokens, nil
 }
 
 // whiteRanking scores every candidate by its length-normalised log-probability and sorts.

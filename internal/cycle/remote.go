@@ -103,28 +103,28 @@ func isNotFound(err error) bool {
 	return errors.As(err, &he) && he.Status == 404 && !errors.Is(err, generate.ErrNoEndpoint)
 }
 
-// sample asks the server for candidates; when it fails (a restart), it waits for the server
-// to answer again, re-pushes the weights, and asks once more.
-func (r *Runner) sample(ctx context.Context, prompts []string, opt generate.Options) ([][]string, error) {
+// sample asks the server for candidates (and the tokens it generated); when it fails (a
+// restart), it waits for the server to answer again, re-pushes the weights, and asks once more.
+func (r *Runner) sample(ctx context.Context, prompts []string, opt generate.Options) ([][]string, int, error) {
 	s := r.remote
 	if s.serving == "" || s.version != r.tr.Step { // weights changed since the last push (or a resumed run)
 		if err := r.push(ctx); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
 	// The prompts as the in-process path feeds them: encoded with special tokens, and fitted
 	// (oldest turns first) to leave room for the reply.
 	room := r.M.Config.MaxPositions - opt.MaxNewTokens
 	if room < 2 {
-		return nil, fmt.Errorf("max-new-tokens %d leaves no room for a prompt in %d positions", opt.MaxNewTokens, r.M.Config.MaxPositions)
+		return nil, 0, fmt.Errorf("max-new-tokens %d leaves no room for a prompt in %d positions", opt.MaxNewTokens, r.M.Config.MaxPositions)
 	}
 	ids := make([][]int, len(prompts))
 	for i, p := range prompts {
 		ids[i], _ = model.FitContext(r.M.Tokenizer.Encode(p, true), nil, room)
 	}
-	texts, err := s.api.Text(ctx, s.serving, ids, opt)
+	texts, tokens, err := s.api.Text(ctx, s.serving, ids, opt)
 	if err == nil || ctx.Err() != nil || !generate.Transient(err) {
-		return texts, err
+		return texts, tokens, err
 	}
 	slog.Warn("generation server failed; waiting for it", "url", s.api.URL, "error", err)
 	deadline := time.Now().Add(s.wait)
@@ -133,16 +133,16 @@ func (r *Runner) sample(ctx context.Context, prompts []string, opt generate.Opti
 			break
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("generation server %s did not come back within %s: %w", s.api.URL, s.wait, err)
+			return nil, 0, fmt.Errorf("generation server %s did not come back within %s: %w", s.api.URL, s.wait, err)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, 0, ctx.Err()
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
 	if err := r.push(ctx); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	return s.api.Text(ctx, s.serving, ids, opt)
 }

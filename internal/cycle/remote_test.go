@@ -101,6 +101,12 @@ func TestRemoteGenerationFollowsLoRA(t *testing.T) {
 	if err := r.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// The tokens the server generated are counted from its usage reports.
+	for _, m := range readLines[StepMetrics](t, filepath.Join(cfg.Out, MetricsFile)) {
+		if m.GenTokens < cfg.BatchSize*cfg.N {
+			t.Fatalf("step %d: %d generated tokens counted for %d candidates", m.Step, m.GenTokens, cfg.BatchSize*cfg.N)
+		}
+	}
 	recs := readLines[Record](t, filepath.Join(cfg.Out, JournalFile))
 	want := map[int]string{1: "base-cyclealign-step-0", 2: pushed, 3: "base-cyclealign-step-4"}
 	for _, rec := range recs {
@@ -118,7 +124,7 @@ func TestRemoteGenerationFollowsLoRA(t *testing.T) {
 	opt := generate.Options{N: 1, MaxNewTokens: 12, Greedy: true, TopP: 1}
 	ps := []string{prompt("bake bread"), prompt("brew tea")}
 	ids := [][]int{r.M.Tokenizer.Encode(ps[0], true), r.M.Tokenizer.Encode(ps[1], true)}
-	served, err := r.remote.api.Text(ctx, r.remote.serving, ids, opt)
+	served, _, err := r.remote.api.Text(ctx, r.remote.serving, ids, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +132,7 @@ func TestRemoteGenerationFollowsLoRA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base, _ := r.remote.api.Text(ctx, "base", ids, opt)
+	base, _, _ := r.remote.api.Text(ctx, "base", ids, opt)
 	for i := range ps {
 		if served[i][0] != local[i][0].Text {
 			t.Fatalf("prompt %d: served %q, in-process %q", i, served[i][0], local[i][0].Text)

@@ -49,10 +49,12 @@ func (e *HTTPError) Error() string {
 }
 
 // Text samples opt.N completions of each prompt from model, one request a prompt, each with
-// its own seed derived from opt.Seed. Prompts go as token ids (the completions API takes them),
-// so the server samples after exactly the tokens the white-box scores.
-func (r *Remote) Text(ctx context.Context, model string, prompts [][]int, opt Options) ([][]string, error) {
+// its own seed derived from opt.Seed, and sums the completion tokens the server reports
+// (usage). Prompts go as token ids (the completions API takes them), so the server samples after
+// exactly the tokens the white-box scores.
+func (r *Remote) Text(ctx context.Context, model string, prompts [][]int, opt Options) ([][]string, int, error) {
 	out := make([][]string, len(prompts))
+	tokens := make([]int, len(prompts))
 	errs := make([]error, len(prompts))
 	n := r.Concurrency
 	if n <= 0 {
@@ -66,14 +68,18 @@ func (r *Remote) Text(ctx context.Context, model string, prompts [][]int, opt Op
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			out[i], errs[i] = r.complete(ctx, model, p, opt, opt.Seed+uint64(i)*0x9e3779b97f4a7c15)
+			out[i], tokens[i], errs[i] = r.complete(ctx, model, p, opt, opt.Seed+uint64(i)*0x9e3779b97f4a7c15)
 		}()
 	}
 	wg.Wait()
-	return out, errors.Join(errs...)
+	total := 0
+	for _, t := range tokens {
+		total += t
+	}
+	return out, total, errors.Join(errs...)
 }
 
-func (r *Remote) complete(ctx context.Context, model string, prompt []int, opt Options, seed uint64) ([]string, error) {
+func (r *Remote) complete(ctx context.Context, model string, prompt []int, opt Options, seed uint64) ([]string, int, error) {
 	temp := opt.Temperature
 	if opt.Greedy {
 		temp = 0
@@ -88,21 +94,24 @@ func (r *Remote) complete(ctx context.Context, model string, prompt []int, opt O
 			Index int    `json:"index"`
 			Text  string `json:"text"`
 		} `json:"choices"`
+		Usage struct {
+			CompletionTokens int `json:"completion_tokens"`
+		} `json:"usage"`
 	}
 	if err := r.post(ctx, "/completions", body, &resp); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if len(resp.Choices) != opt.N {
-		return nil, fmt.Errorf("%s/completions: %d choices for n=%d", r.URL, len(resp.Choices), opt.N)
+		return nil, 0, fmt.Errorf("%s/completions: %d choices for n=%d", r.URL, len(resp.Choices), opt.N)
 	}
 	texts := make([]string, opt.N)
 	for _, c := range resp.Choices {
 		if c.Index < 0 || c.Index >= opt.N {
-			return nil, fmt.Errorf("%s/completions: choice index %d for n=%d", r.URL, c.Index, opt.N)
+			return nil, 0, fmt.Errorf("%s/completions: choice index %d for n=%d", r.URL, c.Index, opt.N)
 		}
 		texts[c.Index] = c.Text
 	}
-	return texts, nil
+	return texts, resp.Usage.CompletionTokens, nil
 }
 
 // LoadAdapter asks the server to load the PEFT adapter at path as name (vLLM needs
