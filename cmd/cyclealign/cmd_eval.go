@@ -143,7 +143,7 @@ func newDemoCmd(g *globalOptions) *cobra.Command {
 	f.BoolVar(&o.Small, "small", false, "a reduced run (seconds per phase) that still goes through every phase")
 	f.BoolVar(&o.JudgeServer, "judge-server", false, "put the judge behind a loopback OpenAI-compatible server and rank through the API client")
 	f.BoolVar(&o.NoControl, "no-control", false, "skip the static-icl-matched control run")
-	f.Float64Var(&o.DemoWeight, "demo-weight", demo.DefaultDemoWeight, "how far the judge's demonstrations move its scores")
+	f.Float64Var(&o.DemoWeight, "demo-weight", blackbox.DefaultOptions().DemoWeight, "how far the judge's demonstrations move its scores")
 	f.IntVar(&o.NoRepeatNGram, "no-repeat-ngram", 3, "evaluation's greedy decoding never repeats an n-gram of prompt and reply (HF's no_repeat_ngram_size; -1: plain greedy)")
 	f.IntVar(&o.Steps, "steps", 10, "alignment steps (--small: 2)")
 	f.IntVar(&o.EvalPrompts, "eval-prompts", 64, "held-out prompts evaluated (--small: 4)")

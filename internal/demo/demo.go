@@ -44,15 +44,12 @@ type Options struct {
 	Seed        uint64
 	LR          float64 // 0: 1e-4
 	Loss        string  // "": pro
-	DemoWeight  float64 // 0: DefaultDemoWeight
+	DemoWeight  float64 // 0: the judge's default (blackbox.DefaultOptions)
 	// NoRepeatNGram is the evaluation's greedy decoding constraint (HF's no_repeat_ngram_size):
 	// a model this small otherwise loops on one generic reply. Negative: plain greedy; 0: 3.
 	NoRepeatNGram int
 	Progress      io.Writer
 }
-
-// DefaultDemoWeight is how far the judge's demonstrations move it (see blackbox.Judge).
-const DefaultDemoWeight = 1.0
 
 // ControlDir is the control run's directory inside the demo's.
 const ControlDir = "static-icl-matched"
@@ -113,7 +110,7 @@ func Config(o Options, dir string) cycle.Config {
 	if o.Loss != "" {
 		c.Loss = o.Loss
 	}
-	c.Blackbox.Lexicon, c.Blackbox.DemoWeight = "courtesy", DefaultDemoWeight
+	c.Blackbox.Lexicon = "courtesy"
 	if o.DemoWeight > 0 {
 		c.Blackbox.DemoWeight = o.DemoWeight
 	}
@@ -301,9 +298,10 @@ func checkJudge(ctx context.Context, r *cycle.Runner, base *model.Model, heldout
 		if !slices.Equal(blackbox.Order(without), blackbox.Order(with)) {
 			jc.Changed++
 		}
+		evs, _ := ev.ScorePairs(ctx, nil, cands)
 		for a := range cands {
 			for b := a + 1; b < len(cands); b++ {
-				d := ev.Score(cands[a]) - ev.Score(cands[b])
+				d := evs[a] - evs[b]
 				if d == 0 {
 					continue
 				}
