@@ -115,12 +115,17 @@ func newPretrainCmd(g *globalOptions) *cobra.Command {
 	f := cmd.Flags()
 	trainingFlags(f, &o.Training, 3e-3, "sequences")
 	f.StringVar(&o.Tokenizer, "tokenizer", "", "directory with tokenizer.json")
-	f.IntVar(&o.Hidden, "hidden", 128, "hidden size")
-	f.IntVar(&o.Layers, "layers", 4, "layers")
-	f.IntVar(&o.Heads, "heads", 4, "attention heads")
-	f.IntVar(&o.KVHeads, "kv-heads", 2, "key/value heads")
-	f.IntVar(&o.Intermediate, "intermediate", 352, "MLP size")
+	shapeFlags(f, &o.Model, pipeline.Shape{Hidden: 128, Layers: 4, Heads: 4, KVHeads: 2, Intermediate: 352})
 	return cmd
+}
+
+// shapeFlags binds the model-size flags pretrain and init-model share, with their defaults.
+func shapeFlags(f *pflag.FlagSet, s *pipeline.Shape, def pipeline.Shape) {
+	f.IntVar(&s.Hidden, "hidden", def.Hidden, "hidden size")
+	f.IntVar(&s.Layers, "layers", def.Layers, "layers")
+	f.IntVar(&s.Heads, "heads", def.Heads, "attention heads")
+	f.IntVar(&s.KVHeads, "kv-heads", def.KVHeads, "key/value heads")
+	f.IntVar(&s.Intermediate, "intermediate", def.Intermediate, "MLP size")
 }
 
 func newTrainRMCmd(g *globalOptions) *cobra.Command {
@@ -178,11 +183,7 @@ func newInitModelCmd(g *globalOptions) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&tok, "tokenizer", "", "directory with tokenizer.json")
 	f.StringVar(&out, "out", "", "output model directory")
-	f.IntVar(&s.Hidden, "hidden", 2048, "hidden size")
-	f.IntVar(&s.Layers, "layers", 22, "layers")
-	f.IntVar(&s.Heads, "heads", 32, "attention heads")
-	f.IntVar(&s.KVHeads, "kv-heads", 4, "key/value heads")
-	f.IntVar(&s.Intermediate, "intermediate", 5632, "MLP size")
+	shapeFlags(f, &s, pipeline.Shape{Hidden: 2048, Layers: 22, Heads: 32, KVHeads: 4, Intermediate: 5632})
 	f.IntVar(&s.Vocab, "vocab", 0, "vocabulary size (0: the tokenizer's)")
 	f.IntVar(&s.MaxLen, "max-len", 2048, "positions")
 	f.BoolVar(&s.Untied, "untied", false, "a separate LM head")

@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/cyclealign/cyclealign/internal/hf"
 )
 
 // CorpusOptions name the sources of the pre-training corpus. Every source is optional but one.
@@ -90,23 +93,16 @@ func Corpus(out string, o CorpusOptions) ([]CorpusStats, error) {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return nil, err
 	}
-	f, err := os.Create(out)
-	if err != nil {
-		return nil, err
-	}
-	w := bufio.NewWriter(f)
-	enc := json.NewEncoder(w)
-	for _, d := range docs {
-		if err := enc.Encode(map[string]string{"text": d}); err != nil {
-			f.Close()
-			return nil, err
+	return stats, hf.WriteFileAtomic(out, func(w io.Writer) error {
+		bw := bufio.NewWriter(w)
+		enc := json.NewEncoder(bw)
+		for _, d := range docs {
+			if err := enc.Encode(map[string]string{"text": d}); err != nil {
+				return err
+			}
 		}
-	}
-	if err := w.Flush(); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return stats, f.Close()
+		return bw.Flush()
+	})
 }
 
 // pack joins entries into documents of about n characters.

@@ -1,6 +1,7 @@
 // Package pipeline builds the embedded default's parts, the steps scripts/make-assets.sh runs:
-// the split of the HH-RLHF sample, the byte-level BPE tokenizer, the base model pre-trained
-// from scratch, and the Bradley–Terry reward models with their held-out accuracy.
+// the split of the HH-RLHF sample, the pre-training corpus, the byte-level BPE tokenizer and
+// the base model pre-trained from scratch; and Bradley–Terry reward models with their held-out
+// accuracy.
 package pipeline
 
 import (
@@ -127,8 +128,8 @@ func (o Training) fit(ctx context.Context, m *model.Model, loss train.Loss, exs 
 // Pretraining sizes a LLaMA-architecture model trained from scratch.
 type Pretraining struct {
 	Training
-	Tokenizer                                    string // directory with tokenizer.json
-	Hidden, Layers, Heads, KVHeads, Intermediate int
+	Tokenizer string // directory with tokenizer.json
+	Model     Shape  // its MaxLen is Training's
 }
 
 // Shape sizes a LLaMA-architecture model.
@@ -178,8 +179,9 @@ func NewModel(tokDir string, s Shape, seed uint64) (*model.Model, error) {
 // Pretrain trains a base model from scratch on the texts of o.Data (comma-separated files:
 // corpus JSONL, or HH dialogues, chosen and rejected) and saves it as a HF directory in o.Out.
 func Pretrain(ctx context.Context, o Pretraining) error {
-	m, err := NewModel(o.Tokenizer, Shape{Hidden: o.Hidden, Layers: o.Layers, Heads: o.Heads, KVHeads: o.KVHeads,
-		Intermediate: o.Intermediate, MaxLen: o.MaxLen}, o.Run.Seed)
+	shape := o.Model
+	shape.MaxLen = o.MaxLen
+	m, err := NewModel(o.Tokenizer, shape, o.Run.Seed)
 	if err != nil {
 		return err
 	}

@@ -49,7 +49,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 	}
 	run := train.RunOptions{Epochs: 3, BatchSize: 8, GradAccum: 1, Keep: 1, Seed: 1}
 	pre := Pretraining{Training: Training{Out: filepath.Join(dir, "base"), Data: base, MaxLen: 64, LR: 3e-3, WarmupRatio: 0.05, Run: run},
-		Tokenizer: tokDir, Hidden: 32, Layers: 2, Heads: 2, KVHeads: 1, Intermediate: 64}
+		Tokenizer: tokDir, Model: Shape{Hidden: 32, Layers: 2, Heads: 2, KVHeads: 1, Intermediate: 64}}
 	if err := Pretrain(context.Background(), pre); err != nil {
 		t.Fatal(err)
 	}
