@@ -40,7 +40,7 @@ func newEvalCmd(g *globalOptions) *cobra.Command {
 	f.StringVar(&o.KeyEnv, "api-key-env", "OPENAI_API_KEY", "environment variable holding the judge's API key")
 	f.IntVar(&o.N, "n", 0, "evaluate the first K prompts (0: all)")
 	f.IntVar(&o.MaxNewTokens, "max-new-tokens", 128, "greedy response length at most")
-	f.IntVar(&o.NoRepeat, "no-repeat-ngram", 0, "greedy decoding never repeats an n-gram of the response (HF's no_repeat_ngram_size; 0: plain greedy)")
+	f.IntVar(&o.NoRepeat, "no-repeat-ngram", 0, "greedy decoding never repeats an n-gram of prompt and response (HF's no_repeat_ngram_size; 0: plain greedy)")
 	f.Uint64Var(&o.Seed, "seed", 0, "bootstrap seed")
 	return cmd
 }

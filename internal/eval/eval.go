@@ -25,7 +25,8 @@ type Options struct {
 	Prompts      []string        // held-out prompts (greedy responses are generated)
 	Pairs        []data.Pair     // held-out chosen/rejected pairs (preference accuracy, BLEU, perplexity)
 	MaxNewTokens int
-	// NoRepeatNGram forbids repeating an n-gram within a greedy response (0: plain greedy).
+	// NoRepeatNGram: greedy responses never repeat an n-gram of prompt and response, as HF's
+	// no_repeat_ngram_size (0: plain greedy).
 	NoRepeatNGram int
 	Seed          uint64
 	Progress      io.Writer // progress display (nil: none)
