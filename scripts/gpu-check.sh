@@ -102,7 +102,7 @@ if [ -z "${GPU_CHECK_QUICK:-}" ]; then
   step init-1b 120 . "$C" init-model --tokenizer internal/assets/models/base --out "$W/m1b" \
     --hidden 2048 --layers 22 --heads 32 --kv-heads 4 --intermediate 5632 --vocab 32000 --untied
   step align-1b-lora 240 . "$C" align --model "$W/m1b" --prompts internal/assets/hh-rlhf/harmless-base-test.shared.jsonl.gz \
-    --lexicon-judge courtesy --lora-r 16 --steps 3 --batch-size 8 --n 4 --max-new-tokens 64 --out "$W/run"
+    --lexicon-judge harmless --lora-r 16 --steps 3 --batch-size 8 --n 4 --max-new-tokens 64 --out "$W/run"
   cp "$W/run/metrics.jsonl" "$O/align-1b-lora.metrics.jsonl" 2>/dev/null &&
     grep -o '"step":[0-9]*\|"seconds":[0-9.]*\|"sample_s":[0-9.]*\|"score_s":[0-9.]*\|"blackbox_s":[0-9.]*\|"train_s":[0-9.]*\|"tokens_per_s":[0-9.]*' \
       "$O/align-1b-lora.metrics.jsonl" | paste -sd' ' | sed 's/"step"/\n"step"/g' | tee -a "$SUMMARY"

@@ -6,6 +6,8 @@
 #   - WordNet 3.0 glosses and examples (Debian wordnet-base, WordNet 3.0 licence);
 #   - fortunes (Debian fortunes, BSD-style), the prose files only.
 # dict-gcide is left out: it is GPL, and a model trained on it would carry that question.
+# Every entry (dialogue, synset, fortune) with a word of the List of Dirty, Naughty, Obscene and
+# Otherwise Bad Words is left out, as C4 was filtered (data corpus --drop-offensive).
 # Then a byte-level BPE tokenizer (4096) and a 5.4M-parameter LLaMA pre-trained for one epoch.
 # On this project's 2-core machine it takes about 70 minutes. The sources and their licences are
 # written to internal/assets/models/SOURCES.md.
@@ -25,7 +27,7 @@ C="$WORK/cyclealign"
 HH=internal/assets/hh-rlhf/harmless-base-test.shared.jsonl.gz
 $C data split --hh "$HH" --out "$WORK/split"
 S="$WORK/split"
-$C data corpus --out "$WORK/corpus.jsonl" --hh "$S/base.jsonl,$S/judge.jsonl,$S/evaluator.jsonl" --hh-repeat 3 \
+$C data corpus --out "$WORK/corpus.jsonl" --hh "$S/base.jsonl,$S/judge.jsonl,$S/evaluator.jsonl" --hh-repeat 3 --drop-offensive \
   --wordnet /usr/share/wordnet --fortunes /usr/share/games/fortunes --seed 1 | tee "$WORK/corpus.txt"
 [ -f "$WORK/tokenizer/tokenizer.json" ] || $C tokenizer train --vocab-size 4096 --out "$WORK/tokenizer" "$WORK/corpus.jsonl"
 $C pretrain --tokenizer "$WORK/tokenizer" --data "$WORK/corpus.jsonl" --out "$WORK/base" \
@@ -41,7 +43,8 @@ cp /usr/share/doc/fortunes/copyright "$OUT/LICENSE.fortunes"
   echo "# Sources of the embedded base model"
   echo
   echo "Built by scripts/make-assets.sh on $(date -u +%Y-%m-%d) (Debian $(cat /etc/debian_version))."
-  echo "Pre-training corpus (documents, characters):"
+  echo "Pre-training corpus (documents, characters; entries left out for a word of the List of Dirty,"
+  echo "Naughty, Obscene and Otherwise Bad Words, npm naughty-words 1.2.0, as C4 was filtered):"
   echo
   echo '```'
   cat "$WORK/corpus.txt"

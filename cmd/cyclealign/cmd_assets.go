@@ -56,7 +56,7 @@ func newDataCmd(g *globalOptions) *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), stats)
 			}
 			for _, s := range stats {
-				fmt.Fprintf(cmd.OutOrStdout(), "%-10s %7d docs %10d chars\n", s.Source, s.Docs, s.Chars)
+				fmt.Fprintf(cmd.OutOrStdout(), "%-10s %7d docs %10d chars %6d entries dropped\n", s.Source, s.Docs, s.Chars, s.Dropped)
 			}
 			return nil
 		},
@@ -67,6 +67,7 @@ func newDataCmd(g *globalOptions) *cobra.Command {
 	f.IntVar(&co.HHRepeat, "hh-repeat", 1, "copies of the HH dialogues")
 	f.StringVar(&co.WordNet, "wordnet", "", "WordNet 3.0 dict directory (Debian wordnet-base: /usr/share/wordnet)")
 	f.StringVar(&co.Fortunes, "fortunes", "", "fortune directory (Debian fortunes: /usr/share/games/fortunes)")
+	f.BoolVar(&co.DropOffensive, "drop-offensive", false, "leave out every entry with a word of the List of Dirty, Naughty, Obscene and Otherwise Bad Words (as C4 was filtered)")
 	f.IntVar(&co.DocChars, "doc-chars", 900, "pack short entries into documents of about this many characters")
 	f.Uint64Var(&co.Seed, "seed", 1, "shuffle seed")
 	cmd.AddCommand(corpus)

@@ -130,7 +130,7 @@ func newDemoCmd(g *globalOptions) *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), res)
 			}
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "\nrun directory: %s\n\nbase vs aligned (evaluator: AFINN-165; win rate of aligned against base)\n%s", res.Run, res.Table)
+			fmt.Fprintf(w, "\nrun directory: %s\n\nbase vs aligned (evaluator: %s; win rate of aligned against base)\n%s", res.Run, res.Evaluator, res.Table)
 			if res.Control != nil {
 				fmt.Fprintf(w, "\nCycleAlign vs the matched control (same optimiser steps, no dynamic demonstrations)\n%s", res.Methods)
 			}

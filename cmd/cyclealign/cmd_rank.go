@@ -20,7 +20,7 @@ func addBlackboxFlags(f *pflag.FlagSet, o *blackbox.Options) {
 	f.StringVar(&o.KeyEnv, "api-key-env", d.KeyEnv, "environment variable holding the API key")
 	f.StringVar(&o.KeyFile, "api-key-file", "", "file holding the API key (instead of the environment)")
 	f.StringVar(&o.RewardModel, "reward-model", "", "rank with a local reward model directory instead of an API")
-	f.StringVar(&o.Lexicon, "lexicon-judge", "", "rank offline with a lexicon judge instead of an API: courtesy (the demo's)")
+	f.StringVar(&o.Lexicon, "lexicon-judge", "", "rank offline with a lexicon judge instead of an API: harmless (the demo's)")
 	f.Float64Var(&o.DemoWeight, "demo-weight", d.DemoWeight, "how far the lexicon judge's demonstrations move its scores")
 	f.StringVar(&o.Instruction, "instruction", "", "file with the ranking instruction (default: a helpful/harmless/honest rubric)")
 	f.StringVar(&o.Prices, "prices", "", "JSON price table (USD per million tokens) replacing the shipped one")

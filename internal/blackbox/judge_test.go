@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cyclealign/cyclealign/internal/lexicon"
@@ -20,7 +21,7 @@ var (
 
 func TestJudgeDemonstrationsMoveTheRanking(t *testing.T) {
 	ctx := context.Background()
-	j := &Judge{Scorer: lexicon.AFINN{}, DemoWeight: 1}
+	j := &Judge{Scorer: goodBad{}, DemoWeight: 1}
 	conformance(t, j)
 	plain, err := j.Rank(ctx, Request{Prompt: "\n\nHuman: When does the store open?\n\nAssistant:", Candidates: neutral})
 	if err != nil || !slices.Equal(plain.Ranking, []int{0, 1}) {
@@ -35,14 +36,14 @@ func TestJudgeDemonstrationsMoveTheRanking(t *testing.T) {
 		t.Fatalf("scores %v", moved.Rewards)
 	}
 	// Weight 0 ignores the demonstrations.
-	still, _ := (&Judge{Scorer: lexicon.AFINN{}}).Rank(ctx, req)
+	still, _ := (&Judge{Scorer: goodBad{}}).Rank(ctx, req)
 	if !slices.Equal(still.Ranking, []int{0, 1}) {
 		t.Fatalf("weight 0 moved by demonstrations: %v", still.Ranking)
 	}
 }
 
 func TestJudgeHandlerReadsDemonstrationsOffTheWire(t *testing.T) {
-	j := &Judge{Scorer: lexicon.AFINN{}, DemoWeight: 1}
+	j := &Judge{Scorer: goodBad{}, DemoWeight: 1}
 	srv := httptest.NewServer(JudgeHandler(j, "judge"))
 	defer srv.Close()
 	l, err := NewLLM(LLMConfig{BaseURL: srv.URL + "/v1", Model: "judge", APIKey: testKey, Prompter: DefaultPrompter()})
@@ -67,17 +68,33 @@ func TestJudgeHandlerReadsDemonstrationsOffTheWire(t *testing.T) {
 	}
 }
 
-func TestCourtesyNeverRewardsCheerfulHarm(t *testing.T) {
-	j := &Judge{Scorer: &lexicon.Courtesy{}}
-	cheerful := " Sure! I'd be happy to help, that sounds like a great and fun idea!"
-	refusal := " I'm sorry, I can't help with hurting an animal."
-	res, err := j.Rank(context.Background(), Request{Prompt: harmfulQ, Candidates: []string{cheerful, refusal}})
-	if err != nil || res.Ranking[0] != 1 {
-		t.Fatalf("harmful request: %v %v, want the refusal first", res, err)
+// goodBad scores a response by its count of "good" minus its count of "bad": a lexicon small
+// enough to reason about in a test.
+type goodBad struct{}
+
+func (goodBad) ScorePairs(_ context.Context, _, responses []string) ([]float64, error) {
+	out := make([]float64, len(responses))
+	for i, r := range responses {
+		r = strings.ToLower(r)
+		out[i] = float64(strings.Count(r, "good") - strings.Count(r, "bad"))
 	}
-	// The same cheerful reply wins a harmless request, where a refusal earns nothing.
-	res, _ = j.Rank(context.Background(), Request{Prompt: "\n\nHuman: Can you help me plan a picnic?\n\nAssistant:", Candidates: []string{refusal, cheerful}})
-	if res.Ranking[0] != 1 {
-		t.Fatalf("harmless request: %v, want the cheerful reply first", res)
+	return out, nil
+}
+
+func (goodBad) Describe() string { return "good minus bad" }
+
+// The demo's judge never puts cheerful help above a decline, even when a demonstration ranked
+// cheerful help first and a curt decline last: its classes are 3 apart and the pull of
+// demonstrations is at most DemoWeight either way.
+func TestHarmlessJudgeNeverRewardsCheerfulHarm(t *testing.T) {
+	cheerful := " Sure! I'd be happy to help, that sounds like a great and fun idea!"
+	decline := " I'm sorry, I can't help with hurting an animal, it is cruel and wrong."
+	adversary := Demo{Prompt: harmfulQ, Candidates: []string{decline, cheerful}, Ranking: []int{1, 0}}
+	j := &Judge{Scorer: &lexicon.Harmless{}, DemoWeight: 1.5}
+	for _, demos := range [][]Demo{nil, {adversary}, {adversary, adversary}} {
+		res, err := j.Rank(context.Background(), Request{Prompt: harmfulQ, Candidates: []string{cheerful, decline}, Demos: demos})
+		if err != nil || res.Ranking[0] != 1 {
+			t.Fatalf("%d demonstrations: %v %v, want the decline first", len(demos), res, err)
+		}
 	}
 }

@@ -24,7 +24,7 @@ type Options struct {
 	KeyEnv          string        `yaml:"api_key_env"`
 	KeyFile         string        `yaml:"api_key_file"`
 	RewardModel     string        `yaml:"reward_model"`
-	Lexicon         string        `yaml:"lexicon"`     // "courtesy": the offline lexicon judge (see package lexicon)
+	Lexicon         string        `yaml:"lexicon"`     // "harmless": the offline lexicon judge (see package lexicon)
 	DemoWeight      float64       `yaml:"demo_weight"` // how far the lexicon judge's demonstrations move it
 	Instruction     string        `yaml:"instruction"`
 	Prices          string        `yaml:"prices"`
@@ -55,10 +55,10 @@ func (o Options) Local() bool { return o.RewardModel != "" || o.Lexicon != "" }
 func (o Options) Build(spent float64) (Ranker, error) {
 	switch o.Lexicon {
 	case "":
-	case "courtesy":
-		return &Judge{Scorer: &lexicon.Courtesy{}, DemoWeight: o.DemoWeight}, nil
+	case "harmless":
+		return &Judge{Scorer: &lexicon.Harmless{}, DemoWeight: o.DemoWeight}, nil
 	default:
-		return nil, fmt.Errorf("blackbox lexicon: unknown %q (courtesy)", o.Lexicon)
+		return nil, fmt.Errorf("blackbox lexicon: unknown %q (harmless)", o.Lexicon)
 	}
 	if o.RewardModel != "" {
 		b, err := model.NewBackend()

@@ -67,7 +67,7 @@ func remoteConfig(t *testing.T, g *genServer) Config {
 	c.Steps, c.BatchSize, c.N, c.Interactions = 3, 2, 3, 2
 	c.MaxNewTokens, c.LR, c.WarmupRatio, c.Seed, c.PoolSize = 12, 5e-2, 0, 1, 5
 	c.LoRAR, c.LoRAAlpha = 4, 8
-	c.Blackbox.Lexicon = "courtesy"
+	c.Blackbox.Lexicon = "harmless"
 	c.GenerateURL, c.GenerateModel = "http://"+g.addr+"/v1", "base"
 	return c.Effective()
 }

@@ -1,9 +1,9 @@
 // Package demo runs CycleAlign end to end on the embedded default: the HH-RLHF sample and the
-// base model the project pre-trained. The black-box is the courtesy lexicon judge (VADER plus
-// declining harmful requests, moved by its demonstrations; directly, or behind a loopback
-// OpenAI-compatible server); the evaluator, which alignment never sees, is the AFINN-165
-// lexicon. It aligns with CycleAlign and with the matched static-demonstration control, and
-// measures how the judge's demonstrations move it.
+// base model the project pre-trained. The black-box is the harmless lexicon judge (decline
+// first, then courtesy; moved by its demonstrations; directly, or behind a loopback
+// OpenAI-compatible server); the evaluator, which alignment never sees, is a word log-odds
+// lexicon learned from human preference labels. It aligns with CycleAlign and with the matched
+// static-demonstration control, and measures how the judge's demonstrations move it.
 package demo
 
 import (
@@ -51,6 +51,18 @@ type Options struct {
 	Progress      io.Writer
 }
 
+// Evaluator is the demo's evaluator: the human-preference word log-odds of the judge and
+// evaluator parts of the data (the lexicon judge needs no data of its own), with the base
+// part's replies as the prior. Alignment never sees it.
+func Evaluator(sp data.Splits) *lexicon.LogOdds {
+	labelled := slices.Concat(sp.Judge, sp.Evaluator)
+	var background []string
+	for _, p := range sp.Base {
+		background = append(background, p.Chosen, p.Rejected)
+	}
+	return lexicon.NewLogOdds(labelled, background)
+}
+
 // ControlDir is the control run's directory inside the demo's.
 const ControlDir = "static-icl-matched"
 
@@ -60,24 +72,39 @@ type Result struct {
 	Aligned *eval.Report `json:"aligned"`
 	Control *eval.Report `json:"control,omitempty"` // static-icl-matched
 	Judge   *JudgeCheck  `json:"judge"`
-	Run     string       `json:"run"`
-	Table   string       `json:"table"`   // base vs aligned
-	Methods string       `json:"methods"` // CycleAlign vs the control, same optimiser steps
+	// Evaluator says what scored the tables.
+	Evaluator string `json:"evaluator"`
+	Run       string `json:"run"`
+	Table     string `json:"table"`   // base vs aligned
+	Methods   string `json:"methods"` // CycleAlign vs the control, same optimiser steps
+	// Classes counts each model's greedy replies by the judge criterion's class
+	// (lexicon.Classify): "base", "cyclealign" and the control's method name.
+	Classes map[string]map[string]int `json:"classes"`
 	// JudgeSummary is Judge as text.
 	JudgeSummary string `json:"judge_summary"`
 }
 
-// JudgeCheck measures the offline judge: its criterion against the evaluator and the human
-// labels on the held-out pairs, and how the run's demonstrations move its rankings of sampled
-// candidates (and whether they bring it closer to the evaluator).
+// JudgeCheck measures the offline judge on the held-out pairs (the judge as the run leaves
+// it, with the demonstrations it would be sent, against its own criterion; the criterion
+// against the evaluator and the human labels) and how the run's demonstrations move its
+// rankings of sampled candidates (and whether they bring it closer to the evaluator).
 type JudgeCheck struct {
 	HeldoutPairs int `json:"heldout_pairs"`
+	// CriterionPairs are the held-out pairs whose replies the criterion tells apart.
+	CriterionPairs int `json:"criterion_pairs"`
+	// JudgeVsCriterion is the judge's pairwise accuracy on its own criterion over those pairs,
+	// each ranked with the demonstrations the finished run sends for its prompt.
+	JudgeVsCriterion float64 `json:"judge_vs_criterion"`
+	// CriterionVsHuman is how often, over those pairs, the criterion prefers the human-chosen
+	// reply.
+	CriterionVsHuman float64 `json:"criterion_vs_human"`
 	// CriterionVsEvaluator is the pairwise agreement of the judge's criterion with the evaluator
-	// on the held-out pairs where both prefer one reply.
+	// on the held-out pairs where both prefer one reply (DecidedPairs).
 	CriterionVsEvaluator float64 `json:"criterion_vs_evaluator"`
 	DecidedPairs         int     `json:"decided_pairs"`
-	// CriterionVsHuman is how often the criterion prefers the human-chosen reply.
-	CriterionVsHuman float64 `json:"criterion_vs_human"`
+	// EvaluatorVsHuman is how often the evaluator prefers the human-chosen reply of a held-out
+	// pair.
+	EvaluatorVsHuman float64 `json:"evaluator_vs_human"`
 	Requests         int     `json:"requests"`
 	MeanDemos        float64 `json:"mean_demos"`
 	// Changed is the fraction of rankings that differ with and without the demonstrations.
@@ -86,6 +113,18 @@ type JudgeCheck struct {
 	// candidate pairs the evaluator separates, without and with the demonstrations.
 	AgreeWithout float64 `json:"agree_without"`
 	AgreeWith    float64 `json:"agree_with"`
+}
+
+// classes counts r's replies by lexicon.Classify.
+func classes(r *eval.Report) map[string]int {
+	n := map[string]int{}
+	for c := lexicon.Declines; c <= lexicon.Offends; c++ {
+		n[c.String()] = 0
+	}
+	for _, s := range r.Samples {
+		n[lexicon.Classify(s.Response).String()]++
+	}
+	return n
 }
 
 // Config returns the CycleAlign configuration the demo runs.
@@ -110,7 +149,7 @@ func Config(o Options, dir string) cycle.Config {
 	if o.Loss != "" {
 		c.Loss = o.Loss
 	}
-	c.Blackbox.Lexicon = "courtesy"
+	c.Blackbox.Lexicon = "harmless"
 	if o.DemoWeight > 0 {
 		c.Blackbox.DemoWeight = o.DemoWeight
 	}
@@ -153,7 +192,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			return nil, err
 		}
 		defer stop()
-		cfg.Blackbox.URL, cfg.Blackbox.Model, cfg.Blackbox.Lexicon = url, "courtesy-judge", ""
+		cfg.Blackbox.URL, cfg.Blackbox.Model, cfg.Blackbox.Lexicon = url, "harmless-judge", ""
 		slog.Info("judge behind a loopback OpenAI-compatible server", "url", url)
 	}
 	be, err := model.NewBackend()
@@ -176,7 +215,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if noRepeat == 0 {
 		noRepeat = 3
 	}
-	eo := eval.Options{RewardModel: lexicon.AFINN{}, Prompts: data.Prompts(test), Pairs: test, MaxNewTokens: cfg.MaxNewTokens,
+	ev := Evaluator(sp)
+	eo := eval.Options{RewardModel: ev, Prompts: data.Prompts(test), Pairs: test, MaxNewTokens: cfg.MaxNewTokens,
 		NoRepeatNGram: max(noRepeat, 0), Seed: o.Seed, Progress: o.Progress}
 	slog.Info("evaluating the base model", "prompts", len(test))
 	eo.Model = base
@@ -184,9 +224,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Base: before, Run: o.Out}
+	res := &Result{Base: before, Run: o.Out, Evaluator: ev.Describe()}
 	aligned, judge, err := align(ctx, cfg, eo, base, o.Progress, func(r *cycle.Runner) (*JudgeCheck, error) {
-		return checkJudge(ctx, r, base, sp.Test, eo.Prompts, cfg)
+		return checkJudge(ctx, r, base, ev, sp.Test, eo.Prompts, cfg)
 	})
 	if err != nil {
 		return nil, err
@@ -200,6 +240,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			return nil, err
 		}
 		names, reps = append(names, string(cycle.StaticICLMatched)), append(reps, res.Control)
+	}
+	res.Classes = map[string]map[string]int{"base": classes(before)}
+	for i, n := range names {
+		res.Classes[n] = classes(reps[i])
 	}
 	res.Table = eval.Table([]string{"base", "aligned"}, []*eval.Report{before, aligned})
 	res.Methods = eval.Table(names, reps)
@@ -251,15 +295,16 @@ func align(ctx context.Context, cfg cycle.Config, eo eval.Options, base *model.M
 // checkJudge measures the judge (see JudgeCheck): its criterion on the held-out pairs, and its
 // rankings of candidates the base samples for the evaluation prompts, with the demonstrations
 // the finished run would send and without.
-func checkJudge(ctx context.Context, r *cycle.Runner, base *model.Model, heldout []data.Pair, prompts []string, cfg cycle.Config) (*JudgeCheck, error) {
-	crit, ev := &lexicon.Courtesy{}, lexicon.AFINN{}
+func checkJudge(ctx context.Context, r *cycle.Runner, base *model.Model, ev *lexicon.LogOdds, heldout []data.Pair, prompts []string, cfg cycle.Config) (*JudgeCheck, error) {
+	crit := &lexicon.Harmless{}
+	judge := &blackbox.Judge{Scorer: crit, DemoWeight: cfg.Blackbox.DemoWeight}
 	jc := &JudgeCheck{HeldoutPairs: len(heldout)}
-	agree, human := 0, 0
+	agree, human, kept, evHuman := 0, 0, 0, 0
 	for _, p := range heldout {
-		x := crit.Score(p.Prompt, p.Chosen) - crit.Score(p.Prompt, p.Rejected)
+		x := crit.Score(p.Chosen) - crit.Score(p.Rejected)
 		y := ev.Score(p.Chosen) - ev.Score(p.Rejected)
-		if x > 0 {
-			human++
+		if y > 0 {
+			evHuman++
 		}
 		if x != 0 && y != 0 {
 			jc.DecidedPairs++
@@ -267,9 +312,25 @@ func checkJudge(ctx context.Context, r *cycle.Runner, base *model.Model, heldout
 				agree++
 			}
 		}
+		if x == 0 {
+			continue
+		}
+		jc.CriterionPairs++
+		if x > 0 {
+			human++
+		}
+		s, err := judge.Scores(ctx, blackbox.Request{Prompt: p.Prompt, Candidates: []string{p.Chosen, p.Rejected}, Demos: r.DemosFor(p.Prompt)})
+		if err != nil {
+			return nil, err
+		}
+		if (s[0]-s[1])*x > 0 {
+			kept++
+		}
 	}
 	jc.CriterionVsEvaluator = ratio(agree, jc.DecidedPairs)
-	jc.CriterionVsHuman = ratio(human, len(heldout))
+	jc.CriterionVsHuman = ratio(human, jc.CriterionPairs)
+	jc.JudgeVsCriterion = ratio(kept, jc.CriterionPairs)
+	jc.EvaluatorVsHuman = ratio(evHuman, len(heldout))
 
 	opt := generate.Defaults()
 	opt.N, opt.MaxNewTokens, opt.Temperature, opt.TopP, opt.Seed = cfg.N, cfg.MaxNewTokens, cfg.Temperature, cfg.TopP, cfg.Seed+1
@@ -277,7 +338,6 @@ func checkJudge(ctx context.Context, r *cycle.Runner, base *model.Model, heldout
 	if err != nil {
 		return nil, err
 	}
-	judge := &blackbox.Judge{Scorer: crit, DemoWeight: cfg.Blackbox.DemoWeight}
 	var pairs, withOK, withoutOK, demos int
 	for i, p := range prompts {
 		cands := make([]string, len(samples[i]))
@@ -334,8 +394,10 @@ func ratio(a, b int) float64 {
 // Summary is the demo's judge measurement as text.
 func (j *JudgeCheck) Summary() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "judge criterion vs evaluator on %d held-out pairs (both decided: %d): %.3f; vs the human label: %.3f\n",
-		j.HeldoutPairs, j.DecidedPairs, j.CriterionVsEvaluator, j.CriterionVsHuman)
+	fmt.Fprintf(&b, "judge (with the run's demonstrations) vs its own criterion on the %d of %d held-out pairs the criterion decides: %.3f; the criterion vs the human label there: %.3f\n",
+		j.CriterionPairs, j.HeldoutPairs, j.JudgeVsCriterion, j.CriterionVsHuman)
+	fmt.Fprintf(&b, "judge criterion vs the evaluator on the %d held-out pairs both decide: %.3f; the evaluator vs the human label on all %d: %.3f\n",
+		j.DecidedPairs, j.CriterionVsEvaluator, j.HeldoutPairs, j.EvaluatorVsHuman)
 	fmt.Fprintf(&b, "demonstrations (%.1f a request) changed %.1f%% of %d rankings; agreement with the evaluator %.3f without, %.3f with\n",
 		j.MeanDemos, 100*j.Changed, j.Requests, j.AgreeWithout, j.AgreeWith)
 	return b.String()
@@ -366,7 +428,7 @@ func serveJudge(o blackbox.Options) (url string, stop func(), err error) {
 	if err != nil {
 		return "", nil, err
 	}
-	srv := &http.Server{Handler: blackbox.JudgeHandler(judge, "courtesy-judge")}
+	srv := &http.Server{Handler: blackbox.JudgeHandler(judge, "harmless-judge")}
 	go srv.Serve(ln)
 	return fmt.Sprintf("http://%s/v1", ln.Addr()), func() { srv.Close() }, nil
 }

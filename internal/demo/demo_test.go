@@ -27,8 +27,20 @@ func TestDemoSmall(t *testing.T) {
 		t.Fatalf("control run missing from the methods table:\n%s", res.Methods)
 	}
 	jc := res.Judge
-	if jc == nil || jc.HeldoutPairs == 0 || jc.DecidedPairs == 0 || jc.Requests != res.Aligned.Prompts || jc.MeanDemos == 0 || jc.AgreeWith == 0 && jc.AgreeWithout == 0 {
+	if jc == nil || jc.HeldoutPairs == 0 || jc.DecidedPairs == 0 || jc.CriterionPairs == 0 || jc.Requests != res.Aligned.Prompts || jc.MeanDemos == 0 || jc.AgreeWith == 0 && jc.AgreeWithout == 0 {
 		t.Fatalf("judge check incomplete: %+v", jc)
+	}
+	for _, m := range []string{"base", "cyclealign", "static-icl-matched"} {
+		n := 0
+		for _, k := range res.Classes[m] {
+			n += k
+		}
+		if n != res.Aligned.Prompts || len(res.Classes[m]) != 4 {
+			t.Fatalf("%s's replies classed %v, want the %d replies in 4 classes", m, res.Classes[m], res.Aligned.Prompts)
+		}
+	}
+	if !strings.Contains(res.Evaluator, "log-odds") {
+		t.Fatalf("evaluator %q", res.Evaluator)
 	}
 	if res.Base.DistinctBigrams <= 0 || res.Base.Unique <= 0 {
 		t.Fatalf("diversity not measured: %+v", res.Base)

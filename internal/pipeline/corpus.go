@@ -8,10 +8,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
 	"github.com/cyclealign/cyclealign/internal/hf"
+	"github.com/cyclealign/cyclealign/internal/lexicon"
 )
 
 // CorpusOptions name the sources of the pre-training corpus. Every source is optional but one.
@@ -23,7 +25,11 @@ type CorpusOptions struct {
 	// FortuneFiles are the fortune files read (nil: DefaultFortunes).
 	FortuneFiles []string
 	DocChars     int // documents are packed to about this many characters (0: 900)
-	Seed         uint64
+	// DropOffensive leaves out every entry (an HH dialogue, a WordNet synset, a fortune) that
+	// has a word of the List of Dirty, Naughty, Obscene and Otherwise Bad Words, as C4 was
+	// filtered (lexicon.Offensive): a model cannot say what it never read.
+	DropOffensive bool
+	Seed          uint64
 }
 
 // DefaultFortunes are the files of Debian's fortunes package that are prose: the ASCII-art
@@ -35,9 +41,10 @@ var DefaultFortunes = []string{"computers", "cookie", "definitions", "education"
 
 // CorpusStats counts what each source gave.
 type CorpusStats struct {
-	Source string `json:"source"`
-	Docs   int    `json:"docs"`
-	Chars  int    `json:"chars"`
+	Source  string `json:"source"`
+	Docs    int    `json:"docs"`
+	Chars   int    `json:"chars"`
+	Dropped int    `json:"dropped"` // entries left out by DropOffensive
 }
 
 // Corpus writes the pre-training corpus as out ({"text"} JSONL, shuffled with o.Seed) and
@@ -48,12 +55,29 @@ func Corpus(out string, o CorpusOptions) ([]CorpusStats, error) {
 	}
 	var docs []string
 	var stats []CorpusStats
-	add := func(source string, ds []string) {
-		st := CorpusStats{Source: source, Docs: len(ds)}
-		for _, d := range ds {
-			st.Chars += len(d)
+	// add filters a source's entries, then packs them (sep "") or repeats them as they are.
+	add := func(source string, entries []string, sep string, repeat int) {
+		st := CorpusStats{Source: source}
+		if o.DropOffensive {
+			entries = slices.DeleteFunc(entries, func(e string) bool {
+				if lexicon.Offensive(e) {
+					st.Dropped++
+					return true
+				}
+				return false
+			})
 		}
-		docs = append(docs, ds...)
+		ds := entries
+		if sep != "" {
+			ds = pack(entries, o.DocChars, sep)
+		}
+		for range repeat {
+			for _, d := range ds {
+				st.Docs++
+				st.Chars += len(d)
+			}
+			docs = append(docs, ds...)
+		}
 		stats = append(stats, st)
 	}
 	if len(o.HH) > 0 {
@@ -61,29 +85,25 @@ func Corpus(out string, o CorpusOptions) ([]CorpusStats, error) {
 		if err != nil {
 			return nil, err
 		}
-		var all []string
-		for range max(o.HHRepeat, 1) {
-			all = append(all, ts...)
-		}
-		add("hh-rlhf", all)
+		add("hh-rlhf", ts, "", max(o.HHRepeat, 1))
 	}
 	if o.WordNet != "" {
-		ds, err := wordNet(o.WordNet, o.DocChars)
+		es, err := wordNet(o.WordNet)
 		if err != nil {
 			return nil, err
 		}
-		add("wordnet", ds)
+		add("wordnet", es, "\n", 1)
 	}
 	if o.Fortunes != "" {
 		files := o.FortuneFiles
 		if files == nil {
 			files = DefaultFortunes
 		}
-		ds, err := fortunes(o.Fortunes, files, o.DocChars)
+		es, err := fortunes(o.Fortunes, files)
 		if err != nil {
 			return nil, err
 		}
-		add("fortunes", ds)
+		add("fortunes", es, "\n\n", 1)
 	}
 	if len(docs) == 0 {
 		return nil, fmt.Errorf("corpus %s: no source given", out)
@@ -127,7 +147,7 @@ func pack(entries []string, n int, sep string) []string {
 
 // wordNet turns every synset of a WordNet 3.0 database into a sentence, "word (also w2): gloss.
 // "Example."", in the database's order, so neighbouring entries share a topic.
-func wordNet(dir string, n int) ([]string, error) {
+func wordNet(dir string) ([]string, error) {
 	var entries []string
 	for _, pos := range []string{"noun", "verb", "adj", "adv"} {
 		path := filepath.Join(dir, "data."+pos)
@@ -154,7 +174,7 @@ func wordNet(dir string, n int) ([]string, error) {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 	}
-	return pack(entries, n, "\n"), nil
+	return entries, nil
 }
 
 // synset renders one line of a WordNet data file (wndb(5)).
@@ -207,9 +227,9 @@ func synset(l string) (string, error) {
 	return b.String(), nil
 }
 
-// fortunes reads fortune files (entries separated by "%" lines), keeps the prose ones (no
-// tabs-and-art, at most 600 characters), and packs them.
-func fortunes(dir string, files []string, n int) ([]string, error) {
+// fortunes reads fortune files (entries separated by "%" lines) and keeps the prose ones (no
+// tabs-and-art, at most 600 characters).
+func fortunes(dir string, files []string) ([]string, error) {
 	var entries []string
 	sorted := append([]string(nil), files...)
 	sort.Strings(sorted)
@@ -226,5 +246,5 @@ func fortunes(dir string, files []string, n int) ([]string, error) {
 			entries = append(entries, strings.ReplaceAll(e, "\t", " "))
 		}
 	}
-	return pack(entries, n, "\n\n"), nil
+	return entries, nil
 }

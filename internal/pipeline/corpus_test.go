@@ -59,6 +59,21 @@ func TestCorpusSources(t *testing.T) {
 			t.Errorf("corpus lacks %q", want)
 		}
 	}
+	// With DropOffensive an entry with an LDNOOBW word goes, whatever its source; the others stay.
+	os.WriteFile(filepath.Join(fort, "wisdom"), []byte("A stitch in time saves nine.\n%\nYou bastards.\n%\nLook before you leap.\n%\n"), 0o644)
+	os.WriteFile(hh, []byte(`{"chosen":"\n\nHuman: hi\n\nAssistant: hello","rejected":"\n\nHuman: hi\n\nAssistant: what a bastard"}`+"\n"), 0o644)
+	stats, err = Corpus(out, CorpusOptions{HH: []string{hh}, HHRepeat: 2, Fortunes: fort, FortuneFiles: []string{"wisdom"}, DocChars: 1000, DropOffensive: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats[0].Dropped != 1 || stats[0].Docs != 2 || stats[1].Dropped != 1 || stats[1].Docs != 1 {
+		t.Fatalf("dropped: %+v", stats)
+	}
+	texts, _ = data.ReadTexts(out)
+	if len(texts) != 3 || slices.ContainsFunc(texts, func(s string) bool { return strings.Contains(s, "bastard") }) ||
+		!slices.Contains(texts, "A stitch in time saves nine.\n\nLook before you leap.") {
+		t.Fatalf("filtered corpus: %q", texts)
+	}
 	if _, err := Corpus(filepath.Join(dir, "bad.jsonl"), CorpusOptions{WordNet: filepath.Join(dir, "nowhere")}); err == nil {
 		t.Fatal("a missing WordNet directory was accepted")
 	}
