@@ -247,7 +247,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	res.Table = eval.Table([]string{"base", "aligned"}, []*eval.Report{before, aligned})
 	res.Methods = eval.Table(names, reps)
-	res.JudgeSummary = res.Judge.Summary()
+	res.JudgeSummary = res.Judge.Summary() + classesLine(res.Classes, append([]string{"base"}, names...))
 	b, _ := json.MarshalIndent(res, "", "  ")
 	if err := os.WriteFile(filepath.Join(o.Out, report.DemoFile), b, 0o644); err != nil {
 		return nil, err
@@ -401,6 +401,19 @@ func (j *JudgeCheck) Summary() string {
 	fmt.Fprintf(&b, "demonstrations (%.1f a request) changed %.1f%% of %d rankings; agreement with the evaluator %.3f without, %.3f with\n",
 		j.MeanDemos, 100*j.Changed, j.Requests, j.AgreeWithout, j.AgreeWith)
 	return b.String()
+}
+
+// classesLine is the class counts of each model's greedy replies as text.
+func classesLine(c map[string]map[string]int, models []string) string {
+	var b strings.Builder
+	b.WriteString("greedy replies by the judge's class (declines/neither/complies/offends):")
+	for i, m := range models {
+		if i > 0 {
+			b.WriteString(";")
+		}
+		fmt.Fprintf(&b, " %s %d/%d/%d/%d", m, c[m]["declines"], c[m]["neither"], c[m]["complies"], c[m]["offends"])
+	}
+	return b.String() + "\n"
 }
 
 func writePrompts(path string, prompts []string) error {

@@ -39,6 +39,9 @@ func TestDemoSmall(t *testing.T) {
 			t.Fatalf("%s's replies classed %v, want the %d replies in 4 classes", m, res.Classes[m], res.Aligned.Prompts)
 		}
 	}
+	if !strings.Contains(res.JudgeSummary, "by the judge's class") || !strings.Contains(res.JudgeSummary, "static-icl-matched") {
+		t.Fatalf("judge summary lacks the class counts:\n%s", res.JudgeSummary)
+	}
 	if !strings.Contains(res.Evaluator, "log-odds") {
 		t.Fatalf("evaluator %q", res.Evaluator)
 	}
