@@ -93,4 +93,10 @@ func TestSplitIsDisjointAndDeterministic(t *testing.T) {
 	if a.Test[3] != b.Test[3] || a.Base[0] == pairs[0] && a.Base[1] == pairs[1] {
 		t.Fatal("split is not a fixed shuffle")
 	}
+	// Appending to a part leaves the next one as it was.
+	first := a.Evaluator[0]
+	_ = append(a.Judge, Pair{Prompt: "appended"})
+	if a.Evaluator[0] != first {
+		t.Fatal("appending to the judge part overwrote the evaluator part")
+	}
 }
