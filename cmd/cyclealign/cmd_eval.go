@@ -117,7 +117,7 @@ func newDemoCmd(g *globalOptions) *cobra.Command {
 				o.Progress = os.Stderr
 			}
 			// --small has its own sizes, unless a size was given.
-			for name, p := range map[string]*int{"steps": &o.Steps, "eval-prompts": &o.EvalPrompts} {
+			for name, p := range map[string]*int{"steps": &o.Steps, "batch-size": &o.BatchSize, "eval-prompts": &o.EvalPrompts} {
 				if o.Small && !cmd.Flags().Changed(name) {
 					*p = 0
 				}
@@ -146,6 +146,7 @@ func newDemoCmd(g *globalOptions) *cobra.Command {
 	f.Float64Var(&o.DemoWeight, "demo-weight", blackbox.DefaultOptions().DemoWeight, "how far the judge's demonstrations move its scores")
 	f.IntVar(&o.NoRepeatNGram, "no-repeat-ngram", 3, "evaluation's greedy decoding never repeats an n-gram of prompt and reply (HF's no_repeat_ngram_size; -1: plain greedy)")
 	f.IntVar(&o.Steps, "steps", 10, "alignment steps (--small: 2)")
+	f.IntVar(&o.BatchSize, "batch-size", 4, "prompts a step (--small: 2)")
 	f.IntVar(&o.EvalPrompts, "eval-prompts", 64, "held-out prompts evaluated (--small: 4)")
 	f.Uint64Var(&o.Seed, "seed", 0, "seed")
 	f.Float64Var(&o.LR, "lr", 1e-4, "learning rate")

@@ -40,6 +40,7 @@ type Options struct {
 	JudgeServer bool   // put the judge behind a loopback OpenAI-compatible server
 	NoControl   bool   // skip the static-icl-matched control run
 	Steps       int    // 0: the size's default
+	BatchSize   int    // prompts a step; 0: the size's default
 	EvalPrompts int    // 0: the size's default
 	Seed        uint64
 	LR          float64 // 0: 1e-4
@@ -142,6 +143,9 @@ func Config(o Options, dir string) cycle.Config {
 	}
 	if o.Steps > 0 {
 		c.Steps = o.Steps
+	}
+	if o.BatchSize > 0 {
+		c.BatchSize = o.BatchSize
 	}
 	if o.LR > 0 {
 		c.LR = o.LR
