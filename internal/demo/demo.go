@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/cyclealign/cyclealign/internal/assets"
@@ -409,13 +410,21 @@ func (j *JudgeCheck) Summary() string {
 
 // classesLine is the class counts of each model's greedy replies as text.
 func classesLine(c map[string]map[string]int, models []string) string {
+	var names []string
+	for k := lexicon.Declines; k <= lexicon.Offends; k++ {
+		names = append(names, k.String())
+	}
 	var b strings.Builder
-	b.WriteString("greedy replies by the judge's class (declines/neither/complies/offends):")
+	fmt.Fprintf(&b, "greedy replies by the judge's class (%s):", strings.Join(names, "/"))
 	for i, m := range models {
 		if i > 0 {
 			b.WriteString(";")
 		}
-		fmt.Fprintf(&b, " %s %d/%d/%d/%d", m, c[m]["declines"], c[m]["neither"], c[m]["complies"], c[m]["offends"])
+		counts := make([]string, len(names))
+		for k, n := range names {
+			counts[k] = strconv.Itoa(c[m][n])
+		}
+		fmt.Fprintf(&b, " %s %s", m, strings.Join(counts, "/"))
 	}
 	return b.String() + "\n"
 }
