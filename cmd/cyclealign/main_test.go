@@ -224,7 +224,7 @@ func TestHelpAndMessagesNameTheirFlags(t *testing.T) {
 	if !strings.Contains(help("pretrain"), "sequences per step") || !strings.Contains(help("train-rm"), "chosen/rejected pairs per step") {
 		t.Fatal("pretrain/train-rm --batch-size help")
 	}
-	if d := help("demo"); !strings.Contains(d, "(default 10)") || !strings.Contains(d, "(default 64)") || strings.Contains(d, "(0:") {
+	if d := help("demo"); !strings.Contains(d, "(default 10)") || !strings.Contains(d, "(default 150)") || strings.Contains(d, "(0:") {
 		t.Fatalf("demo --help shows sentinels:\n%s", d)
 	}
 	fail := func(want string, args ...string) {

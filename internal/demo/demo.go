@@ -42,9 +42,9 @@ type Options struct {
 	NoControl   bool   // skip the static-icl-matched control run
 	Steps       int    // 0: the size's default
 	BatchSize   int    // prompts a step; 0: the size's default
-	EvalPrompts int    // 0: the size's default
+	EvalPrompts int    // 0: the size's default (every held-out prompt)
 	Seed        uint64
-	LR          float64 // 0: 1e-4
+	LR          float64 // 0: 7e-5
 	Loss        string  // "": pro
 	DemoWeight  float64 // 0: the judge's default (blackbox.DefaultOptions)
 	// NoRepeatNGram is the evaluation's greedy decoding constraint (HF's no_repeat_ngram_size):
@@ -138,7 +138,9 @@ func Config(o Options, dir string) cycle.Config {
 	}
 	c.Out, c.Seed = o.Out, o.Seed
 	c.Steps, c.BatchSize, c.N, c.Interactions, c.MaxNewTokens = 10, 4, 4, 3, 48
-	c.LR, c.WarmupRatio, c.MaxResponse = 1e-4, 0.1, 64
+	// 1e-4 moved the judge's classes further but collapsed the greedy replies of some seeds
+	// onto one deflection (distinct bigrams 76% of the base's); see the README's table.
+	c.LR, c.WarmupRatio, c.MaxResponse = 7e-5, 0.1, 64
 	if o.Small {
 		c.Steps, c.BatchSize, c.N, c.Interactions, c.MaxNewTokens = 2, 2, 3, 2, 12
 	}
@@ -208,7 +210,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	nEval := 64
+	// Every held-out prompt by default: with 64 the evaluator's 95% interval on a win rate is
+	// ±0.12 wide, with 150 about ±0.08.
+	nEval := len(sp.Test)
 	if o.Small {
 		nEval = 4
 	}
