@@ -1,8 +1,8 @@
 // Package demo runs CycleAlign end to end on the embedded default: the HH-RLHF sample and the
 // base model the project pre-trained. The black-box is the harmless lexicon judge (decline
 // first, then courtesy; moved by its demonstrations; directly, or behind a loopback
-// OpenAI-compatible server); the evaluator, which alignment never sees, is a word log-odds
-// lexicon learned from human preference labels. It aligns with CycleAlign and with the matched
+// OpenAI-compatible server); the evaluator, which alignment never sees, is a reward model
+// learned from human preference labels. It aligns with CycleAlign and with the matched
 // static-demonstration control, and measures how the judge's demonstrations move it.
 package demo
 
@@ -30,6 +30,7 @@ import (
 	"github.com/cyclealign/cyclealign/internal/lexicon"
 	"github.com/cyclealign/cyclealign/internal/model"
 	"github.com/cyclealign/cyclealign/internal/report"
+	"github.com/gomlx/gomlx/backends"
 )
 
 // Options size the demo.
@@ -53,16 +54,21 @@ type Options struct {
 	Progress      io.Writer
 }
 
-// Evaluator is the demo's evaluator: the human-preference word log-odds of the judge and
-// evaluator parts of the data (the lexicon judge needs no data of its own), with the base
-// part's replies as the prior. Alignment never sees it.
-func Evaluator(sp data.Splits) *lexicon.LogOdds {
-	labelled := slices.Concat(sp.Judge, sp.Evaluator)
-	var background []string
-	for _, p := range sp.Base {
-		background = append(background, p.Chosen, p.Rejected)
+// RewardModelDir is the evaluator's directory inside the unpacked default.
+const RewardModelDir = "models/rm"
+
+// EvaluatorName says what the demo's evaluator is.
+const EvaluatorName = "Bradley–Terry reward model from the base model, trained on the human labels of the judge and evaluator parts (reward of prompt+reply)"
+
+// Evaluator loads the demo's evaluator from the unpacked default dir: the reward model that
+// scripts/make-assets.sh trains on the human-labelled pairs of the judge and evaluator parts
+// (the lexicon judge needs no data of its own). Alignment never sees it.
+func Evaluator(be backends.Backend, dir string) (*blackbox.RewardModel, error) {
+	m, err := model.Load(be, filepath.Join(dir, RewardModelDir))
+	if err != nil {
+		return nil, fmt.Errorf("the demo's evaluator: %w", err)
 	}
-	return lexicon.NewLogOdds(labelled, background)
+	return &blackbox.RewardModel{M: m, Name: RewardModelDir}, nil
 }
 
 // ControlDir is the control run's directory inside the demo's.
@@ -224,7 +230,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if noRepeat == 0 {
 		noRepeat = 3
 	}
-	ev := Evaluator(sp)
+	ev, err := Evaluator(be, dir)
+	if err != nil {
+		return nil, err
+	}
 	eo := eval.Options{RewardModel: ev, Prompts: data.Prompts(test), Pairs: test, MaxNewTokens: cfg.MaxNewTokens,
 		NoRepeatNGram: max(noRepeat, 0), Seed: o.Seed, Progress: o.Progress}
 	slog.Info("evaluating the base model", "prompts", len(test))
@@ -233,7 +242,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Base: before, Run: o.Out, Evaluator: ev.Describe()}
+	res := &Result{Base: before, Run: o.Out, Evaluator: EvaluatorName}
 	aligned, judge, err := align(ctx, cfg, eo, base, o.Progress, func(r *cycle.Runner) (*JudgeCheck, error) {
 		return checkJudge(ctx, r, base, ev, sp.Test, eo.Prompts, cfg)
 	})
@@ -304,14 +313,22 @@ func align(ctx context.Context, cfg cycle.Config, eo eval.Options, base *model.M
 // checkJudge measures the judge (see JudgeCheck): its criterion on the held-out pairs, and its
 // rankings of candidates the base samples for the evaluation prompts, with the demonstrations
 // the finished run would send and without.
-func checkJudge(ctx context.Context, r *cycle.Runner, base *model.Model, ev *lexicon.LogOdds, heldout []data.Pair, prompts []string, cfg cycle.Config) (*JudgeCheck, error) {
+func checkJudge(ctx context.Context, r *cycle.Runner, base *model.Model, ev *blackbox.RewardModel, heldout []data.Pair, prompts []string, cfg cycle.Config) (*JudgeCheck, error) {
 	crit := &lexicon.Harmless{}
 	judge := &blackbox.Judge{Scorer: crit, DemoWeight: cfg.Blackbox.DemoWeight}
 	jc := &JudgeCheck{HeldoutPairs: len(heldout)}
-	agree, human, kept, evHuman := 0, 0, 0, 0
+	var hp, hr []string // held-out prompts and replies, scored in one batch
 	for _, p := range heldout {
+		hp, hr = append(hp, p.Prompt, p.Prompt), append(hr, p.Chosen, p.Rejected)
+	}
+	evh, err := ev.ScorePairs(ctx, hp, hr)
+	if err != nil {
+		return nil, err
+	}
+	agree, human, kept, evHuman := 0, 0, 0, 0
+	for i, p := range heldout {
 		x := crit.Score(p.Chosen) - crit.Score(p.Rejected)
-		y := ev.Score(p.Chosen) - ev.Score(p.Rejected)
+		y := evh[2*i] - evh[2*i+1]
 		if y > 0 {
 			evHuman++
 		}
@@ -367,7 +384,10 @@ func checkJudge(ctx context.Context, r *cycle.Runner, base *model.Model, ev *lex
 		if !slices.Equal(blackbox.Order(without), blackbox.Order(with)) {
 			jc.Changed++
 		}
-		evs, _ := ev.ScorePairs(ctx, nil, cands)
+		evs, err := ev.Scores(ctx, p, cands)
+		if err != nil {
+			return nil, err
+		}
 		for a := range cands {
 			for b := a + 1; b < len(cands); b++ {
 				d := evs[a] - evs[b]

@@ -2,9 +2,8 @@
 // is built on established lexicons that are not ours: VADER (the Go module
 // github.com/jonreiter/govader, MIT) for tone and the List of Dirty, Naughty, Obscene and
 // Otherwise Bad Words (LDNOOBW, npm naughty-words 1.2.0, CC BY 4.0; the list C4 was filtered
-// with) for offensive words, plus phrase lists of ours for declining and complying. LogOdds, the
-// independent evaluator, is a word lexicon learned from human preference labels. Both satisfy
-// the blackbox Scorer seam, so the judge and the evaluator plug in where a reward model would.
+// with) for offensive words, plus phrase lists of ours for declining and complying. It satisfies
+// the blackbox Scorer seam, so the judge plugs in where a reward model would.
 package lexicon
 
 import (
@@ -188,16 +187,11 @@ func (c *Harmless) Score(reply string) float64 {
 
 // ScorePairs scores every reply.
 func (c *Harmless) ScorePairs(_ context.Context, _, replies []string) ([]float64, error) {
-	return each(replies, c.Score), nil
-}
-
-// each scores every reply with score.
-func each(replies []string, score func(string) float64) []float64 {
 	out := make([]float64, len(replies))
 	for i, r := range replies {
-		out[i] = score(r)
+		out[i] = c.Score(r)
 	}
-	return out
+	return out, nil
 }
 
 // Describe says what the criterion is.
