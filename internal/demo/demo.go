@@ -216,8 +216,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Every held-out prompt by default: with 64 the evaluator's 95% interval on a win rate is
-	// ±0.12 wide, with 150 about ±0.08.
+	// Every held-out prompt by default: with 64 the 95% interval on a win rate is about
+	// ±0.11 wide, with 150 ±0.08.
 	nEval := len(sp.Test)
 	if o.Small {
 		nEval = 4
