@@ -29,6 +29,7 @@ import (
 	"github.com/cyclealign/cyclealign/internal/hf"
 	"github.com/cyclealign/cyclealign/internal/lexicon"
 	"github.com/cyclealign/cyclealign/internal/model"
+	"github.com/cyclealign/cyclealign/internal/progress"
 	"github.com/cyclealign/cyclealign/internal/report"
 	"github.com/gomlx/gomlx/backends"
 )
@@ -244,7 +245,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	res := &Result{Base: before, Run: o.Out, Evaluator: EvaluatorName}
 	aligned, judge, err := align(ctx, cfg, eo, base, o.Progress, func(r *cycle.Runner) (*JudgeCheck, error) {
-		return checkJudge(ctx, r, base, ev, sp.Test, eo.Prompts, cfg)
+		return checkJudge(ctx, r, base, ev, sp.Test, eo.Prompts, cfg, o.Progress)
 	})
 	if err != nil {
 		return nil, err
@@ -312,8 +313,12 @@ func align(ctx context.Context, cfg cycle.Config, eo eval.Options, base *model.M
 
 // checkJudge measures the judge (see JudgeCheck): its criterion on the held-out pairs, and its
 // rankings of candidates the base samples for the evaluation prompts, with the demonstrations
-// the finished run would send and without.
-func checkJudge(ctx context.Context, r *cycle.Runner, base *model.Model, ev *blackbox.RewardModel, heldout []data.Pair, prompts []string, cfg cycle.Config) (*JudgeCheck, error) {
+// the finished run would send and without. It takes about a minute on 2 cores, shown on w.
+func checkJudge(ctx context.Context, r *cycle.Runner, base *model.Model, ev *blackbox.RewardModel, heldout []data.Pair, prompts []string, cfg cycle.Config,
+	w io.Writer) (*JudgeCheck, error) {
+	bar := progress.New(w, 3, "judge check")
+	defer bar.Finish()
+	bar.Set(0, "held-out pairs")
 	crit := &lexicon.Harmless{}
 	judge := &blackbox.Judge{Scorer: crit, DemoWeight: cfg.Blackbox.DemoWeight}
 	jc := &JudgeCheck{HeldoutPairs: len(heldout)}
@@ -358,6 +363,7 @@ func checkJudge(ctx context.Context, r *cycle.Runner, base *model.Model, ev *bla
 	jc.JudgeVsCriterion = ratio(kept, jc.CriterionPairs)
 	jc.EvaluatorVsHuman = ratio(evHuman, len(heldout))
 
+	bar.Set(1, "sampling candidates")
 	opt := generate.Defaults()
 	opt.N, opt.MaxNewTokens, opt.Temperature, opt.TopP, opt.Seed = cfg.N, cfg.MaxNewTokens, cfg.Temperature, cfg.TopP, cfg.Seed+1
 	samples, err := generate.Text(ctx, base, prompts, opt)
@@ -366,6 +372,7 @@ func checkJudge(ctx context.Context, r *cycle.Runner, base *model.Model, ev *bla
 	}
 	var pairs, withOK, withoutOK, demos int
 	for i, p := range prompts {
+		bar.Set(2+float64(i)/float64(len(prompts)), "ranking with and without demonstrations")
 		cands := make([]string, len(samples[i]))
 		for k, c := range samples[i] {
 			cands[k] = c.Text
@@ -408,8 +415,10 @@ func checkJudge(ctx context.Context, r *cycle.Runner, base *model.Model, ev *bla
 	jc.Changed /= float64(max(len(prompts), 1))
 	jc.MeanDemos = float64(demos) / float64(max(len(prompts), 1))
 	jc.AgreeWithout, jc.AgreeWith = ratio(withoutOK, pairs), ratio(withOK, pairs)
-	slog.Info("judge check", "criterion_vs_evaluator", fmt.Sprintf("%.3f", jc.CriterionVsEvaluator),
-		"changed", fmt.Sprintf("%.3f", jc.Changed), "agree_without", fmt.Sprintf("%.3f", jc.AgreeWithout), "agree_with", fmt.Sprintf("%.3f", jc.AgreeWith))
+	bar.Log(func() {
+		slog.Info("judge check", "criterion_vs_evaluator", fmt.Sprintf("%.3f", jc.CriterionVsEvaluator),
+			"changed", fmt.Sprintf("%.3f", jc.Changed), "agree_without", fmt.Sprintf("%.3f", jc.AgreeWithout), "agree_with", fmt.Sprintf("%.3f", jc.AgreeWith))
+	})
 	return jc, nil
 }
 
