@@ -559,3 +559,95 @@ func TestBlankCandidatesNeverAbortARun(t *testing.T) {
 		t.Fatal("the test produced no blank candidates; it checks nothing")
 	}
 }
+
+// A candidate that ended its turn is scored and trained with the turn's end (the stop string,
+// or EOS without one); one cut by the token budget is not. Without the end the model is never
+// shown where a reply stops.
+func TestEndedCandidatesKeepTheirEnd(t *testing.T) {
+	s := llmtest.New(shorterWithNoise())
+	defer s.Close()
+	cfg := testConfig(t, s, writePrompts(t, topics[:4]))
+	const stop = "th" // common enough in the tiny model's samples to end some, not all
+	cfg.Steps, cfg.Interactions, cfg.Stop = 1, 1, []string{stop}
+	ctx := context.Background()
+	r, err := Prepare(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be, err := model.NewBackend()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m0, err := model.Load(be, cfg.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	init := &Runner{M: m0, Cfg: r.Cfg}
+	if err := r.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	recs := readLines[Record](t, filepath.Join(cfg.Out, JournalFile))
+	var ps, rs, plain [][]int
+	var ended []bool
+	for _, rec := range recs {
+		if len(rec.Ended) != len(rec.Candidates) {
+			t.Fatalf("ended %v for %d candidates", rec.Ended, len(rec.Candidates))
+		}
+		for k, c := range rec.Candidates {
+			if rec.Ended[k] && strings.Contains(c, stop) {
+				t.Fatalf("candidate %q ended on the stop string but still holds it", c)
+			}
+			ps = append(ps, init.M.Tokenizer.Encode(rec.Prompt, true))
+			rs = append(rs, init.responseIDs(c, rec.Ended[k]))
+			plain = append(plain, init.M.Tokenizer.Encode(c, false))
+			ended = append(ended, rec.Ended[k])
+		}
+	}
+	if !slices.Contains(ended, true) || !slices.Contains(ended, false) {
+		t.Fatalf("want candidates that ended and candidates cut by the budget: %v", ended)
+	}
+	with, err := init.M.ScoreIDs(ctx, ps, rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	without, err := init.M.ScoreIDs(ctx, ps, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := 0
+	for _, rec := range recs {
+		for j := range rec.Candidates {
+			if d := rec.WhiteScores[j] - with[k].Mean; d > 1e-4 || d < -1e-4 {
+				t.Fatalf("white score %.6f, want %.6f (candidate %d of %q)", rec.WhiteScores[j], with[k].Mean, j, rec.Prompt)
+			}
+			if want := init.M.Tokenizer.Encode(rec.Candidates[j]+stop, false); ended[k] && !slices.Equal(rs[k], want) {
+				t.Fatalf("ended candidate trained as %v, want %v", rs[k], want)
+			}
+			if ended[k] && with[k].Mean == without[k].Mean {
+				t.Fatalf("the end changed nothing in the score of %q", rec.Candidates[j])
+			}
+			k++
+		}
+	}
+	// Training saw the same tokens (prompt and response, every candidate of the one step).
+	trained := 0
+	for k := range ps {
+		trained += len(ps[k]) + len(rs[k])
+	}
+	if ms := readLines[StepMetrics](t, filepath.Join(cfg.Out, MetricsFile)); ms[0].TrainTokens != trained {
+		t.Fatalf("trained on %d tokens, want %d (the candidates with their ends)", ms[0].TrainTokens, trained)
+	}
+	// Without a stop string the end is EOS; the budget still caps the response.
+	init.Cfg.Stop, init.Cfg.MaxResponse = nil, 3
+	eos := init.M.Config.EOSTokenIDs[0]
+	if ids := init.responseIDs("a b", true); ids[len(ids)-1] != eos {
+		t.Fatalf("ended without a stop string: %v, want EOS %d last", ids, eos)
+	}
+	if ids := init.responseIDs("a b", false); slices.Contains(ids, eos) {
+		t.Fatalf("cut by the budget: %v holds EOS", ids)
+	}
+	if ids := init.responseIDs("a b c d e f", true); len(ids) != 3 {
+		t.Fatalf("%d ids past max_response_tokens 3", len(ids))
+	}
+}

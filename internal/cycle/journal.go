@@ -27,8 +27,12 @@ type Record struct {
 	NoTokens     []int          `json:"no_tokens,omitempty"` // candidates left out of training: no tokens
 	Skipped      string         `json:"skipped,omitempty"`   // why the prompt was not trained on
 	Weights      string         `json:"weights,omitempty"`   // the served weights that sampled the candidates (remote generation)
+	Ended        []bool         `json:"ended,omitempty"`     // which candidates ended their turn (EOS or stop string) before the token budget
 	Usage        blackbox.Usage `json:"usage"`
 }
+
+// ended reports whether candidate k ended its turn (false in journals written before Ended).
+func (rec *Record) ended(k int) bool { return k < len(rec.Ended) && rec.Ended[k] }
 
 // StepMetrics is one metrics.jsonl line.
 type StepMetrics struct {

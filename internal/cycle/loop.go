@@ -240,7 +240,7 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 	// Generation takes about a third of a step; the interactions share the rest.
 	at := func(t int, part float64) float64 { return 0.35 + 0.65*(float64(t)+part)/float64(c.Interactions) }
 	t0 := time.Now()
-	cands, genTokens, err := r.candidates(ctx, prompts, step)
+	cands, ended, genTokens, err := r.candidates(ctx, prompts, step)
 	if err != nil {
 		return nil, err
 	}
@@ -253,7 +253,7 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 	for t := 0; t < c.Interactions; t++ {
 		phase(step, at(t, 0), fmt.Sprintf("step %d.%d: white-box judging", step+1, t+1))
 		t0 := time.Now()
-		white, err := r.whiteRanking(ctx, prompts, cands)
+		white, err := r.whiteRanking(ctx, prompts, cands, ended)
 		if err != nil {
 			return nil, err
 		}
@@ -265,7 +265,7 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 			return nil, err
 		}
 		for i := range recs {
-			recs[i].Weights = sampledBy
+			recs[i].Weights, recs[i].Ended = sampledBy, ended[i]
 		}
 		m.BlackboxSeconds += time.Since(t0).Seconds()
 		var exs []train.Example
@@ -295,7 +295,7 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 			// log-probability to rank: it leaves the ranking, recorded in the journal.
 			ex := train.Example{Prompt: r.M.Tokenizer.Encode(rec.Prompt, true)}
 			for _, k := range rec.BlackRanking {
-				ids := truncateIDs(r.M.Tokenizer.Encode(rec.Candidates[k], false), c.MaxResponse)
+				ids := r.responseIDs(rec.Candidates[k], rec.ended(k))
 				if len(ids) == 0 {
 					rec.NoTokens = append(rec.NoTokens, k)
 					continue
@@ -372,22 +372,38 @@ func ratio(a, b int) float64 {
 	return float64(a) / float64(b)
 }
 
-func truncateIDs(ids []int, n int) []int {
-	if n > 0 && len(ids) > n {
+// responseIDs are the tokens a candidate is scored and trained on, at most MaxResponse. A
+// candidate that ended its turn (EOS or a stop string, not the token budget) keeps the turn's
+// end: the first stop string (the HH format's "\n\nHuman:"), or EOS where no stop string is
+// set, as TRL's trainers append EOS to each completion. Without it the model is never taught
+// where a reply ends, and every greedy reply runs to the budget.
+func (r *Runner) responseIDs(text string, ended bool) []int {
+	tok := r.M.Tokenizer
+	var ids []int
+	switch {
+	case text == "": // a blank reply stays out (NoTokens), ended or not: it says nothing to learn from
+	case ended && len(r.Cfg.Stop) > 0 && r.Cfg.Stop[0] != "":
+		ids = tok.Encode(text+r.Cfg.Stop[0], false)
+	case ended && len(r.M.Config.EOSTokenIDs) > 0:
+		ids = append(tok.Encode(text, false), r.M.Config.EOSTokenIDs[0])
+	default:
+		ids = tok.Encode(text, false)
+	}
+	if n := r.Cfg.MaxResponse; n > 0 && len(ids) > n {
 		return ids[:n]
 	}
 	return ids
 }
 
-// candidates samples N responses per prompt; exact duplicates (and empty responses) are
-// re-sampled once, then kept.
-func (r *Runner) candidates(ctx context.Context, prompts []string, step int) ([][]string, int, error) {
+// candidates samples N responses per prompt, with whether each ended its turn; exact
+// duplicates (and empty responses) are re-sampled once, then kept.
+func (r *Runner) candidates(ctx context.Context, prompts []string, step int) ([][]string, [][]bool, int, error) {
 	c := r.Cfg
 	opt := generate.Options{N: c.N, MaxNewTokens: c.MaxNewTokens, Temperature: c.Temperature, TopP: c.TopP,
 		Stop: c.Stop, Seed: mix(c.Seed, uint64(step), 1), TruncatePrompt: true}
-	out, tokens, err := r.texts(ctx, prompts, opt)
+	out, ended, tokens, err := r.texts(ctx, prompts, opt)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	var again []int // (prompt, candidate) pairs to re-sample, flattened
 	for i, texts := range out {
@@ -405,46 +421,54 @@ func (r *Runner) candidates(ctx context.Context, prompts []string, step int) ([]
 			ps[k] = prompts[f/c.N]
 		}
 		opt.N, opt.Seed = 1, mix(c.Seed, uint64(step), 2)
-		re, n, err := r.texts(ctx, ps, opt)
+		re, reEnded, n, err := r.texts(ctx, ps, opt)
 		if err != nil {
-			return nil, 0, err
+			return nil, nil, 0, err
 		}
 		for k, f := range again {
-			out[f/c.N][f%c.N] = re[k][0]
+			out[f/c.N][f%c.N], ended[f/c.N][f%c.N] = re[k][0], reEnded[k][0]
 		}
 		tokens += n
 	}
-	return out, tokens, nil
+	return out, ended, tokens, nil
 }
 
-// texts samples opt.N completions of each prompt, in-process or from the generation server,
-// and counts the tokens generated.
-func (r *Runner) texts(ctx context.Context, prompts []string, opt generate.Options) ([][]string, int, error) {
-	if r.remote != nil {
-		return r.sample(ctx, prompts, opt)
-	}
-	res, err := generate.Text(ctx, r.M, prompts, opt)
-	if err != nil {
-		return nil, 0, err
-	}
-	out := make([][]string, len(res))
+// texts samples opt.N completions of each prompt, in-process or from the generation server:
+// their texts, whether each ended its turn (finish reason "stop"), and the tokens generated.
+func (r *Runner) texts(ctx context.Context, prompts []string, opt generate.Options) ([][]string, [][]bool, int, error) {
+	var res [][]generate.Completion
 	tokens := 0
+	var err error
+	if r.remote != nil {
+		res, tokens, err = r.sample(ctx, prompts, opt)
+	} else {
+		res, err = generate.Text(ctx, r.M, prompts, opt)
+		for _, comps := range res {
+			for _, cp := range comps {
+				tokens += len(cp.IDs)
+			}
+		}
+	}
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	out, ended := make([][]string, len(res)), make([][]bool, len(res))
 	for i, comps := range res {
 		for _, cp := range comps {
 			out[i] = append(out[i], cp.Text)
-			tokens += len(cp.IDs)
+			ended[i] = append(ended[i], cp.FinishReason == "stop")
 		}
 	}
-	return out, tokens, nil
+	return out, ended, tokens, nil
 }
 
 // whiteRanking scores every candidate by its length-normalised log-probability and sorts.
-func (r *Runner) whiteRanking(ctx context.Context, prompts []string, cands [][]string) ([][]float64, error) {
+func (r *Runner) whiteRanking(ctx context.Context, prompts []string, cands [][]string, ended [][]bool) ([][]float64, error) {
 	var ps, rs [][]int
 	for i, p := range prompts {
 		pid := r.M.Tokenizer.Encode(p, true)
-		for _, cd := range cands[i] {
-			pp, rr := model.FitContext(pid, truncateIDs(r.M.Tokenizer.Encode(cd, false), r.Cfg.MaxResponse), r.M.Config.MaxPositions)
+		for j, cd := range cands[i] {
+			pp, rr := model.FitContext(pid, r.responseIDs(cd, ended[i][j]), r.M.Config.MaxPositions)
 			ps, rs = append(ps, pp), append(rs, rr)
 		}
 	}

@@ -105,7 +105,7 @@ func isNotFound(err error) bool {
 
 // sample asks the server for candidates (and the tokens it generated); when it fails (a
 // restart), it waits for the server to answer again, re-pushes the weights, and asks once more.
-func (r *Runner) sample(ctx context.Context, prompts []string, opt generate.Options) ([][]string, int, error) {
+func (r *Runner) sample(ctx context.Context, prompts []string, opt generate.Options) ([][]generate.Completion, int, error) {
 	s := r.remote
 	if s.serving == "" || s.version != r.tr.Step { // weights changed since the last push (or a resumed run)
 		if err := r.push(ctx); err != nil {

@@ -134,12 +134,12 @@ func TestRemoteGenerationFollowsLoRA(t *testing.T) {
 	}
 	base, _, _ := r.remote.api.Text(ctx, "base", ids, opt)
 	for i := range ps {
-		if served[i][0] != local[i][0].Text {
-			t.Fatalf("prompt %d: served %q, in-process %q", i, served[i][0], local[i][0].Text)
+		if s, l := served[i][0], local[i][0]; s.Text != l.Text || s.FinishReason != l.FinishReason {
+			t.Fatalf("prompt %d: served %q (%s), in-process %q (%s)", i, s.Text, s.FinishReason, l.Text, l.FinishReason)
 		}
 	}
 	if fmt.Sprint(base) == fmt.Sprint(served) {
-		t.Fatalf("the adapter changed nothing (%q): the check would pass with the base", served)
+		t.Fatalf("the adapter changed nothing (%v): the check would pass with the base", served)
 	}
 }
 

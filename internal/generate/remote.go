@@ -48,12 +48,12 @@ func (e *HTTPError) Error() string {
 	return fmt.Sprintf("POST %s: HTTP %d: %.300s", e.URL, e.Status, e.Msg)
 }
 
-// Text samples opt.N completions of each prompt from model, one request a prompt, each with
-// its own seed derived from opt.Seed, and sums the completion tokens the server reports
-// (usage). Prompts go as token ids (the completions API takes them), so the server samples after
+// Text samples opt.N completions of each prompt from model (text and finish reason), one
+// request a prompt, each with its own seed derived from opt.Seed, and sums the completion
+// tokens the server reports (usage). Prompts go as token ids (the completions API takes them), so the server samples after
 // exactly the tokens the white-box scores.
-func (r *Remote) Text(ctx context.Context, model string, prompts [][]int, opt Options) ([][]string, int, error) {
-	out := make([][]string, len(prompts))
+func (r *Remote) Text(ctx context.Context, model string, prompts [][]int, opt Options) ([][]Completion, int, error) {
+	out := make([][]Completion, len(prompts))
 	tokens := make([]int, len(prompts))
 	errs := make([]error, len(prompts))
 	n := r.Concurrency
@@ -79,7 +79,7 @@ func (r *Remote) Text(ctx context.Context, model string, prompts [][]int, opt Op
 	return out, total, errors.Join(errs...)
 }
 
-func (r *Remote) complete(ctx context.Context, model string, prompt []int, opt Options, seed uint64) ([]string, int, error) {
+func (r *Remote) complete(ctx context.Context, model string, prompt []int, opt Options, seed uint64) ([]Completion, int, error) {
 	temp := opt.Temperature
 	if opt.Greedy {
 		temp = 0
@@ -91,8 +91,9 @@ func (r *Remote) complete(ctx context.Context, model string, prompt []int, opt O
 	}
 	var resp struct {
 		Choices []struct {
-			Index int    `json:"index"`
-			Text  string `json:"text"`
+			Index        int    `json:"index"`
+			Text         string `json:"text"`
+			FinishReason string `json:"finish_reason"`
 		} `json:"choices"`
 		Usage struct {
 			CompletionTokens int `json:"completion_tokens"`
@@ -104,14 +105,14 @@ func (r *Remote) complete(ctx context.Context, model string, prompt []int, opt O
 	if len(resp.Choices) != opt.N {
 		return nil, 0, fmt.Errorf("%s/completions: %d choices for n=%d", r.URL, len(resp.Choices), opt.N)
 	}
-	texts := make([]string, opt.N)
+	comps := make([]Completion, opt.N)
 	for _, c := range resp.Choices {
 		if c.Index < 0 || c.Index >= opt.N {
 			return nil, 0, fmt.Errorf("%s/completions: choice index %d for n=%d", r.URL, c.Index, opt.N)
 		}
-		texts[c.Index] = c.Text
+		comps[c.Index] = Completion{Text: c.Text, FinishReason: c.FinishReason}
 	}
-	return texts, resp.Usage.CompletionTokens, nil
+	return comps, resp.Usage.CompletionTokens, nil
 }
 
 // LoadAdapter asks the server to load the PEFT adapter at path as name (vLLM needs
