@@ -244,7 +244,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{Base: before, Run: o.Out, Evaluator: EvaluatorName}
-	aligned, judge, err := align(ctx, cfg, eo, base, o.Progress, func(r *cycle.Runner) (*JudgeCheck, error) {
+	aligned, judge, err := align(ctx, cfg, eo, before, o.Progress, func(r *cycle.Runner) (*JudgeCheck, error) {
 		return checkJudge(ctx, r, base, ev, sp.Test, eo.Prompts, cfg, o.Progress)
 	})
 	if err != nil {
@@ -255,7 +255,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if !o.NoControl {
 		cc := cfg
 		cc.Method, cc.Out = cycle.StaticICLMatched, filepath.Join(o.Out, ControlDir)
-		if res.Control, _, err = align(ctx, cc.Effective(), eo, base, o.Progress, nil); err != nil {
+		if res.Control, _, err = align(ctx, cc.Effective(), eo, before, o.Progress, nil); err != nil {
 			return nil, err
 		}
 		names, reps = append(names, string(cycle.StaticICLMatched)), append(reps, res.Control)
@@ -283,8 +283,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 }
 
 // align runs one alignment (resuming an interrupted one), calls inspect on the finished runner
-// when given, and evaluates the result against the base.
-func align(ctx context.Context, cfg cycle.Config, eo eval.Options, base *model.Model, progress io.Writer,
+// when given, and evaluates the result against the base (its report: its greedy replies and
+// rewards are reused).
+func align(ctx context.Context, cfg cycle.Config, eo eval.Options, base *eval.Report, progress io.Writer,
 	inspect func(*cycle.Runner) (*JudgeCheck, error)) (*eval.Report, *JudgeCheck, error) {
 	slog.Info("aligning", "method", cfg.Method, "out", cfg.Out)
 	r, err := cycle.Prepare(ctx, cfg)
@@ -306,7 +307,7 @@ func align(ctx context.Context, cfg cycle.Config, eo eval.Options, base *model.M
 		}
 	}
 	slog.Info("evaluating the aligned model", "method", cfg.Method, "prompts", len(eo.Prompts))
-	eo.Model, eo.Baseline = r.M, base
+	eo.Model, eo.BaselineReport = r.M, base
 	rep, err := eval.Run(ctx, eo)
 	return rep, jc, err
 }

@@ -17,14 +17,18 @@ import (
 
 // Options say what to evaluate and against what.
 type Options struct {
-	Model        *model.Model    // the model under test (needed for the pair metrics)
-	Remote       *Remote         // or a served model: responses come from its API
-	Baseline     *model.Model    // win rate against it (optional)
-	RewardModel  blackbox.Scorer // reward (a reward model, a lexicon), and the win-rate judge unless Judge is set (optional)
-	Judge        blackbox.Ranker // a black-box judge for the win rate (optional)
-	Prompts      []string        // held-out prompts (greedy responses are generated)
-	Pairs        []data.Pair     // held-out chosen/rejected pairs (preference accuracy, BLEU, perplexity)
-	MaxNewTokens int
+	Model    *model.Model // the model under test (needed for the pair metrics)
+	Remote   *Remote      // or a served model: responses come from its API
+	Baseline *model.Model // win rate against it (optional)
+	// BaselineReport, when set, is the baseline's own report from Run on the same prompts with
+	// the same decoding and reward model: its greedy responses and rewards stand in for
+	// generating and scoring them again (a demo evaluates two models against one base).
+	BaselineReport *Report
+	RewardModel    blackbox.Scorer // reward (a reward model, a lexicon), and the win-rate judge unless Judge is set (optional)
+	Judge          blackbox.Ranker // a black-box judge for the win rate (optional)
+	Prompts        []string        // held-out prompts (greedy responses are generated)
+	Pairs          []data.Pair     // held-out chosen/rejected pairs (preference accuracy, BLEU, perplexity)
+	MaxNewTokens   int
 	// NoRepeatNGram: greedy responses never repeat an n-gram of prompt and response, as HF's
 	// no_repeat_ngram_size (0: plain greedy).
 	NoRepeatNGram int
@@ -85,13 +89,47 @@ func (o Options) phases() int {
 	if o.RewardModel != nil {
 		n++
 	}
-	if o.Baseline != nil {
+	if o.Baseline != nil || o.BaselineReport != nil {
 		n += 2 // its responses, and judging both
 	}
 	if len(o.Pairs) > 0 && o.Model != nil {
 		n++
 	}
 	return n
+}
+
+// baseline returns the baseline's greedy responses, and their rewards when there is a reward
+// model: from o.BaselineReport when given, else generated and scored.
+func (o Options) baseline(ctx context.Context, done func(float64)) ([]string, []float64, error) {
+	if br := o.BaselineReport; br != nil {
+		if len(br.Samples) != len(o.Prompts) {
+			return nil, nil, fmt.Errorf("the baseline's report has %d samples for %d prompts", len(br.Samples), len(o.Prompts))
+		}
+		base := make([]string, len(o.Prompts))
+		var rs []float64
+		if o.RewardModel != nil {
+			if br.Reward == nil {
+				return nil, nil, fmt.Errorf("the baseline's report has no rewards")
+			}
+			rs = make([]float64, len(o.Prompts))
+		}
+		for i, s := range br.Samples {
+			if s.Prompt != o.Prompts[i] {
+				return nil, nil, fmt.Errorf("the baseline's report has another prompt at %d", i)
+			}
+			base[i] = s.Response
+			if rs != nil {
+				rs[i] = s.Reward
+			}
+		}
+		return base, rs, nil
+	}
+	base, err := greedy(ctx, o.Baseline, o.Prompts, o.MaxNewTokens, o.NoRepeatNGram, done)
+	if err != nil || o.RewardModel == nil {
+		return base, nil, err
+	}
+	rs, err := o.RewardModel.ScorePairs(ctx, o.Prompts, base)
+	return base, rs, err
 }
 
 // Run evaluates o.Model.
@@ -132,8 +170,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		next("rewards")
 	}
-	if o.Baseline != nil && len(o.Prompts) > 0 {
-		base, err := greedy(ctx, o.Baseline, o.Prompts, o.MaxNewTokens, o.NoRepeatNGram, at("baseline's responses"))
+	if (o.Baseline != nil || o.BaselineReport != nil) && len(o.Prompts) > 0 {
+		base, rs, err := o.baseline(ctx, at("baseline's responses"))
 		if err != nil {
 			return nil, err
 		}
@@ -141,11 +179,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			rep.Samples[i].Baseline = base[i]
 		}
 		next("baseline's responses")
-		if o.RewardModel != nil {
-			rs, err := o.RewardModel.ScorePairs(ctx, o.Prompts, base)
-			if err != nil {
-				return nil, err
-			}
+		if rs != nil {
 			iv := Bootstrap(rs, o.Seed)
 			rep.BaselineReward = &iv
 		}
