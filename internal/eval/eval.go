@@ -158,11 +158,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		rep.Samples = append(rep.Samples, Sample{Prompt: p, Response: resp[i]})
 	}
 	rep.DistinctBigrams, rep.Unique = Diversity(resp)
+	var rewards []float64 // of resp, with a reward model
 	if o.RewardModel != nil && len(o.Prompts) > 0 {
 		rs, err := o.RewardModel.ScorePairs(ctx, o.Prompts, resp)
 		if err != nil {
 			return nil, err
 		}
+		rewards = rs
 		iv := Bootstrap(rs, o.Seed)
 		rep.Reward, rep.RewardQuantiles = &iv, Quantiles(rs)
 		for i := range rs {
@@ -188,8 +190,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			judge = &blackbox.Judge{Scorer: o.RewardModel}
 		}
 		if judge != nil {
-			js, err := judgeBothOrders(ctx, judge, o.Prompts, resp, base, o.Seed, at("judging"))
-			if err != nil {
+			var js [][2]Outcome
+			if o.Judge == nil && rs != nil {
+				// The reward model judges: both orders rank by the rewards already computed.
+				js = rewardOutcomes(resp, base, rewards, rs)
+			} else if js, err = judgeBothOrders(ctx, judge, o.Prompts, resp, base, o.Seed, at("judging")); err != nil {
 				return nil, err
 			}
 			iv, w, t, l := WinRate(js, o.Seed)
@@ -249,17 +254,37 @@ func judgeBothOrders(ctx context.Context, judge blackbox.Ranker, prompts, a, b [
 			if err != nil {
 				return nil, err
 			}
-			switch {
-			case res.Unranked || len(res.Ranking) == 0:
-				out[i][k] = Tie
-			case res.Ranking[0] == k: // the model's response sits at index k
-				out[i][k] = Win
-			default:
-				out[i][k] = Loss
-			}
+			out[i][k] = outcome(res, k)
 		}
 	}
 	return out, nil
+}
+
+// rewardOutcomes is what judgeBothOrders returns with a blackbox.Judge of the Scorer that gave
+// ra and rb (the rewards of a and b): the same rankings, without scoring the replies again.
+func rewardOutcomes(a, b []string, ra, rb []float64) [][2]Outcome {
+	out := make([][2]Outcome, len(a))
+	for i := range a {
+		if a[i] == b[i] {
+			out[i] = [2]Outcome{Tie, Tie}
+			continue
+		}
+		for k, s := range [][]float64{{ra[i], rb[i]}, {rb[i], ra[i]}} {
+			out[i][k] = outcome(&blackbox.Result{Ranking: blackbox.Order(s)}, k)
+		}
+	}
+	return out
+}
+
+// outcome is the model's result in a ranking of two replies where its own sits at index k.
+func outcome(res *blackbox.Result, k int) Outcome {
+	switch {
+	case res.Unranked || len(res.Ranking) == 0:
+		return Tie
+	case res.Ranking[0] == k:
+		return Win
+	}
+	return Loss
 }
 
 // pairMetrics: preference accuracy (length-normalised log-probability of chosen above

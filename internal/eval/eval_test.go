@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cyclealign/cyclealign/internal/blackbox"
 	"github.com/cyclealign/cyclealign/internal/model"
 )
 
@@ -64,5 +65,26 @@ func TestBaselineReportStandsInForTheBaseline(t *testing.T) {
 	if _, err := Run(ctx, Options{Model: m, BaselineReport: br, RewardModel: rm, Prompts: prompts[1:], MaxNewTokens: 12}); err == nil ||
 		!strings.Contains(err.Error(), "4 samples for 3 prompts") {
 		t.Fatalf("a report of other prompts: %v", err)
+	}
+}
+
+// TestRewardOutcomesMatchTheJudge: outcomes read off the rewards are the ones a judge of the
+// same scorer gives in both orders, equal rewards and identical replies included.
+func TestRewardOutcomesMatchTheJudge(t *testing.T) {
+	a := []string{"aaaa", "xyz", "hello", "same", "bob", "q"}
+	b := []string{"xyz", "aaaa", "hallo", "same", "pop", "eeee"}
+	rm := &vowels{}
+	ps := make([]string, len(a))
+	ra, _ := rm.ScorePairs(context.Background(), ps, a)
+	rb, _ := rm.ScorePairs(context.Background(), ps, b)
+	if ra[2] != rb[2] || ra[4] != rb[4] {
+		t.Fatalf("the cases need equal rewards of different replies: %v %v", ra, rb)
+	}
+	want, err := judgeBothOrders(context.Background(), &blackbox.Judge{Scorer: rm}, ps, a, b, 0, func(float64) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rewardOutcomes(a, b, ra, rb); !reflect.DeepEqual(got, want) {
+		t.Fatalf("from the rewards %v, from the judge %v", got, want)
 	}
 }
