@@ -1,8 +1,7 @@
 // Package assets holds what the embedded default is made of: the HH-RLHF sample (MIT, with its
 // licence), and the base model (with its tokenizer) the project pre-trains and the demo's
 // evaluator reward model it trains with scripts/make-assets.sh, their sources recorded in
-// models/SOURCES.md. They are compiled into the
-// binary and unpacked on first use.
+// models/SOURCES.md. They are compiled into the binary and unpacked on first use.
 package assets
 
 import (

@@ -31,9 +31,6 @@ type Record struct {
 	Usage        blackbox.Usage `json:"usage"`
 }
 
-// ended reports whether candidate k ended its turn (false in journals written before Ended).
-func (rec *Record) ended(k int) bool { return k < len(rec.Ended) && rec.Ended[k] }
-
 // StepMetrics is one metrics.jsonl line.
 type StepMetrics struct {
 	Step            int       `json:"step"`

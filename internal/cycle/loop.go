@@ -295,7 +295,7 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 			// log-probability to rank: it leaves the ranking, recorded in the journal.
 			ex := train.Example{Prompt: r.M.Tokenizer.Encode(rec.Prompt, true)}
 			for _, k := range rec.BlackRanking {
-				ids := r.responseIDs(rec.Candidates[k], rec.ended(k))
+				ids := r.responseIDs(rec.Candidates[k], rec.Ended[k])
 				if len(ids) == 0 {
 					rec.NoTokens = append(rec.NoTokens, k)
 					continue

@@ -50,8 +50,8 @@ func (e *HTTPError) Error() string {
 
 // Text samples opt.N completions of each prompt from model (text and finish reason), one
 // request a prompt, each with its own seed derived from opt.Seed, and sums the completion
-// tokens the server reports (usage). Prompts go as token ids (the completions API takes them), so the server samples after
-// exactly the tokens the white-box scores.
+// tokens the server reports (usage). Prompts go as token ids (the completions API takes them),
+// so the server samples after exactly the tokens the white-box scores.
 func (r *Remote) Text(ctx context.Context, model string, prompts [][]int, opt Options) ([][]Completion, int, error) {
 	out := make([][]Completion, len(prompts))
 	tokens := make([]int, len(prompts))
