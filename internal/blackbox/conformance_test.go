@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/cyclealign/cyclealign/internal/blackbox/llmtest"
@@ -86,9 +87,13 @@ func TestRankersConform(t *testing.T) {
 	})
 	t.Run("reward-model", func(t *testing.T) {
 		rm := &RewardModel{M: tinyRewardModel(t), Name: "tiny"}
-		conformance(t, rm)
+		ranker := &Judge{Scorer: rm}
+		conformance(t, ranker)
+		if d := ranker.Describe(); strings.Count(d, "ignores demonstrations") != 1 || !strings.Contains(d, "reward model (tiny)") {
+			t.Fatalf("description %q: want the reward model named and \"ignores demonstrations\" said once", d)
+		}
 		// The ranking is the rewards sorted, and rewards are the score head at the last token.
-		res, err := rm.Rank(context.Background(), Request{Prompt: "q", Candidates: cands})
+		res, err := ranker.Rank(context.Background(), Request{Prompt: "q", Candidates: cands})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -28,7 +28,7 @@ type Judge struct {
 // Describe implements Ranker.
 func (j *Judge) Describe() string {
 	if j.DemoWeight == 0 {
-		return fmt.Sprintf("judge: %s; ignores demonstrations", j.Scorer.Describe())
+		return fmt.Sprintf("%s; ignores demonstrations", j.Scorer.Describe())
 	}
 	return fmt.Sprintf("judge: %s, plus %g x (similarity to demonstrations' best - to their worst)", j.Scorer.Describe(), j.DemoWeight)
 }

@@ -69,7 +69,7 @@ func (o Options) Build(spent float64) (Ranker, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &RewardModel{M: m, Name: o.RewardModel}, nil
+		return &Judge{Scorer: &RewardModel{M: m, Name: o.RewardModel}}, nil
 	}
 	if o.URL == "" || o.Model == "" {
 		return nil, fmt.Errorf("set the black-box URL and model (--blackbox-url, --blackbox-model), or a reward model (--reward-model DIR)")

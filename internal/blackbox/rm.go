@@ -7,17 +7,17 @@ import (
 	"github.com/cyclealign/cyclealign/internal/model"
 )
 
-// RewardModel ranks candidates by a local reward model (a causal LM with a scalar head, HF
-// ...ForSequenceClassification layout) applied to prompt + candidate. It needs no API and
-// ignores demonstrations.
+// RewardModel scores responses by a local reward model (a causal LM with a scalar head, HF
+// ...ForSequenceClassification layout) applied to prompt + response. As a ranker it is a
+// Judge's Scorer with no demonstration weight: it needs no API and ignores demonstrations.
 type RewardModel struct {
 	M    *model.Model
 	Name string // shown by Describe, e.g. the model directory
 }
 
-// Describe implements Ranker.
+// Describe implements Scorer.
 func (r *RewardModel) Describe() string {
-	return fmt.Sprintf("reward-model ranker (%s): ranks by the scalar reward of prompt+response; ignores demonstrations", r.Name)
+	return fmt.Sprintf("reward model (%s): the scalar reward of prompt+response", r.Name)
 }
 
 // Scores returns the reward of each candidate after the prompt.
@@ -39,9 +39,4 @@ func (r *RewardModel) ScorePairs(ctx context.Context, prompts, responses []strin
 		seqs[i] = append(append([]int(nil), p...), resp...)
 	}
 	return r.M.Rewards(ctx, seqs)
-}
-
-// Rank implements Ranker: highest reward first, ties in candidate order.
-func (r *RewardModel) Rank(ctx context.Context, req Request) (*Result, error) {
-	return (&Judge{Scorer: r}).Rank(ctx, Request{Prompt: req.Prompt, Candidates: req.Candidates})
 }
