@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cyclealign/cyclealign/internal/blackbox"
+	"github.com/cyclealign/cyclealign/internal/eval"
 	"github.com/cyclealign/cyclealign/internal/generate"
 	"github.com/cyclealign/cyclealign/internal/lockfile"
 	"github.com/cyclealign/cyclealign/internal/model"
@@ -249,7 +250,7 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 	if r.remote != nil {
 		sampledBy = r.remote.serving
 	}
-	var agreeSum, agreeN, ranked int
+	var agreeSum, agreeN, aSum, ranked int
 	for t := 0; t < c.Interactions; t++ {
 		phase(step, at(t, 0), fmt.Sprintf("step %d.%d: white-box judging", step+1, t+1))
 		t0 := time.Now()
@@ -326,10 +327,10 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 			r.pool.Add(demo, step+1, t+1)
 			rec.EnteredPool = true
 		}
-		m.AgreementByIter = append(m.AgreementByIter, ratio(iterAgree, iterN))
-		m.MeanAByIter = append(m.MeanAByIter, ratio(iterA, iterN))
+		m.AgreementByIter = append(m.AgreementByIter, eval.Rate(iterAgree, iterN))
+		m.MeanAByIter = append(m.MeanAByIter, eval.Rate(iterA, iterN))
 		agreeSum, agreeN = agreeSum+iterAgree, agreeN+iterN
-		m.MeanAgreement += float64(iterA)
+		aSum += iterA
 		for _, rec := range recs {
 			if err := journal.write(rec); err != nil {
 				return nil, err
@@ -355,21 +356,14 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 		m.SFTTerm += s.SFT / n
 		m.TrainTokens += s.Tokens
 	}
-	m.AgreementRate = ratio(agreeSum, agreeN)
-	m.MeanAgreement = ratio(int(m.MeanAgreement), agreeN)
+	m.AgreementRate = eval.Rate(agreeSum, agreeN)
+	m.MeanAgreement = eval.Rate(aSum, agreeN)
 	m.Ranked = ranked
 	m.PoolSize = len(r.pool.Entries)
 	m.Seconds = time.Since(start).Seconds()
 	m.Graphs = model.GraphsBuilt()
 	m.TokensPerSec = float64(m.GenTokens+m.TrainTokens) / m.Seconds
 	return m, nil
-}
-
-func ratio(a, b int) float64 {
-	if b == 0 {
-		return 0
-	}
-	return float64(a) / float64(b)
 }
 
 // responseIDs are the tokens a candidate is scored and trained on, at most MaxResponse. A

@@ -359,10 +359,10 @@ func checkJudge(ctx context.Context, r *cycle.Runner, base *model.Model, ev *bla
 			kept++
 		}
 	}
-	jc.CriterionVsEvaluator = ratio(agree, jc.DecidedPairs)
-	jc.CriterionVsHuman = ratio(human, jc.CriterionPairs)
-	jc.JudgeVsCriterion = ratio(kept, jc.CriterionPairs)
-	jc.EvaluatorVsHuman = ratio(evHuman, len(heldout))
+	jc.CriterionVsEvaluator = eval.Rate(agree, jc.DecidedPairs)
+	jc.CriterionVsHuman = eval.Rate(human, jc.CriterionPairs)
+	jc.JudgeVsCriterion = eval.Rate(kept, jc.CriterionPairs)
+	jc.EvaluatorVsHuman = eval.Rate(evHuman, len(heldout))
 
 	bar.Set(1, "sampling candidates")
 	opt := generate.Defaults()
@@ -415,19 +415,12 @@ func checkJudge(ctx context.Context, r *cycle.Runner, base *model.Model, ev *bla
 	jc.Requests = len(prompts)
 	jc.Changed /= float64(max(len(prompts), 1))
 	jc.MeanDemos = float64(demos) / float64(max(len(prompts), 1))
-	jc.AgreeWithout, jc.AgreeWith = ratio(withoutOK, pairs), ratio(withOK, pairs)
+	jc.AgreeWithout, jc.AgreeWith = eval.Rate(withoutOK, pairs), eval.Rate(withOK, pairs)
 	bar.Log(func() {
 		slog.Info("judge check", "criterion_vs_evaluator", fmt.Sprintf("%.3f", jc.CriterionVsEvaluator),
 			"changed", fmt.Sprintf("%.3f", jc.Changed), "agree_without", fmt.Sprintf("%.3f", jc.AgreeWithout), "agree_with", fmt.Sprintf("%.3f", jc.AgreeWith))
 	})
 	return jc, nil
-}
-
-func ratio(a, b int) float64 {
-	if b == 0 {
-		return 0
-	}
-	return float64(a) / float64(b)
 }
 
 // Summary is the demo's judge measurement as text.

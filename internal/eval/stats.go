@@ -14,6 +14,14 @@ type Interval struct {
 	N    int     `json:"n"`
 }
 
+// Rate is k of n as a fraction, 0 when there are no cases.
+func Rate(k, n int) float64 {
+	if n == 0 {
+		return 0
+	}
+	return float64(k) / float64(n)
+}
+
 // Bootstrap returns the mean of xs and the 2.5 and 97.5 percentiles of the means of 2000
 // resamples with replacement (seeded, so reports are reproducible).
 func Bootstrap(xs []float64, seed uint64) Interval {
