@@ -367,6 +367,7 @@ func checkJudge(ctx context.Context, r *cycle.Runner, base *model.Model, ev *bla
 	bar.Set(1, "sampling candidates")
 	opt := generate.Defaults()
 	opt.N, opt.MaxNewTokens, opt.Temperature, opt.TopP, opt.Seed = cfg.N, cfg.MaxNewTokens, cfg.Temperature, cfg.TopP, cfg.Seed+1
+	opt.Progress = func(done, n int) { bar.Set(1+float64(done)/float64(n), "sampling candidates") }
 	samples, err := generate.Text(ctx, base, prompts, opt)
 	if err != nil {
 		return nil, err

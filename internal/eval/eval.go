@@ -66,19 +66,15 @@ type Sample struct {
 // greedy generates the greedy response to each prompt, in batches of 32, telling done the
 // fraction finished after each.
 func greedy(ctx context.Context, m *model.Model, prompts []string, maxNew, noRepeat int, done func(float64)) ([]string, error) {
-	const batch = 32
-	opt := generate.Options{N: 1, MaxNewTokens: maxNew, Greedy: true, TopP: 1, Stop: []string{generate.DefaultStop}, MaxRows: batch,
-		TruncatePrompt: true, NoRepeatNGram: noRepeat}
-	out := make([]string, 0, len(prompts))
-	for lo := 0; lo < len(prompts); lo += batch {
-		res, err := generate.Text(ctx, m, prompts[lo:min(lo+batch, len(prompts))], opt)
-		if err != nil {
-			return nil, err
-		}
-		for _, r := range res {
-			out = append(out, r[0].Text)
-		}
-		done(float64(len(out)) / float64(len(prompts)))
+	opt := generate.Options{N: 1, MaxNewTokens: maxNew, Greedy: true, TopP: 1, Stop: []string{generate.DefaultStop}, MaxRows: 32,
+		TruncatePrompt: true, NoRepeatNGram: noRepeat, Progress: func(d, n int) { done(float64(d) / float64(n)) }}
+	res, err := generate.Text(ctx, m, prompts, opt)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(prompts))
+	for i, r := range res {
+		out[i] = r[0].Text
 	}
 	return out, nil
 }

@@ -39,6 +39,9 @@ type Options struct {
 	// NoRepeatNGram > 0 forbids a token that would repeat an n-gram of the prompt and the
 	// completion so far (HF's no_repeat_ngram_size).
 	NoRepeatNGram int
+	// Progress, when set, is told after each decoding batch how many rows (prompts x N) of
+	// how many are finished.
+	Progress func(done, total int)
 }
 
 // Defaults returns METHOD.md's sampling defaults: temperature 1.0, top-p 0.9, 128 new tokens,
@@ -167,6 +170,9 @@ func IDs(ctx context.Context, m *model.Model, prompts [][]int, opt Options) ([][
 		}
 		for k, r := range chunk {
 			out[r.prompt][r.sample] = comps[k]
+		}
+		if opt.Progress != nil {
+			opt.Progress(start+len(chunk), len(rows))
 		}
 	}
 	return out, nil

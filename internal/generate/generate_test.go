@@ -162,11 +162,22 @@ func TestSamplingIsSeededAndStops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Told after each batch of rows; batching changes neither the samples nor the count.
+	var told [][2]int
+	opt.MaxRows, opt.Progress = 4, func(done, total int) { told = append(told, [2]int{done, total}) }
+	c, err := Text(ctx, m, []string{"\n\nHuman: Hello\n\nAssistant:", "\n\nHuman: Bye\n\nAssistant:"}, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := [][2]int{{4, 6}, {6, 6}}; !slices.Equal(told, want) {
+		t.Fatalf("progress told %v, want %v", told, want)
+	}
+	opt.MaxRows, opt.Progress = 0, nil
 	distinct := map[string]bool{}
 	for i := range a {
 		for j := range a[i] {
-			if !slices.Equal(a[i][j].IDs, b[i][j].IDs) {
-				t.Fatalf("same seed, different samples: %v vs %v", a[i][j].IDs, b[i][j].IDs)
+			if !slices.Equal(a[i][j].IDs, b[i][j].IDs) || !slices.Equal(a[i][j].IDs, c[i][j].IDs) {
+				t.Fatalf("same seed, different samples: %v vs %v vs %v (batches of 4)", a[i][j].IDs, b[i][j].IDs, c[i][j].IDs)
 			}
 			distinct[a[i][j].Text] = true
 		}
@@ -182,11 +193,11 @@ func TestSamplingIsSeededAndStops(t *testing.T) {
 	}
 	stop := text[3:6]
 	opt.Stop = []string{stop}
-	c, err := Text(ctx, m, []string{"\n\nHuman: Hello\n\nAssistant:"}, opt)
+	cut, err := Text(ctx, m, []string{"\n\nHuman: Hello\n\nAssistant:"}, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := c[0][0]
+	got := cut[0][0]
 	idx := len(text[:3])
 	if got.Text != text[:idx] || got.FinishReason != "stop" {
 		t.Fatalf("stop %q: got %q (%s), want %q", stop, got.Text, got.FinishReason, text[:idx])
