@@ -57,6 +57,7 @@ func (o *alignOptions) AddFlags(f *pflag.FlagSet) {
 	f.StringVar(&c.GenerateModel, "generate-model", "", "the generation server's name of the base model")
 	f.StringVar(&c.GenerateKeyEnv, "generate-api-key-env", "", "environment variable holding the generation server's bearer token")
 	f.IntVar(&c.SaveEvery, "save-every", c.SaveEvery, "checkpoint every N steps")
+	f.StringVar(&c.SaveDType, "save-dtype", "", "dtype of RUN_DIR/model: float32, bfloat16 or float16 (default: as the model was loaded)")
 	f.IntVar(&c.EvalEvery, "eval-every", 0, "evaluate on held-out prompts every K steps (0: never)")
 	f.StringVar(&c.EvalPrompts, "eval-prompts", "", "held-out HH-RLHF pairs or prompts for --eval-every")
 	f.IntVar(&c.EvalN, "eval-n", c.EvalN, "how many held-out prompts")

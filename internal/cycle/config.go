@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/goccy/go-yaml"
@@ -84,6 +85,7 @@ type Config struct {
 	LoRADropout float64  `yaml:"lora_dropout"`
 	LoRATargets []string `yaml:"lora_targets"`
 	SaveEvery   int      `yaml:"save_every"`
+	SaveDType   string   `yaml:"save_dtype"` // out/model's dtype: float32, bfloat16, float16; "" as loaded
 	Keep        int      `yaml:"keep"`
 
 	Blackbox blackbox.Options `yaml:"blackbox"`
@@ -173,6 +175,7 @@ func (c Config) Validate() error {
 		{c.TopP > 0 && c.TopP <= 1, "top_p: must be in (0, 1]"},
 		{c.LR > 0, "lr: must be > 0"},
 		{c.SaveEvery >= 1, "save_every: must be at least 1"},
+		{slices.Contains([]string{"", "float32", "bfloat16", "float16"}, c.SaveDType), "save_dtype: float32, bfloat16 or float16 (empty: as loaded)"},
 	}
 	for _, ch := range checks {
 		if !ch.ok {

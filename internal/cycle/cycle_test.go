@@ -651,3 +651,23 @@ func TestEndedCandidatesKeepTheirEnd(t *testing.T) {
 		t.Fatalf("%d ids past max_response_tokens 3", len(ids))
 	}
 }
+
+// TestValidateNamesTheSetting: a bad setting is refused with its name; the defaults pass.
+func TestValidateNamesTheSetting(t *testing.T) {
+	c := Defaults()
+	c.Model, c.Prompts, c.Out = "m", "p.jsonl", "run"
+	if err := c.Effective().Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	for field, set := range map[string]func(*Config){
+		"save_dtype":  func(c *Config) { c.SaveDType = "fp8" },
+		"demo_select": func(c *Config) { c.DemoSelect = "best" },
+		"top_p":       func(c *Config) { c.TopP = 1.5 },
+	} {
+		bad := c
+		set(&bad)
+		if err := bad.Effective().Validate(); err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("%s: got %v, want an error naming it", field, err)
+		}
+	}
+}

@@ -204,8 +204,8 @@ func WriteConfig(cfg Config) error {
 	})
 }
 
-// Finish writes the trained white-box as a HF directory in out/model (LoRA merged in; the
-// adapter alone in PEFT's format in out/adapter).
+// Finish writes the trained white-box as a HF directory in out/model (LoRA merged in, in
+// save_dtype; the adapter alone in PEFT's format in out/adapter).
 func (r *Runner) Finish() error {
 	if r.M.HasLoRA() {
 		if err := r.M.SaveAdapter(filepath.Join(r.Cfg.Out, "adapter")); err != nil {
@@ -215,5 +215,5 @@ func (r *Runner) Finish() error {
 			return err
 		}
 	}
-	return r.M.Save(filepath.Join(r.Cfg.Out, "model"))
+	return r.M.SaveAs(filepath.Join(r.Cfg.Out, "model"), r.Cfg.SaveDType)
 }

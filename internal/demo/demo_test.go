@@ -6,6 +6,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gomlx/gomlx/pkg/core/dtypes/bfloat16"
+
+	"github.com/cyclealign/cyclealign/internal/hf"
 )
 
 // TestDemoSmall runs the reduced demo on the embedded default with the judge behind the
@@ -67,6 +71,25 @@ func TestDemoSmall(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Errorf("run directory lacks %s", f)
 		}
+	}
+	// model/ holds the float32 weights the tables evaluated, not their bf16 rounding.
+	saved, err := hf.ReadModelTensors(filepath.Join(out, "model"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	finer := 0
+	for n, x := range saved {
+		if x.Stored != hf.F32 {
+			t.Fatalf("model/ tensor %s saved as %s, want F32", n, x.Stored)
+		}
+		for _, v := range x.Data {
+			if bfloat16.FromFloat32(v).Float32() != v {
+				finer++
+			}
+		}
+	}
+	if finer == 0 {
+		t.Fatal("model/ holds only bf16 values: the float32 update was rounded away")
 	}
 	j, _ := os.ReadFile(filepath.Join(out, "journal.jsonl"))
 	if strings.Count(string(j), "\n") != 2*2*2 || !strings.Contains(string(j), `"request_ids"`) {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+
 	"github.com/cyclealign/cyclealign/internal/hf"
 )
 
@@ -183,6 +185,58 @@ func TestSaveLoadBitIdentical(t *testing.T) {
 		if !bytes.Equal(tokA, tokB) {
 			t.Fatalf("%s: tokenizer.json changed on save", dir)
 		}
+	}
+}
+
+// TestSaveAsDType: a bf16 checkpoint saved as float32 keeps an update smaller than a bf16 step
+// (and reloads to the weights in memory, with config.json saying float32); saved as loaded,
+// that update rounds away; an unknown dtype is refused by name.
+func TestSaveAsDType(t *testing.T) {
+	dir, _ := initDir(t, qwen2Config(), 3)
+	m, err := Load(testBackend, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const name = "model.norm.weight"
+	v := m.Variable(name)
+	w, _ := floatData(v.MustValue())
+	w[0] += w[0] / 1024 // under bf16's 8 bits of mantissa
+	v.MustSetValue(tensors.FromFlatDataAndDimensions(w, v.Shape().Dimensions...))
+	f32, bf := t.TempDir(), t.TempDir()
+	if err := m.SaveAs(f32, "float32"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Save(bf); err != nil {
+		t.Fatal(err)
+	}
+	got, err := hf.ReadModelTensors(f32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, x := range got {
+		if x.Stored != hf.F32 {
+			t.Fatalf("%s saved as %s, want F32", n, x.Stored)
+		}
+	}
+	if got[name].Data[0] != w[0] {
+		t.Fatalf("float32 save: %v, want the weight in memory %v", got[name].Data[0], w[0])
+	}
+	m2, err := Load(testBackend, f32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m2.Config.DType != "float32" || m.Config.DType != "bfloat16" {
+		t.Fatalf("config dtype: saved %q (want float32), the model's own %q (want bfloat16 still)", m2.Config.DType, m.Config.DType)
+	}
+	half, err := hf.ReadModelTensors(bf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if half[name].Stored != hf.BF16 || half[name].Data[0] == w[0] {
+		t.Fatalf("saved as loaded: %s %v, want BF16 with the small update rounded away from %v", half[name].Stored, half[name].Data[0], w[0])
+	}
+	if err := m.SaveAs(t.TempDir(), "fp8"); err == nil || !strings.Contains(err.Error(), "fp8") {
+		t.Fatalf("unknown dtype: %v, want an error naming it", err)
 	}
 }
 

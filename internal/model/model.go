@@ -6,6 +6,7 @@ package model
 import (
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -195,7 +196,17 @@ func (m *Model) Tensors() (map[string]*hf.Tensor, error) {
 
 // Save writes the model as a HuggingFace directory: config.json, model.safetensors with the
 // checkpoint's tensor names and dtypes, and tokenizer.json.
-func (m *Model) Save(dir string) error {
+func (m *Model) Save(dir string) error { return m.SaveAs(dir, "") }
+
+// SaveAs is Save with every tensor written in dtype, a config.json name (float32, bfloat16,
+// float16) that config.json then gives; "" keeps each tensor's loaded dtype. Training updates
+// float32 weights, and in a bf16 export a change under half a bf16 step rounds away.
+func (m *Model) SaveAs(dir, dtype string) error {
+	switch dtype {
+	case "", "float32", "bfloat16", "float16":
+	default:
+		return fmt.Errorf("save dtype: unsupported %q (float32, bfloat16, float16)", dtype)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -203,10 +214,23 @@ func (m *Model) Save(dir string) error {
 	if err != nil {
 		return err
 	}
+	cfg := m.Config
+	if dtype != "" {
+		for _, t := range ts {
+			t.Stored = hf.DTypeOf(dtype)
+		}
+		c := *m.Config
+		c.Raw = maps.Clone(c.Raw)
+		c.DType, c.Raw["dtype"] = dtype, dtype
+		if _, ok := c.Raw["torch_dtype"]; ok {
+			c.Raw["torch_dtype"] = dtype
+		}
+		cfg = &c
+	}
 	if err := hf.WriteSafetensors(filepath.Join(dir, "model.safetensors"), ts, map[string]string{"format": "pt"}); err != nil {
 		return err
 	}
-	if err := hf.WriteConfig(dir, m.Config); err != nil {
+	if err := hf.WriteConfig(dir, cfg); err != nil {
 		return err
 	}
 	if m.Tokenizer != nil {
