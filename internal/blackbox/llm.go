@@ -300,19 +300,25 @@ func retryAfter(h string) (time.Duration, bool) {
 	return 0, false
 }
 
-// describe renders an API failure with the server's own message (openai-go's Error() keeps
-// it out, as it may hold provider details; ours never holds the key).
-func describe(err error, attempts int) error {
+// APIError renders an OpenAI-compatible API's failure with the server's own message
+// (openai-go's Error() keeps it out, as it may hold provider details; ours never holds the
+// key); other errors pass unchanged.
+func APIError(err error) error {
 	var apiErr *openai.Error
-	if errors.As(err, &apiErr) {
-		msg := apiErr.Message
-		if msg == "" {
-			msg = strings.TrimSpace(apiErr.RawJSON())
-		}
-		if msg == "" {
-			msg = http.StatusText(apiErr.StatusCode) + " (the server said nothing more)"
-		}
-		return fmt.Errorf("HTTP %d after %d attempt(s): %s", apiErr.StatusCode, attempts, msg)
+	if !errors.As(err, &apiErr) {
+		return err
 	}
-	return fmt.Errorf("after %d attempt(s): %w", attempts, err)
+	msg := apiErr.Message
+	if msg == "" {
+		msg = strings.TrimSpace(apiErr.RawJSON())
+	}
+	if msg == "" {
+		msg = http.StatusText(apiErr.StatusCode) + " (the server said nothing more)"
+	}
+	return fmt.Errorf("HTTP %d: %s", apiErr.StatusCode, msg)
+}
+
+// describe is APIError with the number of attempts made.
+func describe(err error, attempts int) error {
+	return fmt.Errorf("after %d attempt(s): %w", attempts, APIError(err))
 }
