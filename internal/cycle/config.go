@@ -16,6 +16,7 @@ import (
 	"github.com/goccy/go-yaml"
 
 	"github.com/cyclealign/cyclealign/internal/blackbox"
+	"github.com/cyclealign/cyclealign/internal/model"
 	"github.com/cyclealign/cyclealign/internal/train"
 )
 
@@ -175,7 +176,7 @@ func (c Config) Validate() error {
 		{c.TopP > 0 && c.TopP <= 1, "top_p: must be in (0, 1]"},
 		{c.LR > 0, "lr: must be > 0"},
 		{c.SaveEvery >= 1, "save_every: must be at least 1"},
-		{slices.Contains([]string{"", "float32", "bfloat16", "float16"}, c.SaveDType), "save_dtype: float32, bfloat16 or float16 (empty: as loaded)"},
+		{c.SaveDType == "" || slices.Contains(model.SaveDTypes, c.SaveDType), "save_dtype: float32, bfloat16 or float16 (empty: as loaded)"},
 	}
 	for _, ch := range checks {
 		if !ch.ok {

@@ -194,6 +194,9 @@ func (m *Model) Tensors() (map[string]*hf.Tensor, error) {
 	return out, nil
 }
 
+// SaveDTypes are the dtypes SaveAs writes.
+var SaveDTypes = []string{"float32", "bfloat16", "float16"}
+
 // Save writes the model as a HuggingFace directory: config.json, model.safetensors with the
 // checkpoint's tensor names and dtypes, and tokenizer.json.
 func (m *Model) Save(dir string) error { return m.SaveAs(dir, "") }
@@ -202,9 +205,7 @@ func (m *Model) Save(dir string) error { return m.SaveAs(dir, "") }
 // float16) that config.json then gives; "" keeps each tensor's loaded dtype. Training updates
 // float32 weights, and in a bf16 export a change under half a bf16 step rounds away.
 func (m *Model) SaveAs(dir, dtype string) error {
-	switch dtype {
-	case "", "float32", "bfloat16", "float16":
-	default:
+	if dtype != "" && !slices.Contains(SaveDTypes, dtype) {
 		return fmt.Errorf("save dtype: unsupported %q (float32, bfloat16, float16)", dtype)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
