@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -24,6 +25,7 @@ type trainOptions struct {
 	Opt                    train.Optimizer
 	Run                    train.RunOptions
 	Quiet                  bool
+	SaveDType              string
 }
 
 func (o *trainOptions) AddFlags(f *pflag.FlagSet) {
@@ -48,6 +50,7 @@ func (o *trainOptions) AddFlags(f *pflag.FlagSet) {
 	f.IntVar(&o.Run.Keep, "keep", 2, "checkpoints to keep")
 	f.IntVar(&o.MaxResponseTokens, "max-response-tokens", 256, "truncate candidates to this many tokens")
 	f.BoolVar(&o.Quiet, "quiet", false, "no progress bar")
+	f.StringVar(&o.SaveDType, "save-dtype", "", "dtype of the saved model: float32, bfloat16 or float16 (default: as the model was loaded)")
 	f.IntVar(&o.LoRA.R, "lora-r", 0, "LoRA rank (0: full fine-tuning)")
 	f.Float64Var(&o.LoRA.Alpha, "lora-alpha", 16, "LoRA alpha (scale alpha/r)")
 	f.Float64Var(&o.LoRA.Dropout, "lora-dropout", 0.05, "dropout on LoRA inputs")
@@ -69,6 +72,9 @@ func newTrainCmd(g *globalOptions) *cobra.Command {
 func runTrain(cmd *cobra.Command, g *globalOptions, o *trainOptions) error {
 	if o.Out == "" || o.Data == "" {
 		return fmt.Errorf("--data and --out are required")
+	}
+	if o.SaveDType != "" && !slices.Contains(model.SaveDTypes, o.SaveDType) {
+		return fmt.Errorf("--save-dtype: unsupported %q (float32, bfloat16, float16)", o.SaveDType)
 	}
 	loss, err := train.NewLoss(o.Loss, o.SFTWeight, o.SFTNorm, o.PROTemp)
 	if err != nil {
@@ -118,7 +124,7 @@ func runTrain(cmd *cobra.Command, g *globalOptions, o *trainOptions) error {
 			return err
 		}
 	}
-	if err := m.Save(o.Out); err != nil {
+	if err := m.SaveAs(o.Out, o.SaveDType); err != nil {
 		return err
 	}
 	slog.Info("saved", "model", o.Out, "metrics", filepath.Join(o.Out, "metrics.jsonl"))

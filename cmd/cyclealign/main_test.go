@@ -123,7 +123,11 @@ func TestCLITrainAndLoss(t *testing.T) {
 		t.Fatalf("loss %v, terms give %v", *rep.Loss, want)
 	}
 	out := t.TempDir()
-	run(t, "train", "--model", model, "--data", data, "--loss", "pro", "--out", out, "--epochs", "2", "--batch-size", "1", "--lora-r", "2", "--quiet")
+	run(t, "train", "--model", model, "--data", data, "--loss", "pro", "--out", out, "--epochs", "2", "--batch-size", "1", "--lora-r", "2", "--quiet",
+		"--save-dtype", "bfloat16")
+	if cfg, _ := os.ReadFile(filepath.Join(out, "config.json")); !bytes.Contains(cfg, []byte(`"dtype": "bfloat16"`)) {
+		t.Errorf("--save-dtype bfloat16: config.json says %s", cfg)
+	}
 	for _, f := range []string{"config.json", "model.safetensors", "tokenizer.json", "metrics.jsonl", "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "checkpoints/latest"} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Errorf("train output lacks %s", f)
@@ -136,6 +140,12 @@ func TestCLITrainAndLoss(t *testing.T) {
 	root.SetArgs([]string{"train", "--model", model, "--data", bad, "--out", t.TempDir()})
 	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "line 2") {
 		t.Fatalf("bad data: %v", err)
+	}
+	root = newRootCmd()
+	root.SetOut(&bytes.Buffer{})
+	root.SetArgs([]string{"train", "--model", model, "--data", data, "--out", t.TempDir(), "--save-dtype", "fp8"})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "--save-dtype") {
+		t.Fatalf("bad --save-dtype: %v", err)
 	}
 	// Ctrl-C: the message says what was saved and how to resume, not "context canceled".
 	ctx, cancel := context.WithCancel(context.Background())
