@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -73,8 +72,8 @@ func runTrain(cmd *cobra.Command, g *globalOptions, o *trainOptions) error {
 	if o.Out == "" || o.Data == "" {
 		return fmt.Errorf("--data and --out are required")
 	}
-	if o.SaveDType != "" && !slices.Contains(model.SaveDTypes, o.SaveDType) {
-		return fmt.Errorf("--save-dtype: unsupported %q (float32, bfloat16, float16)", o.SaveDType)
+	if err := model.CheckSaveDType(o.SaveDType); err != nil {
+		return fmt.Errorf("--save-dtype: %w", err)
 	}
 	loss, err := train.NewLoss(o.Loss, o.SFTWeight, o.SFTNorm, o.PROTemp)
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 
 	"github.com/goccy/go-yaml"
@@ -176,7 +175,7 @@ func (c Config) Validate() error {
 		{c.TopP > 0 && c.TopP <= 1, "top_p: must be in (0, 1]"},
 		{c.LR > 0, "lr: must be > 0"},
 		{c.SaveEvery >= 1, "save_every: must be at least 1"},
-		{c.SaveDType == "" || slices.Contains(model.SaveDTypes, c.SaveDType), "save_dtype: float32, bfloat16 or float16 (empty: as loaded)"},
+		{model.CheckSaveDType(c.SaveDType) == nil, "save_dtype: float32, bfloat16 or float16 (empty: as loaded)"},
 	}
 	for _, ch := range checks {
 		if !ch.ok {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -197,6 +198,15 @@ func (m *Model) Tensors() (map[string]*hf.Tensor, error) {
 // SaveDTypes are the dtypes SaveAs writes.
 var SaveDTypes = []string{"float32", "bfloat16", "float16"}
 
+// CheckSaveDType reports an error unless SaveAs writes dtype ("" too: as loaded), so callers
+// can refuse a bad setting before training rather than at the save.
+func CheckSaveDType(dtype string) error {
+	if dtype != "" && !slices.Contains(SaveDTypes, dtype) {
+		return fmt.Errorf("unsupported %q (%s)", dtype, strings.Join(SaveDTypes, ", "))
+	}
+	return nil
+}
+
 // Save writes the model as a HuggingFace directory: config.json, model.safetensors with the
 // checkpoint's tensor names and dtypes, and tokenizer.json.
 func (m *Model) Save(dir string) error { return m.SaveAs(dir, "") }
@@ -205,8 +215,8 @@ func (m *Model) Save(dir string) error { return m.SaveAs(dir, "") }
 // float16) that config.json then gives; "" keeps each tensor's loaded dtype. Training updates
 // float32 weights, and in a bf16 export a change under half a bf16 step rounds away.
 func (m *Model) SaveAs(dir, dtype string) error {
-	if dtype != "" && !slices.Contains(SaveDTypes, dtype) {
-		return fmt.Errorf("save dtype: unsupported %q (float32, bfloat16, float16)", dtype)
+	if err := CheckSaveDType(dtype); err != nil {
+		return fmt.Errorf("save dtype: %w", err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
