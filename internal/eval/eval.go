@@ -156,20 +156,18 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	rep.DistinctBigrams, rep.Unique = Diversity(resp)
 	var rewards []float64 // of resp, with a reward model
 	if o.RewardModel != nil && len(o.Prompts) > 0 {
-		rs, err := o.RewardModel.ScorePairs(ctx, o.Prompts, resp)
-		if err != nil {
+		if rewards, err = o.RewardModel.ScorePairs(ctx, o.Prompts, resp); err != nil {
 			return nil, err
 		}
-		rewards = rs
-		iv := Bootstrap(rs, o.Seed)
-		rep.Reward, rep.RewardQuantiles = &iv, Quantiles(rs)
-		for i := range rs {
-			rep.Samples[i].Reward = rs[i]
+		iv := Bootstrap(rewards, o.Seed)
+		rep.Reward, rep.RewardQuantiles = &iv, Quantiles(rewards)
+		for i, r := range rewards {
+			rep.Samples[i].Reward = r
 		}
 		next("rewards")
 	}
 	if (o.Baseline != nil || o.BaselineReport != nil) && len(o.Prompts) > 0 {
-		base, rs, err := o.baseline(ctx, at("baseline's responses"))
+		base, baseRewards, err := o.baseline(ctx, at("baseline's responses"))
 		if err != nil {
 			return nil, err
 		}
@@ -177,8 +175,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			rep.Samples[i].Baseline = base[i]
 		}
 		next("baseline's responses")
-		if rs != nil {
-			iv := Bootstrap(rs, o.Seed)
+		if baseRewards != nil {
+			iv := Bootstrap(baseRewards, o.Seed)
 			rep.BaselineReward = &iv
 		}
 		judge := o.Judge
@@ -187,9 +185,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		if judge != nil {
 			var js [][2]Outcome
-			if o.Judge == nil && rs != nil {
+			if o.Judge == nil && baseRewards != nil {
 				// The reward model judges: both orders rank by the rewards already computed.
-				js = rewardOutcomes(resp, base, rewards, rs)
+				js = rewardOutcomes(resp, base, rewards, baseRewards)
 			} else if js, err = judgeBothOrders(ctx, judge, o.Prompts, resp, base, o.Seed, at("judging")); err != nil {
 				return nil, err
 			}
