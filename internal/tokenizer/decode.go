@@ -44,21 +44,14 @@ func newDecoder(raw json.RawMessage, field string) (decoder, error) {
 			return []string{strings.ToValidUTF8(string(b), "\uFFFD")}
 		}, nil
 	case "Replace":
-		var j struct {
-			Pattern pattern `json:"pattern"`
-			Content string  `json:"content"`
-		}
-		if err := json.Unmarshal(raw, &j); err != nil {
-			return nil, fmt.Errorf("%s: %w", field, err)
-		}
-		c, err := compilePattern(j.Pattern, field)
+		r, err := newReplace(raw, field)
 		if err != nil {
 			return nil, err
 		}
 		return func(toks []string) []string {
 			out := make([]string, len(toks))
 			for i, t := range toks {
-				out[i] = c.replace(t, j.Content)
+				out[i] = r(t)
 			}
 			return out
 		}, nil

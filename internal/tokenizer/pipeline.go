@@ -138,18 +138,7 @@ func newNormalizer(raw json.RawMessage, field string) (normalizer, error) {
 			return j.Prepend + s
 		}, nil
 	case "Replace":
-		var j struct {
-			Pattern pattern `json:"pattern"`
-			Content string  `json:"content"`
-		}
-		if err := json.Unmarshal(raw, &j); err != nil {
-			return nil, fmt.Errorf("%s: %w", field, err)
-		}
-		c, err := compilePattern(j.Pattern, field)
-		if err != nil {
-			return nil, err
-		}
-		return func(s string) string { return c.replace(s, j.Content) }, nil
+		return newReplace(raw, field)
 	case "NFC":
 		return norm.NFC.String, nil
 	case "NFD":
@@ -179,6 +168,22 @@ func newNormalizer(raw json.RawMessage, field string) (normalizer, error) {
 		}, nil
 	}
 	return nil, fmt.Errorf("%s.type: unsupported normalizer %q (supported: Sequence, Prepend, Replace, NFC, NFD, NFKC, NFKD, Lowercase, Strip)", field, t.Type)
+}
+
+// newReplace parses HF's Replace step: a normalizer, and a decoder applied to each token.
+func newReplace(raw json.RawMessage, field string) (func(string) string, error) {
+	var j struct {
+		Pattern pattern `json:"pattern"`
+		Content string  `json:"content"`
+	}
+	if err := json.Unmarshal(raw, &j); err != nil {
+		return nil, fmt.Errorf("%s: %w", field, err)
+	}
+	c, err := compilePattern(j.Pattern, field)
+	if err != nil {
+		return nil, err
+	}
+	return func(s string) string { return c.replace(s, j.Content) }, nil
 }
 
 func (c *compiled) replace(s, content string) string {
