@@ -25,6 +25,7 @@ type trainOptions struct {
 	Run                    train.RunOptions
 	Quiet                  bool
 	SaveDType              string
+	End                    string
 }
 
 func (o *trainOptions) AddFlags(f *pflag.FlagSet) {
@@ -48,6 +49,7 @@ func (o *trainOptions) AddFlags(f *pflag.FlagSet) {
 	f.IntVar(&o.Run.SaveEvery, "save-every", 50, "checkpoint every N steps")
 	f.IntVar(&o.Run.Keep, "keep", 2, "checkpoints to keep")
 	f.IntVar(&o.MaxResponseTokens, "max-response-tokens", 256, "truncate candidates to this many tokens")
+	responseEndFlag(f, &o.End)
 	f.BoolVar(&o.Quiet, "quiet", false, "no progress bar")
 	f.StringVar(&o.SaveDType, "save-dtype", "", "dtype of the saved model: float32, bfloat16 or float16 (default: as the model was loaded)")
 	f.IntVar(&o.LoRA.R, "lora-r", 0, "LoRA rank (0: full fine-tuning)")
@@ -87,13 +89,20 @@ func runTrain(cmd *cobra.Command, g *globalOptions, o *trainOptions) error {
 	if err != nil {
 		return err
 	}
+	if err := loss.Fits(m); err != nil {
+		return fmt.Errorf("%s: %w", o.Model, err)
+	}
 	if o.LoRA.R > 0 {
 		// Same seed every time, so a resumed run re-creates the adapters its checkpoint fills.
 		if err := m.AddLoRA(o.LoRA, o.Run.Seed); err != nil {
 			return err
 		}
 	}
-	data := train.TokenizeFitted(m, ranked, o.MaxResponseTokens)
+	end, err := responseEnd(o.End, loss, m)
+	if err != nil {
+		return err
+	}
+	data := train.TokenizeFitted(m, ranked, o.MaxResponseTokens, end)
 	opt := train.DefaultOptimizer()
 	opt.LR, opt.WeightDecay, opt.ClipNorm = o.Opt.LR, o.Opt.WeightDecay, o.Opt.ClipNorm
 	opt.TotalSteps = o.Run.TotalSteps(len(data))
@@ -138,6 +147,7 @@ type lossOptions struct {
 	SFTWeight           float64
 	SFTNorm             string
 	PROTemp             bool
+	End                 string
 }
 
 func newLossCmd(g *globalOptions) *cobra.Command {
@@ -154,6 +164,7 @@ func newLossCmd(g *globalOptions) *cobra.Command {
 	o.SFTWeight = -1
 	sftWeightFlag(cmd.Flags(), &o.SFTWeight)
 	lossFlags(cmd.Flags(), &o.SFTNorm, &o.PROTemp)
+	responseEndFlag(cmd.Flags(), &o.End)
 	return cmd
 }
 
@@ -170,7 +181,14 @@ func runLoss(cmd *cobra.Command, g *globalOptions, o *lossOptions) error {
 	if err != nil {
 		return err
 	}
-	rep, err := train.Diagnose(cmd.Context(), m, loss, ranked)
+	if err := loss.Fits(m); err != nil {
+		return fmt.Errorf("%s: %w", o.Model, err)
+	}
+	end, err := responseEnd(o.End, loss, m)
+	if err != nil {
+		return err
+	}
+	rep, err := train.Diagnose(cmd.Context(), m, loss, ranked, end)
 	if err != nil {
 		return err
 	}

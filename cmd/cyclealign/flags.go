@@ -6,6 +6,9 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+
+	"github.com/cyclealign/cyclealign/internal/model"
+	"github.com/cyclealign/cyclealign/internal/train"
 )
 
 // sftWeightFlag binds λ, whose "unset" value (negative) means the loss's own default; the help
@@ -70,4 +73,24 @@ func (q *quotedStrings) Type() string { return "strings" }
 func lossFlags(f *pflag.FlagSet, sftNorm *string, proTemp *bool) {
 	f.StringVar(sftNorm, "sft-norm", "mean", "SFT term on the best candidate's mean (METHOD.md) or sum (PRO's reference) token log-probability")
 	f.BoolVar(proTemp, "pro-temperature", false, "weigh PRO's terms by reward differences (PRO's reference) when the ranking comes with rewards")
+}
+
+// responseEndFlag binds --response-end; train and loss share it.
+func responseEndFlag(f *pflag.FlagSet, p *string) {
+	f.StringVar(p, "response-end", "", `what each candidate ends with in training: eos (the model's EOS token, which RRHF's code and TRL's trainers append), none, or a text such as $'\n\nHuman:' (default: eos; none for --loss bt, since HF reads a reward at the last token that is not padding, and pad is often EOS)`)
+}
+
+// responseEnd resolves --response-end for m and the loss.
+func responseEnd(spec string, l train.Loss, m *model.Model) (train.End, error) {
+	if spec == "" {
+		spec = "eos"
+		if l.Kind == train.BT {
+			spec = "none"
+		}
+	}
+	e, err := train.ParseEnd(spec, m.Config.EOSTokenIDs)
+	if err != nil {
+		return e, fmt.Errorf("--response-end %q: %w", spec, err)
+	}
+	return e, nil
 }

@@ -290,4 +290,45 @@ func TestLossOptionsOfTheReferenceCode(t *testing.T) {
 	if math.Abs(temp.PerPrompt[0].RankTerm-mean.PerPrompt[0].RankTerm) < 1e-6 {
 		t.Fatal("--pro-temperature left PRO's term unchanged for a ranking with rewards")
 	}
+	// By default each candidate is trained with the model's EOS at its end, as RRHF's code
+	// appends it: one token more than with --response-end none.
+	bare := loss("--sft-norm", "sum", "--response-end", "none")
+	bareMean := loss("--response-end", "none")
+	if k := bare.PerPrompt[0].SFTTerm / bareMean.PerPrompt[0].SFTTerm; math.Abs(n-k-1) > 1e-3 {
+		t.Fatalf("the best candidate has %.3f tokens with the default end and %.3f with none; want one more", n, k)
+	}
+}
+
+// A Bradley–Terry reward model is trained without an appended end by default (HF reads its
+// reward at the last token that is not padding, and pad is often EOS); the bt loss on a model
+// without a reward head is refused, naming the model, before anything is written.
+func TestBTTrainsWithoutEnd(t *testing.T) {
+	lm := filepath.Join("..", "..", "testdata", "tiny-llama-metaspace")
+	data := filepath.Join(t.TempDir(), "pairs.jsonl")
+	os.WriteFile(data, []byte(`{"chosen": "\n\nHuman: Name a fruit.\n\nAssistant: An apple.", "rejected": "\n\nHuman: Name a fruit.\n\nAssistant: A car."}`+"\n"), 0o644)
+	rm := filepath.Join(t.TempDir(), "rm")
+	run(t, "train-rm", "--base", lm, "--data", data, "--eval-data", data, "--out", rm, "--max-steps", "1")
+	ranked := filepath.Join(t.TempDir(), "ranked.jsonl")
+	os.WriteFile(ranked, []byte(`{"prompt": "\n\nHuman: Name a fruit.\n\nAssistant:", "candidates": [" An apple.", " A car."]}`+"\n"), 0o644)
+	loss := func(extra ...string) float64 {
+		var r struct{ Loss float64 }
+		if err := json.Unmarshal(run(t, append([]string{"loss", "--model", rm, "--ranked", ranked, "--loss", "bt", "--json"}, extra...)...), &r); err != nil {
+			t.Fatal(err)
+		}
+		return r.Loss
+	}
+	def, none, eos := loss(), loss("--response-end", "none"), loss("--response-end", "eos")
+	if def != none || def == eos {
+		t.Fatalf("bt loss: default %v, none %v, eos %v; want the default to be none's", def, none, eos)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	root := newRootCmd()
+	root.SetOut(&bytes.Buffer{})
+	root.SetArgs([]string{"train", "--model", lm, "--data", ranked, "--loss", "bt", "--out", out, "--quiet"})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), lm) || !strings.Contains(err.Error(), "train-rm") {
+		t.Fatalf("bt on a language model: %v; want an error naming the model and train-rm", err)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Fatalf("the refused run wrote %s", out)
+	}
 }

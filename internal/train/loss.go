@@ -73,6 +73,18 @@ type Loss struct {
 	PROTemperature bool
 }
 
+// Fits reports whether m has the head l trains: a reward head (num_labels, a
+// ...ForSequenceClassification) for BT, a language-model head for the others.
+func (l Loss) Fits(m *model.Model) error {
+	switch rm := m.Config.NumLabels > 0; {
+	case l.Kind == BT && !rm:
+		return fmt.Errorf("the bt loss trains a reward model (a ...ForSequenceClassification with a score head), and this model has a language-model head: make one with cyclealign train-rm")
+	case l.Kind != BT && rm:
+		return fmt.Errorf("the %s loss trains a language model, and this model is a reward model (num_labels %d)", l.Kind, m.Config.NumLabels)
+	}
+	return nil
+}
+
 // Scored is one example's candidates, best first: their mean (length-normalised) and summed
 // response log-probabilities, and the rewards that ranked them (nil when unknown).
 type Scored struct {
@@ -212,12 +224,38 @@ type Example struct {
 	Rewards    []float64 // the candidates' rewards, best first (nil: unknown)
 }
 
+// End is what each candidate is trained with at its end, so that the model learns where a
+// reply stops (RRHF's code appends EOS to every response, as TRL's trainers do): Text is
+// appended before encoding (a stop string, such as the HH format's "\n\nHuman:"), IDs after.
+type End struct {
+	Text string
+	IDs  []int
+}
+
+// ParseEnd reads an end as users give it: "eos" (the model's first EOS token, from eos), "none",
+// or a text.
+func ParseEnd(spec string, eos []int) (End, error) {
+	switch spec {
+	case "none":
+		return End{}, nil
+	case "eos":
+		if len(eos) == 0 {
+			return End{}, fmt.Errorf("the model's config.json has no eos_token_id: give none, or the text a reply ends with")
+		}
+		return End{IDs: eos[:1]}, nil
+	case "":
+		return End{}, fmt.Errorf("empty: give eos, none, or the text a reply ends with")
+	}
+	return End{Text: spec}, nil
+}
+
 // Tokenize encodes a ranked example: the prompt with special tokens, candidates without, each
-// candidate truncated to maxResponse tokens (0: no limit).
-func Tokenize(tok *tokenizer.Tokenizer, r Ranked, maxResponse int) Example {
+// with end appended and then truncated to maxResponse tokens (0: no limit; a cut candidate
+// loses its end, as it did not reach it).
+func Tokenize(tok *tokenizer.Tokenizer, r Ranked, maxResponse int, end End) Example {
 	ex := Example{Prompt: tok.Encode(r.Prompt, true), Rewards: r.Rewards}
 	for _, c := range r.Candidates {
-		ids := tok.Encode(c, false)
+		ids := append(tok.Encode(c+end.Text, false), end.IDs...)
 		if maxResponse > 0 && len(ids) > maxResponse {
 			ids = ids[:maxResponse]
 		}
@@ -387,14 +425,13 @@ func lossGraph(m *model.Model, l Loss, ctx *context.Context, in []*Node) (total,
 	return Add(rank, MulScalar(sft, l.SFTWeight)), rank, sft, scores, sums
 }
 
-// TokenizeFitted tokenizes ranked examples (candidates cut to maxResponse tokens; 0: no limit)
-// and fits each to the model's positions as align does, dropping the oldest prompt tokens; it
-// logs how many prompts were shortened.
-func TokenizeFitted(m *model.Model, ranked []Ranked, maxResponse int) []Example {
+// TokenizeFitted tokenizes ranked examples (Tokenize) and fits each to the model's positions as
+// align does, dropping the oldest prompt tokens; it logs how many prompts were shortened.
+func TokenizeFitted(m *model.Model, ranked []Ranked, maxResponse int, end End) []Example {
 	exs := make([]Example, len(ranked))
 	cut := 0
 	for i, r := range ranked {
-		ex := Tokenize(m.Tokenizer, r, maxResponse)
+		ex := Tokenize(m.Tokenizer, r, maxResponse, end)
 		exs[i] = ex.Fit(m.Config.MaxPositions)
 		if len(exs[i].Prompt) < len(ex.Prompt) {
 			cut++

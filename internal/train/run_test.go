@@ -20,7 +20,7 @@ func moreExamples(t *testing.T) []Example {
 		{Prompt: "\n\nHuman: Name a fruit.\n\nAssistant:", Candidates: []string{" An apple.", " A car.", " Rocks"}},
 		{Prompt: "\n\nHuman: Count to three.\n\nAssistant:", Candidates: []string{" One, two, three.", " Four."}},
 	} {
-		exs = append(exs, Tokenize(m.Tokenizer, r, 0))
+		exs = append(exs, Tokenize(m.Tokenizer, r, 0, End{}))
 	}
 	return exs
 }

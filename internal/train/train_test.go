@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -61,7 +62,7 @@ func tinyExamples(m *model.Model) []Example {
 	}
 	var out []Example
 	for _, r := range rs {
-		out = append(out, Tokenize(m.Tokenizer, r, 0))
+		out = append(out, Tokenize(m.Tokenizer, r, 0, End{}))
 	}
 	return out
 }
@@ -356,20 +357,54 @@ func TestLongPromptsAreFitted(t *testing.T) {
 	m := loadTiny(t)
 	long := Ranked{Prompt: "\n\nHuman: " + strings.Repeat("tell me about the weather today ", 80) + "\n\nAssistant:",
 		Candidates: []string{" It is sunny.", " No."}}
-	rep, err := Diagnose(context.Background(), m, Loss{Kind: PRO, SFTWeight: 0.5}, []Ranked{long})
+	rep, err := Diagnose(context.Background(), m, Loss{Kind: PRO, SFTWeight: 0.5}, []Ranked{long}, End{})
 	if err != nil {
 		t.Fatalf("a long prompt failed the loss: %v", err)
 	}
 	if len(rep.PerPrompt) != 1 || math.IsNaN(rep.Loss) {
 		t.Fatalf("report %+v", rep)
 	}
-	ex := TokenizeFitted(m, []Ranked{long}, 0)[0]
-	full := Tokenize(m.Tokenizer, long, 0)
+	ex := TokenizeFitted(m, []Ranked{long}, 0, End{})[0]
+	full := Tokenize(m.Tokenizer, long, 0, End{})
 	if len(full.Prompt)+len(full.Candidates[0]) <= m.Config.MaxPositions {
 		t.Fatal("the test prompt fits; it checks nothing")
 	}
 	if len(ex.Prompt)+len(ex.Candidates[0]) > m.Config.MaxPositions || ex.Prompt[0] != full.Prompt[0] ||
 		ex.Prompt[len(ex.Prompt)-1] != full.Prompt[len(full.Prompt)-1] {
 		t.Fatalf("fitted prompt: %d tokens (first %d, last %d), model positions %d", len(ex.Prompt), ex.Prompt[0], ex.Prompt[len(ex.Prompt)-1], m.Config.MaxPositions)
+	}
+}
+
+// TestResponseEnd: each candidate ends with the end it is given (EOS after encoding, a stop
+// text encoded with it), and a candidate cut at maxResponse loses its end.
+func TestResponseEnd(t *testing.T) {
+	m := loadTiny(t)
+	tok := m.Tokenizer
+	r := Ranked{Prompt: "\n\nHuman: Hi\n\nAssistant:", Candidates: []string{" Hello there.", " No."}}
+	eos, err := ParseEnd("eos", m.Config.EOSTokenIDs)
+	if err != nil || !slices.Equal(eos.IDs, m.Config.EOSTokenIDs[:1]) || eos.Text != "" {
+		t.Fatalf("eos: %+v %v", eos, err)
+	}
+	for i, c := range Tokenize(tok, r, 0, eos).Candidates {
+		if want := append(tok.Encode(r.Candidates[i], false), m.Config.EOSTokenIDs[0]); !slices.Equal(c, want) {
+			t.Fatalf("eos: candidate %d is %v, want %v", i, c, want)
+		}
+	}
+	stop, _ := ParseEnd("\n\nHuman:", m.Config.EOSTokenIDs)
+	for i, c := range Tokenize(tok, r, 0, stop).Candidates {
+		if want := tok.Encode(r.Candidates[i]+"\n\nHuman:", false); !slices.Equal(c, want) || len(c) <= len(tok.Encode(r.Candidates[i], false)) {
+			t.Fatalf("stop text: candidate %d is %v, want %v", i, c, want)
+		}
+	}
+	plain := tok.Encode(r.Candidates[0], false)
+	if c := Tokenize(tok, r, len(plain), eos).Candidates[0]; !slices.Equal(c, plain) {
+		t.Fatalf("cut at %d tokens: %v, want the candidate without its end %v", len(plain), c, plain)
+	}
+	none, _ := ParseEnd("none", m.Config.EOSTokenIDs)
+	if c := Tokenize(tok, r, 0, none).Candidates[0]; !slices.Equal(c, plain) {
+		t.Fatalf("none: %v, want %v", c, plain)
+	}
+	if _, err := ParseEnd("eos", nil); err == nil || !strings.Contains(err.Error(), "eos_token_id") {
+		t.Fatalf("eos without an EOS token: %v, want an error naming eos_token_id", err)
 	}
 }

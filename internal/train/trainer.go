@@ -179,6 +179,9 @@ func (t *Trainer) stats(b *batch, out []*tensors.Tensor) Stats {
 
 // Accumulate adds the gradient of the summed loss over exs to the pending gradient.
 func (t *Trainer) Accumulate(ctx context.Context, exs []Example) (Stats, error) {
+	if err := t.Loss.Fits(t.M); err != nil {
+		return Stats{}, err
+	}
 	if t.fast {
 		return t.fastAccumulate(ctx, exs)
 	}
