@@ -54,6 +54,9 @@ func runServe(ctx context.Context, o *serveOptions) error {
 	if err != nil {
 		return err
 	}
+	if err := m.CheckLanguageModel(); err != nil {
+		return err
+	}
 	if o.Adapter != "" {
 		if err := m.LoadAdapter(o.Adapter); err != nil {
 			return err

@@ -90,7 +90,7 @@ func runTrain(cmd *cobra.Command, g *globalOptions, o *trainOptions) error {
 		return err
 	}
 	if err := loss.Fits(m); err != nil {
-		return fmt.Errorf("%s: %w", o.Model, err)
+		return err
 	}
 	if o.LoRA.R > 0 {
 		// Same seed every time, so a resumed run re-creates the adapters its checkpoint fills.
@@ -182,7 +182,7 @@ func runLoss(cmd *cobra.Command, g *globalOptions, o *lossOptions) error {
 		return err
 	}
 	if err := loss.Fits(m); err != nil {
-		return fmt.Errorf("%s: %w", o.Model, err)
+		return err
 	}
 	end, err := responseEnd(o.End, loss, m)
 	if err != nil {

@@ -300,16 +300,9 @@ func TestLossOptionsOfTheReferenceCode(t *testing.T) {
 }
 
 // A Bradley–Terry reward model is trained without an appended end by default (HF reads its
-// reward at the last token that is not padding, and pad is often EOS); the bt loss on a model
-// without a reward head is refused, naming the model, before anything is written.
+// reward at the last token that is not padding, and pad is often EOS).
 func TestBTTrainsWithoutEnd(t *testing.T) {
-	lm := filepath.Join("..", "..", "testdata", "tiny-llama-metaspace")
-	data := filepath.Join(t.TempDir(), "pairs.jsonl")
-	os.WriteFile(data, []byte(`{"chosen": "\n\nHuman: Name a fruit.\n\nAssistant: An apple.", "rejected": "\n\nHuman: Name a fruit.\n\nAssistant: A car."}`+"\n"), 0o644)
-	rm := filepath.Join(t.TempDir(), "rm")
-	run(t, "train-rm", "--base", lm, "--data", data, "--eval-data", data, "--out", rm, "--max-steps", "1")
-	ranked := filepath.Join(t.TempDir(), "ranked.jsonl")
-	os.WriteFile(ranked, []byte(`{"prompt": "\n\nHuman: Name a fruit.\n\nAssistant:", "candidates": [" An apple.", " A car."]}`+"\n"), 0o644)
+	rm, ranked := tinyRM(t)
 	loss := func(extra ...string) float64 {
 		var r struct{ Loss float64 }
 		if err := json.Unmarshal(run(t, append([]string{"loss", "--model", rm, "--ranked", ranked, "--loss", "bt", "--json"}, extra...)...), &r); err != nil {
@@ -321,14 +314,48 @@ func TestBTTrainsWithoutEnd(t *testing.T) {
 	if def != none || def == eos {
 		t.Fatalf("bt loss: default %v, none %v, eos %v; want the default to be none's", def, none, eos)
 	}
+}
+
+// A reward model where a language model is wanted (and the reverse for bt) is refused with an
+// error naming the model directory, before anything is written; these used to panic (score,
+// train --loss bt) or babble (generate).
+func TestWrongHeadIsRefused(t *testing.T) {
+	lm := filepath.Join("..", "..", "testdata", "tiny-llama-metaspace")
+	rm, ranked := tinyRM(t)
 	out := filepath.Join(t.TempDir(), "out")
-	root := newRootCmd()
-	root.SetOut(&bytes.Buffer{})
-	root.SetArgs([]string{"train", "--model", lm, "--data", ranked, "--loss", "bt", "--out", out, "--quiet"})
-	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), lm) || !strings.Contains(err.Error(), "train-rm") {
-		t.Fatalf("bt on a language model: %v; want an error naming the model and train-rm", err)
+	for _, c := range []struct {
+		args []string
+		dir  string
+		want string
+	}{
+		{[]string{"generate", "--model", rm, "--prompt", "Hi"}, "rm", "is a reward model"},
+		{[]string{"score", "--model", rm, "--prompt", "Hi", "--response", " there"}, "rm", "is a reward model"},
+		{[]string{"serve", "--model", rm, "--addr", "127.0.0.1:0"}, "rm", "is a reward model"},
+		{[]string{"train", "--model", rm, "--data", ranked, "--loss", "pro", "--out", out, "--quiet"}, "rm", "is a reward model"},
+		{[]string{"train", "--model", lm, "--data", ranked, "--loss", "bt", "--out", out, "--quiet"}, "tiny-llama-metaspace", "train-rm"},
+	} {
+		root := newRootCmd()
+		root.SetOut(&bytes.Buffer{})
+		root.SetArgs(c.args)
+		if err := root.Execute(); err == nil || !strings.Contains(err.Error(), c.dir) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v; want an error naming %s and saying %q", c.args[0], err, c.dir, c.want)
+		}
 	}
 	if _, err := os.Stat(out); err == nil {
-		t.Fatalf("the refused run wrote %s", out)
+		t.Fatalf("a refused run wrote %s", out)
 	}
+}
+
+// tinyRM trains a reward model for one step from the tiny test model, and writes a ranked file
+// of one prompt and two candidates.
+func tinyRM(t *testing.T) (rm, ranked string) {
+	t.Helper()
+	dir := t.TempDir()
+	pairs := filepath.Join(dir, "pairs.jsonl")
+	os.WriteFile(pairs, []byte(`{"chosen": "\n\nHuman: Name a fruit.\n\nAssistant: An apple.", "rejected": "\n\nHuman: Name a fruit.\n\nAssistant: A car."}`+"\n"), 0o644)
+	rm = filepath.Join(dir, "rm")
+	run(t, "train-rm", "--base", filepath.Join("..", "..", "testdata", "tiny-llama-metaspace"), "--data", pairs, "--eval-data", pairs, "--out", rm, "--max-steps", "1")
+	ranked = filepath.Join(dir, "ranked.jsonl")
+	os.WriteFile(ranked, []byte(`{"prompt": "\n\nHuman: Name a fruit.\n\nAssistant:", "candidates": [" An apple.", " A car."]}`+"\n"), 0o644)
+	return rm, ranked
 }

@@ -99,6 +99,9 @@ func (m *Model) NewDecoder(prompts [][]int, maxNew int, useCache bool) (Decoder,
 // NewRowDecoder is NewDecoder with a budget of new tokens per row: each row must fit the
 // model's positions with its own budget. Rows that are done may be fed any token.
 func (m *Model) NewRowDecoder(prompts [][]int, budgets []int, useCache bool) (Decoder, error) {
+	if err := m.CheckLanguageModel(); err != nil {
+		return nil, err
+	}
 	if len(prompts) == 0 {
 		return nil, fmt.Errorf("no prompts")
 	}

@@ -117,6 +117,9 @@ func (m *Model) eachBatch(ctx context.Context, seqs [][]int, minLen int, fn func
 // LogProbs returns, for each sequence s, lp[t] = log p(s[t+1] | s[:t+1]) for t < len(s)-1.
 // Results do not depend on which sequences share a batch.
 func (m *Model) LogProbs(ctx context.Context, seqs [][]int) ([][]float32, error) {
+	if err := m.CheckLanguageModel(); err != nil {
+		return nil, err
+	}
 	if m.fastOn {
 		return m.fastLogProbs(ctx, seqs)
 	}
@@ -234,11 +237,28 @@ func (m *Model) ScoreText(ctx context.Context, prompts, responses []string) ([]S
 	return m.ScoreIDs(ctx, p, r)
 }
 
+// Name is the model's directory, for messages ("the model" when it was built in memory).
+func (m *Model) Name() string {
+	if m.Dir == "" {
+		return "the model"
+	}
+	return m.Dir
+}
+
+// CheckLanguageModel refuses a reward model where token probabilities are wanted: its head gives
+// num_labels scores, not a distribution over the vocabulary.
+func (m *Model) CheckLanguageModel() error {
+	if m.Config.NumLabels > 0 {
+		return fmt.Errorf("%s is a reward model (num_labels %d, a ...ForSequenceClassification): it scores replies, and has no language-model head to score tokens or generate with", m.Name(), m.Config.NumLabels)
+	}
+	return nil
+}
+
 // Rewards returns the scalar reward of each sequence: the first score-head output at its last
 // token, as transformers' ...ForSequenceClassification pools it.
 func (m *Model) Rewards(ctx context.Context, seqs [][]int) ([]float64, error) {
 	if m.Config.NumLabels < 1 {
-		return nil, fmt.Errorf("model has no score head (config.json architectures must name a ...ForSequenceClassification)")
+		return nil, fmt.Errorf("%s has no score head: a reward model's config.json architectures name a ...ForSequenceClassification (cyclealign train-rm makes one)", m.Name())
 	}
 	logits, err := m.Logits(ctx, seqs)
 	if err != nil {

@@ -76,11 +76,11 @@ type Loss struct {
 // Fits reports whether m has the head l trains: a reward head (num_labels, a
 // ...ForSequenceClassification) for BT, a language-model head for the others.
 func (l Loss) Fits(m *model.Model) error {
-	switch rm := m.Config.NumLabels > 0; {
-	case l.Kind == BT && !rm:
-		return fmt.Errorf("the bt loss trains a reward model (a ...ForSequenceClassification with a score head), and this model has a language-model head: make one with cyclealign train-rm")
-	case l.Kind != BT && rm:
-		return fmt.Errorf("the %s loss trains a language model, and this model is a reward model (num_labels %d)", l.Kind, m.Config.NumLabels)
+	if l.Kind != BT {
+		return m.CheckLanguageModel()
+	}
+	if m.Config.NumLabels == 0 {
+		return fmt.Errorf("%s has a language-model head, and the bt loss trains a reward model (a ...ForSequenceClassification with a score head): make one with cyclealign train-rm", m.Name())
 	}
 	return nil
 }
