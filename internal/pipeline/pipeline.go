@@ -112,6 +112,14 @@ type Training struct {
 	Progress            io.Writer
 }
 
+// checkMaxLen refuses a sequence length that leaves no token to learn after the first.
+func (o Training) checkMaxLen() error {
+	if o.MaxLen < 2 {
+		return fmt.Errorf("max length %d: a training sequence needs at least 2 tokens", o.MaxLen)
+	}
+	return nil
+}
+
 func (o Training) fit(ctx context.Context, m *model.Model, loss train.Loss, exs []train.Example) error {
 	opt := train.DefaultOptimizer()
 	opt.LR = o.LR
@@ -179,6 +187,9 @@ func NewModel(tokDir string, s Shape, seed uint64) (*model.Model, error) {
 // Pretrain trains a base model from scratch on the texts of o.Data (comma-separated files:
 // corpus JSONL, or HH dialogues, chosen and rejected) and saves it as a HF directory in o.Out.
 func Pretrain(ctx context.Context, o Pretraining) error {
+	if err := o.checkMaxLen(); err != nil {
+		return err
+	}
 	shape := o.Model
 	shape.MaxLen = o.MaxLen
 	m, err := NewModel(o.Tokenizer, shape, o.Run.Seed)
@@ -205,6 +216,9 @@ func Pretrain(ctx context.Context, o Pretraining) error {
 // pairs of o.Data, saves it in o.Out, and returns its pairwise accuracy on its training pairs
 // and on o.EvalData, also written to o.Out/rm_eval.json.
 func RewardModel(ctx context.Context, base string, o Training) (map[string]any, error) {
+	if err := o.checkMaxLen(); err != nil {
+		return nil, err
+	}
 	be, err := model.NewBackend()
 	if err != nil {
 		return nil, err

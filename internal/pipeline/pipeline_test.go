@@ -50,6 +50,14 @@ func TestPipelineEndToEnd(t *testing.T) {
 	run := train.RunOptions{Epochs: 3, BatchSize: 8, GradAccum: 1, Keep: 1, Seed: 1}
 	pre := Pretraining{Training: Training{Out: filepath.Join(dir, "base"), Data: base, MaxLen: 64, LR: 3e-3, WarmupRatio: 0.05, Run: run},
 		Tokenizer: tokDir, Model: Shape{Hidden: 32, Layers: 2, Heads: 2, KVHeads: 1, Intermediate: 64}}
+	short := pre
+	short.MaxLen = 1
+	if err := Pretrain(context.Background(), short); err == nil || !strings.Contains(err.Error(), "max length 1") {
+		t.Fatalf("max length 1: %v, want an error saying so", err)
+	}
+	if _, err := RewardModel(context.Background(), base, short.Training); err == nil || !strings.Contains(err.Error(), "max length 1") {
+		t.Fatalf("reward model at max length 1: %v, want an error saying so", err)
+	}
 	if err := Pretrain(context.Background(), pre); err != nil {
 		t.Fatal(err)
 	}

@@ -49,9 +49,11 @@ type Metrics struct {
 	Seconds      float64 `json:"seconds"`
 }
 
-// TotalSteps is the number of optimiser steps the options imply for n examples.
+// TotalSteps is the number of optimiser steps the options imply for n examples (Run refuses a
+// batch size under 1).
 func (o RunOptions) TotalSteps(n int) int {
-	per := (n + o.BatchSize - 1) / o.BatchSize
+	b := max(1, o.BatchSize)
+	per := (n + b - 1) / b
 	total := per * max(1, o.Epochs)
 	if o.MaxSteps > 0 {
 		total = min(total, o.MaxSteps)
@@ -66,8 +68,13 @@ func order(n int, seed uint64, epoch int) []int {
 // Run trains on data, resuming from o.Out/checkpoints when a checkpoint is there. On
 // cancellation it saves a checkpoint at the last completed step before returning.
 func Run(ctx context.Context, t *Trainer, data []Example, o RunOptions) ([]Metrics, error) {
-	if o.BatchSize < 1 || o.GradAccum < 1 || o.GradAccum > o.BatchSize {
+	switch {
+	case o.BatchSize < 1 || o.GradAccum < 1 || o.GradAccum > o.BatchSize:
 		return nil, fmt.Errorf("batch size %d and gradient accumulation %d: need 1 <= accumulation <= batch size", o.BatchSize, o.GradAccum)
+	case o.Epochs < 1 || o.MaxSteps < 0:
+		return nil, fmt.Errorf("epochs %d and max steps %d: need at least 1 epoch (max steps 0: the epochs decide)", o.Epochs, o.MaxSteps)
+	case !(t.Opt.LR > 0) || t.Opt.ClipNorm < 0 || t.Opt.WeightDecay < 0:
+		return nil, fmt.Errorf("learning rate %g, clip %g, weight decay %g: need a learning rate above 0, and clip and weight decay at least 0", t.Opt.LR, t.Opt.ClipNorm, t.Opt.WeightDecay)
 	}
 	lock, err := lockfile.Acquire(o.Out)
 	if err != nil {

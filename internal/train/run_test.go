@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cyclealign/cyclealign/internal/model"
@@ -134,6 +135,37 @@ func testKillAndResume(t *testing.T, lora *model.LoRA) {
 	for _, e := range entries {
 		if filepath.Ext(e.Name()) == ".tmp" {
 			t.Fatalf("leftover %s", e.Name())
+		}
+	}
+}
+
+// Run refuses options that cannot train (they divided by zero, trained nothing or climbed the
+// loss) before it writes anything.
+func TestRunRefusesBadOptions(t *testing.T) {
+	m := loadTiny(t)
+	data := tinyExamples(m)
+	good := RunOptions{Epochs: 1, BatchSize: 2, GradAccum: 1, Seed: 1, Keep: 1}
+	for _, c := range []struct {
+		name string
+		run  func(*RunOptions, *Optimizer)
+		want string
+	}{
+		{"batch size 0", func(r *RunOptions, _ *Optimizer) { r.BatchSize = 0 }, "batch size 0"},
+		{"epochs 0", func(r *RunOptions, _ *Optimizer) { r.Epochs = 0 }, "epochs 0"},
+		{"max steps -1", func(r *RunOptions, _ *Optimizer) { r.MaxSteps = -1 }, "max steps -1"},
+		{"learning rate -1", func(_ *RunOptions, o *Optimizer) { o.LR = -1 }, "learning rate -1"},
+		{"clip -1", func(_ *RunOptions, o *Optimizer) { o.ClipNorm = -1 }, "clip -1"},
+	} {
+		ro, opt := good, DefaultOptimizer()
+		c.run(&ro, &opt)
+		opt.TotalSteps = ro.TotalSteps(len(data))
+		ro.Out = filepath.Join(t.TempDir(), "out")
+		_, err := Run(context.Background(), NewTrainer(m, Loss{Kind: PRO, SFTWeight: 0.5}, opt), data, ro)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error saying %q", c.name, err, c.want)
+		}
+		if _, err := os.Stat(ro.Out); err == nil {
+			t.Errorf("%s: the refused run wrote %s", c.name, ro.Out)
 		}
 	}
 }
