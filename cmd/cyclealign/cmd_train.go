@@ -92,8 +92,9 @@ func runTrain(cmd *cobra.Command, g *globalOptions, o *trainOptions) error {
 	if err := loss.Fits(m); err != nil {
 		return err
 	}
-	if o.LoRA.R > 0 {
-		// Same seed every time, so a resumed run re-creates the adapters its checkpoint fills.
+	if o.LoRA.R != 0 {
+		// A negative rank reaches AddLoRA, which refuses it. Same seed every time, so a resumed
+		// run re-creates the adapters its checkpoint fills.
 		if err := m.AddLoRA(o.LoRA, o.Run.Seed); err != nil {
 			return err
 		}

@@ -174,6 +174,8 @@ func (c Config) Validate() error {
 		{c.Temperature > 0, "temperature: must be > 0"},
 		{c.TopP > 0 && c.TopP <= 1, "top_p: must be in (0, 1]"},
 		{c.LR > 0, "lr: must be > 0"},
+		{c.LoRAR >= 0, "lora_r: must not be negative (0: full fine-tuning)"},
+		{c.Blackbox.DemoWeight >= 0, "demo_weight: must not be negative (in the config it sits under blackbox:)"},
 		{c.SaveEvery >= 1, "save_every: must be at least 1"},
 		{model.CheckSaveDType(c.SaveDType) == nil, "save_dtype: float32, bfloat16 or float16 (empty: as loaded)"},
 	}

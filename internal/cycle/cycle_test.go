@@ -663,6 +663,8 @@ func TestValidateNamesTheSetting(t *testing.T) {
 		"save_dtype":  func(c *Config) { c.SaveDType = "fp8" },
 		"demo_select": func(c *Config) { c.DemoSelect = "best" },
 		"top_p":       func(c *Config) { c.TopP = 1.5 },
+		"lora_r":      func(c *Config) { c.LoRAR = -1 },
+		"demo_weight": func(c *Config) { c.Blackbox.DemoWeight = -1 },
 	} {
 		bad := c
 		set(&bad)
