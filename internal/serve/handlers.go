@@ -15,12 +15,42 @@ import (
 type chatRequest struct {
 	Model    string `json:"model"`
 	Messages []struct {
-		Role    string `json:"role"`
-		Content string `json:"content"`
+		Role    string  `json:"role"`
+		Content content `json:"content"`
 	} `json:"messages"`
 	Logprobs    bool `json:"logprobs"`
 	TopLogprobs *int `json:"top_logprobs"`
 	sampling
+}
+
+// content is a message's text, sent as a string, null, or OpenAI's list of content parts; text
+// parts are joined with newlines, as vLLM joins them, and other parts (images, audio) refused.
+type content string
+
+func (c *content) UnmarshalJSON(b []byte) error {
+	var s *string
+	if err := json.Unmarshal(b, &s); err == nil {
+		if s != nil {
+			*c = content(*s)
+		}
+		return nil
+	}
+	var parts []struct {
+		Type string  `json:"type"`
+		Text *string `json:"text"`
+	}
+	if err := json.Unmarshal(b, &parts); err != nil {
+		return &badRequest{"message content must be a string or a list of content parts"}
+	}
+	texts := make([]string, len(parts))
+	for i, p := range parts {
+		if p.Type != "text" || p.Text == nil {
+			return &badRequest{fmt.Sprintf("message content part %d has type %q: only text parts are supported", i, p.Type)}
+		}
+		texts[i] = *p.Text
+	}
+	*c = content(strings.Join(texts, "\n"))
+	return nil
 }
 
 // render writes messages in the HH dialogue format: "\n\nHuman: ...\n\nAssistant: ..." ending
@@ -33,19 +63,19 @@ func (s *Server) render(req chatRequest) (string, [][2]int, error) {
 	}
 	var b strings.Builder
 	var spans [][2]int
-	content := func(prefix, c string) {
+	write := func(prefix string, c content) {
 		b.WriteString(prefix)
 		spans = append(spans, [2]int{b.Len(), b.Len() + len(c)})
-		b.WriteString(c)
+		b.WriteString(string(c))
 	}
 	for _, m := range req.Messages {
 		switch m.Role {
 		case "system", "developer":
-			content("", m.Content)
+			write("", m.Content)
 		case "user":
-			content("\n\nHuman: ", m.Content)
+			write("\n\nHuman: ", m.Content)
 		case "assistant":
-			content("\n\nAssistant: ", m.Content)
+			write("\n\nAssistant: ", m.Content)
 		default:
 			return "", nil, fmt.Errorf("unknown role %q", m.Role)
 		}
@@ -61,7 +91,7 @@ func (s *Server) renderTemplate(req chatRequest) (string, [][2]int, error) {
 	marked.Messages = append(marked.Messages[:0:0], req.Messages...)
 	marker := func(i int) string { return fmt.Sprintf("\x00cyclealign-content-%d\x00", i) }
 	for i := range marked.Messages {
-		marked.Messages[i].Content = marker(i)
+		marked.Messages[i].Content = content(marker(i))
 	}
 	var b strings.Builder
 	if err := s.o.Template.Execute(&b, marked); err != nil {
@@ -81,7 +111,7 @@ func (s *Server) renderTemplate(req chatRequest) (string, [][2]int, error) {
 		if n, err := fmt.Sscanf(text[i:], "\x00cyclealign-content-%d", &k); n != 1 || err != nil || k >= len(req.Messages) {
 			return "", nil, fmt.Errorf("chat template: cannot place message contents")
 		}
-		c := req.Messages[k].Content
+		c := string(req.Messages[k].Content)
 		spans = append(spans, [2]int{out.Len(), out.Len() + len(c)})
 		out.WriteString(c)
 		text = text[i+len(marker(k)):]

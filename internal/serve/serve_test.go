@@ -518,3 +518,33 @@ func TestOpenAIFaithfulLogprobs(t *testing.T) {
 		t.Fatalf("access log (%d lines):\n%s", lines, logs.String())
 	}
 }
+
+// Content sent as OpenAI's list of parts (what clients send for multimodal models) is read as
+// its text parts joined with newlines, as vLLM reads it; an image part is refused by name.
+func TestChatContentParts(t *testing.T) {
+	_, _, c := start(t, Options{ModelName: "tiny", Token: "tok"})
+	ctx := context.Background()
+	ask := func(m openai.ChatCompletionMessageParamUnion) (string, error) {
+		resp, err := c.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "tiny",
+			Messages: []openai.ChatCompletionMessageParamUnion{m}, MaxTokens: openai.Int(12), Seed: openai.Int(4), Temperature: openai.Float(1)})
+		if err != nil {
+			return "", err
+		}
+		return resp.Choices[0].Message.Content, nil
+	}
+	whole, err := ask(openai.UserMessage("What is the capital\nof France?"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts, err := ask(openai.UserMessage([]openai.ChatCompletionContentPartUnionParam{
+		openai.TextContentPart("What is the capital"), openai.TextContentPart("of France?")}))
+	if err != nil || parts != whole || whole == "" {
+		t.Fatalf("text parts: %q (%v), the same text as a string: %q", parts, err, whole)
+	}
+	_, err = ask(openai.UserMessage([]openai.ChatCompletionContentPartUnionParam{openai.TextContentPart("What is this?"),
+		openai.ImageContentPart(openai.ChatCompletionContentPartImageImageURLParam{URL: "https://example.com/a.png"})}))
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 400 || !strings.HasPrefix(apiErr.Message, `message content part 1 has type "image_url"`) {
+		t.Fatalf("an image part: %v, want a 400 naming image_url", err)
+	}
+}

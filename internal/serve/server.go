@@ -262,6 +262,11 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 			apiError(w, http.StatusRequestEntityTooLarge, "invalid_request_error", fmt.Sprintf("request body over %d bytes", tooBig.Limit))
 			return false
 		}
+		var bad *badRequest
+		if errors.As(err, &bad) { // well-formed JSON that a field's own decoding refused
+			apiError(w, http.StatusBadRequest, "invalid_request_error", bad.msg)
+			return false
+		}
 		apiError(w, http.StatusBadRequest, "invalid_request_error", "malformed JSON: "+err.Error())
 		return false
 	}
