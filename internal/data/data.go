@@ -76,7 +76,7 @@ func eachLine(path string, fn func(line []byte, n int) error) error {
 }
 
 // ReadHH reads HH-RLHF rows {"chosen": dialogue, "rejected": dialogue}. Rows whose chosen and
-// rejected prompts differ are skipped and counted.
+// rejected prompts differ are skipped and counted; a file with no pair left is an error.
 func ReadHH(path string) (pairs []Pair, skipped int, err error) {
 	err = eachLine(path, func(line []byte, _ int) error {
 		p, ok, err := parseHH(line)
@@ -90,6 +90,13 @@ func ReadHH(path string) (pairs []Pair, skipped int, err error) {
 		pairs = append(pairs, p)
 		return nil
 	})
+	switch {
+	case err != nil || len(pairs) > 0:
+	case skipped > 0:
+		err = fmt.Errorf("%s: no HH-RLHF pairs: in all %d rows the chosen and rejected prompts differ", path, skipped)
+	default:
+		err = fmt.Errorf("%s: no HH-RLHF pairs", path)
+	}
 	return pairs, skipped, err
 }
 

@@ -46,6 +46,8 @@ func TestReadHH(t *testing.T) {
 		{"{\"chosen\": \"x\"}\n", "line 1: want"},
 		{`{"chosen": "\n\nHuman: Q\n\nAssistant: a", "rejected": "\n\nHuman: Q\n\nAssistant: b"}` + "\n{oops\n", "line 2: invalid JSON"},
 		{`{"chosen": "no turns", "rejected": "no turns"}`, "line 1: dialogue has no"},
+		{"\n", "no HH-RLHF pairs"},
+		{`{"chosen": "\n\nHuman: A\n\nAssistant: x", "rejected": "\n\nHuman: B\n\nAssistant: y"}`, "in all 1 rows the chosen and rejected prompts differ"},
 	} {
 		p := write(t, "bad.jsonl", c.body)
 		_, _, err := ReadHH(p)

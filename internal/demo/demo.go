@@ -176,6 +176,15 @@ func Config(o Options, dir string) cycle.Config {
 // Run unpacks the default, evaluates the base model, aligns it with CycleAlign and with the
 // control, and evaluates both.
 func Run(ctx context.Context, o Options) (*Result, error) {
+	for _, v := range []struct {
+		name string
+		v    float64
+	}{{"steps", float64(o.Steps)}, {"batch size", float64(o.BatchSize)}, {"eval prompts", float64(o.EvalPrompts)},
+		{"learning rate", o.LR}, {"demo weight", o.DemoWeight}} {
+		if v.v < 0 {
+			return nil, fmt.Errorf("%s %g: must not be negative", v.name, v.v)
+		}
+	}
 	dir := o.AssetsDir
 	if dir == "" {
 		dir = assets.DefaultDir()

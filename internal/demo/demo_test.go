@@ -96,3 +96,17 @@ func TestDemoSmall(t *testing.T) {
 		t.Fatalf("journal: %d records", strings.Count(string(j), "\n"))
 	}
 }
+
+// A negative setting is refused by name before anything is unpacked or written (each used to
+// fall back to its default in silence).
+func TestNegativeOptionsRefused(t *testing.T) {
+	for name, o := range map[string]Options{"steps -2": {Steps: -2}, "learning rate -1": {LR: -1}, "demo weight -1": {DemoWeight: -1}} {
+		o.Out, o.AssetsDir = filepath.Join(t.TempDir(), "run"), filepath.Join(t.TempDir(), "assets")
+		if _, err := Run(context.Background(), o); err == nil || !strings.HasPrefix(err.Error(), name) {
+			t.Errorf("%s: %v, want an error naming it", name, err)
+		}
+		if _, err := os.Stat(o.AssetsDir); err == nil {
+			t.Errorf("%s: assets unpacked before the options were checked", name)
+		}
+	}
+}

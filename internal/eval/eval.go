@@ -130,6 +130,9 @@ func (o Options) baseline(ctx context.Context, done func(float64)) ([]string, []
 
 // Run evaluates o.Model.
 func Run(ctx context.Context, o Options) (*Report, error) {
+	if len(o.Prompts) == 0 {
+		return nil, fmt.Errorf("no prompts to evaluate")
+	}
 	if o.MaxNewTokens <= 0 {
 		o.MaxNewTokens = 128
 	}

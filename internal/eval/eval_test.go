@@ -88,3 +88,9 @@ func TestRewardOutcomesMatchTheJudge(t *testing.T) {
 		t.Fatalf("from the rewards %v, from the judge %v", got, want)
 	}
 }
+
+func TestRunNeedsPrompts(t *testing.T) {
+	if _, err := Run(context.Background(), Options{}); err == nil || !strings.Contains(err.Error(), "no prompts") {
+		t.Fatalf("no prompts: %v, want an error (it printed a table of dashes)", err)
+	}
+}

@@ -93,7 +93,7 @@ func Tokenizer(files []string, out string, o tokenizer.TrainOptions) error {
 	}
 	b, err := tokenizer.Train(texts, o)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", strings.Join(files, ", "), err)
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err

@@ -170,6 +170,9 @@ func TestTrainByteLevelBPE(t *testing.T) {
 	if string(b) != string(b2) {
 		t.Fatal("training is not deterministic")
 	}
+	if _, err := Train(nil, TrainOptions{VocabSize: 300}); err == nil || !strings.Contains(err.Error(), "no text") {
+		t.Fatalf("no texts: %v, want an error (it wrote a tokenizer of bytes alone)", err)
+	}
 	var doc map[string]any
 	if err := json.Unmarshal(b, &doc); err != nil {
 		t.Fatal(err)

@@ -20,6 +20,9 @@ type TrainOptions struct {
 // tokenizer.json bytes. Ties between equally frequent pairs go to the smaller pair, so the
 // result is a deterministic function of the texts.
 func Train(texts []string, o TrainOptions) ([]byte, error) {
+	if len(texts) == 0 {
+		return nil, fmt.Errorf("no text to train a tokenizer on")
+	}
 	if o.VocabSize < 256+len(o.SpecialTokens) {
 		return nil, fmt.Errorf("vocab size %d is below the %d byte symbols and special tokens", o.VocabSize, 256+len(o.SpecialTokens))
 	}
