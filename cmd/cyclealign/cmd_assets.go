@@ -40,7 +40,7 @@ func newDataCmd(g *globalOptions) *cobra.Command {
 	}
 	split.Flags().StringVar(&hh, "hh", "", "HH-RLHF .jsonl or .jsonl.gz")
 	split.Flags().StringVar(&out, "out", "", "directory for base/judge/evaluator/align/test .jsonl")
-	cmd.AddCommand(split)
+	cmd.AddCommand(required(split, "hh", "out"))
 	var co pipeline.CorpusOptions
 	var corpusOut string
 	corpus := &cobra.Command{
@@ -70,7 +70,7 @@ func newDataCmd(g *globalOptions) *cobra.Command {
 	f.BoolVar(&co.DropOffensive, "drop-offensive", false, "leave out every entry with a word of the List of Dirty, Naughty, Obscene and Otherwise Bad Words (as C4 was filtered)")
 	f.IntVar(&co.DocChars, "doc-chars", 900, "pack short entries into documents of about this many characters")
 	f.Uint64Var(&co.Seed, "seed", 1, "shuffle seed")
-	cmd.AddCommand(corpus)
+	cmd.AddCommand(required(corpus, "out"))
 	return cmd
 }
 
@@ -86,7 +86,7 @@ func newTokenizerCmd(g *globalOptions) *cobra.Command {
 	}
 	tr.Flags().IntVar(&o.VocabSize, "vocab-size", 2048, "vocabulary size, special tokens and bytes included")
 	tr.Flags().StringVar(&out, "out", "", "output directory")
-	cmd.AddCommand(tr)
+	cmd.AddCommand(required(tr, "out"))
 	return cmd
 }
 
@@ -117,7 +117,7 @@ func newPretrainCmd(g *globalOptions) *cobra.Command {
 	trainingFlags(f, &o.Training, 3e-3, "sequences")
 	f.StringVar(&o.Tokenizer, "tokenizer", "", "directory with tokenizer.json")
 	shapeFlags(f, &o.Model, pipeline.Shape{Hidden: 128, Layers: 4, Heads: 4, KVHeads: 2, Intermediate: 352})
-	return cmd
+	return required(cmd, "tokenizer", "data", "out")
 }
 
 // shapeFlags binds the model-size flags pretrain and init-model share, with their defaults.
@@ -137,9 +137,6 @@ func newTrainRMCmd(g *globalOptions) *cobra.Command {
 		Short: "Train a Bradley-Terry reward model (base body + scalar head) and report held-out pairwise accuracy",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if base == "" {
-				return fmt.Errorf("--base DIR is required")
-			}
 			report, err := pipeline.RewardModel(cmd.Context(), base, o)
 			if err != nil {
 				return err
@@ -158,7 +155,7 @@ func newTrainRMCmd(g *globalOptions) *cobra.Command {
 	trainingFlags(cmd.Flags(), &o, 1e-3, "chosen/rejected pairs")
 	cmd.Flags().StringVar(&base, "base", "", "base model directory the reward model starts from")
 	cmd.Flags().StringVar(&o.EvalData, "eval-data", "", "held-out HH-RLHF pairs for the accuracy report")
-	return cmd
+	return required(cmd, "base", "data", "out")
 }
 
 func newInitModelCmd(g *globalOptions) *cobra.Command {
@@ -189,5 +186,5 @@ func newInitModelCmd(g *globalOptions) *cobra.Command {
 	f.IntVar(&s.MaxLen, "max-len", 2048, "positions")
 	f.BoolVar(&s.Untied, "untied", false, "a separate LM head")
 	f.Uint64Var(&seed, "seed", 1, "initialisation seed")
-	return cmd
+	return required(cmd, "tokenizer", "out")
 }

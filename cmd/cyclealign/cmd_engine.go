@@ -34,13 +34,10 @@ func newTokenizeCmd(g *globalOptions) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&o.Model, "model", "", "HF model directory (its tokenizer.json is used)")
 	cmd.Flags().BoolVar(&o.NoSpecial, "no-special", false, "do not add the post-processor's special tokens")
-	return cmd
+	return required(cmd, "model")
 }
 
 func runTokenize(cmd *cobra.Command, g *globalOptions, o *tokenizeOptions, text string) error {
-	if o.Model == "" {
-		return fmt.Errorf("--model DIR is required (a directory with a tokenizer.json)")
-	}
 	// Only the tokenizer is needed: a directory holding just tokenizer.json works.
 	tok, err := tokenizer.Load(filepath.Join(o.Model, "tokenizer.json"))
 	if err != nil {
@@ -75,7 +72,7 @@ func newScoreCmd(g *globalOptions) *cobra.Command {
 	cmd.Flags().StringVar(&o.Model, "model", "", "HF model directory")
 	cmd.Flags().StringVar(&o.Prompt, "prompt", "", "prompt text (encoded with special tokens)")
 	cmd.Flags().StringVar(&o.Response, "response", "", "response text (encoded without special tokens)")
-	return cmd
+	return required(cmd, "model")
 }
 
 func runScore(cmd *cobra.Command, g *globalOptions, o *scoreOptions) error {
@@ -128,7 +125,7 @@ func newGenerateCmd(g *globalOptions) *cobra.Command {
 		RunE:  func(cmd *cobra.Command, _ []string) error { return runGenerate(cmd, g, o) },
 	}
 	o.AddFlags(cmd.Flags())
-	return cmd
+	return required(cmd, "model")
 }
 
 func runGenerate(cmd *cobra.Command, g *globalOptions, o *generateOptions) error {

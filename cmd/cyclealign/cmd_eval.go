@@ -42,13 +42,10 @@ func newEvalCmd(g *globalOptions) *cobra.Command {
 	f.IntVar(&o.MaxNewTokens, "max-new-tokens", 128, "greedy response length at most")
 	f.IntVar(&o.NoRepeat, "no-repeat-ngram", 0, "greedy decoding never repeats an n-gram of prompt and response (HF's no_repeat_ngram_size; 0: plain greedy)")
 	f.Uint64Var(&o.Seed, "seed", 0, "bootstrap seed")
-	return cmd
+	return required(cmd, "data")
 }
 
 func runEval(cmd *cobra.Command, g *globalOptions, o *evalOptions) error {
-	if o.Data == "" {
-		return fmt.Errorf("--data is required")
-	}
 	eo := eval.Options{MaxNewTokens: o.MaxNewTokens, NoRepeatNGram: o.NoRepeat, Seed: o.Seed}
 	var err error
 	if o.ModelURL != "" {

@@ -46,7 +46,7 @@ func newServeCmd(g *globalOptions) *cobra.Command {
 	f.BoolVar(&o.NoBatching, "no-batching", false, "run requests one at a time")
 	f.BoolVar(&o.Opt.TruncatePrompts, "truncate-prompts", false, "cut too-long prompts (oldest tokens first) instead of refusing them")
 	f.IntVar(&o.Opt.MaxAdapters, "max-loras", 8, "LoRA adapters resident at once (POST /v1/load_lora_adapter, selected by \"model\")")
-	return cmd
+	return required(cmd, "model")
 }
 
 func runServe(ctx context.Context, o *serveOptions) error {

@@ -67,13 +67,10 @@ func newTrainCmd(g *globalOptions) *cobra.Command {
 		RunE:  func(cmd *cobra.Command, _ []string) error { return runTrain(cmd, g, o) },
 	}
 	o.AddFlags(cmd.Flags())
-	return cmd
+	return required(cmd, "model", "data", "out")
 }
 
 func runTrain(cmd *cobra.Command, g *globalOptions, o *trainOptions) error {
-	if o.Out == "" || o.Data == "" {
-		return fmt.Errorf("--data and --out are required")
-	}
 	if err := model.CheckSaveDType(o.SaveDType); err != nil {
 		return fmt.Errorf("--save-dtype: %w", err)
 	}
@@ -166,7 +163,7 @@ func newLossCmd(g *globalOptions) *cobra.Command {
 	sftWeightFlag(cmd.Flags(), &o.SFTWeight)
 	lossFlags(cmd.Flags(), &o.SFTNorm, &o.PROTemp)
 	responseEndFlag(cmd.Flags(), &o.End)
-	return cmd
+	return required(cmd, "model", "ranked")
 }
 
 func runLoss(cmd *cobra.Command, g *globalOptions, o *lossOptions) error {

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/cyclealign/cyclealign/internal/model"
@@ -93,4 +94,15 @@ func responseEnd(spec string, l train.Loss, m *model.Model) (train.End, error) {
 		return e, fmt.Errorf("--response-end %q: %w", spec, err)
 	}
 	return e, nil
+}
+
+// required marks the flags a command cannot run without; cobra then names the missing ones
+// before anything runs (an unset --out was "mkdir : no such file or directory").
+func required(cmd *cobra.Command, names ...string) *cobra.Command {
+	for _, n := range names {
+		if err := cmd.MarkFlagRequired(n); err != nil {
+			panic(err) // no flag of that name: a mistake in this file's callers
+		}
+	}
+	return cmd
 }

@@ -359,3 +359,34 @@ func tinyRM(t *testing.T) (rm, ranked string) {
 	os.WriteFile(ranked, []byte(`{"prompt": "\n\nHuman: Name a fruit.\n\nAssistant:", "candidates": [" An apple.", " A car."]}`+"\n"), 0o644)
 	return rm, ranked
 }
+
+// A command run without a flag it needs names the flag before anything runs (an unset --out
+// was "mkdir : no such file or directory", an unset --tokenizer "open tokenizer.json").
+func TestRequiredFlagsNamed(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"data", "split", "--hh", "x.jsonl"}, `"out"`},
+		{[]string{"data", "corpus"}, `"out"`},
+		{[]string{"tokenizer", "train", "x.jsonl"}, `"out"`},
+		{[]string{"pretrain", "--data", "x.jsonl"}, `"out", "tokenizer"`},
+		{[]string{"train-rm", "--base", "x"}, `"data", "out"`},
+		{[]string{"init-model", "--out", "x"}, `"tokenizer"`},
+		{[]string{"train", "--model", "x"}, `"data", "out"`},
+		{[]string{"loss"}, `"model", "ranked"`},
+		{[]string{"eval"}, `"data"`},
+		{[]string{"tokenize", "hi"}, `"model"`},
+		{[]string{"score"}, `"model"`},
+		{[]string{"generate"}, `"model"`},
+		{[]string{"serve"}, `"model"`},
+	} {
+		root := newRootCmd()
+		root.SetOut(&bytes.Buffer{})
+		root.SetErr(&bytes.Buffer{})
+		root.SetArgs(c.args)
+		if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "required flag(s) "+c.want+" not set") {
+			t.Errorf("%v: %v, want the missing flags %s named", c.args, err, c.want)
+		}
+	}
+}

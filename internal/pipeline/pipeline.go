@@ -247,6 +247,13 @@ func RewardModel(ctx context.Context, base string, o Training) (map[string]any, 
 	if err != nil {
 		return nil, err
 	}
+	// The held-out pairs are read before training, so a bad file costs no training time.
+	sets := map[string][]train.Example{"train": exs}
+	if o.EvalData != "" {
+		if sets["heldout"], err = pairs(o.EvalData); err != nil {
+			return nil, err
+		}
+	}
 	if err := o.fit(ctx, rm, train.Loss{Kind: train.BT}, exs); err != nil {
 		return nil, err
 	}
@@ -254,14 +261,7 @@ func RewardModel(ctx context.Context, base string, o Training) (map[string]any, 
 		return nil, err
 	}
 	report := map[string]any{"train_pairs": len(exs)}
-	for name, path := range map[string]string{"train": o.Data, "heldout": o.EvalData} {
-		if path == "" {
-			continue
-		}
-		ev, err := pairs(path)
-		if err != nil {
-			return nil, err
-		}
+	for name, ev := range sets {
 		acc, err := train.PairAccuracy(ctx, rm, ev)
 		if err != nil {
 			return nil, err

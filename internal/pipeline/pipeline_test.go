@@ -68,6 +68,15 @@ func TestPipelineEndToEnd(t *testing.T) {
 	if !(last.Loss < first.Loss) {
 		t.Fatalf("pre-training loss %v → %v did not fall", first.Loss, last.Loss)
 	}
+	// A held-out file that cannot be read fails before any training is spent or written.
+	badOut := filepath.Join(dir, "rm-bad")
+	if _, err := RewardModel(context.Background(), pre.Out, Training{Out: badOut, Data: parts[1].File,
+		EvalData: filepath.Join(dir, "missing.jsonl"), MaxLen: 64, LR: 1e-3, Run: run}); err == nil || !strings.Contains(err.Error(), "missing.jsonl") {
+		t.Fatalf("a missing held-out file: %v", err)
+	}
+	if _, err := os.Stat(badOut); err == nil {
+		t.Fatalf("the reward model trained (%s written) before its held-out file was read", badOut)
+	}
 	report, err := RewardModel(context.Background(), pre.Out, Training{Out: filepath.Join(dir, "rm"), Data: parts[1].File,
 		EvalData: parts[4].File, MaxLen: 64, LR: 1e-3, Run: run})
 	if err != nil {
