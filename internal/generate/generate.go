@@ -37,7 +37,9 @@ type Options struct {
 	MaxRows        int  // rows per decoding batch (0: 64)
 	TopLogprobs    int  // also keep the k most likely tokens at each step (0: none)
 	// NoRepeatNGram > 0 forbids a token that would repeat an n-gram of the prompt and the
-	// completion so far (HF's no_repeat_ngram_size).
+	// completion so far (HF's no_repeat_ngram_size), except the tokens that continue a Stop
+	// string: the HH format's turn end "\n\nHuman:" is in every prompt, and the rule would
+	// otherwise forbid every reply to end.
 	NoRepeatNGram int
 	// Progress, when set, is told after each decoding batch how many rows (prompts x N) of
 	// how many are finished.
@@ -232,6 +234,14 @@ func Rows(ctx context.Context, m *model.Model, rows []Row) ([]Completion, error)
 	for _, id := range m.Config.EOSTokenIDs {
 		eos[id] = true
 	}
+	stopIDs := map[string][]int{}
+	for _, r := range rows {
+		for _, s := range r.Opt.Stop {
+			if _, ok := stopIDs[s]; !ok && s != "" && m.Tokenizer != nil {
+				stopIDs[s] = m.Tokenizer.Encode(s, false)
+			}
+		}
+	}
 	n := len(rows)
 	comps := make([]Completion, n)
 	done := make([]bool, n)
@@ -252,7 +262,12 @@ func Rows(ctx context.Context, m *model.Model, rows []Row) ([]Completion, error)
 			}
 			opt := rows[r].Opt
 			if opt.NoRepeatNGram > 0 {
-				banRepeats(logits[r], append(append([]int(nil), rows[r].Prompt...), comps[r].IDs...), opt.NoRepeatNGram)
+				var stops [][]int
+				for _, s := range opt.Stop {
+					stops = append(stops, stopIDs[s])
+				}
+				banRepeats(logits[r], append(append([]int(nil), rows[r].Prompt...), comps[r].IDs...), opt.NoRepeatNGram,
+					stopContinuations(comps[r].IDs, stops))
 			}
 			tok := Sample(logits[r], rows[r].RNG, opt)
 			next[r] = tok
@@ -300,16 +315,30 @@ func Rows(ctx context.Context, m *model.Model, rows []Row) ([]Completion, error)
 
 // banRepeats sets to -inf the logit of every token that would complete an n-gram already in
 // ids.
-func banRepeats(logits []float32, ids []int, n int) {
+func banRepeats(logits []float32, ids []int, n int, keep []int) {
 	if len(ids) < n-1 {
 		return
 	}
 	tail := ids[len(ids)-(n-1):]
 	for i := 0; i+n-1 < len(ids); i++ {
-		if slices.Equal(ids[i:i+n-1], tail) {
-			logits[ids[i+n-1]] = float32(math.Inf(-1))
+		if t := ids[i+n-1]; slices.Equal(ids[i:i+n-1], tail) && !slices.Contains(keep, t) {
+			logits[t] = float32(math.Inf(-1))
 		}
 	}
+}
+
+// stopContinuations are the tokens that would start a stop sequence or carry on one the
+// completion has begun.
+func stopContinuations(ids []int, stops [][]int) []int {
+	var out []int
+	for _, s := range stops {
+		for k := 0; k < len(s) && k <= len(ids); k++ {
+			if slices.Equal(ids[len(ids)-k:], s[:k]) {
+				out = append(out, s[k])
+			}
+		}
+	}
+	return out
 }
 
 // logProb is log softmax(logits)[tok], in float64.

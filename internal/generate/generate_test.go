@@ -242,18 +242,33 @@ func TestBanRepeats(t *testing.T) {
 	logits := []float32{0, 1, 2, 3, 4}
 	// ids ... 1 2 3 ... 1 2: with n=3 the next 3 would repeat "1 2 3"; with n=2 the tail "2"
 	// was followed by 3 and by 4.
-	banRepeats(logits, []int{1, 2, 3, 0, 2, 4, 1, 2}, 3)
+	banRepeats(logits, []int{1, 2, 3, 0, 2, 4, 1, 2}, 3, nil)
 	if !math.IsInf(float64(logits[3]), -1) || math.IsInf(float64(logits[4]), -1) || logits[2] != 2 {
 		t.Fatalf("n=3: %v", logits)
 	}
 	logits = []float32{0, 1, 2, 3, 4}
-	banRepeats(logits, []int{1, 2, 3, 0, 2, 4, 1, 2}, 2)
+	banRepeats(logits, []int{1, 2, 3, 0, 2, 4, 1, 2}, 2, nil)
 	if !math.IsInf(float64(logits[3]), -1) || !math.IsInf(float64(logits[4]), -1) || logits[0] != 0 || logits[1] != 1 {
 		t.Fatalf("n=2: %v", logits)
 	}
 	logits = []float32{0, 1, 2}
-	banRepeats(logits, []int{1}, 3) // too short to repeat anything
+	banRepeats(logits, []int{1}, 3, nil) // too short to repeat anything
 	if logits[1] != 1 {
 		t.Fatalf("short: %v", logits)
+	}
+	// The turn's end stays open: the stop sequence 1 2 3 is in the prompt, and a completion
+	// that has begun it ("1 2") may finish it, where plain HF rules would ban the 3.
+	stop := [][]int{{1, 2, 3}}
+	keep := stopContinuations([]int{4, 1, 2}, stop)
+	if !slices.Equal(keep, []int{1, 3}) {
+		t.Fatalf("continuations of 4 1 2 towards 1 2 3: %v, want [1 3]", keep)
+	}
+	logits = []float32{0, 1, 2, 3, 4}
+	banRepeats(logits, []int{1, 2, 3, 0, 4, 1, 2}, 3, keep)
+	if logits[3] != 3 {
+		t.Fatalf("the stop sequence's last token was banned: %v", logits)
+	}
+	if keep := stopContinuations([]int{4, 1}, stop); !slices.Equal(keep, []int{1, 2}) {
+		t.Fatalf("continuations of 4 1: %v, want [1 2]", keep)
 	}
 }
