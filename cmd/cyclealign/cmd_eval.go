@@ -40,7 +40,7 @@ func newEvalCmd(g *globalOptions) *cobra.Command {
 	f.StringVar(&o.KeyEnv, "api-key-env", "OPENAI_API_KEY", "environment variable holding the judge's API key")
 	f.IntVar(&o.N, "n", 0, "evaluate the first K prompts (0: all)")
 	f.IntVar(&o.MaxNewTokens, "max-new-tokens", 128, "greedy response length at most")
-	f.IntVar(&o.NoRepeat, "no-repeat-ngram", 0, "greedy decoding never repeats an n-gram of prompt and response (HF's no_repeat_ngram_size; 0: plain greedy)")
+	f.IntVar(&o.NoRepeat, "no-repeat-ngram", 0, "greedy decoding never repeats an n-gram of prompt and response (HF's no_repeat_ngram_size, except the turn's end; 0: plain greedy)")
 	f.Uint64Var(&o.Seed, "seed", 0, "bootstrap seed")
 	return required(cmd, "data")
 }
@@ -141,7 +141,7 @@ func newDemoCmd(g *globalOptions) *cobra.Command {
 	f.BoolVar(&o.JudgeServer, "judge-server", false, "put the judge behind a loopback OpenAI-compatible server and rank through the API client")
 	f.BoolVar(&o.NoControl, "no-control", false, "skip the static-icl-matched control run")
 	f.Float64Var(&o.DemoWeight, "demo-weight", blackbox.DefaultOptions().DemoWeight, "how far the judge's demonstrations move its scores")
-	f.IntVar(&o.NoRepeatNGram, "no-repeat-ngram", 3, "evaluation's greedy decoding never repeats an n-gram of prompt and reply (HF's no_repeat_ngram_size; -1: plain greedy)")
+	f.IntVar(&o.NoRepeatNGram, "no-repeat-ngram", 3, "evaluation's greedy decoding never repeats an n-gram of prompt and reply (HF's no_repeat_ngram_size, except the turn's end; -1: plain greedy)")
 	f.IntVar(&o.Steps, "steps", 10, "alignment steps (--small: 2)")
 	f.IntVar(&o.BatchSize, "batch-size", 4, "prompts a step (--small: 2)")
 	f.IntVar(&o.EvalPrompts, "eval-prompts", 150, "held-out prompts evaluated, at most all 150 (--small: 4)")
