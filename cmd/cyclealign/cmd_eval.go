@@ -46,6 +46,14 @@ func newEvalCmd(g *globalOptions) *cobra.Command {
 }
 
 func runEval(cmd *cobra.Command, g *globalOptions, o *evalOptions) error {
+	switch {
+	case o.N < 0:
+		return fmt.Errorf("--n %d: must not be negative (0: all prompts)", o.N)
+	case o.MaxNewTokens < 1:
+		return fmt.Errorf("--max-new-tokens %d: must be at least 1", o.MaxNewTokens)
+	case o.NoRepeat < 0:
+		return fmt.Errorf("--no-repeat-ngram %d: must not be negative (0: plain greedy)", o.NoRepeat)
+	}
 	eo := eval.Options{MaxNewTokens: o.MaxNewTokens, NoRepeatNGram: o.NoRepeat, Seed: o.Seed}
 	var err error
 	if o.ModelURL != "" {

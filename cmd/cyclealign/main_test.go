@@ -390,3 +390,16 @@ func TestRequiredFlagsNamed(t *testing.T) {
 		}
 	}
 }
+
+// eval refuses settings it used to replace in silence (a negative --n meant all prompts,
+// --max-new-tokens 0 meant 128).
+func TestEvalRefusesBadSettings(t *testing.T) {
+	for _, c := range [][]string{{"--n", "-1"}, {"--max-new-tokens", "0"}, {"--no-repeat-ngram", "-2"}} {
+		root := newRootCmd()
+		root.SetOut(&bytes.Buffer{})
+		root.SetArgs(append([]string{"eval", "--model", "x", "--data", "x.jsonl"}, c...))
+		if err := root.Execute(); err == nil || !strings.HasPrefix(err.Error(), c[0]+" "+c[1]) {
+			t.Errorf("eval %v: %v, want an error naming the flag", c, err)
+		}
+	}
+}
