@@ -139,7 +139,7 @@ func newDemoCmd(g *globalOptions) *cobra.Command {
 			if res.Control != nil {
 				fmt.Fprintf(w, "\nCycleAlign vs the matched control (same optimiser steps, no dynamic demonstrations)\n%s", res.Methods)
 			}
-			fmt.Fprintf(w, "\n%s", res.JudgeSummary)
+			fmt.Fprintf(w, "\n%s\n%s", res.JudgeSummary, res.Verdict)
 			return nil
 		},
 	}

@@ -91,6 +91,8 @@ type Result struct {
 	Classes map[string]map[string]int `json:"classes"`
 	// JudgeSummary is Judge as text.
 	JudgeSummary string `json:"judge_summary"`
+	// Verdict says what the win rates' intervals show: a gain, a loss, or neither.
+	Verdict string `json:"verdict"`
 }
 
 // JudgeCheck measures the offline judge on the held-out pairs (the judge as the run leaves
@@ -279,6 +281,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	res.Table = eval.Table([]string{"base", "aligned"}, []*eval.Report{before, aligned})
 	res.Methods = eval.Table(names, reps)
 	res.JudgeSummary = res.Judge.Summary() + classesLine(res.Classes, append([]string{"base"}, names...))
+	res.Verdict = verdict(names, reps)
 	b, _ := json.MarshalIndent(res, "", "  ")
 	if err := os.WriteFile(filepath.Join(o.Out, report.DemoFile), b, 0o644); err != nil {
 		return nil, err
@@ -445,6 +448,27 @@ func (j *JudgeCheck) Summary() string {
 		j.DecidedPairs, j.CriterionVsEvaluator, j.HeldoutPairs, j.EvaluatorVsHuman)
 	fmt.Fprintf(&b, "demonstrations (%.1f a request) changed %.1f%% of %d rankings; agreement with the evaluator %.3f without, %.3f with\n",
 		j.MeanDemos, 100*j.Changed, j.Requests, j.AgreeWithout, j.AgreeWith)
+	return b.String()
+}
+
+// verdict reads each method's win rate against the base: a measured gain only when its whole
+// 95% interval lies above 1/2.
+func verdict(names []string, reps []*eval.Report) string {
+	var b strings.Builder
+	for i, r := range reps {
+		iv := r.WinRate
+		if iv == nil {
+			continue
+		}
+		what := "its interval holds 1/2: no measured difference from the base"
+		switch {
+		case iv.Lo > 0.5:
+			what = "its interval lies above 1/2: a measured gain over the base"
+		case iv.Hi < 0.5:
+			what = "its interval lies below 1/2: a measured loss against the base"
+		}
+		fmt.Fprintf(&b, "verdict: %s wins %.3f [%.3f, %.3f] under the evaluator; %s\n", names[i], iv.Mean, iv.Lo, iv.Hi, what)
+	}
 	return b.String()
 }
 

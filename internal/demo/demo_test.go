@@ -2,6 +2,7 @@ package demo
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/gomlx/gomlx/pkg/core/dtypes/bfloat16"
 
+	"github.com/cyclealign/cyclealign/internal/eval"
 	"github.com/cyclealign/cyclealign/internal/hf"
 )
 
@@ -62,9 +64,14 @@ func TestDemoSmall(t *testing.T) {
 			t.Fatalf("table lacks %q:\n%s", row, res.Table)
 		}
 	}
+	for _, m := range []string{"cyclealign", "static-icl-matched"} {
+		if !strings.Contains(res.Verdict, "verdict: "+m+" wins ") {
+			t.Fatalf("no verdict on %s:\n%s", m, res.Verdict)
+		}
+	}
 	page, err := os.ReadFile(filepath.Join(out, "report.html"))
 	if err != nil || !strings.Contains(string(page), "Held-out evaluation, before and after") || !strings.Contains(string(page), "win rate vs baseline") ||
-		!strings.Contains(string(page), "matched control") || !strings.Contains(string(page), "changed") {
+		!strings.Contains(string(page), "matched control") || !strings.Contains(string(page), "changed") || !strings.Contains(string(page), "verdict: cyclealign") {
 		t.Fatalf("the demo's report.html lacks the before/after table (%v)", err)
 	}
 	for _, f := range []string{"config.yaml", "journal.jsonl", "metrics.jsonl", "pool.json", "model/model.safetensors", "demo.json", "report.html"} {
@@ -107,6 +114,25 @@ func TestNegativeOptionsRefused(t *testing.T) {
 		}
 		if _, err := os.Stat(o.AssetsDir); err == nil {
 			t.Errorf("%s: assets unpacked before the options were checked", name)
+		}
+	}
+}
+
+// A gain is claimed only when the whole interval lies above 1/2.
+func TestVerdict(t *testing.T) {
+	for _, c := range []struct {
+		iv   eval.Interval
+		want string
+	}{
+		{eval.Interval{Mean: 0.56, Lo: 0.51, Hi: 0.61}, "a measured gain over the base"},
+		{eval.Interval{Mean: 0.53, Lo: 0.44, Hi: 0.61}, "no measured difference from the base"},
+		{eval.Interval{Mean: 0.5, Lo: 0.5, Hi: 0.58}, "no measured difference from the base"},
+		{eval.Interval{Mean: 0.39, Lo: 0.31, Hi: 0.47}, "a measured loss against the base"},
+	} {
+		iv := c.iv
+		v := verdict([]string{"cyclealign"}, []*eval.Report{{WinRate: &iv}})
+		if !strings.HasPrefix(v, fmt.Sprintf("verdict: cyclealign wins %.3f [%.3f, %.3f]", iv.Mean, iv.Lo, iv.Hi)) || !strings.Contains(v, c.want) {
+			t.Errorf("%+v: %q, want %q", iv, v, c.want)
 		}
 	}
 }

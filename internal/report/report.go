@@ -22,9 +22,9 @@ type Run struct {
 	Metrics []cycle.StepMetrics
 	Journal []cycle.Record
 	// Evaluation is a held-out evaluation table to show (the demo's before/after table, read
-	// from its DemoFile); "" for none. Methods (CycleAlign against its control) and Judge (the
-	// judge's measurement) come from the same file.
-	Evaluation, Methods, Judge string
+	// from its DemoFile); "" for none. Methods (CycleAlign against its control), Verdict (what
+	// the win rates' intervals show) and Judge (the judge's measurement) come from the same file.
+	Evaluation, Methods, Verdict, Judge string
 }
 
 // DemoFile is where cyclealign demo leaves its results, {"table": ...} among them.
@@ -58,12 +58,13 @@ func Load(dir string) (*Run, error) {
 		var d struct {
 			Table   string `json:"table"`
 			Methods string `json:"methods"`
+			Verdict string `json:"verdict"`
 			Judge   string `json:"judge_summary"`
 		}
 		if err := json.Unmarshal(b, &d); err != nil {
 			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, DemoFile), err)
 		}
-		r.Evaluation, r.Methods, r.Judge = d.Table, d.Methods, d.Judge
+		r.Evaluation, r.Methods, r.Verdict, r.Judge = d.Table, d.Methods, d.Verdict, d.Judge
 	}
 	return r, nil
 }
@@ -227,6 +228,9 @@ func (r *Run) HTML() string {
 		b.WriteString("<h2>Held-out evaluation, before and after</h2>\n<pre>" + html.EscapeString(r.Evaluation) + "</pre>\n")
 		if r.Methods != "" {
 			b.WriteString("<h2>CycleAlign against the matched control (same optimiser steps)</h2>\n<pre>" + html.EscapeString(r.Methods) + "</pre>\n")
+		}
+		if r.Verdict != "" {
+			b.WriteString("<pre>" + html.EscapeString(r.Verdict) + "</pre>\n")
 		}
 		if r.Judge != "" {
 			b.WriteString("<h2>The judge and its demonstrations</h2>\n<pre>" + html.EscapeString(r.Judge) + "</pre>\n")
