@@ -60,8 +60,9 @@ type Model struct {
 
 	lora *loraState
 
-	mu    sync.Mutex
-	execs map[string]*context.Exec
+	mu         sync.Mutex
+	execs      map[string]*context.Exec
+	graphOwner GraphOwner
 
 	fastOn bool // inference on the engine's own CPU path (fast.go)
 	// coarse rounds graph shapes to powers of two (see shapeLen): set on backends that compile.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	. "github.com/gomlx/gomlx/pkg/core/graph"
@@ -33,7 +34,7 @@ func (m *Model) run(name string, fn func(ctx *context.Context, in []*Node) []*No
 	if err != nil {
 		return nil, err
 	}
-	NoteGraph(m, name, args...)
+	NoteGraph(&m.graphOwner, name, args...)
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%s: %v", name, r)
@@ -116,11 +117,26 @@ var graphs = struct {
 	seen map[string]bool
 }{seen: map[string]bool{}}
 
+// GraphOwner names what runs graphs (a model, a trainer) for GraphsBuilt by an id drawn on
+// first use, not by its address: a collected owner's address is reused, and the graphs of the
+// new owner at it would be taken for ones already built.
+type GraphOwner struct{ id atomic.Uint64 }
+
+var graphOwners atomic.Uint64
+
+func (o *GraphOwner) ownerID() uint64 {
+	if v := o.id.Load(); v != 0 {
+		return v
+	}
+	o.id.CompareAndSwap(0, graphOwners.Add(1))
+	return o.id.Load()
+}
+
 // NoteGraph records that owner ran the graph name with args (tensors, or values of fixed
 // shape): each new combination of input shapes is one graph built (compiled, on XLA).
-func NoteGraph(owner any, name string, args ...any) {
+func NoteGraph(owner *GraphOwner, name string, args ...any) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%p/%s", owner, name)
+	fmt.Fprintf(&b, "%d/%s", owner.ownerID(), name)
 	for _, a := range args {
 		if t, ok := a.(*tensors.Tensor); ok {
 			b.WriteString(" " + t.Shape().String())

@@ -72,3 +72,18 @@ func TestCoarseShapesSameResultsFewerGraphs(t *testing.T) {
 		})
 	}
 }
+
+// Graphs are counted per owner by an id, not by address: two owners running the same graph
+// count twice, one owner running it twice counts once. (Keyed by address, a model collected
+// and replaced at the same address had its graphs taken for built already, and
+// TestCoarseShapesSameResultsFewerGraphs failed now and then in CI.)
+func TestGraphsCountedPerOwner(t *testing.T) {
+	var a, b GraphOwner
+	before := GraphsBuilt()
+	NoteGraph(&a, "g")
+	NoteGraph(&a, "g")
+	NoteGraph(&b, "g")
+	if n := GraphsBuilt() - before; n != 2 || a.ownerID() == b.ownerID() || a.ownerID() != a.ownerID() {
+		t.Fatalf("%d graphs for two owners of one graph (ids %d, %d), want 2", n, a.ownerID(), b.ownerID())
+	}
+}

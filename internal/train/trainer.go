@@ -69,6 +69,7 @@ type Trainer struct {
 	accumulated int // examples in the pending accumulation
 	mu          sync.Mutex
 	execs       map[string]*mlctx.Exec
+	graphOwner  model.GraphOwner
 
 	fast  bool         // on the engine's own CPU path (fast.go)
 	grads *model.Grads // its pending gradient
@@ -131,7 +132,7 @@ func (t *Trainer) run(name string, fn any, args ...any) (out []*tensors.Tensor, 
 		e.SetMaxCache(64)
 		t.execs[name] = e
 	}
-	model.NoteGraph(t, name, args...)
+	model.NoteGraph(&t.graphOwner, name, args...)
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%s: %v", name, r)
