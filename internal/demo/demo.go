@@ -192,7 +192,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		dir = assets.DefaultDir()
 	}
 	if _, err := assets.Unpack(dir); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("unpacking the embedded default into %s (--assets DIR puts it elsewhere): %w", dir, err)
 	}
 	pairs, skipped, err := data.ReadHH(filepath.Join(dir, assets.HHFile))
 	if err != nil {

@@ -136,3 +136,14 @@ func TestVerdict(t *testing.T) {
 		}
 	}
 }
+
+// A cache directory that cannot be written is named, with the flag that moves it.
+func TestUnpackFailureNamesTheDirectory(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "a-file")
+	os.WriteFile(file, nil, 0o644)
+	dir := filepath.Join(file, "default") // under a file: no directory can be made there
+	_, err := Run(context.Background(), Options{Out: filepath.Join(t.TempDir(), "run"), AssetsDir: dir, Small: true})
+	if err == nil || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "--assets") {
+		t.Fatalf("unwritable assets directory: %v, want an error naming it and --assets", err)
+	}
+}
