@@ -179,9 +179,6 @@ func runLoss(cmd *cobra.Command, g *globalOptions, o *lossOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := loss.Fits(m); err != nil {
-		return err
-	}
 	end, err := responseEnd(o.End, loss, m)
 	if err != nil {
 		return err

@@ -158,7 +158,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	rep.DistinctBigrams, rep.Unique = Diversity(resp)
 	var rewards []float64 // of resp, with a reward model
-	if o.RewardModel != nil && len(o.Prompts) > 0 {
+	if o.RewardModel != nil {
 		if rewards, err = o.RewardModel.ScorePairs(ctx, o.Prompts, resp); err != nil {
 			return nil, err
 		}
@@ -169,7 +169,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		next("rewards")
 	}
-	if (o.Baseline != nil || o.BaselineReport != nil) && len(o.Prompts) > 0 {
+	if o.Baseline != nil || o.BaselineReport != nil {
 		base, baseRewards, err := o.baseline(ctx, at("baseline's responses"))
 		if err != nil {
 			return nil, err

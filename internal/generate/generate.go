@@ -234,11 +234,12 @@ func Rows(ctx context.Context, m *model.Model, rows []Row) ([]Completion, error)
 	for _, id := range m.Config.EOSTokenIDs {
 		eos[id] = true
 	}
-	stopIDs := map[string][]int{}
-	for _, r := range rows {
-		for _, s := range r.Opt.Stop {
-			if _, ok := stopIDs[s]; !ok && s != "" && m.Tokenizer != nil {
-				stopIDs[s] = m.Tokenizer.Encode(s, false)
+	// Each row's stop strings as tokens, which its n-gram ban leaves open (only rows with one).
+	stopIDs := make([][][]int, len(rows))
+	for r, row := range rows {
+		for _, s := range row.Opt.Stop {
+			if row.Opt.NoRepeatNGram > 0 && s != "" && m.Tokenizer != nil {
+				stopIDs[r] = append(stopIDs[r], m.Tokenizer.Encode(s, false))
 			}
 		}
 	}
@@ -262,12 +263,8 @@ func Rows(ctx context.Context, m *model.Model, rows []Row) ([]Completion, error)
 			}
 			opt := rows[r].Opt
 			if opt.NoRepeatNGram > 0 {
-				var stops [][]int
-				for _, s := range opt.Stop {
-					stops = append(stops, stopIDs[s])
-				}
 				banRepeats(logits[r], append(append([]int(nil), rows[r].Prompt...), comps[r].IDs...), opt.NoRepeatNGram,
-					stopContinuations(comps[r].IDs, stops))
+					stopContinuations(comps[r].IDs, stopIDs[r]))
 			}
 			tok := Sample(logits[r], rows[r].RNG, opt)
 			next[r] = tok
