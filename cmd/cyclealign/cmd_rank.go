@@ -3,13 +3,13 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/cyclealign/cyclealign/internal/blackbox"
 	"github.com/cyclealign/cyclealign/internal/cycle"
+	"github.com/cyclealign/cyclealign/internal/files"
 )
 
 // addBlackboxFlags binds the ranker's settings; align and rank share them.
@@ -52,7 +52,7 @@ func newRankCmd(g *globalOptions) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var cands []string
-			b, err := os.ReadFile(o.Candidates)
+			b, err := files.ReadFile(o.Candidates)
 			if err != nil {
 				return err
 			}

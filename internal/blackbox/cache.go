@@ -8,7 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/cyclealign/cyclealign/internal/hf"
+	"github.com/cyclealign/cyclealign/internal/files"
 )
 
 // chatRequest is everything that determines a reply; its hash is the cache key. The API key
@@ -76,7 +76,7 @@ func (c *Cache) put(e *cacheEntry) error {
 	if err != nil {
 		return err
 	}
-	return hf.WriteFileAtomic(p, func(w io.Writer) error {
+	return files.WriteAtomic(p, func(w io.Writer) error {
 		_, err := w.Write(b)
 		return err
 	})

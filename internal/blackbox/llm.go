@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cyclealign/cyclealign/internal/files"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"golang.org/x/time/rate"
@@ -46,7 +47,7 @@ type LLMConfig struct {
 // env; "" when neither is set (local servers often need none).
 func ReadAPIKey(env, file string) (string, error) {
 	if file != "" {
-		b, err := os.ReadFile(file)
+		b, err := files.ReadFile(file)
 		if err != nil {
 			return "", fmt.Errorf("API key file: %w", err)
 		}

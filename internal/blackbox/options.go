@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/openai/openai-go/v3"
 
+	"github.com/cyclealign/cyclealign/internal/files"
 	"github.com/cyclealign/cyclealign/internal/lexicon"
 	"github.com/cyclealign/cyclealign/internal/model"
 )
@@ -81,7 +81,7 @@ func (o Options) Build(spent float64) (Ranker, error) {
 	p := DefaultPrompter()
 	p.PromptTokens, p.CandidateTokens = o.PromptTokens, o.CandidateTokens
 	if o.Instruction != "" {
-		b, err := os.ReadFile(o.Instruction)
+		b, err := files.ReadFile(o.Instruction)
 		if err != nil {
 			return nil, err
 		}

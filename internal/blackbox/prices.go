@@ -4,9 +4,10 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
+
+	"github.com/cyclealign/cyclealign/internal/files"
 )
 
 // Price is a model's price in USD per million tokens.
@@ -32,7 +33,7 @@ func DefaultPrices() Prices {
 
 // LoadPrices reads a user's price table (the same JSON shape as the shipped one).
 func LoadPrices(path string) (Prices, error) {
-	b, err := os.ReadFile(path)
+	b, err := files.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}

@@ -9,12 +9,12 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/goccy/go-yaml"
 
 	"github.com/cyclealign/cyclealign/internal/blackbox"
+	"github.com/cyclealign/cyclealign/internal/files"
 	"github.com/cyclealign/cyclealign/internal/model"
 	"github.com/cyclealign/cyclealign/internal/train"
 )
@@ -114,7 +114,7 @@ func Defaults() Config {
 // LoadConfig reads a YAML file over the defaults; unknown keys are errors.
 func LoadConfig(path string) (Config, error) {
 	c := Defaults()
-	f, err := os.Open(path)
+	f, err := files.Open(path)
 	if err != nil {
 		return c, err
 	}

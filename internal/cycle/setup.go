@@ -14,8 +14,8 @@ import (
 	"github.com/cyclealign/cyclealign/internal/blackbox"
 	"github.com/cyclealign/cyclealign/internal/data"
 	"github.com/cyclealign/cyclealign/internal/eval"
+	"github.com/cyclealign/cyclealign/internal/files"
 	"github.com/cyclealign/cyclealign/internal/generate"
-	"github.com/cyclealign/cyclealign/internal/hf"
 	"github.com/cyclealign/cyclealign/internal/lockfile"
 	"github.com/cyclealign/cyclealign/internal/model"
 	"github.com/cyclealign/cyclealign/internal/train"
@@ -27,7 +27,7 @@ func ReadDemos(path string) ([]blackbox.Demo, error) {
 	if path == "" {
 		return DefaultDemos(), nil
 	}
-	b, err := os.ReadFile(path)
+	b, err := files.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -198,7 +198,7 @@ func WriteConfig(cfg Config) error {
 	if err != nil {
 		return err
 	}
-	return hf.WriteFileAtomic(filepath.Join(cfg.Out, ConfigFile), func(w io.Writer) error {
+	return files.WriteAtomic(filepath.Join(cfg.Out, ConfigFile), func(w io.Writer) error {
 		_, err := w.Write(b)
 		return err
 	})

@@ -8,8 +8,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"strings"
+
+	"github.com/cyclealign/cyclealign/internal/files"
 )
 
 // AssistantTag starts an assistant turn in the HH dialogue format.
@@ -32,25 +33,40 @@ func SplitDialogue(s string) (prompt, response string, ok bool) {
 	return s[:i+len(AssistantTag)], s[i+len(AssistantTag):], true
 }
 
-// open reads plain or gzip-compressed files (by the .gz suffix).
-func open(path string) (io.ReadCloser, error) {
-	f, err := os.Open(path)
+// open reads plain or gzip-compressed files (by the .gz suffix). A read error of the gzip
+// stream is kept in the reader, so that eachLine reports it rather than the cut-off line it left.
+func open(path string) (*lineSource, error) {
+	f, err := files.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	if !strings.HasSuffix(path, ".gz") {
-		return f, nil
+		return &lineSource{r: f, f: f}, nil
 	}
 	z, err := gzip.NewReader(f)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return struct {
-		io.Reader
-		io.Closer
-	}{z, f}, nil
+	return &lineSource{r: z, f: f}, nil
 }
+
+// lineSource is a file's (decompressed) bytes; err is the first read error other than EOF.
+type lineSource struct {
+	r   io.Reader
+	f   io.Closer
+	err error
+}
+
+func (s *lineSource) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF && s.err == nil {
+		s.err = err
+	}
+	return n, err
+}
+
+func (s *lineSource) Close() error { return s.f.Close() }
 
 // eachLine calls fn with every non-blank line and its 1-based number.
 func eachLine(path string, fn func(line []byte, n int) error) error {
@@ -62,12 +78,18 @@ func eachLine(path string, fn func(line []byte, n int) error) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	for n := 1; sc.Scan(); n++ {
+		if r.err != nil { // the scanner hands out what it had before the error: a cut-off line
+			break
+		}
 		if strings.TrimSpace(sc.Text()) == "" {
 			continue
 		}
 		if err := fn(sc.Bytes(), n); err != nil {
 			return fmt.Errorf("%s: line %d: %w", path, n, err)
 		}
+	}
+	if r.err != nil {
+		return fmt.Errorf("%s: reading the file failed (truncated or corrupt?): %w", path, r.err)
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("%s: %w", path, err)

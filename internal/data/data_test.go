@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func write(t *testing.T, name, body string) string {
@@ -100,5 +102,39 @@ func TestSplitIsDisjointAndDeterministic(t *testing.T) {
 	_ = append(a.Judge, Pair{Prompt: "appended"})
 	if a.Evaluator[0] != first {
 		t.Fatal("appending to the judge part overwrote the evaluator part")
+	}
+}
+
+// A .gz cut short is reported as what it is, not as the cut-off line it leaves ("line 982:
+// invalid JSON" before).
+func TestTruncatedGzipNamed(t *testing.T) {
+	var body strings.Builder
+	for i := range 3000 {
+		fmt.Fprintf(&body, `{"prompt": "\n\nHuman: question %d about something long enough\n\nAssistant:"}`+"\n", i)
+	}
+	p := write(t, "p.jsonl.gz", body.String())
+	b, _ := os.ReadFile(p)
+	os.WriteFile(p, b[:len(b)*2/3], 0o644)
+	_, err := ReadPrompts(p)
+	if err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "unexpected EOF") || strings.Contains(err.Error(), "invalid JSON") {
+		t.Fatalf("truncated gzip: %v", err)
+	}
+}
+
+// A FIFO given as a data file is refused at once instead of blocking for ever.
+func TestFIFORefused(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "prompts.jsonl")
+	if err := syscall.Mkfifo(p, 0o644); err != nil {
+		t.Skip("no FIFOs here:", err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := ReadPrompts(p); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "named pipe") {
+			t.Fatalf("FIFO: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("reading a FIFO blocked")
 	}
 }

@@ -25,8 +25,8 @@ import (
 	"github.com/cyclealign/cyclealign/internal/cycle"
 	"github.com/cyclealign/cyclealign/internal/data"
 	"github.com/cyclealign/cyclealign/internal/eval"
+	"github.com/cyclealign/cyclealign/internal/files"
 	"github.com/cyclealign/cyclealign/internal/generate"
-	"github.com/cyclealign/cyclealign/internal/hf"
 	"github.com/cyclealign/cyclealign/internal/lexicon"
 	"github.com/cyclealign/cyclealign/internal/model"
 	"github.com/cyclealign/cyclealign/internal/progress"
@@ -291,7 +291,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return res, hf.WriteFileAtomic(filepath.Join(o.Out, "report.html"), func(w io.Writer) error {
+	return res, files.WriteAtomic(filepath.Join(o.Out, "report.html"), func(w io.Writer) error {
 		_, err := io.WriteString(w, rep.HTML())
 		return err
 	})

@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/cyclealign/cyclealign/internal/files"
 )
 
 // Config is the part of a transformers config.json the engine uses, normalised across
@@ -54,7 +55,7 @@ type Rope struct {
 // ReadConfig reads and validates dir/config.json.
 func ReadConfig(dir string) (*Config, error) {
 	path := filepath.Join(dir, "config.json")
-	b, err := os.ReadFile(path)
+	b, err := files.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -355,7 +356,7 @@ func WriteConfig(dir string, c *Config) error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(filepath.Join(dir, "config.json"), func(w io.Writer) error {
+	return files.WriteAtomic(filepath.Join(dir, "config.json"), func(w io.Writer) error {
 		_, err := w.Write(append(b, '\n'))
 		return err
 	})

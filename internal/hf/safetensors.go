@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/cyclealign/cyclealign/internal/files"
 	"github.com/x448/float16"
 )
 
@@ -75,7 +76,7 @@ const maxHeader = 100 << 20
 
 // ReadSafetensors reads every tensor of one safetensors file.
 func ReadSafetensors(path string) (map[string]*Tensor, error) {
-	f, err := os.Open(path)
+	f, err := files.Open(path)
 	if err != nil {
 		return nil, err
 	}
@@ -236,7 +237,7 @@ func WriteSafetensors(path string, tensors map[string]*Tensor, metadata map[stri
 	for len(hb)%8 != 0 {
 		hb = append(hb, ' ')
 	}
-	return WriteFileAtomic(path, func(w io.Writer) error {
+	return files.WriteAtomic(path, func(w io.Writer) error {
 		var lenBuf [8]byte
 		binary.LittleEndian.PutUint64(lenBuf[:], uint64(len(hb)))
 		if _, err := w.Write(lenBuf[:]); err != nil {
@@ -259,41 +260,6 @@ func WriteSafetensors(path string, tensors map[string]*Tensor, metadata map[stri
 	})
 }
 
-// WriteFileAtomic writes through a temporary file in the same directory, fsyncs it and renames
-// it over path, so a reader never sees a half-written file even if the process is killed.
-func WriteFileAtomic(path string, write func(io.Writer) error) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	// CreateTemp makes the file private; a saved model or report is meant to be shared.
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := write(tmp); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
-}
-
 // ReadModelTensors reads model.safetensors, or the shards named by model.safetensors.index.json.
 func ReadModelTensors(dir string) (map[string]*Tensor, error) {
 	single := filepath.Join(dir, "model.safetensors")
@@ -301,7 +267,7 @@ func ReadModelTensors(dir string) (map[string]*Tensor, error) {
 		return ReadSafetensors(single)
 	}
 	indexPath := filepath.Join(dir, "model.safetensors.index.json")
-	b, err := os.ReadFile(indexPath)
+	b, err := files.ReadFile(indexPath)
 	if err != nil {
 		return nil, fmt.Errorf("%s: no model.safetensors or model.safetensors.index.json", dir)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gomlx/pkg/ml/context"
 
+	"github.com/cyclealign/cyclealign/internal/files"
 	"github.com/cyclealign/cyclealign/internal/hf"
 )
 
@@ -179,7 +180,7 @@ func (m *Model) SaveAdapter(dir string) error {
 		"fan_in_fan_out": false, "inference_mode": true, "base_model_name_or_path": m.Dir,
 	}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
-	return hf.WriteFileAtomic(filepath.Join(dir, "adapter_config.json"), func(w io.Writer) error {
+	return files.WriteAtomic(filepath.Join(dir, "adapter_config.json"), func(w io.Writer) error {
 		_, err := w.Write(append(b, '\n'))
 		return err
 	})
@@ -230,7 +231,7 @@ func (m *Model) MergeLoRA() error {
 // LoadAdapter attaches a PEFT LoRA adapter directory (adapter_config.json and
 // adapter_model.safetensors) to the model.
 func (m *Model) LoadAdapter(dir string) error {
-	b, err := os.ReadFile(filepath.Join(dir, "adapter_config.json"))
+	b, err := files.ReadFile(filepath.Join(dir, "adapter_config.json"))
 	if err != nil {
 		return err
 	}

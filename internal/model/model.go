@@ -22,6 +22,7 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gomlx/pkg/ml/context"
 
+	"github.com/cyclealign/cyclealign/internal/files"
 	"github.com/cyclealign/cyclealign/internal/hf"
 	"github.com/cyclealign/cyclealign/internal/tokenizer"
 )
@@ -246,7 +247,7 @@ func (m *Model) SaveAs(dir, dtype string) error {
 		return err
 	}
 	if m.Tokenizer != nil {
-		return hf.WriteFileAtomic(filepath.Join(dir, "tokenizer.json"), func(w io.Writer) error {
+		return files.WriteAtomic(filepath.Join(dir, "tokenizer.json"), func(w io.Writer) error {
 			_, err := w.Write(m.Tokenizer.Raw())
 			return err
 		})

@@ -12,7 +12,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/cyclealign/cyclealign/internal/hf"
+	"github.com/cyclealign/cyclealign/internal/files"
 	"github.com/cyclealign/cyclealign/internal/lexicon"
 )
 
@@ -95,11 +95,11 @@ func Corpus(out string, o CorpusOptions) ([]CorpusStats, error) {
 		add("wordnet", es, "\n", 1)
 	}
 	if o.Fortunes != "" {
-		files := o.FortuneFiles
-		if files == nil {
-			files = DefaultFortunes
+		names := o.FortuneFiles
+		if names == nil {
+			names = DefaultFortunes
 		}
-		es, err := fortunes(o.Fortunes, files)
+		es, err := fortunes(o.Fortunes, names)
 		if err != nil {
 			return nil, err
 		}
@@ -113,7 +113,7 @@ func Corpus(out string, o CorpusOptions) ([]CorpusStats, error) {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return nil, err
 	}
-	return stats, hf.WriteFileAtomic(out, func(w io.Writer) error {
+	return stats, files.WriteAtomic(out, func(w io.Writer) error {
 		bw := bufio.NewWriter(w)
 		enc := json.NewEncoder(bw)
 		for _, d := range docs {
@@ -151,7 +151,7 @@ func wordNet(dir string) ([]string, error) {
 	var entries []string
 	for _, pos := range []string{"noun", "verb", "adj", "adv"} {
 		path := filepath.Join(dir, "data."+pos)
-		f, err := os.Open(path)
+		f, err := files.Open(path)
 		if err != nil {
 			return nil, err
 		}
@@ -229,12 +229,12 @@ func synset(l string) (string, error) {
 
 // fortunes reads fortune files (entries separated by "%" lines) and keeps the prose ones (no
 // tabs-and-art, at most 600 characters).
-func fortunes(dir string, files []string) ([]string, error) {
+func fortunes(dir string, names []string) ([]string, error) {
 	var entries []string
-	sorted := append([]string(nil), files...)
+	sorted := append([]string(nil), names...)
 	sort.Strings(sorted)
 	for _, name := range sorted {
-		b, err := os.ReadFile(filepath.Join(dir, name))
+		b, err := files.ReadFile(filepath.Join(dir, name))
 		if err != nil {
 			return nil, err
 		}

@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/cyclealign/cyclealign/internal/data"
+	"github.com/cyclealign/cyclealign/internal/files"
 	"github.com/cyclealign/cyclealign/internal/hf"
 	"github.com/cyclealign/cyclealign/internal/model"
 	"github.com/cyclealign/cyclealign/internal/tokenizer"
@@ -60,9 +61,9 @@ func Split(hh, out string) (parts []Part, skipped int, err error) {
 
 // Texts returns the training texts of files: JSONL ({"text"} rows, or HH rows with both
 // dialogues), or plain text (a text a line).
-func Texts(files []string) ([]string, error) {
+func Texts(paths []string) ([]string, error) {
 	var out []string
-	for _, f := range files {
+	for _, f := range paths {
 		if strings.Contains(f, ".jsonl") {
 			ts, err := data.ReadTexts(f)
 			if err != nil {
@@ -71,7 +72,7 @@ func Texts(files []string) ([]string, error) {
 			out = append(out, ts...)
 			continue
 		}
-		b, err := os.ReadFile(f)
+		b, err := files.ReadFile(f)
 		if err != nil {
 			return nil, err
 		}
@@ -86,14 +87,14 @@ func Texts(files []string) ([]string, error) {
 
 // Tokenizer learns a byte-level BPE tokenizer from the texts of files and writes
 // out/tokenizer.json.
-func Tokenizer(files []string, out string, o tokenizer.TrainOptions) error {
-	texts, err := Texts(files)
+func Tokenizer(paths []string, out string, o tokenizer.TrainOptions) error {
+	texts, err := Texts(paths)
 	if err != nil {
 		return err
 	}
 	b, err := tokenizer.Train(texts, o)
 	if err != nil {
-		return fmt.Errorf("%s: %w", strings.Join(files, ", "), err)
+		return fmt.Errorf("%s: %w", strings.Join(paths, ", "), err)
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err

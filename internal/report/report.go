@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/cyclealign/cyclealign/internal/cycle"
+	"github.com/cyclealign/cyclealign/internal/files"
 )
 
 // Run is a run directory's records: of align (config, metrics and journal) or of train
@@ -33,7 +34,7 @@ const DemoFile = "demo.json"
 // Load reads a run directory of align or of train.
 func Load(dir string) (*Run, error) {
 	r := &Run{Dir: dir}
-	b, err := os.ReadFile(filepath.Join(dir, cycle.ConfigFile))
+	b, err := files.ReadFile(filepath.Join(dir, cycle.ConfigFile))
 	switch {
 	case err == nil:
 		r.Config = string(b)
@@ -54,7 +55,7 @@ func Load(dir string) (*Run, error) {
 	if err := readJSONL(filepath.Join(dir, cycle.JournalFile), &r.Journal); err != nil {
 		return nil, err
 	}
-	if b, err := os.ReadFile(filepath.Join(dir, DemoFile)); err == nil {
+	if b, err := files.ReadFile(filepath.Join(dir, DemoFile)); err == nil {
 		var d struct {
 			Table   string `json:"table"`
 			Methods string `json:"methods"`
@@ -70,7 +71,7 @@ func Load(dir string) (*Run, error) {
 }
 
 func readJSONL[T any](path string, out *[]T) error {
-	f, err := os.Open(path)
+	f, err := files.Open(path)
 	if err != nil {
 		return err
 	}

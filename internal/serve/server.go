@@ -23,6 +23,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/cyclealign/cyclealign/internal/files"
 	"github.com/cyclealign/cyclealign/internal/generate"
 	"github.com/cyclealign/cyclealign/internal/model"
 )
@@ -134,7 +135,7 @@ func (s *Server) HTTPServer() *http.Server {
 func LoadToken(env, file string) (string, error) {
 	switch {
 	case file != "":
-		b, err := os.ReadFile(file)
+		b, err := files.ReadFile(file)
 		if err != nil {
 			return "", err
 		}

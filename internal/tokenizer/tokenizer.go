@@ -5,11 +5,12 @@ package tokenizer
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/cyclealign/cyclealign/internal/files"
 )
 
 // Tokenizer is a loaded tokenizer.json. It is safe for concurrent use.
@@ -46,7 +47,7 @@ type fileJSON struct {
 
 // Load reads a tokenizer.json file.
 func Load(path string) (*Tokenizer, error) {
-	b, err := os.ReadFile(path)
+	b, err := files.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}

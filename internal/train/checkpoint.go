@@ -17,6 +17,7 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	mlctx "github.com/gomlx/gomlx/pkg/ml/context"
 
+	"github.com/cyclealign/cyclealign/internal/files"
 	"github.com/cyclealign/cyclealign/internal/hf"
 )
 
@@ -75,7 +76,7 @@ func (t *Trainer) SaveCheckpoint(dir string, st State, keep int, extra map[strin
 		return err
 	}
 	syncDir(dir)
-	if err := hf.WriteFileAtomic(filepath.Join(dir, latestFile), func(w io.Writer) error {
+	if err := files.WriteAtomic(filepath.Join(dir, latestFile), func(w io.Writer) error {
 		_, err := io.WriteString(w, name+"\n")
 		return err
 	}); err != nil {
@@ -106,7 +107,7 @@ func checkpointOrder(name string) [2]int {
 // takes the newest of them rather than silently starting over.
 func LatestCheckpoint(dir string) (string, error) {
 	p := filepath.Join(dir, latestFile)
-	b, err := os.ReadFile(p)
+	b, err := files.ReadFile(p)
 	if err == nil {
 		name := strings.TrimSpace(string(b))
 		if !checkpointName.MatchString(name) {
@@ -168,7 +169,7 @@ func (t *Trainer) LoadCheckpoint(dir string) (st State, ck string, found bool, e
 	if err != nil {
 		return st, ck, false, err
 	}
-	sb, err := os.ReadFile(filepath.Join(ck, "state.json"))
+	sb, err := files.ReadFile(filepath.Join(ck, "state.json"))
 	if err != nil {
 		return st, ck, false, err
 	}
@@ -200,7 +201,7 @@ func (t *Trainer) LoadCheckpoint(dir string) (st State, ck string, found bool, e
 
 // ReadJSON reads a JSON file written with a checkpoint.
 func ReadJSON(path string, v any) error {
-	b, err := os.ReadFile(path)
+	b, err := files.ReadFile(path)
 	if err != nil {
 		return err
 	}
@@ -216,7 +217,7 @@ func WriteJSON(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	return hf.WriteFileAtomic(path, func(w io.Writer) error {
+	return files.WriteAtomic(path, func(w io.Writer) error {
 		_, err := w.Write(append(b, '\n'))
 		return err
 	})

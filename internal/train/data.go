@@ -4,8 +4,9 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"os"
 	"sort"
+
+	"github.com/cyclealign/cyclealign/internal/files"
 )
 
 // Ranked is one prompt with candidates ranked best first.
@@ -73,7 +74,7 @@ func ParseRanked(line []byte, lineNo int) (Ranked, error) {
 // ReadRanked reads a ranked JSONL file; blank lines are skipped, any bad line is an error that
 // names the file and line.
 func ReadRanked(path string) ([]Ranked, error) {
-	f, err := os.Open(path)
+	f, err := files.Open(path)
 	if err != nil {
 		return nil, err
 	}

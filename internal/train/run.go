@@ -14,7 +14,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/cyclealign/cyclealign/internal/hf"
+	"github.com/cyclealign/cyclealign/internal/files"
 	"github.com/cyclealign/cyclealign/internal/lockfile"
 	"github.com/cyclealign/cyclealign/internal/progress"
 )
@@ -192,7 +192,7 @@ func TruncateJSONL(path, field string, limit int) error {
 			keep = append(keep, l.raw)
 		}
 	}
-	return hf.WriteFileAtomic(path, func(w io.Writer) error {
+	return files.WriteAtomic(path, func(w io.Writer) error {
 		for _, l := range keep {
 			if _, err := w.Write(append(l, '\n')); err != nil {
 				return err
