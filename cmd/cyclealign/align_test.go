@@ -68,7 +68,7 @@ func TestAlignKillAndResume(t *testing.T) {
 			if err != nil {
 				return nil, err
 			}
-			return m, m.LoadAdapter(path)
+			return m, m.LoadAdapter(path, 0)
 		}})
 		hs := httptest.NewServer(srv)
 		defer func() { hs.Close(); srv.Close() }()

@@ -46,6 +46,7 @@ func newServeCmd(g *globalOptions) *cobra.Command {
 	f.BoolVar(&o.NoBatching, "no-batching", false, "run requests one at a time")
 	f.BoolVar(&o.Opt.TruncatePrompts, "truncate-prompts", false, "cut too-long prompts (oldest tokens first) instead of refusing them")
 	f.IntVar(&o.Opt.MaxAdapters, "max-loras", 8, "LoRA adapters resident at once (POST /v1/load_lora_adapter, selected by \"model\")")
+	f.IntVar(&o.Opt.MaxLoRARank, "max-lora-rank", 16, "the largest rank of an adapter loaded at run time (as vLLM's flag)")
 	return required(cmd, "model")
 }
 
@@ -58,7 +59,7 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		return err
 	}
 	if o.Adapter != "" {
-		if err := m.LoadAdapter(o.Adapter); err != nil {
+		if err := m.LoadAdapter(o.Adapter, 0); err != nil {
 			return err
 		}
 	}
@@ -74,14 +75,15 @@ func runServe(ctx context.Context, o *serveOptions) error {
 			return err
 		}
 	}
-	// Each adapter loaded at run time is the base with it applied.
-	o.Opt.LoadAdapter = func(path string) (*model.Model, error) {
-		m, err := loadModel(o.Model)
-		if err != nil {
-			return nil, err
+	// Each adapter loaded at run time shares the base's weights; one given by --adapter is part
+	// of the base, so runtime loads then start from a fresh copy of it.
+	base := m
+	if o.Adapter != "" {
+		if base, err = loadModel(o.Model); err != nil {
+			return err
 		}
-		return m, m.LoadAdapter(path)
 	}
+	o.Opt.LoadAdapter = func(path string) (*model.Model, error) { return base.WithAdapter(path, o.Opt.MaxLoRARank) }
 	if o.NoBatching {
 		o.Opt.MaxRows = 1
 	}

@@ -37,7 +37,7 @@ func startGen(t *testing.T, addr string, withoutLoRA bool) *genServer {
 		if err != nil {
 			return nil, err
 		}
-		return m, m.LoadAdapter(path)
+		return m, m.LoadAdapter(path, 0)
 	}})
 	var h http.Handler = s
 	if withoutLoRA {

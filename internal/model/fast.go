@@ -156,6 +156,14 @@ func (m *Model) weight(name string) ([]float32, error) {
 	return w, nil
 }
 
+// adapts reports whether the model's adapter changes any of the modules of the layer prefix.
+func (m *Model) adapts(prefix string, modules ...string) bool {
+	if m.lora == nil {
+		return false
+	}
+	return slices.ContainsFunc(modules, func(mod string) bool { return m.lora.modules[prefix+mod] })
+}
+
 func (m *Model) pack() (*fastLM, error) {
 	c := m.Config
 	f := &fastLM{c: configView{D: c.HiddenSize, H: c.NumHeads, Hkv: c.NumKVHeads, hd: c.HeadDim, I: c.IntermediateSize,
@@ -170,25 +178,52 @@ func (m *Model) pack() (*fastLM, error) {
 		return w
 	}
 	has := func(name string) bool { return m.Variable(name) != nil }
+	// A model sharing a base's weights (WithAdapter) takes from the base's packing every
+	// matrix its adapter leaves unchanged, so it costs only the matrices the adapter changes.
+	var shared *fastLM
+	if m.base != nil {
+		if shared, err = m.base.packed(); err != nil {
+			return nil, err
+		}
+	}
 	D, qd, I := c.HiddenSize, c.NumHeads*c.HeadDim, c.IntermediateSize
 	switch m.arch.(type) {
 	case llama:
-		f.embed = get("model.embed_tokens.weight")
+		if shared != nil {
+			f.embed = shared.embed
+		} else {
+			f.embed = get("model.embed_tokens.weight")
+		}
 		f.inv = invFreqs(c)
 		for l := 0; l < c.NumLayers; l++ {
 			p := fmt.Sprintf("model.layers.%d.", l)
 			ly := fastLayer{ln1w: get(p + "input_layernorm.weight"), ln2w: get(p + "post_attention_layernorm.weight"),
 				scale: float32(1 / math.Sqrt(float64(c.HeadDim)))}
-			ly.qkv = cpu.PackRows([][]float32{get(p + "self_attn.q_proj.weight"), get(p + "self_attn.k_proj.weight"), get(p + "self_attn.v_proj.weight")}, D)
+			// packed returns the base's packing of a matrix the adapter leaves alone, or packs it.
+			packed := func(baseOf func(*fastLayer) *cpu.Packed, pack func() *cpu.Packed, mods ...string) *cpu.Packed {
+				if shared != nil && !m.adapts(p, mods...) {
+					return baseOf(&shared.layers[l])
+				}
+				return pack()
+			}
+			ly.qkv = packed(func(b *fastLayer) *cpu.Packed { return b.qkv }, func() *cpu.Packed {
+				return cpu.PackRows([][]float32{get(p + "self_attn.q_proj.weight"), get(p + "self_attn.k_proj.weight"), get(p + "self_attn.v_proj.weight")}, D)
+			}, "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
 			if c.AttentionBias {
 				ly.qkvb = slices.Concat(get(p+"self_attn.q_proj.bias"), get(p+"self_attn.k_proj.bias"), get(p+"self_attn.v_proj.bias"))
 			}
-			ly.o = cpu.Pack(get(p+"self_attn.o_proj.weight"), D, qd)
+			ly.o = packed(func(b *fastLayer) *cpu.Packed { return b.o }, func() *cpu.Packed {
+				return cpu.Pack(get(p+"self_attn.o_proj.weight"), D, qd)
+			}, "self_attn.o_proj")
 			if c.OutputBias {
 				ly.ob = get(p + "self_attn.o_proj.bias")
 			}
-			ly.up = cpu.PackRows([][]float32{get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")}, D)
-			ly.down = cpu.Pack(get(p+"mlp.down_proj.weight"), D, I)
+			ly.up = packed(func(b *fastLayer) *cpu.Packed { return b.up }, func() *cpu.Packed {
+				return cpu.PackRows([][]float32{get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")}, D)
+			}, "mlp.gate_proj", "mlp.up_proj")
+			ly.down = packed(func(b *fastLayer) *cpu.Packed { return b.down }, func() *cpu.Packed {
+				return cpu.Pack(get(p+"mlp.down_proj.weight"), D, I)
+			}, "mlp.down_proj")
 			if c.MLPBias {
 				ly.upb = slices.Concat(get(p+"mlp.gate_proj.bias"), get(p+"mlp.up_proj.bias"))
 				ly.downb = get(p + "mlp.down_proj.bias")
@@ -197,6 +232,8 @@ func (m *Model) pack() (*fastLM, error) {
 		}
 		f.normW = get("model.norm.weight")
 		switch {
+		case shared != nil:
+			f.head = shared.head
 		case c.NumLabels > 0:
 			f.head = cpu.Pack(get("score.weight"), c.NumLabels, D)
 		case has("lm_head.weight"):

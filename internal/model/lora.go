@@ -53,6 +53,9 @@ func (m *Model) AddLoRA(cfg LoRA, seed uint64) error {
 	if cfg.Dropout < 0 || cfg.Dropout >= 1 {
 		return fmt.Errorf("LoRA dropout must be in [0, 1), got %g", cfg.Dropout)
 	}
+	if scale := cfg.Alpha / float64(cfg.R); math.IsNaN(scale) || math.IsInf(scale, 0) || math.Abs(scale) > MaxLoRAScale {
+		return fmt.Errorf("LoRA scale alpha/r = %g/%d is not a number within ±%g", cfg.Alpha, cfg.R, MaxLoRAScale)
+	}
 	if _, ok := m.arch.(llama); !ok {
 		return fmt.Errorf("LoRA targets are defined for llama, mistral and qwen2; %s has none", m.Config.ModelType)
 	}
@@ -73,6 +76,18 @@ func (m *Model) AddLoRA(cfg LoRA, seed uint64) error {
 	}
 	if len(suffixes) == 0 {
 		return fmt.Errorf("no LoRA targets")
+	}
+	// The rank sizes every allocation below: a rank beyond a target's smaller side adds nothing
+	// a full update could not, and an absurd one (r: 100000000) would exhaust memory.
+	for _, n := range m.names {
+		mod, ok := strings.CutSuffix(n, ".weight")
+		if !ok || !slices.ContainsFunc(suffixes, func(s string) bool { return strings.HasSuffix(mod, "."+s) }) {
+			continue
+		}
+		dims := m.Variable(n).Shape().Dimensions
+		if side := min(dims[0], dims[1]); cfg.R > side {
+			return fmt.Errorf("LoRA rank %d is larger than %s's smaller side (%d)", cfg.R, mod, side)
+		}
 	}
 	for _, n := range m.names {
 		m.Variable(n).Trainable = false
@@ -228,24 +243,102 @@ func (m *Model) MergeLoRA() error {
 	return nil
 }
 
-// LoadAdapter attaches a PEFT LoRA adapter directory (adapter_config.json and
-// adapter_model.safetensors) to the model.
-func (m *Model) LoadAdapter(dir string) error {
-	b, err := files.ReadFile(filepath.Join(dir, "adapter_config.json"))
-	if err != nil {
-		return err
+// MaxLoRAScale bounds lora_alpha/r: adapters are trained at scales of about 0.5 to 4, and a scale
+// past float32's range turns every logit into infinities (or NaN) that the API answers as junk.
+const MaxLoRAScale = 1e4
+
+// ParseAdapterConfig reads a PEFT adapter_config.json and checks the fields that do not depend
+// on the model: a rank from 1 to maxRank (0: no bound), a finite lora_alpha with
+// lora_alpha/r within MaxLoRAScale, a dropout in [0, 1) and some targets.
+func ParseAdapterConfig(b []byte, maxRank int) (LoRA, error) {
+	var raw struct {
+		R       *int            `json:"r"`
+		Alpha   *float64        `json:"lora_alpha"`
+		Dropout float64         `json:"lora_dropout"`
+		Targets json.RawMessage `json:"target_modules"`
+		RSLoRA  bool            `json:"use_rslora"`
+		DoRA    bool            `json:"use_dora"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return LoRA{}, err
 	}
 	var cfg LoRA
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return fmt.Errorf("%s: %w", filepath.Join(dir, "adapter_config.json"), err)
+	switch {
+	case raw.R == nil:
+		return cfg, fmt.Errorf(`"r": missing`)
+	case *raw.R < 1:
+		return cfg, fmt.Errorf(`"r": the rank must be at least 1, got %d`, *raw.R)
+	case maxRank > 0 && *raw.R > maxRank:
+		return cfg, fmt.Errorf(`"r": LoRA rank %d is greater than max_lora_rank %d (--max-lora-rank)`, *raw.R, maxRank)
+	case raw.Alpha == nil:
+		return cfg, fmt.Errorf(`"lora_alpha": missing`)
+	case math.IsNaN(*raw.Alpha) || math.IsInf(*raw.Alpha, 0) || *raw.Alpha < 0 || *raw.Alpha/float64(*raw.R) > MaxLoRAScale:
+		return cfg, fmt.Errorf(`"lora_alpha": %g gives a scale lora_alpha/r of %g; it must be a number from 0 to %g·r`, *raw.Alpha, *raw.Alpha/float64(*raw.R), MaxLoRAScale)
+	case raw.Dropout < 0 || raw.Dropout >= 1:
+		return cfg, fmt.Errorf(`"lora_dropout": must be in [0, 1), got %g`, raw.Dropout)
+	case raw.RSLoRA || raw.DoRA:
+		return cfg, fmt.Errorf(`"use_rslora"/"use_dora": only plain LoRA adapters are supported`)
 	}
-	if err := m.AddLoRA(cfg, 0); err != nil {
-		return fmt.Errorf("%s: %w", dir, err)
+	if err := json.Unmarshal(raw.Targets, &cfg.Targets); err != nil || len(cfg.Targets) == 0 {
+		return cfg, fmt.Errorf(`"target_modules": want a non-empty list of module names`)
+	}
+	cfg.R, cfg.Alpha, cfg.Dropout = *raw.R, *raw.Alpha, raw.Dropout
+	return cfg, nil
+}
+
+// ReadAdapterConfig reads and checks dir/adapter_config.json (see ParseAdapterConfig).
+func ReadAdapterConfig(dir string, maxRank int) (LoRA, error) {
+	path := filepath.Join(dir, "adapter_config.json")
+	b, err := files.ReadFile(path)
+	if err != nil {
+		return LoRA{}, err
+	}
+	cfg, err := ParseAdapterConfig(b, maxRank)
+	if err != nil {
+		return cfg, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// WithAdapter returns a model that shares this one's weights, tokenizer and, on the CPU engine,
+// the packing of every matrix the adapter leaves unchanged, with the adapter at dir on top: the
+// way a server keeps several adapters resident over one base, as vLLM does. The base must not
+// have adapters of its own, and its weights must not change while the returned model lives.
+func (m *Model) WithAdapter(dir string, maxRank int) (*Model, error) {
+	if m.lora != nil {
+		return nil, fmt.Errorf("%s: the base already has LoRA adapters", dir)
+	}
+	c := &Model{Dir: m.Dir, Config: m.Config, Tokenizer: m.Tokenizer, Backend: m.Backend, Ctx: context.New(), arch: m.arch,
+		stored: m.stored, names: m.names, execs: map[string]*context.Exec{}, coarse: m.coarse, fastOn: m.fastOn, base: m}
+	wctx := c.Ctx.InAbsPath(WeightScope)
+	for _, n := range m.names {
+		v, err := m.Variable(n).Value()
+		if err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", n, err)
+		}
+		wctx.VariableWithValue(n, v)
+	}
+	if err := c.LoadAdapter(dir, maxRank); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// LoadAdapter attaches a PEFT LoRA adapter directory (adapter_config.json and
+// adapter_model.safetensors) to the model. Every field and tensor shape is checked before the
+// adapters are allocated; maxRank bounds the rank (0: only by the model's own dimensions).
+func (m *Model) LoadAdapter(dir string, maxRank int) error {
+	cfg, err := ReadAdapterConfig(dir, maxRank)
+	if err != nil {
+		return err
 	}
 	path := filepath.Join(dir, "adapter_model.safetensors")
 	ts, err := hf.ReadSafetensors(path)
 	if err != nil {
 		return err
+	}
+	if err := m.AddLoRA(cfg, 0); err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
 	}
 	for mod := range m.lora.modules {
 		for _, ab := range []string{"A", "B"} {

@@ -60,6 +60,7 @@ type Model struct {
 	names     []string
 
 	lora *loraState
+	base *Model // the model whose weights this one shares (WithAdapter), or nil
 
 	mu         sync.Mutex
 	execs      map[string]*context.Exec

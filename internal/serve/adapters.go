@@ -5,12 +5,14 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+
+	"github.com/cyclealign/cyclealign/internal/model"
 )
 
 // The runtime LoRA API of vLLM (VLLM_ALLOW_RUNTIME_LORA_UPDATING) and SGLang: POST
 // /v1/load_lora_adapter {"lora_name", "lora_path"} and POST /v1/unload_lora_adapter
 // {"lora_name"}; requests then select an adapter by its name in "model". Each resident adapter is
-// the base with the adapter applied, decoded by its own batcher.
+// the base's weights shared with the adapter on top (model.WithAdapter), decoded by its own batcher.
 
 type adapterRequest struct {
 	Name string `json:"lora_name"`
@@ -41,12 +43,23 @@ func (s *Server) loadAdapter(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, "invalid_request_error", "this server was started without a base model directory to load adapters onto")
 		return
 	}
-	s.mu.RLock()
+	// The configuration is checked before anything is loaded or a place is taken.
+	if _, err := model.ReadAdapterConfig(req.Path, s.o.MaxLoRARank); err != nil {
+		apiError(w, http.StatusBadRequest, "invalid_request_error", fmt.Sprintf("loading adapter '%s': %v", req.Name, err))
+		return
+	}
+	// The check against --max-loras and the claim of a place are one step, so concurrent loads
+	// can never together exceed it or build the same adapter twice.
+	s.mu.Lock()
 	_, dup := s.adapters[req.Name]
-	full := len(s.adapters) >= s.o.MaxAdapters
-	s.mu.RUnlock()
+	dup = dup || s.loading[req.Name] || req.Name == s.o.ModelName
+	full := len(s.adapters)+len(s.loading) >= s.o.MaxAdapters
+	if !dup && !full {
+		s.loading[req.Name] = true
+	}
+	s.mu.Unlock()
 	switch {
-	case dup || req.Name == s.o.ModelName:
+	case dup:
 		apiError(w, http.StatusBadRequest, "invalid_request_error", fmt.Sprintf("The lora adapter '%s' has already been loaded.", req.Name))
 		return
 	case full:
@@ -55,18 +68,16 @@ func (s *Server) loadAdapter(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	m, err := s.o.LoadAdapter(req.Path)
+	s.mu.Lock()
+	delete(s.loading, req.Name)
+	if err == nil {
+		s.adapters[req.Name] = &entry{name: req.Name, path: req.Path, m: m, b: newBatcher(m, s.o.MaxRows, s.o.Window, &s.decoded)}
+	}
+	s.mu.Unlock()
 	if err != nil {
 		apiError(w, http.StatusBadRequest, "invalid_request_error", fmt.Sprintf("loading adapter '%s' from %s: %v", req.Name, req.Path, err))
 		return
 	}
-	s.mu.Lock()
-	if _, dup := s.adapters[req.Name]; dup { // a concurrent load of the same name won
-		s.mu.Unlock()
-		apiError(w, http.StatusBadRequest, "invalid_request_error", fmt.Sprintf("The lora adapter '%s' has already been loaded.", req.Name))
-		return
-	}
-	s.adapters[req.Name] = &entry{name: req.Name, path: req.Path, m: m, b: newBatcher(m, s.o.MaxRows, s.o.Window, &s.decoded)}
-	s.mu.Unlock()
 	slog.Info("loaded LoRA adapter", "name", req.Name, "path", req.Path)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	fmt.Fprintf(w, "Success: LoRA adapter '%s' added successfully.", req.Name)
@@ -81,8 +92,11 @@ func (s *Server) unloadAdapter(w http.ResponseWriter, r *http.Request) {
 	e, ok := s.adapters[req.Name]
 	if ok {
 		delete(s.adapters, req.Name)
-		// Requests already holding the entry finish on its batcher; it closes with the server.
-		s.retired = append(s.retired, e.b)
+		// Requests already holding the entry finish on its batcher; the last one stops it.
+		e.unloaded = true
+		if e.refs == 0 {
+			e.b.close()
+		}
 	}
 	s.mu.Unlock()
 	if !ok {

@@ -128,6 +128,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	if e == nil {
 		return
 	}
+	defer s.release(e)
 	if len(req.Messages) == 0 {
 		apiError(w, http.StatusBadRequest, "invalid_request_error", "messages must not be empty")
 		return
@@ -235,6 +236,11 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, e *entry, prompt
 		apiError(w, http.StatusInternalServerError, "server_error", "streaming unsupported")
 		return
 	}
+	prompt, err := s.fit(prompt, opt)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
 	type ev struct {
 		i      int
 		delta  string
@@ -270,7 +276,6 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, e *entry, prompt
 	}
 	done := make(chan struct{})
 	var comps []generate.Completion
-	var err error
 	go func() {
 		comps, err = s.generateN(r.Context(), e, prompt, opt, n, onToken)
 		close(done)
@@ -360,6 +365,7 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	if e == nil {
 		return
 	}
+	defer s.release(e)
 	prompt, err := s.promptIDs(req.Prompt)
 	if err != nil {
 		apiError(w, http.StatusBadRequest, "invalid_request_error", err.Error())

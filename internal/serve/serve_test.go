@@ -548,3 +548,26 @@ func TestChatContentParts(t *testing.T) {
 		t.Fatalf("an image part: %v, want a 400 naming image_url", err)
 	}
 }
+
+// A streamed request that cannot run is refused before the stream starts, with the same 400 as
+// without streaming (it got a 200, an error event and no [DONE]).
+func TestStreamRefusedBeforeItStarts(t *testing.T) {
+	hs, m, _ := start(t, Options{MaxTokens: 4096})
+	long := strings.Repeat("word ", m.Config.MaxPositions/2)
+	for _, c := range []struct{ path, body string }{
+		{"/v1/completions", fmt.Sprintf(`{"model":"m","prompt":%q,"max_tokens":%d,"stream":true}`, long, m.Config.MaxPositions)},
+		{"/v1/chat/completions", fmt.Sprintf(`{"model":"m","messages":[{"role":"user","content":%q}],"max_tokens":%d,"stream":true}`, long, m.Config.MaxPositions)},
+		{"/v1/completions", `{"model":"m","prompt":"","max_tokens":4,"stream":true}`},
+	} {
+		for _, stream := range []bool{false, true} {
+			body := c.body
+			if !stream {
+				body = strings.Replace(body, `"stream":true`, `"stream":false`, 1)
+			}
+			code, v := postJSON(t, hs.URL+c.path, "tok", body)
+			if code != http.StatusBadRequest || v["error"] == nil {
+				t.Errorf("%s stream=%v: HTTP %d %v, want a 400 error", c.path, stream, code, v)
+			}
+		}
+	}
+}

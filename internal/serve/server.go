@@ -47,6 +47,7 @@ type Options struct {
 	// /v1/load_lora_adapter; nil refuses loads.
 	LoadAdapter func(path string) (*model.Model, error)
 	MaxAdapters int // adapters resident at once (default 8)
+	MaxLoRARank int // the largest rank an adapter may have (default 16, as vLLM's --max-lora-rank)
 }
 
 // Server handles the API for one base model and the LoRA adapters loaded onto it at run time.
@@ -57,18 +58,22 @@ type Server struct {
 	mux   *http.ServeMux
 	reqID atomic.Int64
 
-	mu        sync.RWMutex
+	mu        sync.Mutex
 	adapters  map[string]*entry
-	retired   []*batcher // batchers of unloaded adapters, closed with the server
+	loading   map[string]bool // adapter names being loaded: they hold a place under --max-loras
 	decoded   atomic.Int64
 	closeOnce sync.Once
 }
 
 // entry is one servable model: the base, or the base with an adapter, with its own batcher.
+// refs counts the requests using it (under Server.mu); an unloaded adapter's batcher stops, and
+// its model can be collected, when the last of them ends.
 type entry struct {
 	name, path string
 	m          *model.Model
 	b          *batcher
+	refs       int
+	unloaded   bool
 }
 
 // New builds a server; Close stops its batcher.
@@ -91,10 +96,13 @@ func New(m *model.Model, o Options) *Server {
 	if o.MaxAdapters <= 0 {
 		o.MaxAdapters = 8
 	}
+	if o.MaxLoRARank <= 0 {
+		o.MaxLoRARank = 16
+	}
 	o.HeaderTimeout = cmp.Or(o.HeaderTimeout, 10*time.Second)
 	o.BodyTimeout = cmp.Or(o.BodyTimeout, 30*time.Second)
 	o.IdleTimeout = cmp.Or(o.IdleTimeout, 2*time.Minute)
-	s := &Server{m: m, o: o, mux: http.NewServeMux(), adapters: map[string]*entry{}}
+	s := &Server{m: m, o: o, mux: http.NewServeMux(), adapters: map[string]*entry{}, loading: map[string]bool{}}
 	s.base = &entry{name: o.ModelName, m: m, b: newBatcher(m, o.MaxRows, o.Window, &s.decoded)}
 	s.mux.HandleFunc("GET /v1/models", s.models)
 	s.mux.HandleFunc("POST /v1/load_lora_adapter", s.loadAdapter)
@@ -116,9 +124,6 @@ func (s *Server) Close() {
 		s.base.b.close()
 		for _, e := range s.adapters {
 			e.b.close()
-		}
-		for _, b := range s.retired {
-			b.close()
 		}
 	})
 }
@@ -194,15 +199,16 @@ func apiErrorCode(w http.ResponseWriter, status int, typ, code, param, msg strin
 	json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"message": msg, "type": typ, "param": orNull(param), "code": orNull(code)}})
 }
 
-// lookup returns the served model (the base, or a resident adapter) that name selects, or
-// answers 404 model_not_found, as OpenAI and vLLM do.
+// lookup returns the served model (the base, or a resident adapter) that name selects, held
+// until release, or answers 404 model_not_found, as OpenAI and vLLM do.
 func (s *Server) lookup(w http.ResponseWriter, name string) *entry {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if name == s.o.ModelName {
 		return s.base
 	}
 	if e, ok := s.adapters[name]; ok {
+		e.refs++
 		return e
 	}
 	apiErrorCode(w, http.StatusNotFound, "invalid_request_error", "model_not_found", "model",
@@ -276,14 +282,27 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
+// release ends a request's hold on an entry taken by lookup.
+func (s *Server) release(e *entry) {
+	if e == s.base {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e.refs--
+	if e.refs == 0 && e.unloaded {
+		e.b.close()
+	}
+}
+
 func (s *Server) models(w http.ResponseWriter, _ *http.Request) {
 	data := []any{map[string]any{"id": s.o.ModelName, "object": "model", "created": 0, "owned_by": "cyclealign", "root": s.o.ModelName}}
-	s.mu.RLock()
+	s.mu.Lock()
 	for _, name := range s.names()[1:] {
 		data = append(data, map[string]any{"id": name, "object": "model", "created": 0, "owned_by": "cyclealign",
 			"root": s.adapters[name].path, "parent": s.o.ModelName})
 	}
-	s.mu.RUnlock()
+	s.mu.Unlock()
 	writeJSON(w, map[string]any{"object": "list", "data": data})
 }
 
@@ -355,13 +374,9 @@ func (s *Server) options(p sampling, defMax int) (generate.Options, int, string)
 // generateN runs n samples of one prompt through the batcher, concurrently so they share a
 // batch. onToken (for streaming) is called with the choice index.
 func (s *Server) generateN(ctx context.Context, e *entry, prompt []int, o generate.Options, n int, onToken func(i int, c *generate.Completion)) ([]generate.Completion, error) {
-	if room := s.m.Config.MaxPositions - o.MaxNewTokens; len(prompt) > room && s.o.TruncatePrompts && room >= 2 {
-		prompt, _ = model.FitContext(prompt, nil, room)
-	}
-	if len(prompt)+o.MaxNewTokens > s.m.Config.MaxPositions {
-		return nil, &badRequest{fmt.Sprintf("prompt (%d tokens) plus max_tokens (%d) exceeds the model's %d positions: ask for fewer max_tokens "+
-			"(align: --blackbox-max-tokens), or start the server with --truncate-prompts to cut prompts from their oldest tokens",
-			len(prompt), o.MaxNewTokens, s.m.Config.MaxPositions)}
+	prompt, err := s.fit(prompt, o)
+	if err != nil {
+		return nil, err
 	}
 	out := make([]generate.Completion, n)
 	errs := make([]error, n)
@@ -380,6 +395,24 @@ func (s *Server) generateN(ctx context.Context, e *entry, prompt []int, o genera
 		<-done
 	}
 	return out, errors.Join(errs...)
+}
+
+// fit returns the prompt as it will be decoded (cut from its oldest tokens with
+// --truncate-prompts), or a bad request when it cannot be: checked before a stream starts, so
+// that a request that cannot run gets a 400 rather than a 200 and an error event.
+func (s *Server) fit(prompt []int, o generate.Options) ([]int, error) {
+	if room := s.m.Config.MaxPositions - o.MaxNewTokens; len(prompt) > room && s.o.TruncatePrompts && room >= 2 {
+		prompt, _ = model.FitContext(prompt, nil, room)
+	}
+	if len(prompt)+o.MaxNewTokens > s.m.Config.MaxPositions {
+		return nil, &badRequest{fmt.Sprintf("prompt (%d tokens) plus max_tokens (%d) exceeds the model's %d positions: ask for fewer max_tokens "+
+			"(align: --blackbox-max-tokens), or start the server with --truncate-prompts to cut prompts from their oldest tokens",
+			len(prompt), o.MaxNewTokens, s.m.Config.MaxPositions)}
+	}
+	if err := (generate.Row{Prompt: prompt, Opt: o}).Check(s.m); err != nil {
+		return nil, &badRequest{err.Error()}
+	}
+	return prompt, nil
 }
 
 type badRequest struct{ msg string }

@@ -114,7 +114,7 @@ func TestLoRA(t *testing.T) {
 	}
 	// The saved adapter, loaded onto a fresh base model, reproduces the adapted outputs.
 	fresh := loadTiny(t)
-	if err := fresh.LoadAdapter(dir); err != nil {
+	if err := fresh.LoadAdapter(dir, 0); err != nil {
 		t.Fatal(err)
 	}
 	if d := maxDiff(adapted, logitsOf(t, fresh, seqs)); d > 1e-5 {
