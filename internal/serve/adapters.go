@@ -95,7 +95,7 @@ func (s *Server) unloadAdapter(w http.ResponseWriter, r *http.Request) {
 		// Requests already holding the entry finish on its batcher; the last one stops it.
 		e.unloaded = true
 		if e.refs == 0 {
-			e.b.close()
+			e.retire()
 		}
 	}
 	s.mu.Unlock()

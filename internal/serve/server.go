@@ -17,6 +17,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -291,8 +292,19 @@ func (s *Server) release(e *entry) {
 	defer s.mu.Unlock()
 	e.refs--
 	if e.refs == 0 && e.unloaded {
-		e.b.close()
+		e.retire()
 	}
+}
+
+// retire stops an unloaded adapter's batcher and, once it has let go of the model, hands the
+// freed memory back to the system: without that, the heap's slack after a few load/unload
+// cycles of a large model looks like a leak to anyone watching RSS. Callers hold Server.mu.
+func (e *entry) retire() {
+	e.b.close()
+	go func() {
+		<-e.b.stopped
+		debug.FreeOSMemory()
+	}()
 }
 
 func (s *Server) models(w http.ResponseWriter, _ *http.Request) {
