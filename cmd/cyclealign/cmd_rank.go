@@ -32,7 +32,7 @@ func addBlackboxFlags(f *pflag.FlagSet, o *blackbox.Options) {
 	f.IntVar(&o.RPM, "rpm", 0, "requests per minute limit (0: none)")
 	f.IntVar(&o.TPM, "tpm", 0, "tokens per minute limit (0: none)")
 	f.IntVar(&o.MaxAttempts, "max-attempts", d.MaxAttempts, "attempts per request, retries included")
-	f.DurationVar(&o.Timeout, "request-timeout", d.Timeout, "timeout of one request")
+	f.DurationVar(&o.Timeout, "request-timeout", d.Timeout, "timeout of one request, to the black-box and to a generation server (--generate-url)")
 	f.BoolVar(&o.Consistency, "consistency", false, "ask each ranking twice in different orders and keep what both agree on")
 	f.IntVar(&o.PromptTokens, "max-prompt-tokens", d.PromptTokens, "truncate prompts shown to the ranker to about this many tokens (marked)")
 	f.IntVar(&o.CandidateTokens, "max-candidate-tokens", d.CandidateTokens, "truncate candidates shown to the ranker likewise")

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cyclealign/cyclealign/internal/files"
 	"github.com/openai/openai-go/v3"
@@ -229,7 +230,7 @@ func (l *LLM) complete(ctx context.Context, msgs []Message) (string, string, Usa
 	}
 	reply := ""
 	if len(resp.Choices) > 0 {
-		reply = resp.Choices[0].Message.Content
+		reply = capReply(resp.Choices[0].Message.Content)
 	}
 	u := Usage{PromptTokens: int(resp.Usage.PromptTokens), CompletionTokens: int(resp.Usage.CompletionTokens), Requests: 1}
 	cost, known := l.cfg.Prices.Cost(l.cfg.Model, u.PromptTokens, u.CompletionTokens)
@@ -242,6 +243,24 @@ func (l *LLM) complete(ctx context.Context, msgs []Message) (string, string, Usa
 		slog.Warn("could not cache a black-box reply", "error", err)
 	}
 	return reply, key, u, nil
+}
+
+// MaxReplyBytes is as much of a reply as is kept: a ranking reply of max_tokens (512 by
+// default) is a few KiB, and everything kept is cached, journaled and, for a correction, sent
+// back; a server answering megabytes would otherwise multiply them on disk.
+const MaxReplyBytes = 32 << 10
+
+// capReply cuts a reply longer than MaxReplyBytes (at a character boundary) and says so in it.
+func capReply(reply string) string {
+	if len(reply) <= MaxReplyBytes {
+		return reply
+	}
+	cut := MaxReplyBytes
+	for cut > 0 && !utf8.RuneStart(reply[cut]) {
+		cut--
+	}
+	slog.Warn("black-box reply cut", "bytes", len(reply), "kept", cut)
+	return fmt.Sprintf("%s\n[cyclealign: reply cut after %d of its %d bytes]", reply[:cut], cut, len(reply))
 }
 
 // wait applies the requests- and tokens-per-minute limits.

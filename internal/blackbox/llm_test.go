@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cyclealign/cyclealign/internal/blackbox/llmtest"
 )
@@ -386,5 +387,40 @@ func TestCheckSaysWhatWasTried(t *testing.T) {
 	_, err = l.Rank(context.Background(), Request{Prompt: "p", Candidates: cands})
 	if err == nil || !strings.Contains(err.Error(), "HTTP 404") || !strings.Contains(err.Error(), "Not Found") {
 		t.Fatalf("an empty 404 reply: %v", err)
+	}
+}
+
+// A 20 MB reply is kept only up to MaxReplyBytes, marked as cut, in the result, the cache and
+// the correction sent back (it made an 81 MB journal and a 121 MB cache for two prompts).
+func TestHugeReplyIsCut(t *testing.T) {
+	huge := strings.Repeat("é blah ", 20<<20/8)
+	s := llmtest.New(func(int, llmtest.Request) llmtest.Reply { return llmtest.Reply{Content: huge} })
+	defer s.Close()
+	dir := t.TempDir()
+	cache, err := OpenCache(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := newTestLLM(t, s, func(c *LLMConfig) { c.Cache = cache }).Rank(context.Background(), Request{Prompt: "p", Candidates: cands})
+	if err != nil || !res.Unranked || len(res.Raw) != 2 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	for _, r := range res.Raw {
+		if len(r) > MaxReplyBytes+100 || !strings.Contains(r, "reply cut after") || !utf8.ValidString(r) {
+			t.Fatalf("a raw reply of %d bytes kept (valid UTF-8: %v)", len(r), utf8.ValidString(r))
+		}
+	}
+	if reqs := s.Requests(); len(reqs[1].Messages[len(reqs[1].Messages)-2].Content) > MaxReplyBytes+100 {
+		t.Fatal("the whole reply was sent back in the correction")
+	}
+	var size int64
+	filepath.Walk(dir, func(_ string, fi os.FileInfo, _ error) error {
+		if fi != nil && !fi.IsDir() {
+			size += fi.Size()
+		}
+		return nil
+	})
+	if size > 8*MaxReplyBytes {
+		t.Fatalf("the cache holds %d bytes for two requests", size)
 	}
 }

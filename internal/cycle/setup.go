@@ -137,7 +137,7 @@ func prepare(ctx context.Context, cfg Config, prompts []string, static []blackbo
 		}
 	}
 	if cfg.GenerateURL != "" {
-		api := &generate.Remote{URL: cfg.GenerateURL}
+		api := &generate.Remote{URL: cfg.GenerateURL, Timeout: cfg.Blackbox.Timeout}
 		if cfg.GenerateKeyEnv != "" {
 			if api.Key = os.Getenv(cfg.GenerateKeyEnv); api.Key == "" {
 				return nil, fmt.Errorf("generate_api_key_env: $%s is empty", cfg.GenerateKeyEnv)

@@ -20,7 +20,8 @@ import (
 type Remote struct {
 	URL         string // API base, ending in /v1
 	Key         string // bearer token ("" sends none)
-	Concurrency int    // requests in flight (0: 8)
+	Concurrency int           // requests in flight (0: 8)
+	Timeout     time.Duration // of one request, reply included (0: 10 minutes)
 	HTTP        *http.Client
 }
 
@@ -91,9 +92,9 @@ func (r *Remote) complete(ctx context.Context, model string, prompt []int, opt O
 	}
 	var resp struct {
 		Choices []struct {
-			Index        int    `json:"index"`
-			Text         string `json:"text"`
-			FinishReason string `json:"finish_reason"`
+			Index        int     `json:"index"`
+			Text         *string `json:"text"`
+			FinishReason string  `json:"finish_reason"`
 		} `json:"choices"`
 		Usage struct {
 			CompletionTokens int `json:"completion_tokens"`
@@ -103,14 +104,22 @@ func (r *Remote) complete(ctx context.Context, model string, prompt []int, opt O
 		return nil, 0, err
 	}
 	if len(resp.Choices) != opt.N {
-		return nil, 0, fmt.Errorf("%s/completions: %d choices for n=%d", r.URL, len(resp.Choices), opt.N)
+		return nil, 0, fmt.Errorf("generation server %s/completions: %d choices for n=%d", r.URL, len(resp.Choices), opt.N)
 	}
+	// A reply that is not n distinct texts is the server's fault, never an empty candidate.
 	comps := make([]Completion, opt.N)
+	seen := make([]bool, opt.N)
 	for _, c := range resp.Choices {
-		if c.Index < 0 || c.Index >= opt.N {
-			return nil, 0, fmt.Errorf("%s/completions: choice index %d for n=%d", r.URL, c.Index, opt.N)
+		switch {
+		case c.Index < 0 || c.Index >= opt.N:
+			return nil, 0, fmt.Errorf("generation server %s/completions: choice index %d for n=%d", r.URL, c.Index, opt.N)
+		case seen[c.Index]:
+			return nil, 0, fmt.Errorf("generation server %s/completions: choice index %d appears twice", r.URL, c.Index)
+		case c.Text == nil:
+			return nil, 0, fmt.Errorf("generation server %s/completions: choice %d has no text (null or missing)", r.URL, c.Index)
 		}
-		comps[c.Index] = Completion{Text: c.Text, FinishReason: c.FinishReason}
+		seen[c.Index] = true
+		comps[c.Index] = Completion{Text: *c.Text, FinishReason: c.FinishReason}
 	}
 	return comps, resp.Usage.CompletionTokens, nil
 }
@@ -134,6 +143,8 @@ func (r *Remote) UpdateWeights(ctx context.Context, path string) error {
 
 // Ready asks for the model list: nil once the server answers.
 func (r *Remote) Ready(ctx context.Context) error {
+	ctx, cancel := r.timeout(ctx)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimSuffix(r.URL, "/")+"/models", nil)
 	if err != nil {
 		return err
@@ -155,7 +166,13 @@ func (r *Remote) client() *http.Client {
 	if r.HTTP != nil {
 		return r.HTTP
 	}
-	return &http.Client{Timeout: 10 * time.Minute}
+	return http.DefaultClient
+}
+
+// timeout bounds one request, reading the reply included: a server that stalls mid-body (a
+// body shorter than its Content-Length) fails the request instead of hanging the run.
+func (r *Remote) timeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, cmp.Or(r.Timeout, 10*time.Minute))
 }
 
 func (r *Remote) auth(req *http.Request) {
@@ -171,6 +188,8 @@ func (r *Remote) post(ctx context.Context, path string, body, into any) error {
 // postURL posts JSON; an error names the URL and carries the server's message.
 func (r *Remote) postURL(ctx context.Context, url string, body, into any) error {
 	b, _ := json.Marshal(body)
+	ctx, cancel := r.timeout(ctx)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(b))
 	if err != nil {
 		return err
