@@ -18,8 +18,8 @@ import (
 // cyclealign serve) through POST /v1/completions, and moves the server's weights with the
 // runtime LoRA API (vLLM, SGLang, cyclealign serve) or SGLang's /update_weights_from_disk.
 type Remote struct {
-	URL         string // API base, ending in /v1
-	Key         string // bearer token ("" sends none)
+	URL         string        // API base, ending in /v1
+	Key         string        // bearer token ("" sends none)
 	Concurrency int           // requests in flight (0: 8)
 	Timeout     time.Duration // of one request, reply included (0: 10 minutes)
 	HTTP        *http.Client
