@@ -3,6 +3,7 @@ module github.com/cyclealign/cyclealign
 go 1.26.8
 
 require (
+	github.com/ardanlabs/jinja v1.8.0
 	github.com/dlclark/regexp2 v1.12.0
 	github.com/goccy/go-yaml v1.19.2
 	github.com/gomlx/go-xla v0.1.4
