@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -14,6 +15,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/cyclealign/cyclealign/internal/bench"
+	"github.com/cyclealign/cyclealign/internal/chat"
+	"github.com/cyclealign/cyclealign/internal/files"
 	"github.com/cyclealign/cyclealign/internal/generate"
 	"github.com/cyclealign/cyclealign/internal/model"
 	"github.com/cyclealign/cyclealign/internal/tokenizer"
@@ -22,32 +25,55 @@ import (
 type tokenizeOptions struct {
 	Model     string
 	NoSpecial bool
+	Chat      string
+	AddGen    bool
 }
 
 func newTokenizeCmd(g *globalOptions) *cobra.Command {
 	o := &tokenizeOptions{}
 	cmd := &cobra.Command{
-		Use:   "tokenize --model DIR [--no-special] TEXT",
-		Short: "Encode text with a model's tokenizer.json",
-		Args:  cobra.ExactArgs(1),
-		RunE:  func(cmd *cobra.Command, args []string) error { return runTokenize(cmd, g, o, args[0]) },
+		Use:   "tokenize --model DIR [--no-special] TEXT | --chat FILE [--add-generation-prompt]",
+		Short: "Encode text, or a conversation rendered by the model's chat template, with its tokenizer",
+		Long: `Encode text with the model's tokenizer.json, or, with --chat FILE (a JSON array of OpenAI-style
+messages), render the conversation with the model's chat template and encode it as transformers'
+apply_chat_template does: special tokens matched, no BOS added (the template writes its own).`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if o.Chat != "" {
+				return cobra.NoArgs(cmd, args)
+			}
+			return cobra.ExactArgs(1)(cmd, args)
+		},
+		RunE: func(cmd *cobra.Command, args []string) error { return runTokenize(cmd, g, o, args) },
 	}
 	cmd.Flags().StringVar(&o.Model, "model", "", "HF model directory (its tokenizer.json is used)")
 	cmd.Flags().BoolVar(&o.NoSpecial, "no-special", false, "do not add the post-processor's special tokens")
+	cmd.Flags().StringVar(&o.Chat, "chat", "", "JSON file of OpenAI-style messages to render with the model's chat template")
+	cmd.Flags().BoolVar(&o.AddGen, "add-generation-prompt", false, "with --chat: end with the template's opening of an assistant turn")
 	return required(cmd, "model")
 }
 
-func runTokenize(cmd *cobra.Command, g *globalOptions, o *tokenizeOptions, text string) error {
-	// Only the tokenizer is needed: a directory holding just tokenizer.json works.
+func runTokenize(cmd *cobra.Command, g *globalOptions, o *tokenizeOptions, args []string) error {
+	// Only the tokenizer (and for --chat the template) is needed: no weights are read.
 	tok, err := tokenizer.Load(filepath.Join(o.Model, "tokenizer.json"))
 	if err != nil {
 		return err
 	}
-	ids := tok.Encode(text, !o.NoSpecial)
+	var text string
+	var ids []int
+	if o.Chat != "" {
+		if text, err = renderChatFile(o.Model, o.Chat, o.AddGen); err != nil {
+			return err
+		}
+		ids = tok.Encode(text, false)
+	} else {
+		text = args[0]
+		ids = tok.Encode(text, !o.NoSpecial)
+	}
 	out := struct {
+		Text   string   `json:"text"`
 		IDs    []int    `json:"ids"`
 		Tokens []string `json:"tokens"`
-	}{ids, tok.Tokens(ids)}
+	}{text, ids, tok.Tokens(ids)}
 	if g.JSON {
 		return printJSON(cmd.OutOrStdout(), out)
 	}
@@ -55,6 +81,26 @@ func runTokenize(cmd *cobra.Command, g *globalOptions, o *tokenizeOptions, text 
 		fmt.Fprintf(cmd.OutOrStdout(), "%6d  %q\n", id, out.Tokens[i])
 	}
 	return nil
+}
+
+// renderChatFile renders the messages of a JSON file with the chat template of model dir.
+func renderChatFile(dir, path string, addGen bool) (string, error) {
+	t, err := chat.Load(dir)
+	if err != nil {
+		return "", err
+	}
+	if t == nil {
+		return "", fmt.Errorf("%s has no chat template (chat_template.jinja or tokenizer_config.json's chat_template)", dir)
+	}
+	b, err := files.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	var msgs []chat.Message
+	if err := json.Unmarshal(b, &msgs); err != nil {
+		return "", fmt.Errorf("%s: want a JSON array of messages: %w", path, err)
+	}
+	return t.Render(msgs, addGen, false)
 }
 
 type scoreOptions struct {

@@ -1,17 +1,18 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
-	"text/template"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/cyclealign/cyclealign/internal/chat"
 	"github.com/cyclealign/cyclealign/internal/model"
 	"github.com/cyclealign/cyclealign/internal/serve"
 )
@@ -39,7 +40,7 @@ func newServeCmd(g *globalOptions) *cobra.Command {
 	f.StringVar(&o.Opt.ModelName, "name", "", "model id clients use (default: the directory name)")
 	f.StringVar(&o.TokenEnv, "token-env", "", "require this environment variable's value as bearer token")
 	f.StringVar(&o.TokenFile, "token-file", "", "require the content of this file as bearer token")
-	f.StringVar(&o.Template, "chat-template", "", "Go text/template file rendering .Messages (default: the HH format)")
+	f.StringVar(&o.Template, "chat-template", "", "Jinja chat template file, as vLLM's flag (default: the model's own template, else the HH format)")
 	f.Int64Var(&o.Opt.MaxBodyBytes, "max-body-bytes", 1<<20, "request body limit")
 	f.IntVar(&o.Opt.MaxTokens, "max-tokens", 1024, "max_tokens limit")
 	f.IntVar(&o.Opt.MaxRows, "max-batch", 32, "rows decoded together")
@@ -71,9 +72,15 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		return err
 	}
 	if o.Template != "" {
-		if o.Opt.Template, err = template.ParseFiles(o.Template); err != nil {
+		if o.Opt.Chat, err = chat.LoadFile(o.Template, o.Model); err != nil {
 			return err
 		}
+	}
+	switch t := cmp.Or(o.Opt.Chat, m.Chat); {
+	case t != nil:
+		slog.Info("chat requests are rendered with a chat template", "template", t.Source)
+	default:
+		slog.Info("the model has no chat template: chat requests are rendered in the HH format (\\n\\nHuman: ... \\n\\nAssistant:)")
 	}
 	// Each adapter loaded at run time shares the base's weights; one given by --adapter is part
 	// of the base, so runtime loads then start from a fresh copy of it.

@@ -27,6 +27,47 @@ type Message struct {
 	Content string `json:"content"`
 }
 
+// UnmarshalJSON reads a message as OpenAI's API sends it: content a string, null, or a list of
+// content parts whose text parts are joined with newlines (as vLLM joins them); other parts
+// (images, audio) are refused by name.
+func (m *Message) UnmarshalJSON(b []byte) error {
+	var raw struct {
+		Role    string          `json:"role"`
+		Content json.RawMessage `json:"content"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	m.Role, m.Content = raw.Role, ""
+	if len(raw.Content) == 0 || string(raw.Content) == "null" {
+		return nil
+	}
+	if json.Unmarshal(raw.Content, &m.Content) == nil {
+		return nil
+	}
+	var parts []struct {
+		Type string  `json:"type"`
+		Text *string `json:"text"`
+	}
+	if err := json.Unmarshal(raw.Content, &parts); err != nil {
+		return &ContentError{"message content must be a string or a list of content parts"}
+	}
+	texts := make([]string, len(parts))
+	for i, p := range parts {
+		if p.Type != "text" || p.Text == nil {
+			return &ContentError{fmt.Sprintf("message content part %d has type %q: only text parts are supported", i, p.Type)}
+		}
+		texts[i] = *p.Text
+	}
+	m.Content = strings.Join(texts, "\n")
+	return nil
+}
+
+// ContentError is a message whose content cannot be read as text.
+type ContentError struct{ Msg string }
+
+func (e *ContentError) Error() string { return e.Msg }
+
 // Template is a model's chat template with the special tokens it is rendered with.
 type Template struct {
 	Source  string // where it came from, for logs and errors
@@ -85,6 +126,27 @@ func Parse(src, source string, special map[string]string) (*Template, error) {
 		sp[n] = special[n]
 	}
 	return &Template{Source: source, tmpl: t, special: sp}, nil
+}
+
+// ReadSpecialTokens returns the special tokens of dir/tokenizer_config.json (none without it).
+func ReadSpecialTokens(dir string) (map[string]string, error) {
+	special, _, err := readTokenizerConfig(dir)
+	return special, err
+}
+
+// Prompt is what a model is asked: a conversation, or (Messages nil) a text in the HH dialogue
+// format.
+type Prompt struct {
+	Text     string    `json:"text,omitempty"`
+	Messages []Message `json:"messages,omitempty"`
+}
+
+// Plain is the prompt as a black-box ranker reads it: the text, or the conversation in words.
+func (p Prompt) Plain() string {
+	if p.Messages == nil {
+		return p.Text
+	}
+	return Plain(p.Messages)
 }
 
 // Special returns the special token named n (bos_token, eos_token, ...), "" when unset.

@@ -231,7 +231,7 @@ func Rows(ctx context.Context, m *model.Model, rows []Row) ([]Completion, error)
 		return nil, err
 	}
 	eos := map[int]bool{}
-	for _, id := range m.Config.EOSTokenIDs {
+	for _, id := range m.EndIDs() {
 		eos[id] = true
 	}
 	// Each row's stop strings as tokens, which its n-gram ban leaves open (only rows with one).

@@ -22,6 +22,7 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gomlx/pkg/ml/context"
 
+	"github.com/cyclealign/cyclealign/internal/chat"
 	"github.com/cyclealign/cyclealign/internal/files"
 	"github.com/cyclealign/cyclealign/internal/hf"
 	"github.com/cyclealign/cyclealign/internal/tokenizer"
@@ -58,6 +59,11 @@ type Model struct {
 	arch      arch
 	stored    map[string]hf.DType
 	names     []string
+
+	// Chat is the model's chat template (nil: none, prompts are HH-format text).
+	Chat    *chat.Template
+	turnEnd string // what Chat writes after an assistant message
+	endIDs  []int  // every token that ends a reply (loadChat)
 
 	lora *loraState
 	base *Model // the model whose weights this one shares (WithAdapter), or nil
@@ -111,6 +117,9 @@ func Load(backend backends.Backend, dir string) (*Model, error) {
 		return nil, err
 	}
 	m.Dir, _ = filepath.Abs(dir)
+	if err := m.loadChat(dir); err != nil {
+		return nil, err
+	}
 	return m, nil
 }
 
@@ -248,12 +257,14 @@ func (m *Model) SaveAs(dir, dtype string) error {
 		return err
 	}
 	if m.Tokenizer != nil {
-		return files.WriteAtomic(filepath.Join(dir, "tokenizer.json"), func(w io.Writer) error {
+		if err := files.WriteAtomic(filepath.Join(dir, "tokenizer.json"), func(w io.Writer) error {
 			_, err := w.Write(m.Tokenizer.Raw())
 			return err
-		})
+		}); err != nil {
+			return err
+		}
 	}
-	return nil
+	return m.copyChatFiles(dir)
 }
 
 // weights gives graph code access to checkpoint tensors by name, and applies LoRA adapters

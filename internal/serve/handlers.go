@@ -8,65 +8,58 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/cyclealign/cyclealign/internal/chat"
 	"github.com/cyclealign/cyclealign/internal/cpu"
 	"github.com/cyclealign/cyclealign/internal/generate"
 )
 
 type chatRequest struct {
-	Model    string `json:"model"`
-	Messages []struct {
-		Role    string  `json:"role"`
-		Content content `json:"content"`
-	} `json:"messages"`
-	Logprobs    bool `json:"logprobs"`
-	TopLogprobs *int `json:"top_logprobs"`
+	Model    string         `json:"model"`
+	Messages []chat.Message `json:"messages"`
+	// As vLLM reads them: a new assistant turn is opened unless the final message is to be
+	// continued (a prefilled reply), and the two cannot both be set.
+	AddGenerationPrompt  *bool `json:"add_generation_prompt"`
+	ContinueFinalMessage bool  `json:"continue_final_message"`
+	Logprobs             bool  `json:"logprobs"`
+	TopLogprobs          *int  `json:"top_logprobs"`
 	sampling
 }
 
-// content is a message's text, sent as a string, null, or OpenAI's list of content parts; text
-// parts are joined with newlines, as vLLM joins them, and other parts (images, audio) refused.
-type content string
-
-func (c *content) UnmarshalJSON(b []byte) error {
-	var s *string
-	if err := json.Unmarshal(b, &s); err == nil {
-		if s != nil {
-			*c = content(*s)
-		}
-		return nil
+// chatTemplate is the template chat requests are rendered with: --chat-template, else the
+// model's own, else none (the HH format).
+func (s *Server) chatTemplate() *chat.Template {
+	if s.o.Chat != nil {
+		return s.o.Chat
 	}
-	var parts []struct {
-		Type string  `json:"type"`
-		Text *string `json:"text"`
-	}
-	if err := json.Unmarshal(b, &parts); err != nil {
-		return &badRequest{"message content must be a string or a list of content parts"}
-	}
-	texts := make([]string, len(parts))
-	for i, p := range parts {
-		if p.Type != "text" || p.Text == nil {
-			return &badRequest{fmt.Sprintf("message content part %d has type %q: only text parts are supported", i, p.Type)}
-		}
-		texts[i] = *p.Text
-	}
-	*c = content(strings.Join(texts, "\n"))
-	return nil
+	return s.m.Chat
 }
 
-// render writes messages in the HH dialogue format: "\n\nHuman: ...\n\nAssistant: ..." ending
-// with "\n\nAssistant:" for the model to continue; a system message goes first as plain text.
-// It also returns where each message's content sits in the text, so that special tokens a
-// user typed are encoded as text (vLLM's chat templates do the same).
-func (s *Server) render(req chatRequest) (string, [][2]int, error) {
-	if s.o.Template != nil {
-		return s.renderTemplate(req)
+// prompt renders a chat request and encodes it. With a chat template it is rendered and encoded
+// as apply_chat_template does (what vLLM serves): special tokens matched, no BOS added. In the
+// HH format, "\n\nHuman: ...\n\nAssistant: ..." ending with "\n\nAssistant:", a system message
+// first as plain text, the messages' contents are encoded as text, so special tokens a user
+// typed stay text.
+func (s *Server) prompt(req chatRequest) ([]int, error) {
+	addGen := req.AddGenerationPrompt == nil || *req.AddGenerationPrompt
+	if t := s.chatTemplate(); t != nil {
+		if req.ContinueFinalMessage && addGen {
+			return nil, &badRequest{"Cannot set both `continue_final_message` and `add_generation_prompt` to True."}
+		}
+		text, err := t.Render(req.Messages, addGen, req.ContinueFinalMessage)
+		if err != nil {
+			return nil, &badRequest{err.Error()}
+		}
+		return s.m.Tokenizer.Encode(text, false), nil
+	}
+	if req.ContinueFinalMessage || !addGen {
+		return nil, &badRequest{"add_generation_prompt and continue_final_message need a chat template (the model has none; see --chat-template)"}
 	}
 	var b strings.Builder
 	var spans [][2]int
-	write := func(prefix string, c content) {
+	write := func(prefix, c string) {
 		b.WriteString(prefix)
 		spans = append(spans, [2]int{b.Len(), b.Len() + len(c)})
-		b.WriteString(string(c))
+		b.WriteString(c)
 	}
 	for _, m := range req.Messages {
 		switch m.Role {
@@ -77,46 +70,11 @@ func (s *Server) render(req chatRequest) (string, [][2]int, error) {
 		case "assistant":
 			write("\n\nAssistant: ", m.Content)
 		default:
-			return "", nil, fmt.Errorf("unknown role %q", m.Role)
+			return nil, &badRequest{fmt.Sprintf("unknown role %q", m.Role)}
 		}
 	}
 	b.WriteString("\n\nAssistant:")
-	return b.String(), spans, nil
-}
-
-// renderTemplate runs the user's template on messages whose contents are replaced by unique
-// markers, then puts the contents back, recording where each one lands.
-func (s *Server) renderTemplate(req chatRequest) (string, [][2]int, error) {
-	marked := req
-	marked.Messages = append(marked.Messages[:0:0], req.Messages...)
-	marker := func(i int) string { return fmt.Sprintf("\x00cyclealign-content-%d\x00", i) }
-	for i := range marked.Messages {
-		marked.Messages[i].Content = content(marker(i))
-	}
-	var b strings.Builder
-	if err := s.o.Template.Execute(&b, marked); err != nil {
-		return "", nil, err
-	}
-	text := b.String()
-	var out strings.Builder
-	var spans [][2]int
-	for len(text) > 0 {
-		i := strings.Index(text, "\x00cyclealign-content-")
-		if i < 0 {
-			out.WriteString(text)
-			break
-		}
-		out.WriteString(text[:i])
-		var k int
-		if n, err := fmt.Sscanf(text[i:], "\x00cyclealign-content-%d", &k); n != 1 || err != nil || k >= len(req.Messages) {
-			return "", nil, fmt.Errorf("chat template: cannot place message contents")
-		}
-		c := string(req.Messages[k].Content)
-		spans = append(spans, [2]int{out.Len(), out.Len() + len(c)})
-		out.WriteString(c)
-		text = text[i+len(marker(k)):]
-	}
-	return out.String(), spans, nil
+	return s.m.Tokenizer.EncodePlain(b.String(), true, spans), nil
 }
 
 func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
@@ -150,24 +108,28 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		apiErrorCode(w, http.StatusBadRequest, "invalid_request_error", "", "logprobs", "logprobs are not supported with stream")
 		return
 	}
-	if len(opt.Stop) == 0 {
+	// The model's end tokens end every reply (generate stops at them); the HH format also
+	// ends a turn where the next one would start.
+	if len(opt.Stop) == 0 && s.chatTemplate() == nil {
 		opt.Stop = []string{generate.DefaultStop}
 	}
-	text, spans, err := s.render(req)
+	prompt, err := s.prompt(req)
 	if err != nil {
-		apiError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
+		s.fail(w, err)
 		return
 	}
-	prompt := s.m.Tokenizer.EncodePlain(text, true, spans)
 	id, created := s.id("chatcmpl"), time.Now().Unix()
 	if req.Stream {
-		s.stream(w, r, e, prompt, opt, n, func(i int, delta string, finish *string) any {
+		s.stream(w, r, e, prompt, opt, n, req.StreamOptions, func(i int, delta string, first bool, finish *string) map[string]any {
 			d := map[string]any{}
+			if first { // the role comes in each choice's first chunk, as OpenAI and vLLM send it
+				d["role"] = "assistant"
+			}
 			if delta != "" || finish == nil {
 				d["content"] = delta
 			}
 			return map[string]any{"id": id, "object": "chat.completion.chunk", "created": created, "model": e.name,
-				"choices": []any{map[string]any{"index": i, "delta": d, "finish_reason": finish}}}
+				"choices": []any{map[string]any{"index": i, "delta": d, "logprobs": nil, "finish_reason": finish}}}
 		})
 		return
 	}
@@ -189,7 +151,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	}
 	countTokens(r, len(prompt), out)
 	writeJSON(w, map[string]any{"id": id, "object": "chat.completion", "created": created, "model": e.name,
-		"choices": choices, "usage": usage(len(prompt), out)})
+		"choices": choices, "usage": usageOf(len(prompt), out)})
 }
 
 // maxTopLogprobs bounds top_logprobs (OpenAI's chat limit; vLLM's default max_logprobs).
@@ -223,14 +185,14 @@ func (s *Server) chatLogprobs(c generate.Completion) map[string]any {
 	return map[string]any{"content": content}
 }
 
-func usage(in, out int) map[string]int {
+func usageOf(in, out int) map[string]int {
 	return map[string]int{"prompt_tokens": in, "completion_tokens": out, "total_tokens": in + out}
 }
 
 // stream sends choices as server-sent events while they are generated. Text that may still
 // turn into a stop string, or ends in an incomplete character, is held back until decided.
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, e *entry, prompt []int, opt generate.Options, n int,
-	chunk func(i int, delta string, finish *string) any) {
+	so *streamOptions, chunk func(i int, delta string, first bool, finish *string) map[string]any) {
 	flusher, ok := w.(http.Flusher)
 	if !ok {
 		apiError(w, http.StatusInternalServerError, "server_error", "streaming unsupported")
@@ -280,13 +242,22 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, e *entry, prompt
 		comps, err = s.generateN(r.Context(), e, prompt, opt, n, onToken)
 		close(done)
 	}()
+	usage := so != nil && so.IncludeUsage
+	// With include_usage every chunk carries "usage": null, and a last chunk with no choices
+	// carries the totals (OpenAI's stream_options).
+	send := func(c map[string]any) {
+		if usage {
+			c["usage"] = nil
+		}
+		write(c)
+	}
 	for i := 0; i < n; i++ {
-		write(chunk(i, "", nil))
+		send(chunk(i, "", true, nil))
 	}
 	for {
 		select {
 		case e := <-events:
-			write(chunk(e.i, e.delta, e.finish))
+			send(chunk(e.i, e.delta, false, e.finish))
 			continue
 		case <-done:
 		}
@@ -294,7 +265,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, e *entry, prompt
 	}
 	for len(events) > 0 {
 		e := <-events
-		write(chunk(e.i, e.delta, e.finish))
+		send(chunk(e.i, e.delta, false, e.finish))
 	}
 	if err != nil {
 		write(map[string]any{"error": map[string]any{"message": err.Error(), "type": "server_error"}})
@@ -306,8 +277,18 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, e *entry, prompt
 			rest = c.Text[len(sent[i]):]
 		}
 		f := c.FinishReason
-		write(chunk(i, rest, &f))
+		send(chunk(i, rest, false, &f))
 	}
+	out := 0
+	for _, c := range comps {
+		out += len(c.IDs)
+	}
+	if usage {
+		last := chunk(0, "", false, nil)
+		last["choices"], last["usage"] = []any{}, usageOf(len(prompt), out)
+		write(last)
+	}
+	countTokens(r, len(prompt), out)
 	fmt.Fprint(w, "data: [DONE]\n\n")
 	flusher.Flush()
 }
@@ -389,7 +370,7 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 			apiError(w, http.StatusBadRequest, "invalid_request_error", "echo and logprobs are not supported with stream")
 			return
 		}
-		s.stream(w, r, e, prompt, opt, n, func(i int, delta string, finish *string) any {
+		s.stream(w, r, e, prompt, opt, n, req.StreamOptions, func(i int, delta string, _ bool, finish *string) map[string]any {
 			return map[string]any{"id": id, "object": "text_completion", "created": created, "model": e.name,
 				"choices": []any{map[string]any{"index": i, "text": delta, "finish_reason": finish, "logprobs": nil}}}
 		})
@@ -478,5 +459,5 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	}
 	countTokens(r, len(prompt), out)
 	writeJSON(w, map[string]any{"id": id, "object": "text_completion", "created": created, "model": e.name,
-		"choices": choices, "usage": usage(len(prompt), out)})
+		"choices": choices, "usage": usageOf(len(prompt), out)})
 }

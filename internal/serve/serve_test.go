@@ -15,15 +15,16 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
-	"text/template"
 	"time"
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
+	"github.com/cyclealign/cyclealign/internal/chat"
 	"github.com/cyclealign/cyclealign/internal/model"
 )
 
@@ -407,9 +408,10 @@ func TestSlowClientsAreCut(t *testing.T) {
 	}
 }
 
-// TestChatContentSpecialTokensAreText: "<|endoftext|>" typed in a message is encoded as text,
-// in the HH format and in a user template, while the template's own copy stays a control token.
-func TestChatContentSpecialTokensAreText(t *testing.T) {
+// TestChatContentSpecialTokens: "<|endoftext|>" typed in a message is encoded as text in the HH
+// format; with a chat template the rendering is encoded as apply_chat_template and vLLM encode
+// it, special tokens matched wherever they stand.
+func TestChatContentSpecialTokens(t *testing.T) {
 	hs, m, _ := start(t, Options{})
 	s := hs.Config.Handler.(*Server)
 	eot, _ := m.Tokenizer.ID("<|endoftext|>")
@@ -423,23 +425,22 @@ func TestChatContentSpecialTokensAreText(t *testing.T) {
 		}
 		return n
 	}
-	text, spans, err := s.render(req)
+	ids, err := s.prompt(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := count(m.Tokenizer.EncodePlain(text, true, spans)); n != 0 {
+	if n := count(ids); n != 0 {
 		t.Errorf("HH format: user-typed <|endoftext|> became %d control tokens", n)
 	}
-	s.o.Template = template.Must(template.New("t").Parse("{{range .Messages}}<|endoftext|>{{.Role}}: {{.Content}}{{end}}"))
-	text, spans, err = s.render(req)
+	s.o.Chat, err = chat.Parse("{% for m in messages %}<|endoftext|>{{ m.role }}: {{ m.content }}{% endfor %}", "t", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(text, "system: be nice <|endoftext|><|endoftext|>user: hi <|endoftext|> there") {
-		t.Fatalf("template rendering lost the contents: %q", text)
+	if ids, err = s.prompt(req); err != nil {
+		t.Fatal(err)
 	}
-	if n := count(m.Tokenizer.EncodePlain(text, true, spans)); n != 2 {
-		t.Errorf("template: %d control tokens, want the template's own 2", n)
+	if want := m.Tokenizer.Encode("<|endoftext|>system: be nice <|endoftext|><|endoftext|>user: hi <|endoftext|> there", false); !slices.Equal(ids, want) || count(ids) != 4 {
+		t.Errorf("template: %v, want %v", ids, want)
 	}
 }
 
@@ -569,5 +570,93 @@ func TestStreamRefusedBeforeItStarts(t *testing.T) {
 				t.Errorf("%s stream=%v: HTTP %d %v, want a 400 error", c.path, stream, code, v)
 			}
 		}
+	}
+}
+
+// chatModelDir is the tiny GPT-2 with a ChatML chat template in its tokenizer_config.json.
+func chatModelDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	src := filepath.Join("..", "..", "testdata", "tiny-gpt2-bytelevel")
+	for _, f := range []string{"config.json", "model.safetensors", "tokenizer.json"} {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, f), b, 0o644)
+	}
+	cfg := `{"eos_token": "<|endoftext|>", "chat_template": "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|endoftext|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"}`
+	os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), []byte(cfg), 0o644)
+	return dir
+}
+
+// A chat request is rendered with the model's own template by default, with vLLM's
+// add_generation_prompt and continue_final_message, and usage.prompt_tokens counts the
+// rendered prompt; streamed chat opens each choice with the role and, with include_usage,
+// ends with a usage chunk (the official Node client's helper threw "missing role for choice 0").
+func TestChatWithTheModelsTemplate(t *testing.T) {
+	b, _ := model.NewBackend()
+	m, err := model.Load(b, chatModelDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Chat == nil || m.TurnEnd() != "<|endoftext|>\n" {
+		t.Fatalf("template %v, turn end %q", m.Chat, m.TurnEnd())
+	}
+	s := New(m, Options{ModelName: "m"})
+	hs := httptest.NewServer(s)
+	t.Cleanup(func() { hs.Close(); s.Close() })
+	msgs := `[{"role":"user","content":"Hi"},{"role":"assistant","content":"Hello, I"}]`
+	for _, c := range []struct {
+		extra string
+		text  string // the rendering whose tokens usage.prompt_tokens counts; "" for a 400
+	}{
+		{``, "<|im_start|>user\nHi<|endoftext|>\n<|im_start|>assistant\nHello, I<|endoftext|>\n<|im_start|>assistant\n"},
+		{`,"add_generation_prompt":false`, "<|im_start|>user\nHi<|endoftext|>\n<|im_start|>assistant\nHello, I<|endoftext|>\n"},
+		{`,"add_generation_prompt":false,"continue_final_message":true`, "<|im_start|>user\nHi<|endoftext|>\n<|im_start|>assistant\nHello, I"},
+		{`,"continue_final_message":true`, ""},
+	} {
+		code, v := postJSON(t, hs.URL+"/v1/chat/completions", "", `{"model":"m","max_tokens":3,"temperature":0,"messages":`+msgs+c.extra+`}`)
+		if c.text == "" {
+			if code != http.StatusBadRequest || !strings.Contains(fmt.Sprint(v), "continue_final_message") {
+				t.Errorf("%s: HTTP %d %v, want a 400", c.extra, code, v)
+			}
+			continue
+		}
+		want := len(m.Tokenizer.Encode(c.text, false))
+		if code != 200 || v["usage"].(map[string]any)["prompt_tokens"] != float64(want) {
+			t.Errorf("%s: HTTP %d, usage %v, want %d prompt tokens", c.extra, code, v["usage"], want)
+		}
+	}
+	resp, err := http.Post(hs.URL+"/v1/chat/completions", "application/json", strings.NewReader(
+		`{"model":"m","n":2,"max_tokens":4,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hi"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var chunks []map[string]any
+	for _, line := range strings.Split(string(body), "\n") {
+		if data, ok := strings.CutPrefix(line, "data: "); ok && data != "[DONE]" {
+			var c map[string]any
+			json.Unmarshal([]byte(data), &c)
+			chunks = append(chunks, c)
+		}
+	}
+	roles := map[float64]bool{}
+	for _, c := range chunks[:len(chunks)-1] {
+		ch := c["choices"].([]any)[0].(map[string]any)
+		if ch["delta"].(map[string]any)["role"] == "assistant" {
+			if roles[ch["index"].(float64)] {
+				t.Errorf("choice %v names its role twice", ch["index"])
+			}
+			roles[ch["index"].(float64)] = true
+		}
+	}
+	last := chunks[len(chunks)-1]
+	u, _ := last["usage"].(map[string]any)
+	if len(roles) != 2 || len(last["choices"].([]any)) != 0 || u == nil || u["prompt_tokens"] != float64(len(m.Tokenizer.Encode("<|im_start|>user\nHi<|endoftext|>\n<|im_start|>assistant\n", false))) ||
+		!strings.HasSuffix(string(body), "data: [DONE]\n\n") {
+		t.Fatalf("roles %v, last chunk %v", roles, last)
 	}
 }

@@ -21,9 +21,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"text/template"
 	"time"
 
+	"github.com/cyclealign/cyclealign/internal/chat"
 	"github.com/cyclealign/cyclealign/internal/files"
 	"github.com/cyclealign/cyclealign/internal/generate"
 	"github.com/cyclealign/cyclealign/internal/model"
@@ -31,13 +31,13 @@ import (
 
 // Options configure a server.
 type Options struct {
-	ModelName    string             // the id clients use
-	Token        string             // bearer token; "" disables auth
-	MaxBodyBytes int64              // request body limit (default 1 MiB)
-	MaxTokens    int                // max_tokens limit (default 1024)
-	MaxRows      int                // rows decoded together; 1 turns batching off (default 32)
-	Window       time.Duration      // how long the batcher waits for more requests (default 5ms)
-	Template     *template.Template // chat rendering; nil: the HH format
+	ModelName    string         // the id clients use
+	Token        string         // bearer token; "" disables auth
+	MaxBodyBytes int64          // request body limit (default 1 MiB)
+	MaxTokens    int            // max_tokens limit (default 1024)
+	MaxRows      int            // rows decoded together; 1 turns batching off (default 32)
+	Window       time.Duration  // how long the batcher waits for more requests (default 5ms)
+	Chat         *chat.Template // chat rendering (--chat-template); nil: the model's own, else the HH format
 	// TruncatePrompts drops the oldest tokens (after the first) of a prompt too long for the
 	// model's positions instead of refusing it.
 	TruncatePrompts bool
@@ -270,9 +270,9 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 			apiError(w, http.StatusRequestEntityTooLarge, "invalid_request_error", fmt.Sprintf("request body over %d bytes", tooBig.Limit))
 			return false
 		}
-		var bad *badRequest
+		var bad *chat.ContentError
 		if errors.As(err, &bad) { // well-formed JSON that a field's own decoding refused
-			apiError(w, http.StatusBadRequest, "invalid_request_error", bad.msg)
+			apiError(w, http.StatusBadRequest, "invalid_request_error", bad.Msg)
 			return false
 		}
 		apiError(w, http.StatusBadRequest, "invalid_request_error", "malformed JSON: "+err.Error())
@@ -325,14 +325,20 @@ func writeJSON(w http.ResponseWriter, v any) {
 
 // sampling are the generation parameters both endpoints share.
 type sampling struct {
-	N           *int            `json:"n"`
-	Temperature *float64        `json:"temperature"`
-	TopP        *float64        `json:"top_p"`
-	MaxTokens   *int            `json:"max_tokens"`
-	MaxCompl    *int            `json:"max_completion_tokens"`
-	Stop        json.RawMessage `json:"stop"`
-	Seed        *int64          `json:"seed"`
-	Stream      bool            `json:"stream"`
+	N             *int            `json:"n"`
+	Temperature   *float64        `json:"temperature"`
+	TopP          *float64        `json:"top_p"`
+	MaxTokens     *int            `json:"max_tokens"`
+	MaxCompl      *int            `json:"max_completion_tokens"`
+	Stop          json.RawMessage `json:"stop"`
+	Seed          *int64          `json:"seed"`
+	Stream        bool            `json:"stream"`
+	StreamOptions *streamOptions  `json:"stream_options"`
+}
+
+// streamOptions is OpenAI's stream_options.
+type streamOptions struct {
+	IncludeUsage bool `json:"include_usage"`
 }
 
 // options turns request parameters into generation options, or a message for a 400.
