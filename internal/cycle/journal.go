@@ -5,13 +5,16 @@ import (
 	"os"
 
 	"github.com/cyclealign/cyclealign/internal/blackbox"
+	"github.com/cyclealign/cyclealign/internal/chat"
 )
 
 // Record is one journal line: one prompt in one interaction of one step.
 type Record struct {
 	Step         int            `json:"step"`
 	Interaction  int            `json:"interaction"`
-	Prompt       string         `json:"prompt"`
+	Prompt       string         `json:"prompt"`                 // as the black-box reads it: the text, or the conversation in words
+	Conversation []chat.Message `json:"conversation,omitempty"` // the prompt's messages, for a conversation
+	PromptTokens int            `json:"prompt_tokens"`          // the white-box's prompt: the rendered conversation's tokens
 	Candidates   []string       `json:"candidates"`
 	WhiteScores  []float64      `json:"white_scores"`
 	WhiteRanking []int          `json:"white_ranking"`

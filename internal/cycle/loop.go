@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cyclealign/cyclealign/internal/blackbox"
+	"github.com/cyclealign/cyclealign/internal/chat"
 	"github.com/cyclealign/cyclealign/internal/eval"
 	"github.com/cyclealign/cyclealign/internal/generate"
 	"github.com/cyclealign/cyclealign/internal/lockfile"
@@ -26,8 +27,8 @@ type Runner struct {
 	M        *model.Model
 	Ranker   blackbox.Ranker
 	Static   []blackbox.Demo
-	Prompts  []string
-	Progress io.Writer // a live bar; nil: none
+	Prompts  []chat.Prompt // all texts or all conversations
+	Progress io.Writer     // a live bar; nil: none
 	// Eval, when set, runs every Cfg.EvalEvery steps; its numbers go to metrics.jsonl.
 	Eval func(ctx context.Context, step int) (map[string]float64, error)
 	// StopAfter returns after this many steps of this call (tests); 0: off.
@@ -64,11 +65,11 @@ func mix(a, b, c uint64) uint64 {
 // prompt file, reshuffled each pass. A prompt that would come twice in one batch (where one
 // pass ends and the next begins) waits for the next batch. Batches are drawn in order from the
 // start (and kept), so any step's batch follows from its number.
-func (r *Runner) promptsFor(step int) []string {
+func (r *Runner) promptsFor(step int) []chat.Prompt {
 	for len(r.sched.batches) <= step {
 		r.sched.batches = append(r.sched.batches, r.sched.next(len(r.Prompts), r.Cfg.BatchSize, r.Cfg.Seed))
 	}
-	out := make([]string, r.Cfg.BatchSize)
+	out := make([]chat.Prompt, r.Cfg.BatchSize)
 	for j, p := range r.sched.batches[step] {
 		out[j] = r.Prompts[p]
 	}
@@ -236,12 +237,23 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 	c := r.Cfg
 	start := time.Now()
 	m := &StepMetrics{Step: step + 1}
-	prompts := r.promptsFor(step)
+	batch := r.promptsFor(step)
+	// The white-box continues each prompt's tokens (a conversation rendered by the model's
+	// chat template); the black-box, the journal and the demonstrations read it as plain text.
+	prompts := make([]string, len(batch))
+	ids := make([][]int, len(batch))
+	for i, p := range batch {
+		prompts[i] = p.Plain()
+		var err error
+		if ids[i], err = r.M.PromptIDs(p); err != nil {
+			return nil, err
+		}
+	}
 	phase(step, 0, fmt.Sprintf("step %d: generating", step+1))
 	// Generation takes about a third of a step; the interactions share the rest.
 	at := func(t int, part float64) float64 { return 0.35 + 0.65*(float64(t)+part)/float64(c.Interactions) }
 	t0 := time.Now()
-	cands, ended, genTokens, err := r.candidates(ctx, prompts, step)
+	cands, ended, genTokens, err := r.candidates(ctx, ids, step)
 	if err != nil {
 		return nil, err
 	}
@@ -254,7 +266,7 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 	for t := 0; t < c.Interactions; t++ {
 		phase(step, at(t, 0), fmt.Sprintf("step %d.%d: white-box judging", step+1, t+1))
 		t0 := time.Now()
-		white, err := r.whiteRanking(ctx, prompts, cands, ended)
+		white, err := r.whiteRanking(ctx, ids, cands, ended)
 		if err != nil {
 			return nil, err
 		}
@@ -267,6 +279,7 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 		}
 		for i := range recs {
 			recs[i].Weights, recs[i].Ended = sampledBy, ended[i]
+			recs[i].Conversation, recs[i].PromptTokens = batch[i].Messages, len(ids[i])
 		}
 		m.BlackboxSeconds += time.Since(t0).Seconds()
 		var exs []train.Example
@@ -294,7 +307,7 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 			}
 			// A candidate with no tokens (a blank reply that survived its re-sample) has no
 			// log-probability to rank: it leaves the ranking, recorded in the journal.
-			ex := train.Example{Prompt: r.M.Tokenizer.Encode(rec.Prompt, true)}
+			ex := train.Example{Prompt: ids[i]}
 			for _, k := range rec.BlackRanking {
 				ids := r.responseIDs(rec.Candidates[k], rec.Ended[k])
 				if len(ids) == 0 {
@@ -368,18 +381,22 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 
 // responseIDs are the tokens a candidate is scored and trained on, at most MaxResponse. A
 // candidate that ended its turn (EOS or a stop string, not the token budget) keeps the turn's
-// end: the first stop string (the HH format's "\n\nHuman:"), or EOS where no stop string is
-// set, as TRL's trainers append EOS to each completion. Without it the model is never taught
-// where a reply ends, and every greedy reply runs to the budget.
+// end: in a conversation, what the chat template writes after an assistant message
+// ("<|im_end|>\n" in ChatML), as TRL's trainers take a completion; for a text prompt, the first
+// stop string (the HH format's "\n\nHuman:"), or EOS where no stop string is set, as TRL's
+// trainers append EOS to each completion. Without it the model is never taught where a reply
+// ends, and every greedy reply runs to the budget.
 func (r *Runner) responseIDs(text string, ended bool) []int {
 	tok := r.M.Tokenizer
 	var ids []int
 	switch {
 	case text == "": // a blank reply stays out (NoTokens), ended or not: it says nothing to learn from
+	case ended && r.chat():
+		ids = tok.Encode(text+r.M.TurnEnd(), false)
 	case ended && len(r.Cfg.Stop) > 0 && r.Cfg.Stop[0] != "":
 		ids = tok.Encode(text+r.Cfg.Stop[0], false)
-	case ended && len(r.M.Config.EOSTokenIDs) > 0:
-		ids = append(tok.Encode(text, false), r.M.Config.EOSTokenIDs[0])
+	case ended && len(r.M.EndIDs()) > 0:
+		ids = append(tok.Encode(text, false), r.M.EndIDs()[0])
 	default:
 		ids = tok.Encode(text, false)
 	}
@@ -389,12 +406,30 @@ func (r *Runner) responseIDs(text string, ended bool) []int {
 	return ids
 }
 
+// chat reports whether the run's prompts are conversations (the prompt file holds one kind).
+func (r *Runner) chat() bool { return len(r.Prompts) > 0 && r.Prompts[0].Messages != nil }
+
+// stops are the stop strings of the run: a conversation's reply ends at the model's end
+// tokens, so the HH format's "\n\nHuman:" (the default) does not apply to it.
+func (r *Runner) stops() []string {
+	if !r.chat() {
+		return r.Cfg.Stop
+	}
+	var out []string
+	for _, s := range r.Cfg.Stop {
+		if s != generate.DefaultStop {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // candidates samples N responses per prompt, with whether each ended its turn; exact
 // duplicates (and empty responses) are re-sampled once, then kept.
-func (r *Runner) candidates(ctx context.Context, prompts []string, step int) ([][]string, [][]bool, int, error) {
+func (r *Runner) candidates(ctx context.Context, prompts [][]int, step int) ([][]string, [][]bool, int, error) {
 	c := r.Cfg
 	opt := generate.Options{N: c.N, MaxNewTokens: c.MaxNewTokens, Temperature: c.Temperature, TopP: c.TopP,
-		Stop: c.Stop, Seed: mix(c.Seed, uint64(step), 1), TruncatePrompt: true}
+		Stop: r.stops(), Seed: mix(c.Seed, uint64(step), 1), TruncatePrompt: true}
 	out, ended, tokens, err := r.texts(ctx, prompts, opt)
 	if err != nil {
 		return nil, nil, 0, err
@@ -410,7 +445,7 @@ func (r *Runner) candidates(ctx context.Context, prompts []string, step int) ([]
 		}
 	}
 	if len(again) > 0 {
-		ps := make([]string, len(again))
+		ps := make([][]int, len(again))
 		for k, f := range again {
 			ps[k] = prompts[f/c.N]
 		}
@@ -429,14 +464,14 @@ func (r *Runner) candidates(ctx context.Context, prompts []string, step int) ([]
 
 // texts samples opt.N completions of each prompt, in-process or from the generation server:
 // their texts, whether each ended its turn (finish reason "stop"), and the tokens generated.
-func (r *Runner) texts(ctx context.Context, prompts []string, opt generate.Options) ([][]string, [][]bool, int, error) {
+func (r *Runner) texts(ctx context.Context, prompts [][]int, opt generate.Options) ([][]string, [][]bool, int, error) {
 	var res [][]generate.Completion
 	tokens := 0
 	var err error
 	if r.remote != nil {
 		res, tokens, err = r.sample(ctx, prompts, opt)
 	} else {
-		res, err = generate.Text(ctx, r.M, prompts, opt)
+		res, err = generate.IDs(ctx, r.M, prompts, opt)
 		for _, comps := range res {
 			for _, cp := range comps {
 				tokens += len(cp.IDs)
@@ -457,10 +492,9 @@ func (r *Runner) texts(ctx context.Context, prompts []string, opt generate.Optio
 }
 
 // whiteRanking scores every candidate by its length-normalised log-probability and sorts.
-func (r *Runner) whiteRanking(ctx context.Context, prompts []string, cands [][]string, ended [][]bool) ([][]float64, error) {
+func (r *Runner) whiteRanking(ctx context.Context, prompts [][]int, cands [][]string, ended [][]bool) ([][]float64, error) {
 	var ps, rs [][]int
-	for i, p := range prompts {
-		pid := r.M.Tokenizer.Encode(p, true)
+	for i, pid := range prompts {
 		for j, cd := range cands[i] {
 			pp, rr := model.FitContext(pid, r.responseIDs(cd, ended[i][j]), r.M.Config.MaxPositions)
 			ps, rs = append(ps, pp), append(rs, rr)

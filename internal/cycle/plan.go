@@ -27,7 +27,7 @@ type Plan struct {
 // MakePlan estimates requests, tokens (about 4 characters a token; candidates at half the
 // generation budget) and cost from the price table.
 func MakePlan(cfg Config) (*Plan, error) {
-	prompts, err := data.ReadPrompts(cfg.Prompts)
+	prompts, err := data.ReadChatPrompts(cfg.Prompts)
 	if err != nil {
 		return nil, err
 	}
@@ -47,7 +47,7 @@ func MakePlan(cfg Config) (*Plan, error) {
 	}
 	avgPrompt := 0
 	for _, s := range prompts {
-		avgPrompt += len(s) / 4
+		avgPrompt += len(s.Plain()) / 4
 	}
 	avgPrompt /= len(prompts)
 	cand := cfg.MaxNewTokens / 2

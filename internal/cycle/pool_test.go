@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/cyclealign/cyclealign/internal/blackbox"
+	"github.com/cyclealign/cyclealign/internal/chat"
 )
 
 func d(prompt string) blackbox.Demo {
@@ -79,11 +80,22 @@ func TestConfigRoundTrip(t *testing.T) {
 // often as the others, and a step's batch is the same however often it is asked for.
 func TestBatchesNeverRepeatAPrompt(t *testing.T) {
 	prompts := []string{"a", "b", "c", "d", "e", "f", "g"}
+	var ps []chat.Prompt
+	for _, p := range prompts {
+		ps = append(ps, chat.Prompt{Text: p})
+	}
+	texts := func(b []chat.Prompt) []string {
+		out := make([]string, len(b))
+		for i, p := range b {
+			out[i] = p.Text
+		}
+		return out
+	}
 	for seed := uint64(0); seed < 20; seed++ {
-		r := &Runner{Cfg: Config{BatchSize: 4, Seed: seed}, Prompts: prompts}
+		r := &Runner{Cfg: Config{BatchSize: 4, Seed: seed}, Prompts: ps}
 		count := map[string]int{}
 		for step := 0; step < 21; step++ {
-			b := r.promptsFor(step)
+			b := texts(r.promptsFor(step))
 			seen := map[string]bool{}
 			for _, p := range b {
 				if seen[p] {
@@ -92,7 +104,7 @@ func TestBatchesNeverRepeatAPrompt(t *testing.T) {
 				seen[p] = true
 				count[p]++
 			}
-			if again := r.promptsFor(step); !slices.Equal(again, b) {
+			if again := texts(r.promptsFor(step)); !slices.Equal(again, b) {
 				t.Fatalf("seed %d step %d: %v, then %v", seed, step, b, again)
 			}
 		}

@@ -105,22 +105,22 @@ func isNotFound(err error) bool {
 
 // sample asks the server for candidates (and the tokens it generated); when it fails (a
 // restart), it waits for the server to answer again, re-pushes the weights, and asks once more.
-func (r *Runner) sample(ctx context.Context, prompts []string, opt generate.Options) ([][]generate.Completion, int, error) {
+func (r *Runner) sample(ctx context.Context, prompts [][]int, opt generate.Options) ([][]generate.Completion, int, error) {
 	s := r.remote
 	if s.serving == "" || s.version != r.tr.Step { // weights changed since the last push (or a resumed run)
 		if err := r.push(ctx); err != nil {
 			return nil, 0, err
 		}
 	}
-	// The prompts as the in-process path feeds them: encoded with special tokens, and fitted
-	// (oldest turns first) to leave room for the reply.
+	// The prompts as the in-process path feeds them: fitted (oldest tokens first) to leave room
+	// for the reply.
 	room := r.M.Config.MaxPositions - opt.MaxNewTokens
 	if room < 2 {
 		return nil, 0, fmt.Errorf("max-new-tokens %d leaves no room for a prompt in %d positions", opt.MaxNewTokens, r.M.Config.MaxPositions)
 	}
 	ids := make([][]int, len(prompts))
 	for i, p := range prompts {
-		ids[i], _ = model.FitContext(r.M.Tokenizer.Encode(p, true), nil, room)
+		ids[i], _ = model.FitContext(p, nil, room)
 	}
 	texts, tokens, err := s.api.Text(ctx, s.serving, ids, opt)
 	if err == nil || ctx.Err() != nil || !generate.Transient(err) {

@@ -183,7 +183,7 @@ func TestRemoteGenerationFitsLongPrompts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	if n := len(r.M.Tokenizer.Encode(r.Prompts[0], true)); n <= r.M.Config.MaxPositions {
+	if n := len(r.M.Tokenizer.Encode(r.Prompts[0].Text, true)); n <= r.M.Config.MaxPositions {
 		t.Fatalf("the long prompt has %d tokens, not more than the %d positions", n, r.M.Config.MaxPositions)
 	}
 	if err := r.Run(context.Background()); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/goccy/go-yaml"
 
 	"github.com/cyclealign/cyclealign/internal/blackbox"
+	"github.com/cyclealign/cyclealign/internal/chat"
 	"github.com/cyclealign/cyclealign/internal/data"
 	"github.com/cyclealign/cyclealign/internal/eval"
 	"github.com/cyclealign/cyclealign/internal/files"
@@ -85,7 +87,7 @@ func Prepare(ctx context.Context, cfg Config) (*Runner, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	prompts, err := data.ReadPrompts(cfg.Prompts)
+	prompts, err := data.ReadChatPrompts(cfg.Prompts)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +108,7 @@ func Prepare(ctx context.Context, cfg Config) (*Runner, error) {
 	return r, nil
 }
 
-func prepare(ctx context.Context, cfg Config, prompts []string, static []blackbox.Demo) (*Runner, error) {
+func prepare(ctx context.Context, cfg Config, prompts []chat.Prompt, static []blackbox.Demo) (*Runner, error) {
 	// The config keeps the cache setting as given: the default, inside the run directory, is
 	// derived each time, so the run stays relocatable.
 	written := cfg
@@ -129,6 +131,14 @@ func prepare(ctx context.Context, cfg Config, prompts []string, static []blackbo
 	}
 	if r.M, err = model.Load(b, cfg.Model); err != nil {
 		return nil, err
+	}
+	switch {
+	case r.chat() && r.M.Chat == nil:
+		return nil, fmt.Errorf("%s holds conversations, but %s has no chat template (chat_template.jinja or tokenizer_config.json's chat_template)", cfg.Prompts, cfg.Model)
+	case r.chat():
+		slog.Info("conversations are rendered with the model's chat template; replies end with its turn end", "template", r.M.Chat.Source, "turn_end", r.M.TurnEnd())
+	default:
+		slog.Info("prompts are text in the HH format; replies end at the stop strings", "stop", r.Cfg.Stop)
 	}
 	if cfg.LoRAR > 0 {
 		lora := model.LoRA{R: cfg.LoRAR, Alpha: cfg.LoRAAlpha, Dropout: cfg.LoRADropout, Targets: cfg.LoRATargets}

@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cyclealign/cyclealign/internal/chat"
 )
 
 func write(t *testing.T, name, body string) string {
@@ -136,5 +139,53 @@ func TestFIFORefused(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("reading a FIFO blocked")
+	}
+}
+
+// The dataset formats TRL documents, as .jsonl and as a .json array: text and conversational
+// prompts, {"messages"} rows (the turns before the last assistant turn), preference rows with an
+// explicit or implicit prompt, and HH rows; a row that fits none names the file, row and field.
+func TestReadChatPrompts(t *testing.T) {
+	conv := []chat.Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"}}
+	rows := []string{
+		`{"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]}`,
+		`{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}`,
+		`{"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant", "content": "Hello."}], "rejected": [{"role": "assistant", "content": "Go away."}]}`,
+		`{"chosen": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}], "rejected": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "No."}]}`,
+	}
+	jsonl := write(t, "c.jsonl", strings.Join(rows, "\n")+"\n")
+	array := write(t, "c.json", "[\n"+strings.Join(rows, ",\n")+"\n]")
+	gz := write(t, "c.jsonl.gz", strings.Join(rows, "\n"))
+	for _, p := range []string{jsonl, array, gz} {
+		got, err := ReadChatPrompts(p)
+		if err != nil || len(got) != len(rows) {
+			t.Fatalf("%s: %d prompts, %v", p, len(got), err)
+		}
+		for i, g := range got {
+			if !slices.Equal(g.Messages, conv) {
+				t.Errorf("%s row %d: %+v", p, i, g)
+			}
+		}
+	}
+	texts := write(t, "t.jsonl", `{"prompt": "\n\nHuman: a\n\nAssistant:"}`+"\n"+
+		`{"prompt": "Q?", "chosen": "yes", "rejected": "no"}`+"\n"+
+		`{"chosen": "\n\nHuman: b\n\nAssistant: yes", "rejected": "\n\nHuman: b\n\nAssistant: no"}`+"\n")
+	got, err := ReadChatPrompts(texts)
+	if err != nil || len(got) != 3 || got[0].Text != "\n\nHuman: a\n\nAssistant:" || got[1].Text != "Q?" || got[2].Text != "\n\nHuman: b\n\nAssistant:" || got[0].Messages != nil {
+		t.Fatalf("text prompts: %+v %v", got, err)
+	}
+	for _, c := range []struct{ name, body, want string }{
+		{"bad.jsonl", rows[0] + "\n" + `{"prompt": 5}`, "line 2: field \"prompt\": want a string or a list"},
+		{"bad.jsonl", `{"messages": [{"content": "x"}]}`, `line 1: field "messages": message 0 has no role`},
+		{"bad.jsonl", `{"messages": [{"role": "assistant", "content": "x"}]}`, `line 1: field "messages": no turns`},
+		{"bad.json", "[" + rows[1] + `, {"text": "x"}]`, `row 2: no prompt`},
+		{"bad.json", `{"prompt": "x"}`, "must be a JSON array"},
+		{"mixed.jsonl", rows[0] + "\n" + `{"prompt": "text"}`, "line 2: a text prompt among conversation"},
+		{"bad.jsonl", `{"prompt": [{"role": "user", "content": [{"type": "image_url"}]}]}`, `field "prompt"`},
+	} {
+		p := write(t, c.name, c.body)
+		if _, err := ReadChatPrompts(p); err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), p) {
+			t.Errorf("%s %q: %v, want %q", c.name, c.body, err, c.want)
+		}
 	}
 }

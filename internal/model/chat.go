@@ -51,8 +51,14 @@ func (m *Model) loadChat(dir string) error {
 			}
 		}
 	}
-	slices.Sort(ends)
-	m.endIDs = slices.Compact(ends)
+	// In order, config.json's first: its first id is the EOS a text reply is trained with.
+	seen := map[int]bool{}
+	for _, id := range ends {
+		if !seen[id] {
+			seen[id] = true
+			m.endIDs = append(m.endIDs, id)
+		}
+	}
 	return nil
 }
 
