@@ -55,7 +55,7 @@ func TestAlignKillAndResume(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	bin := buildBinary(t)
-	t.Run("in-process", func(t *testing.T) { killAndResume(t, bin, "") })
+	t.Run("in-process", func(t *testing.T) { killAndResume(t, bin, "", "", "") })
 	t.Run("remote-lora", func(t *testing.T) {
 		b, _ := model.NewBackend()
 		dir, _ := filepath.Abs(filepath.Join("..", "..", "testdata", "tiny-llama-metaspace"))
@@ -72,21 +72,30 @@ func TestAlignKillAndResume(t *testing.T) {
 		}})
 		hs := httptest.NewServer(srv)
 		defer func() { hs.Close(); srv.Close() }()
-		killAndResume(t, bin, fmt.Sprintf("lora_r: 4\nlora_alpha: 8\ngenerate_url: %s/v1\ngenerate_model: base\n", hs.URL))
+		killAndResume(t, bin, "", "", fmt.Sprintf("lora_r: 4\nlora_alpha: 8\ngenerate_url: %s/v1\ngenerate_model: base\n", hs.URL))
 	})
 }
 
-func killAndResume(t *testing.T, bin, extra string) {
+// killAndResume runs align on modelDir ("" the tiny llama) with the prompts file given ("" eight
+// HH prompts) uninterrupted, then killed with SIGKILL at a random point and resumed, and checks
+// that both end with the same weights. It returns the uninterrupted run's directory and the
+// black-box that ranked for both.
+func killAndResume(t *testing.T, bin, modelDir, prompts, extra string) (string, *llmtest.Server) {
 	s := llmtest.New(llmtest.RankBy(func(a, b string) bool { return len(a) < len(b) }))
-	defer s.Close()
+	t.Cleanup(s.Close)
 	dir := t.TempDir()
-	prompts := filepath.Join(dir, "prompts.jsonl")
-	var b strings.Builder
-	for _, x := range []string{"bake bread", "swim", "save money", "sleep", "cook rice", "paint", "run", "read"} {
-		fmt.Fprintf(&b, "{\"prompt\": %q}\n", "\n\nHuman: How do I "+x+"?\n\nAssistant:")
+	if prompts == "" {
+		prompts = filepath.Join(dir, "prompts.jsonl")
+		var b strings.Builder
+		for _, x := range []string{"bake bread", "swim", "save money", "sleep", "cook rice", "paint", "run", "read"} {
+			fmt.Fprintf(&b, "{\"prompt\": %q}\n", "\n\nHuman: How do I "+x+"?\n\nAssistant:")
+		}
+		os.WriteFile(prompts, []byte(b.String()), 0o644)
 	}
-	os.WriteFile(prompts, []byte(b.String()), 0o644)
 	model, _ := filepath.Abs(filepath.Join("..", "..", "testdata", "tiny-llama-metaspace"))
+	if modelDir != "" {
+		model = modelDir
+	}
 	cfg := filepath.Join(dir, "run.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`model: %s
 prompts: %s
@@ -188,6 +197,7 @@ blackbox:
 		}
 		return nil
 	})
+	return whole, s
 }
 
 func TestAlignDryRunAndUnreachable(t *testing.T) {
