@@ -65,14 +65,15 @@ func runEval(cmd *cobra.Command, g *globalOptions, o *evalOptions) error {
 			return err
 		}
 	}
-	if pairs, _, err := data.ReadHH(o.Data); err == nil {
-		eo.Pairs, eo.Prompts = pairs, data.Prompts(pairs)
-	} else if eo.Prompts, err = data.ReadPrompts(o.Data); err != nil {
+	if eo.Prompts, eo.Conversations, eo.Pairs, err = data.ReadEval(o.Data); err != nil {
 		return err
 	}
 	if o.N > 0 {
 		eo.Prompts = eo.Prompts[:min(o.N, len(eo.Prompts))]
 		eo.Pairs = eo.Pairs[:min(o.N, len(eo.Pairs))]
+		if eo.Conversations != nil {
+			eo.Conversations = eo.Conversations[:len(eo.Prompts)]
+		}
 	}
 	if o.RewardModel != "" {
 		rm, err := loadModel(o.RewardModel)

@@ -7,12 +7,29 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/cyclealign/cyclealign/internal/chat"
 )
 
 // Scorer scores each response after its prompt, higher better: a reward model, a lexicon.
 type Scorer interface {
 	ScorePairs(ctx context.Context, prompts, responses []string) ([]float64, error)
 	Describe() string
+}
+
+// ChatScorer is a Scorer that reads a conversation as such: a reward model with a chat
+// template scores the conversation with the reply as its last assistant turn, rendered.
+type ChatScorer interface {
+	ScoreChats(ctx context.Context, convs [][]chat.Message, responses []string) ([]float64, error)
+}
+
+// ScoreReplies scores each response to its prompt: by the conversation (convs[i], when the
+// prompts are conversations) where the scorer reads conversations, else by the prompt's text.
+func ScoreReplies(ctx context.Context, s Scorer, prompts []string, convs [][]chat.Message, responses []string) ([]float64, error) {
+	if cs, ok := s.(ChatScorer); ok && len(convs) > 0 && convs[0] != nil {
+		return cs.ScoreChats(ctx, convs, responses)
+	}
+	return s.ScorePairs(ctx, prompts, responses)
 }
 
 // Judge ranks candidates by a Scorer and, like an in-context learner, lets its demonstrations
@@ -40,10 +57,11 @@ func (j *Judge) Scores(ctx context.Context, req Request) ([]float64, error) {
 		return nil, err
 	}
 	prompts := make([]string, len(req.Candidates))
+	convs := make([][]chat.Message, len(req.Candidates))
 	for i := range prompts {
-		prompts[i] = req.Prompt
+		prompts[i], convs[i] = req.Prompt, req.Conversation
 	}
-	s, err := j.Scorer.ScorePairs(ctx, prompts, req.Candidates)
+	s, err := ScoreReplies(ctx, j.Scorer, prompts, convs, req.Candidates)
 	if err != nil {
 		return nil, err
 	}

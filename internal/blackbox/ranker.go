@@ -8,6 +8,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/cyclealign/cyclealign/internal/chat"
 )
 
 // Demo is a worked ranking shown to the ranker: a prompt, its candidates and their ranking
@@ -38,9 +40,12 @@ func (d Demo) Validate() error {
 
 // Request asks for a ranking of Candidates for Prompt.
 type Request struct {
-	Prompt     string
-	Candidates []string
-	Demos      []Demo
+	Prompt string // as the ranker reads it: the text, or the conversation in words
+	// Conversation is the prompt's messages when it is a conversation, for scorers that read
+	// one as such (a reward model with a chat template).
+	Conversation []chat.Message
+	Candidates   []string
+	Demos        []Demo
 	// Seed fixes the random order candidates are shown in (the permutation is undone in the
 	// result), so a re-run sends the same request and hits the cache.
 	Seed uint64

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/cyclealign/cyclealign/internal/chat"
 	"github.com/cyclealign/cyclealign/internal/model"
 )
 
@@ -27,6 +28,33 @@ func (r *RewardModel) Scores(ctx context.Context, prompt string, cands []string)
 		prompts[i] = prompt
 	}
 	return r.ScorePairs(ctx, prompts, cands)
+}
+
+// ScoreChats returns the reward of each response as the last assistant turn of its
+// conversation: rendered by the reward model's chat template as TRL's reward trainer and
+// RewardBench render it (special tokens matched, no BOS added), or, without a template, the
+// conversation in words followed by the response.
+func (r *RewardModel) ScoreChats(ctx context.Context, convs [][]chat.Message, responses []string) ([]float64, error) {
+	if r.M.Chat == nil {
+		prompts := make([]string, len(convs))
+		for i, c := range convs {
+			prompts[i] = chat.Plain(append(c[:len(c):len(c)], chat.Message{Role: "assistant"}))
+		}
+		return r.ScorePairs(ctx, prompts, responses)
+	}
+	seqs := make([][]int, len(convs))
+	for i, c := range convs {
+		text, err := r.M.Chat.Render(append(c[:len(c):len(c)], chat.Message{Role: "assistant", Content: responses[i]}), false, false)
+		if err != nil {
+			return nil, err
+		}
+		ids := r.M.Tokenizer.Encode(text, false)
+		if len(ids) > r.M.Config.MaxPositions { // keep the end, where the reward is read
+			ids = ids[len(ids)-r.M.Config.MaxPositions:]
+		}
+		seqs[i] = ids
+	}
+	return r.M.Rewards(ctx, seqs)
 }
 
 // ScorePairs returns the reward of each response after its prompt, all in shared batches.

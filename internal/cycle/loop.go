@@ -273,7 +273,7 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 		m.ScoreSeconds += time.Since(t0).Seconds()
 		t0 = time.Now()
 		phase(step, at(t, 0.2), fmt.Sprintf("step %d.%d: black-box ranking", step+1, t+1))
-		recs, err := r.blackRanking(ctx, step, t, prompts, cands, white)
+		recs, err := r.blackRanking(ctx, step, t, batch, prompts, cands, white)
 		if err != nil {
 			return nil, err
 		}
@@ -532,7 +532,7 @@ func (r *Runner) DemosFor(prompt string) []blackbox.Demo {
 }
 
 // blackRanking asks the ranker about every prompt concurrently (the ranker bounds the load).
-func (r *Runner) blackRanking(ctx context.Context, step, t int, prompts []string, cands [][]string, white [][]float64) ([]Record, error) {
+func (r *Runner) blackRanking(ctx context.Context, step, t int, batch []chat.Prompt, prompts []string, cands [][]string, white [][]float64) ([]Record, error) {
 	c := r.Cfg
 	recs := make([]Record, len(prompts))
 	errs := make([]error, len(prompts))
@@ -548,7 +548,7 @@ func (r *Runner) blackRanking(ctx context.Context, step, t int, prompts []string
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			res, err := r.Ranker.Rank(ctx, blackbox.Request{Prompt: prompts[i], Candidates: cands[i], Demos: demos,
+			res, err := r.Ranker.Rank(ctx, blackbox.Request{Prompt: prompts[i], Conversation: batch[i].Messages, Candidates: cands[i], Demos: demos,
 				Seed: mix(c.Seed, uint64(step), uint64(t)<<16|uint64(i))})
 			if err != nil {
 				errs[i] = err

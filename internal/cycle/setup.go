@@ -173,13 +173,14 @@ func (r *Runner) setupEval(cfg Config) error {
 		return fmt.Errorf("config eval_every needs eval_prompts and eval_reward_model")
 	}
 	eo := eval.Options{MaxNewTokens: cfg.MaxNewTokens, Seed: cfg.Seed}
-	if pairs, _, err := data.ReadHH(cfg.EvalPrompts); err == nil {
-		eo.Pairs = pairs[:min(cfg.EvalN, len(pairs))]
-		eo.Prompts = data.Prompts(eo.Pairs)
-	} else if eo.Prompts, err = data.ReadPrompts(cfg.EvalPrompts); err != nil {
+	var err error
+	if eo.Prompts, eo.Conversations, eo.Pairs, err = data.ReadEval(cfg.EvalPrompts); err != nil {
 		return err
-	} else {
-		eo.Prompts = eo.Prompts[:min(cfg.EvalN, len(eo.Prompts))]
+	}
+	eo.Prompts = eo.Prompts[:min(cfg.EvalN, len(eo.Prompts))]
+	eo.Pairs = eo.Pairs[:min(cfg.EvalN, len(eo.Pairs))]
+	if eo.Conversations != nil {
+		eo.Conversations = eo.Conversations[:len(eo.Prompts)]
 	}
 	rm, err := model.Load(r.M.Backend, cfg.EvalReward)
 	if err != nil {

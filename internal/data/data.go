@@ -144,37 +144,6 @@ func parseHH(line []byte) (Pair, bool, error) {
 	return Pair{Prompt: cp, Chosen: cr, Rejected: rr}, true, nil
 }
 
-// ReadPrompts reads prompts from JSONL: {"prompt": ...} lines, or HH rows (their prompt).
-func ReadPrompts(path string) ([]string, error) {
-	var out []string
-	err := eachLine(path, func(line []byte, _ int) error {
-		var row struct {
-			Prompt *string `json:"prompt"`
-			Chosen *string `json:"chosen"`
-		}
-		if err := json.Unmarshal(line, &row); err != nil {
-			return fmt.Errorf("invalid JSON: %w", err)
-		}
-		switch {
-		case row.Prompt != nil && *row.Prompt != "":
-			out = append(out, *row.Prompt)
-		case row.Chosen != nil:
-			p, _, ok := SplitDialogue(*row.Chosen)
-			if !ok {
-				return fmt.Errorf("dialogue has no %q turn", strings.TrimSpace(AssistantTag))
-			}
-			out = append(out, p)
-		default:
-			return fmt.Errorf(`want a non-empty "prompt" (or an HH-RLHF "chosen" dialogue)`)
-		}
-		return nil
-	})
-	if err == nil && len(out) == 0 {
-		err = fmt.Errorf("%s: no prompts", path)
-	}
-	return out, err
-}
-
 // ReadTexts reads training text from JSONL: {"text": ...} lines, or HH rows (their chosen and
 // rejected dialogues both).
 func ReadTexts(path string) ([]string, error) {

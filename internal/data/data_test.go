@@ -66,12 +66,12 @@ func TestReadPrompts(t *testing.T) {
 	p := write(t, "p.jsonl", `{"prompt": "\n\nHuman: a\n\nAssistant:"}
 {"chosen": "\n\nHuman: b\n\nAssistant: yes", "rejected": "\n\nHuman: b\n\nAssistant: no"}
 `)
-	got, err := ReadPrompts(p)
-	if err != nil || len(got) != 2 || got[1] != "\n\nHuman: b\n\nAssistant:" {
+	got, err := ReadChatPrompts(p)
+	if err != nil || len(got) != 2 || got[1].Text != "\n\nHuman: b\n\nAssistant:" {
 		t.Fatalf("%q %v", got, err)
 	}
 	bad := write(t, "bad.jsonl", `{"prompt": "ok"}`+"\n"+`{"text": "x"}`+"\n")
-	if _, err := ReadPrompts(bad); err == nil || !strings.Contains(err.Error(), "line 2") {
+	if _, err := ReadChatPrompts(bad); err == nil || !strings.Contains(err.Error(), "line 2") {
 		t.Fatalf("bad prompt line: %v", err)
 	}
 }
@@ -118,7 +118,7 @@ func TestTruncatedGzipNamed(t *testing.T) {
 	p := write(t, "p.jsonl.gz", body.String())
 	b, _ := os.ReadFile(p)
 	os.WriteFile(p, b[:len(b)*2/3], 0o644)
-	_, err := ReadPrompts(p)
+	_, err := ReadChatPrompts(p)
 	if err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "unexpected EOF") || strings.Contains(err.Error(), "invalid JSON") {
 		t.Fatalf("truncated gzip: %v", err)
 	}
@@ -131,7 +131,7 @@ func TestFIFORefused(t *testing.T) {
 		t.Skip("no FIFOs here:", err)
 	}
 	done := make(chan error, 1)
-	go func() { _, err := ReadPrompts(p); done <- err }()
+	go func() { _, err := ReadChatPrompts(p); done <- err }()
 	select {
 	case err := <-done:
 		if err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "named pipe") {

@@ -175,3 +175,31 @@ func kindOf(p chat.Prompt) string {
 	}
 	return "text prompt"
 }
+
+// SplitPrompts returns prompts as texts, with the conversations' messages when they are conversations
+// (nil otherwise): the texts are what a ranker or a report reads.
+func SplitPrompts(ps []chat.Prompt) ([]string, [][]chat.Message) {
+	texts := make([]string, len(ps))
+	var convs [][]chat.Message
+	for i, p := range ps {
+		texts[i] = p.Plain()
+		if p.Messages != nil {
+			convs = append(convs, p.Messages)
+		}
+	}
+	return texts, convs
+}
+
+// ReadEval reads held-out data for eval: HH-RLHF pairs (their prompts, and the pairs for
+// preference accuracy), or prompts in any accepted format.
+func ReadEval(path string) (prompts []string, convs [][]chat.Message, pairs []Pair, err error) {
+	if pairs, _, err := ReadHH(path); err == nil {
+		return Prompts(pairs), nil, pairs, nil
+	}
+	ps, err := ReadChatPrompts(path)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	prompts, convs = SplitPrompts(ps)
+	return prompts, convs, nil, nil
+}

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/cyclealign/cyclealign/internal/blackbox"
+	"github.com/cyclealign/cyclealign/internal/chat"
 	"github.com/cyclealign/cyclealign/internal/data"
 	"github.com/cyclealign/cyclealign/internal/generate"
 	"github.com/cyclealign/cyclealign/internal/model"
@@ -26,9 +27,13 @@ type Options struct {
 	BaselineReport *Report
 	RewardModel    blackbox.Scorer // reward (a reward model, a lexicon), and the win-rate judge unless Judge is set (optional)
 	Judge          blackbox.Ranker // a black-box judge for the win rate (optional)
-	Prompts        []string        // held-out prompts (greedy responses are generated)
-	Pairs          []data.Pair     // held-out chosen/rejected pairs (preference accuracy, BLEU, perplexity)
-	MaxNewTokens   int
+	Prompts        []string        // held-out prompts (greedy responses are generated), as text
+	// Conversations, when the prompts are conversations, holds each one's messages (Prompts
+	// then holds them in words): the model answers them through its chat template, a reward
+	// model with a template scores them rendered, a served model is asked through its chat API.
+	Conversations [][]chat.Message
+	Pairs         []data.Pair // held-out chosen/rejected pairs (preference accuracy, BLEU, perplexity)
+	MaxNewTokens  int
 	// NoRepeatNGram: greedy responses never repeat an n-gram of prompt and response, as HF's
 	// no_repeat_ngram_size (0: plain greedy).
 	NoRepeatNGram int
@@ -65,10 +70,22 @@ type Sample struct {
 
 // greedy generates the greedy response to each prompt, in batches of 32, telling done the
 // fraction finished after each.
-func greedy(ctx context.Context, m *model.Model, prompts []string, maxNew, noRepeat int, done func(float64)) ([]string, error) {
+func greedy(ctx context.Context, m *model.Model, prompts []string, convs [][]chat.Message, maxNew, noRepeat int, done func(float64)) ([]string, error) {
 	opt := generate.Options{N: 1, MaxNewTokens: maxNew, Greedy: true, TopP: 1, Stop: []string{generate.DefaultStop}, MaxRows: 32,
 		TruncatePrompt: true, NoRepeatNGram: noRepeat, Progress: func(d, n int) { done(float64(d) / float64(n)) }}
-	res, err := generate.Text(ctx, m, prompts, opt)
+	ids := make([][]int, len(prompts))
+	for i, p := range prompts {
+		cp := chat.Prompt{Text: p}
+		if convs != nil {
+			cp = chat.Prompt{Messages: convs[i]}
+			opt.Stop = nil // a conversation's reply ends at the model's end tokens
+		}
+		var err error
+		if ids[i], err = m.PromptIDs(cp); err != nil {
+			return nil, err
+		}
+	}
+	res, err := generate.IDs(ctx, m, ids, opt)
 	if err != nil {
 		return nil, err
 	}
@@ -120,11 +137,11 @@ func (o Options) baseline(ctx context.Context, done func(float64)) ([]string, []
 		}
 		return base, rs, nil
 	}
-	base, err := greedy(ctx, o.Baseline, o.Prompts, o.MaxNewTokens, o.NoRepeatNGram, done)
+	base, err := greedy(ctx, o.Baseline, o.Prompts, o.Conversations, o.MaxNewTokens, o.NoRepeatNGram, done)
 	if err != nil || o.RewardModel == nil {
 		return base, nil, err
 	}
-	rs, err := o.RewardModel.ScorePairs(ctx, o.Prompts, base)
+	rs, err := blackbox.ScoreReplies(ctx, o.RewardModel, o.Prompts, o.Conversations, base)
 	return base, rs, err
 }
 
@@ -132,6 +149,9 @@ func (o Options) baseline(ctx context.Context, done func(float64)) ([]string, []
 func Run(ctx context.Context, o Options) (*Report, error) {
 	if len(o.Prompts) == 0 {
 		return nil, fmt.Errorf("no prompts to evaluate")
+	}
+	if o.Conversations != nil && len(o.Conversations) != len(o.Prompts) {
+		return nil, fmt.Errorf("%d conversations for %d prompts", len(o.Conversations), len(o.Prompts))
 	}
 	if o.MaxNewTokens <= 0 {
 		o.MaxNewTokens = 128
@@ -145,9 +165,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	var resp []string
 	var err error
 	if o.Remote != nil {
-		resp, err = o.Remote.greedy(ctx, o.Prompts, o.MaxNewTokens)
+		resp, err = o.Remote.greedy(ctx, o.Prompts, o.Conversations, o.MaxNewTokens)
 	} else {
-		resp, err = greedy(ctx, o.Model, o.Prompts, o.MaxNewTokens, o.NoRepeatNGram, at("greedy responses"))
+		resp, err = greedy(ctx, o.Model, o.Prompts, o.Conversations, o.MaxNewTokens, o.NoRepeatNGram, at("greedy responses"))
 	}
 	if err != nil {
 		return nil, err
@@ -159,7 +179,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	rep.DistinctBigrams, rep.Unique = Diversity(resp)
 	var rewards []float64 // of resp, with a reward model
 	if o.RewardModel != nil {
-		if rewards, err = o.RewardModel.ScorePairs(ctx, o.Prompts, resp); err != nil {
+		if rewards, err = blackbox.ScoreReplies(ctx, o.RewardModel, o.Prompts, o.Conversations, resp); err != nil {
 			return nil, err
 		}
 		iv := Bootstrap(rewards, o.Seed)
@@ -191,7 +211,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			if o.Judge == nil && baseRewards != nil {
 				// The reward model judges: both orders rank by the rewards already computed.
 				js = rewardOutcomes(resp, base, rewards, baseRewards)
-			} else if js, err = judgeBothOrders(ctx, judge, o.Prompts, resp, base, o.Seed, at("judging")); err != nil {
+			} else if js, err = judgeBothOrders(ctx, judge, o.Prompts, o.Conversations, resp, base, o.Seed, at("judging")); err != nil {
 				return nil, err
 			}
 			iv, w, t, l := WinRate(js, o.Seed)
@@ -238,7 +258,7 @@ func Diversity(responses []string) (distinct2, unique float64) {
 
 // judgeBothOrders asks the judge about (model, baseline) and (baseline, model) for each prompt.
 // Identical responses are a tie without asking.
-func judgeBothOrders(ctx context.Context, judge blackbox.Ranker, prompts, a, b []string, seed uint64, done func(float64)) ([][2]Outcome, error) {
+func judgeBothOrders(ctx context.Context, judge blackbox.Ranker, prompts []string, convs [][]chat.Message, a, b []string, seed uint64, done func(float64)) ([][2]Outcome, error) {
 	out := make([][2]Outcome, len(prompts))
 	for i := range prompts {
 		done(float64(i) / float64(len(prompts)))
@@ -247,7 +267,11 @@ func judgeBothOrders(ctx context.Context, judge blackbox.Ranker, prompts, a, b [
 			continue
 		}
 		for k, c := range [][]string{{a[i], b[i]}, {b[i], a[i]}} {
-			res, err := judge.Rank(ctx, blackbox.Request{Prompt: prompts[i], Candidates: c, Seed: seed + uint64(i)})
+			req := blackbox.Request{Prompt: prompts[i], Candidates: c, Seed: seed + uint64(i)}
+			if convs != nil {
+				req.Conversation = convs[i]
+			}
+			res, err := judge.Rank(ctx, req)
 			if err != nil {
 				return nil, err
 			}
@@ -337,7 +361,7 @@ func pairMetrics(ctx context.Context, o Options, rep *Report, resp []string) err
 	hyps := resp
 	if !slices.Equal(prompts, o.Prompts) {
 		var err error
-		if hyps, err = greedy(ctx, o.Model, prompts, o.MaxNewTokens, o.NoRepeatNGram, func(float64) {}); err != nil {
+		if hyps, err = greedy(ctx, o.Model, prompts, nil, o.MaxNewTokens, o.NoRepeatNGram, func(float64) {}); err != nil {
 			return err
 		}
 	}

@@ -80,7 +80,7 @@ func TestRewardOutcomesMatchTheJudge(t *testing.T) {
 	if ra[2] != rb[2] || ra[4] != rb[4] {
 		t.Fatalf("the cases need equal rewards of different replies: %v %v", ra, rb)
 	}
-	want, err := judgeBothOrders(context.Background(), &blackbox.Judge{Scorer: rm}, ps, a, b, 0, func(float64) {})
+	want, err := judgeBothOrders(context.Background(), &blackbox.Judge{Scorer: rm}, ps, nil, a, b, 0, func(float64) {})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ func TestJudgeBothOrders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := judgeBothOrders(context.Background(), j, prompts, model, base, 1, func(float64) {})
+	out, err := judgeBothOrders(context.Background(), j, prompts, nil, model, base, 1, func(float64) {})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func TestJudgeBothOrders(t *testing.T) {
 	first := llmtest.New(func(int, llmtest.Request) llmtest.Reply { return llmtest.Reply{Content: "[1] > [2]"} })
 	defer first.Close()
 	jb, _ := blackbox.NewLLM(blackbox.LLMConfig{BaseURL: first.BaseURL(), Model: "judge", BaseDelay: time.Millisecond})
-	out, _ = judgeBothOrders(context.Background(), jb, prompts[:2], model[:2], base[:2], 1, func(float64) {})
+	out, _ = judgeBothOrders(context.Background(), jb, prompts[:2], nil, model[:2], base[:2], 1, func(float64) {})
 	rate, _, _, _ := WinRate(out, 1)
 	if rate.Mean != 0.5 {
 		t.Fatalf("a position-biased judge gave win rate %v (judgments %v)", rate.Mean, out)

@@ -11,6 +11,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 
 	"github.com/cyclealign/cyclealign/internal/blackbox"
+	"github.com/cyclealign/cyclealign/internal/chat"
 	"github.com/cyclealign/cyclealign/internal/generate"
 )
 
@@ -23,7 +24,7 @@ type Remote struct {
 
 // greedy asks for temperature-0 completions that stop at the next human turn. The first
 // failure cancels the requests still to come and is returned.
-func (r *Remote) greedy(ctx context.Context, prompts []string, maxNew int) ([]string, error) {
+func (r *Remote) greedy(ctx context.Context, prompts []string, convs [][]chat.Message, maxNew int) ([]string, error) {
 	c := openai.NewClient(option.WithBaseURL(strings.TrimRight(r.URL, "/")+"/"), option.WithAPIKey(r.APIKey))
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -35,6 +36,29 @@ func (r *Remote) greedy(ctx context.Context, prompts []string, maxNew int) ([]st
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			if ctx.Err() != nil {
+				return
+			}
+			if convs != nil { // a conversation goes to the chat API: the server renders its template
+				params := openai.ChatCompletionNewParams{Model: r.Model, MaxTokens: openai.Int(int64(maxNew)), Temperature: openai.Float(0)}
+				for _, m := range convs[i] {
+					switch m.Role {
+					case "system":
+						params.Messages = append(params.Messages, openai.SystemMessage(m.Content))
+					case "assistant":
+						params.Messages = append(params.Messages, openai.AssistantMessage(m.Content))
+					default:
+						params.Messages = append(params.Messages, openai.UserMessage(m.Content))
+					}
+				}
+				res, err := c.Chat.Completions.New(ctx, params)
+				switch {
+				case err != nil:
+					cancel(fmt.Errorf("model under test at %s: %w", r.URL, blackbox.APIError(err)))
+				case len(res.Choices) == 0:
+					cancel(fmt.Errorf("model under test at %s returned no choice", r.URL))
+				default:
+					out[i] = res.Choices[0].Message.Content
+				}
 				return
 			}
 			res, err := c.Completions.New(ctx, openai.CompletionNewParams{Model: openai.CompletionNewParamsModel(r.Model),

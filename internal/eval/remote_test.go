@@ -81,7 +81,7 @@ func TestRemoteInFlightAndFailure(t *testing.T) {
 	for i := range 16 {
 		prompts = append(prompts, fmt.Sprintf("p%d", i))
 	}
-	got, err := r.greedy(context.Background(), prompts, 4)
+	got, err := r.greedy(context.Background(), prompts, nil, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func TestRemoteInFlightAndFailure(t *testing.T) {
 	if most < 2 {
 		t.Fatalf("at most %d request in flight, want several", most)
 	}
-	_, err = r.greedy(context.Background(), append(prompts, "please refuse"), 4)
+	_, err = r.greedy(context.Background(), append(prompts, "please refuse"), nil, 4)
 	if err == nil || !strings.Contains(err.Error(), "prompt refused by policy") || !strings.Contains(err.Error(), hs.URL) {
 		t.Fatalf("refused request: %v, want the server's message and its URL", err)
 	}

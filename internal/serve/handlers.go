@@ -142,8 +142,12 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	out := 0
 	for i, c := range comps {
 		out += len(c.IDs)
+		text := c.Text
+		if s.chatTemplate() == nil { // the HH format's "Assistant:" is followed by a space
+			text = strings.TrimPrefix(text, " ")
+		}
 		choice := map[string]any{"index": i, "finish_reason": c.FinishReason, "logprobs": nil,
-			"message": map[string]any{"role": "assistant", "content": strings.TrimPrefix(c.Text, " ")}}
+			"message": map[string]any{"role": "assistant", "content": text}}
 		if req.Logprobs {
 			choice["logprobs"] = s.chatLogprobs(c)
 		}
