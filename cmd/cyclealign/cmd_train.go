@@ -100,7 +100,13 @@ func runTrain(cmd *cobra.Command, g *globalOptions, o *trainOptions) error {
 	if err != nil {
 		return err
 	}
-	data := train.TokenizeFitted(m, ranked, o.MaxResponseTokens, end)
+	if ranked[0].Conversation != nil && m.Chat == nil {
+		return fmt.Errorf("%s holds conversations, but %s has no chat template", o.Data, o.Model)
+	}
+	data, err := train.TokenizeFitted(m, ranked, o.MaxResponseTokens, end)
+	if err != nil {
+		return err
+	}
 	opt := train.DefaultOptimizer()
 	opt.LR, opt.WeightDecay, opt.ClipNorm = o.Opt.LR, o.Opt.WeightDecay, o.Opt.ClipNorm
 	opt.TotalSteps = o.Run.TotalSteps(len(data))

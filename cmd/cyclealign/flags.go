@@ -78,7 +78,7 @@ func lossFlags(f *pflag.FlagSet, sftNorm *string, proTemp *bool) {
 
 // responseEndFlag binds --response-end; train and loss share it.
 func responseEndFlag(f *pflag.FlagSet, p *string) {
-	f.StringVar(p, "response-end", "", `what each candidate ends with in training: eos (the model's EOS token, which RRHF's code and TRL's trainers append), none, or a text such as $'\n\nHuman:' (default: eos; none for --loss bt, since HF reads a reward at the last token that is not padding, and pad is often EOS)`)
+	f.StringVar(p, "response-end", "", `what each candidate ends with in training: eos (the model's EOS token, which RRHF's code and TRL's trainers append; in a conversation, what the chat template writes after an assistant message), none, or a text such as $'\n\nHuman:' (default: eos; none for --loss bt, since HF reads a reward at the last token that is not padding, and pad is often EOS)`)
 }
 
 // responseEnd resolves --response-end for m and the loss.

@@ -203,3 +203,48 @@ func ReadEval(path string) (prompts []string, convs [][]chat.Message, pairs []Pa
 	prompts, convs = SplitPrompts(ps)
 	return prompts, convs, nil, nil
 }
+
+// EachRecord calls fn with every record of a dataset file (.jsonl, optionally gzipped, or a
+// .json array) and where it stands ("line 3", "row 3"); errors name the file and the place.
+func EachRecord(path string, fn func(rec []byte, where string) error) error {
+	return eachRecord(path, fn)
+}
+
+// Preference reads a preference row as TRL documents it: {"prompt", "chosen", "rejected"},
+// each a text or a list of messages, or chosen and rejected as whole conversations (an
+// implicit prompt: their turns before the last assistant turn). ok is false for a record
+// without "chosen" and "rejected".
+func Preference(rec []byte) (prompt chat.Prompt, chosen, rejected string, ok bool, err error) {
+	r, err := parseRow(rec)
+	if err != nil || !r.Chosen.set() || !r.Rejected.set() {
+		return prompt, "", "", false, err
+	}
+	reply := func(field string, s side) (string, error) {
+		if s.text != nil {
+			return *s.text, nil
+		}
+		for i := len(s.messages) - 1; i >= 0; i-- {
+			if s.messages[i].Role == "assistant" {
+				return s.messages[i].Content, nil
+			}
+		}
+		return "", fmt.Errorf("field %q: no assistant message", field)
+	}
+	if chosen, err = reply("chosen", r.Chosen); err != nil {
+		return prompt, "", "", true, err
+	}
+	if rejected, err = reply("rejected", r.Rejected); err != nil {
+		return prompt, "", "", true, err
+	}
+	if r.Prompt.set() || r.Chosen.messages != nil {
+		prompt, err = r.prompt()
+		return prompt, chosen, rejected, true, err
+	}
+	// HH rows: both dialogues share the prompt up to the last "\n\nAssistant:".
+	cp, cr, ok1 := SplitDialogue(chosen)
+	rp, rr, ok2 := SplitDialogue(rejected)
+	if !ok1 || !ok2 || cp != rp {
+		return prompt, "", "", true, fmt.Errorf(`"chosen" and "rejected" are neither replies to a "prompt" nor dialogues with the same prompt`)
+	}
+	return chat.Prompt{Text: cp}, cr, rr, true, nil
+}

@@ -1,47 +1,65 @@
 package train
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"sort"
 
-	"github.com/cyclealign/cyclealign/internal/files"
+	"github.com/cyclealign/cyclealign/internal/chat"
+	"github.com/cyclealign/cyclealign/internal/data"
 )
 
 // Ranked is one prompt with candidates ranked best first.
 type Ranked struct {
-	Prompt     string    `json:"prompt"`
-	Candidates []string  `json:"candidates"`
-	Rewards    []float64 `json:"rewards,omitempty"` // the candidates' rewards, best first, when known
+	Prompt string `json:"prompt"`
+	// Conversation, for a conversational row, holds the prompt's messages (Prompt then holds
+	// them in words): the prompt is rendered by the model's chat template.
+	Conversation []chat.Message `json:"conversation,omitempty"`
+	Candidates   []string       `json:"candidates"`
+	Rewards      []float64      `json:"rewards,omitempty"` // the candidates' rewards, best first, when known
 }
 
-// rankedLine accepts both the project's format and RRHF's {"query", "responses", "scores"}.
+// rankedLine accepts the project's format and RRHF's {"query", "responses", "scores"};
+// preference rows go to data.Preference.
 type rankedLine struct {
-	Prompt     *string   `json:"prompt"`
-	Candidates []string  `json:"candidates"`
-	Rewards    []float64 `json:"rewards"`
-	Query      *string   `json:"query"`
-	Responses  []string  `json:"responses"`
-	Scores     []float64 `json:"scores"`
+	Prompt     json.RawMessage `json:"prompt"`
+	Candidates []string        `json:"candidates"`
+	Rewards    []float64       `json:"rewards"`
+	Query      *string         `json:"query"`
+	Responses  []string        `json:"responses"`
+	Scores     []float64       `json:"scores"`
 }
 
-// ParseRanked validates one JSON line (lineNo is 1-based, for errors).
-func ParseRanked(line []byte, lineNo int) (Ranked, error) {
+// ParseRanked validates one record: {"prompt", "candidates"} (best first, optional
+// "rewards"), RRHF's {"query", "responses", "scores"}, or a preference row in TRL's formats
+// (text or conversational, explicit or implicit prompt) or HH's, whose chosen reply ranks first.
+func ParseRanked(rec []byte) (Ranked, error) {
 	var l rankedLine
-	if err := json.Unmarshal(line, &l); err != nil {
-		return Ranked{}, fmt.Errorf("line %d: invalid JSON: %w", lineNo, err)
+	if err := json.Unmarshal(rec, &l); err != nil {
+		return Ranked{}, fmt.Errorf("invalid JSON: %w", err)
 	}
 	var r Ranked
 	switch {
+	case l.Candidates == nil && l.Query == nil:
+		p, chosen, rejected, ok, err := data.Preference(rec)
+		switch {
+		case err != nil:
+			return Ranked{}, err
+		case !ok:
+			return Ranked{}, fmt.Errorf(`want {"prompt", "candidates"}, {"query", "responses", "scores"} or {"prompt", "chosen", "rejected"}`)
+		}
+		r = Ranked{Prompt: p.Plain(), Conversation: p.Messages, Candidates: []string{chosen, rejected}}
 	case l.Prompt != nil:
-		r = Ranked{Prompt: *l.Prompt, Candidates: l.Candidates, Rewards: l.Rewards}
+		if err := json.Unmarshal(l.Prompt, &r.Prompt); err != nil {
+			return Ranked{}, fmt.Errorf(`field "prompt": want a string with "candidates"`)
+		}
+		r.Candidates, r.Rewards = l.Candidates, l.Rewards
 		if l.Rewards != nil && len(l.Rewards) != len(l.Candidates) {
-			return Ranked{}, fmt.Errorf("line %d: %d candidates but %d rewards", lineNo, len(l.Candidates), len(l.Rewards))
+			return Ranked{}, fmt.Errorf("%d candidates but %d rewards", len(l.Candidates), len(l.Rewards))
 		}
 	case l.Query != nil:
 		if len(l.Scores) != len(l.Responses) {
-			return Ranked{}, fmt.Errorf("line %d: %d responses but %d scores", lineNo, len(l.Responses), len(l.Scores))
+			return Ranked{}, fmt.Errorf("%d responses but %d scores", len(l.Responses), len(l.Scores))
 		}
 		idx := make([]int, len(l.Responses))
 		for i := range idx {
@@ -55,59 +73,42 @@ func ParseRanked(line []byte, lineNo int) (Ranked, error) {
 			r.Rewards = append(r.Rewards, l.Scores[i])
 		}
 	default:
-		return Ranked{}, fmt.Errorf(`line %d: want {"prompt", "candidates"} or {"query", "responses", "scores"}`, lineNo)
+		return Ranked{}, fmt.Errorf(`want {"prompt", "candidates"}, {"query", "responses", "scores"} or {"prompt", "chosen", "rejected"}`)
 	}
 	if r.Prompt == "" {
-		return Ranked{}, fmt.Errorf("line %d: empty prompt", lineNo)
+		return Ranked{}, fmt.Errorf("empty prompt")
 	}
 	if len(r.Candidates) < 2 {
-		return Ranked{}, fmt.Errorf("line %d: %d candidate(s); a ranking needs at least 2", lineNo, len(r.Candidates))
+		return Ranked{}, fmt.Errorf("%d candidate(s); a ranking needs at least 2", len(r.Candidates))
 	}
 	for i, c := range r.Candidates {
 		if c == "" {
-			return Ranked{}, fmt.Errorf("line %d: candidate %d is empty", lineNo, i)
+			return Ranked{}, fmt.Errorf("candidate %d is empty", i)
 		}
 	}
 	return r, nil
 }
 
-// ReadRanked reads a ranked JSONL file; blank lines are skipped, any bad line is an error that
-// names the file and line.
+// ReadRanked reads ranked examples from .jsonl(.gz) or a .json array; blank lines are skipped,
+// any bad record is an error that names the file and its line or row.
 func ReadRanked(path string) ([]Ranked, error) {
-	f, err := files.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	var out []Ranked
-	for n := 1; sc.Scan(); n++ {
-		line := sc.Bytes()
-		if len(trimSpace(line)) == 0 {
-			continue
-		}
-		r, err := ParseRanked(line, n)
+	err := data.EachRecord(path, func(rec []byte, _ string) error {
+		r, err := ParseRanked(rec)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return err
+		}
+		if len(out) > 0 && (out[0].Conversation == nil) != (r.Conversation == nil) {
+			return fmt.Errorf("a file holds conversations or texts, not both")
 		}
 		out = append(out, r)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("%s: no examples", path)
 	}
 	return out, nil
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t' || b[0] == '\r') {
-		b = b[1:]
-	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
-	}
-	return b
 }

@@ -23,7 +23,10 @@ type Report struct {
 // Diagnose computes the batch loss (mean over prompts), the global norm of its gradient and
 // each prompt's terms, without updating the model; candidates end with end, as in training.
 func Diagnose(ctx context.Context, m *model.Model, l Loss, ranked []Ranked, end End) (*Report, error) {
-	exs := TokenizeFitted(m, ranked, 0, end)
+	exs, err := TokenizeFitted(m, ranked, 0, end)
+	if err != nil {
+		return nil, err
+	}
 	t := NewTrainer(m, l, DefaultOptimizer())
 	st, err := t.Accumulate(ctx, exs)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gomlx/pkg/ml/context"
 
+	"github.com/cyclealign/cyclealign/internal/chat"
 	"github.com/cyclealign/cyclealign/internal/model"
 	"github.com/cyclealign/cyclealign/internal/tokenizer"
 )
@@ -426,12 +427,25 @@ func lossGraph(m *model.Model, l Loss, ctx *context.Context, in []*Node) (total,
 }
 
 // TokenizeFitted tokenizes ranked examples (Tokenize) and fits each to the model's positions as
-// align does, dropping the oldest prompt tokens; it logs how many prompts were shortened.
-func TokenizeFitted(m *model.Model, ranked []Ranked, maxResponse int, end End) []Example {
+// align does, dropping the oldest prompt tokens; it logs how many prompts were shortened. A
+// conversation's prompt is rendered by the model's chat template with the generation prompt,
+// and where end is the model's EOS its candidates end with what the template writes after an
+// assistant message instead ("<|im_end|>\n" in ChatML), as TRL takes a completion.
+func TokenizeFitted(m *model.Model, ranked []Ranked, maxResponse int, end End) ([]Example, error) {
 	exs := make([]Example, len(ranked))
 	cut := 0
 	for i, r := range ranked {
-		ex := Tokenize(m.Tokenizer, r, maxResponse, end)
+		e := end
+		if r.Conversation != nil && end.IDs != nil {
+			e = End{Text: m.TurnEnd()}
+		}
+		ex := Tokenize(m.Tokenizer, r, maxResponse, e)
+		if r.Conversation != nil {
+			var err error
+			if ex.Prompt, err = m.PromptIDs(chat.Prompt{Messages: r.Conversation}); err != nil {
+				return nil, fmt.Errorf("example %d: %w", i, err)
+			}
+		}
 		exs[i] = ex.Fit(m.Config.MaxPositions)
 		if len(exs[i].Prompt) < len(ex.Prompt) {
 			cut++
@@ -440,7 +454,7 @@ func TokenizeFitted(m *model.Model, ranked []Ranked, maxResponse int, end End) [
 	if cut > 0 {
 		slog.Info("prompts shortened to fit the model's positions (oldest tokens dropped)", "prompts", cut, "of", len(exs), "positions", m.Config.MaxPositions)
 	}
-	return exs
+	return exs, nil
 }
 
 // Fit shortens an example so every prompt+candidate fits maxLen tokens (model.FitContext).

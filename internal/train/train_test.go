@@ -364,7 +364,11 @@ func TestLongPromptsAreFitted(t *testing.T) {
 	if len(rep.PerPrompt) != 1 || math.IsNaN(rep.Loss) {
 		t.Fatalf("report %+v", rep)
 	}
-	ex := TokenizeFitted(m, []Ranked{long}, 0, End{})[0]
+	exs, err := TokenizeFitted(m, []Ranked{long}, 0, End{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := exs[0]
 	full := Tokenize(m.Tokenizer, long, 0, End{})
 	if len(full.Prompt)+len(full.Candidates[0]) <= m.Config.MaxPositions {
 		t.Fatal("the test prompt fits; it checks nothing")
