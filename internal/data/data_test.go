@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cyclealign/cyclealign/internal/chat"
+	"github.com/parquet-go/parquet-go"
 )
 
 func write(t *testing.T, name, body string) string {
@@ -187,5 +188,62 @@ func TestReadChatPrompts(t *testing.T) {
 		if _, err := ReadChatPrompts(p); err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), p) {
 			t.Errorf("%s %q: %v, want %q", c.name, c.body, err, c.want)
 		}
+	}
+}
+
+// Parquet as `datasets` writes it (optional columns; messages as list<struct<content, role>>):
+// prompts and preference rows read like their JSON lines, and a row that fits no format names
+// the file and row.
+func TestParquet(t *testing.T) {
+	type msg struct {
+		Content *string `parquet:"content,optional"`
+		Role    *string `parquet:"role,optional"`
+	}
+	type row struct {
+		Prompt   []msg   `parquet:"prompt,optional,list"`
+		Chosen   []msg   `parquet:"chosen,optional,list"`
+		Rejected []msg   `parquet:"rejected,optional,list"`
+		Source   *string `parquet:"source,optional"`
+		Score    float64 `parquet:"score"`
+	}
+	s := func(x string) *string { return &x }
+	p := filepath.Join(t.TempDir(), "train-00000-of-00001.parquet")
+	f, _ := os.Create(p)
+	err := parquet.Write(f, []row{
+		{Prompt: []msg{{s("Be brief."), s("system")}, {s("Hi"), s("user")}}, Chosen: []msg{{s("Hello."), s("assistant")}}, Rejected: []msg{{s("No."), s("assistant")}}, Source: s("x"), Score: 1},
+		{Prompt: []msg{{s("Name a colour."), s("user")}}, Chosen: []msg{{s("Red."), s("assistant")}}, Rejected: []msg{{s("Go away."), s("assistant")}}},
+	})
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadChatPrompts(p)
+	if err != nil || len(got) != 2 || !slices.Equal(got[0].Messages, []chat.Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"}}) ||
+		got[1].Messages[0].Content != "Name a colour." {
+		t.Fatalf("%+v %v", got, err)
+	}
+	var prefs []string
+	err = EachRecord(p, func(rec []byte, _ string) error {
+		_, c, r, ok, err := Preference(rec)
+		if ok {
+			prefs = append(prefs, c, r)
+		}
+		return err
+	})
+	if err != nil || !slices.Equal(prefs, []string{"Hello.", "No.", "Red.", "Go away."}) {
+		t.Fatalf("preferences %q %v", prefs, err)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.parquet")
+	f, _ = os.Create(bad)
+	parquet.Write(f, []struct {
+		Source *string `parquet:"source,optional"`
+	}{{s("a")}, {s("b")}})
+	f.Close()
+	if _, err := ReadChatPrompts(bad); err == nil || !strings.Contains(err.Error(), bad+": row 1: no prompt") {
+		t.Fatalf("a row without a prompt: %v", err)
+	}
+	os.WriteFile(bad, []byte("not parquet at all"), 0o644)
+	if _, err := ReadChatPrompts(bad); err == nil || !strings.Contains(err.Error(), "not a Parquet file") {
+		t.Fatalf("garbage: %v", err)
 	}
 }

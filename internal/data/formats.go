@@ -12,9 +12,12 @@ import (
 )
 
 // eachRecord calls fn with every record of a dataset file and where it stands ("line 3",
-// "row 3", 1-based): JSON lines (.jsonl, optionally gzipped), or a JSON array (.json), the
-// files `datasets` writes with to_json and the Hub serves.
+// "row 3", 1-based): JSON lines (.jsonl, optionally gzipped), a JSON array (.json), or Parquet
+// (.parquet), the files `datasets` writes and the Hub serves.
 func eachRecord(path string, fn func(rec []byte, where string) error) error {
+	if strings.HasSuffix(path, ".parquet") {
+		return eachParquetRow(path, fn)
+	}
 	if !strings.HasSuffix(path, ".json") {
 		return eachLine(path, func(line []byte, n int) error { return fn(line, fmt.Sprintf("line %d", n)) })
 	}
@@ -204,8 +207,8 @@ func ReadEval(path string) (prompts []string, convs [][]chat.Message, pairs []Pa
 	return prompts, convs, nil, nil
 }
 
-// EachRecord calls fn with every record of a dataset file (.jsonl, optionally gzipped, or a
-// .json array) and where it stands ("line 3", "row 3"); errors name the file and the place.
+// EachRecord calls fn with every record of a dataset file (.jsonl, optionally gzipped, a .json
+// array, or .parquet) and where it stands ("line 3", "row 3"); errors name the file and the place.
 func EachRecord(path string, fn func(rec []byte, where string) error) error {
 	return eachRecord(path, fn)
 }
