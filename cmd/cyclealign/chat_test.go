@@ -115,3 +115,61 @@ func TestAlignChatModelEndToEnd(t *testing.T) {
 		t.Fatalf("serve: HTTP %d %+v (want %d prompt tokens)", resp.StatusCode, out, len(want))
 	}
 }
+
+// tokenize, generate and score take a conversation (--chat FILE) and render it with the
+// model's template as apply_chat_template does; a template that raises fails the command with
+// its message.
+func TestChatFlags(t *testing.T) {
+	dir := t.TempDir()
+	modelDir := filepath.Join(dir, "m")
+	testmodels.TinyQwen2Chat(t, modelDir)
+	msgs := filepath.Join(dir, "msgs.json")
+	os.WriteFile(msgs, []byte(`[{"role": "system", "content": "Be brief."}, {"role": "user", "content": [{"type": "text", "text": "Hi"}]}]`), 0o644)
+	var tok struct {
+		Text   string
+		IDs    []int
+		Tokens []string
+	}
+	json.Unmarshal(run(t, "tokenize", "--model", modelDir, "--chat", msgs, "--add-generation-prompt", "--json"), &tok)
+	want := "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+	bk, _ := model.NewBackend()
+	m, _ := model.Load(bk, modelDir)
+	if tok.Text != want || fmt.Sprint(tok.IDs) != fmt.Sprint(m.Tokenizer.Encode(want, false)) || tok.Tokens[0] != "<|im_start|>" {
+		t.Fatalf("tokenize --chat: %+v", tok)
+	}
+	json.Unmarshal(run(t, "tokenize", "--model", modelDir, "--chat", msgs, "--json"), &tok)
+	if tok.Text != strings.TrimSuffix(want, "<|im_start|>assistant\n") {
+		t.Fatalf("without the generation prompt: %q", tok.Text)
+	}
+	var gen struct {
+		Completions []struct {
+			Text         string
+			IDs          []int
+			FinishReason string `json:"finish_reason"`
+		}
+	}
+	json.Unmarshal(run(t, "generate", "--model", modelDir, "--chat", msgs, "-n", "8", "--max-new-tokens", "24", "--seed", "3", "--json"), &gen)
+	stopped := 0
+	for _, c := range gen.Completions {
+		if c.FinishReason == "stop" {
+			stopped++
+		}
+	}
+	if len(gen.Completions) != 8 || stopped == 0 {
+		t.Fatalf("generate --chat: %+v", gen)
+	}
+	var sc struct {
+		PromptIDs []int `json:"prompt_ids"`
+	}
+	json.Unmarshal(run(t, "score", "--model", modelDir, "--chat", msgs, "--response", "Hello.", "--json"), &sc)
+	if fmt.Sprint(sc.PromptIDs) != fmt.Sprint(m.Tokenizer.Encode(want, false)) {
+		t.Fatalf("score --chat prompt ids %v", sc.PromptIDs)
+	}
+	os.WriteFile(filepath.Join(modelDir, "chat_template.jinja"), []byte("{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"), 0o644)
+	root := newRootCmd()
+	root.SetOut(&strings.Builder{})
+	root.SetArgs([]string{"tokenize", "--model", modelDir, "--chat", msgs})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "Conversation roles must alternate") {
+		t.Fatalf("a raising template: %v", err)
+	}
+}

@@ -104,13 +104,13 @@ func renderChatFile(dir, path string, addGen bool) (string, error) {
 }
 
 type scoreOptions struct {
-	Model, Prompt, Response string
+	Model, Prompt, Response, Chat string
 }
 
 func newScoreCmd(g *globalOptions) *cobra.Command {
 	o := &scoreOptions{}
 	cmd := &cobra.Command{
-		Use:   "score --model DIR --prompt P --response R",
+		Use:   "score --model DIR (--prompt P | --chat FILE) --response R",
 		Short: "Log-probability of a response given a prompt, per token, summed and length-normalised",
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return runScore(cmd, g, o) },
@@ -118,7 +118,26 @@ func newScoreCmd(g *globalOptions) *cobra.Command {
 	cmd.Flags().StringVar(&o.Model, "model", "", "HF model directory")
 	cmd.Flags().StringVar(&o.Prompt, "prompt", "", "prompt text (encoded with special tokens)")
 	cmd.Flags().StringVar(&o.Response, "response", "", "response text (encoded without special tokens)")
+	cmd.Flags().StringVar(&o.Chat, "chat", "", "JSON file of OpenAI-style messages: the prompt is their rendering by the model's chat template, with the generation prompt")
+	cmd.MarkFlagsMutuallyExclusive("prompt", "chat")
 	return required(cmd, "model")
+}
+
+// promptIDs are the tokens of --prompt (the HH format) or of --chat's conversation rendered by
+// the model's chat template with the generation prompt.
+func promptIDs(m *model.Model, prompt, chatFile string) ([]int, error) {
+	if chatFile == "" {
+		return m.PromptIDs(chat.Prompt{Text: prompt})
+	}
+	b, err := files.ReadFile(chatFile)
+	if err != nil {
+		return nil, err
+	}
+	var msgs []chat.Message
+	if err := json.Unmarshal(b, &msgs); err != nil {
+		return nil, fmt.Errorf("%s: want a JSON array of messages: %w", chatFile, err)
+	}
+	return m.PromptIDs(chat.Prompt{Messages: msgs})
 }
 
 func runScore(cmd *cobra.Command, g *globalOptions, o *scoreOptions) error {
@@ -126,10 +145,14 @@ func runScore(cmd *cobra.Command, g *globalOptions, o *scoreOptions) error {
 	if err != nil {
 		return err
 	}
-	if o.Prompt == "" || o.Response == "" {
-		return fmt.Errorf("--prompt and --response are both needed (a response's first token needs context)")
+	if (o.Prompt == "" && o.Chat == "") || o.Response == "" {
+		return fmt.Errorf("--prompt (or --chat) and --response are both needed (a response's first token needs context)")
 	}
-	s, err := m.ScoreText(cmd.Context(), []string{o.Prompt}, []string{o.Response})
+	p, err := promptIDs(m, o.Prompt, o.Chat)
+	if err != nil {
+		return err
+	}
+	s, err := m.ScoreIDs(cmd.Context(), [][]int{p}, [][]int{m.Tokenizer.Encode(o.Response, false)})
 	if err != nil {
 		return err
 	}
@@ -141,14 +164,15 @@ func runScore(cmd *cobra.Command, g *globalOptions, o *scoreOptions) error {
 }
 
 type generateOptions struct {
-	Model, Prompt string
-	Opt           generate.Options
+	Model, Prompt, Chat string
+	Opt                 generate.Options
 }
 
 func (o *generateOptions) AddFlags(f *pflag.FlagSet) {
 	d := generate.Defaults()
 	f.StringVar(&o.Model, "model", "", "HF model directory")
 	f.StringVar(&o.Prompt, "prompt", "", "prompt text")
+	f.StringVar(&o.Chat, "chat", "", "JSON file of OpenAI-style messages, rendered by the model's chat template with the generation prompt (replies end at the model's end tokens)")
 	f.IntVarP(&o.Opt.N, "n", "n", 1, "completions to sample")
 	f.IntVar(&o.Opt.MaxNewTokens, "max-new-tokens", d.MaxNewTokens, "tokens to generate at most")
 	f.BoolVar(&o.Opt.Greedy, "greedy", false, "argmax decoding")
@@ -165,12 +189,13 @@ func (o *generateOptions) AddFlags(f *pflag.FlagSet) {
 func newGenerateCmd(g *globalOptions) *cobra.Command {
 	o := &generateOptions{}
 	cmd := &cobra.Command{
-		Use:   "generate --model DIR --prompt P [-n N] [--greedy] [--max-new-tokens K] [--temperature T] [--top-p P] [--seed S]",
+		Use:   "generate --model DIR (--prompt P | --chat FILE) [-n N] [--greedy] [--max-new-tokens K] [--temperature T] [--top-p P] [--seed S]",
 		Short: "Sample completions of a prompt",
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return runGenerate(cmd, g, o) },
 	}
 	o.AddFlags(cmd.Flags())
+	cmd.MarkFlagsMutuallyExclusive("prompt", "chat")
 	return required(cmd, "model")
 }
 
@@ -179,7 +204,16 @@ func runGenerate(cmd *cobra.Command, g *globalOptions, o *generateOptions) error
 	if err != nil {
 		return err
 	}
-	res, err := generate.Text(cmd.Context(), m, []string{o.Prompt}, o.Opt)
+	p, err := promptIDs(m, o.Prompt, o.Chat)
+	if err != nil {
+		return err
+	}
+	// A conversation's reply ends at the model's end tokens; the HH turn end is no stop for it
+	// unless asked for.
+	if o.Chat != "" && !cmd.Flags().Changed("stop") {
+		o.Opt.Stop = nil
+	}
+	res, err := generate.IDs(cmd.Context(), m, [][]int{p}, o.Opt)
 	if err != nil {
 		return err
 	}

@@ -65,7 +65,11 @@ func loadModel(dir string) (*model.Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	return model.Load(b, dir)
+	m, err := model.Load(b, dir)
+	if err == nil && m.Chat != nil {
+		slog.Debug("the model has a chat template: conversations are rendered with it", "model", dir, "template", m.Chat.Source, "turn_end", m.TurnEnd(), "end_ids", m.EndIDs())
+	}
+	return m, err
 }
 
 func printJSON(w io.Writer, v any) error {
