@@ -117,7 +117,7 @@ func LoadFile(path, dir string) (*Template, error) {
 
 // Parse compiles a template; source names it in errors.
 func Parse(src, source string, special map[string]string) (*Template, error) {
-	t, err := jinja.Compile(src)
+	t, err := jinja.Compile(rewriteTojson(jinjaWhitespace(src)))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", source, err)
 	}
@@ -237,6 +237,7 @@ func (t *Template) Render(msgs []Message, addGen, continueFinal bool) (string, e
 			}
 			return jinja.Undefined(), fmt.Errorf("%w: %s", ErrRaised, msg)
 		}),
+		tojsonName: jinja.NewCallable(tojsonName, tojson),
 		"strftime_now": jinja.NewCallable("strftime_now", func(args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
 			if len(args) != 1 || !args[0].IsString() {
 				return jinja.Undefined(), fmt.Errorf("strftime_now takes one format string")

@@ -3,7 +3,8 @@
 Python's jinja2 as transformers' apply_chat_template sets it up (ImmutableSandboxedEnvironment,
 trim_blocks and lstrip_blocks, loop controls, raise_exception, strftime_now, transformers' tojson,
 tools=None and documents=None, the special tokens) and writes renderings.json, which
-chat_test.go compares with the Go renderings character for character.
+chat_test.go compares with the Go renderings character for character; likewise the tojson
+templates of tojson.json into tojson_renderings.json.
 
 Run from this directory: python3 render.py (Debian: apt-get install python3-jinja2)."""
 import json
@@ -71,3 +72,12 @@ for ti, t in enumerate(templates):
         out.append(r)
 json.dump(out, open("renderings.json", "w"), indent=1, ensure_ascii=False)
 print(len(out), "renderings,", sum("error" in r for r in out), "raised")
+
+# tojson with transformers' arguments (tojson.json), on every conversation.
+out = []
+for ti, t in enumerate(json.load(open("tojson.json"))):
+    compiled = env.from_string(t)
+    for ci, conv in enumerate(conversations):
+        out.append({"template": ti, "conversation": ci, "text": compiled.render(messages=conv, **SPECIAL)})
+json.dump(out, open("tojson_renderings.json", "w"), indent=1, ensure_ascii=False)
+print(len(out), "tojson renderings")
