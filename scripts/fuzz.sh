@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 fuzztime="${FUZZTIME:-20s}"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-for target in hf:FuzzSafetensors hf:FuzzConfig model:FuzzAdapterConfig tokenizer:FuzzTokenizerJSON tokenizer:FuzzEncode blackbox:FuzzParseRanking; do
+for target in hf:FuzzSafetensors hf:FuzzConfig model:FuzzAdapterConfig chat:FuzzTemplate tokenizer:FuzzTokenizerJSON tokenizer:FuzzEncode blackbox:FuzzParseRanking; do
 	pkg="./internal/${target%%:*}" name="${target#*:}"
 	echo "fuzz $pkg $name for $fuzztime"
 	# Minimising each new input for the default 60 s would stall a short run.
