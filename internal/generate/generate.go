@@ -38,8 +38,9 @@ type Options struct {
 	TopLogprobs    int  // also keep the k most likely tokens at each step (0: none)
 	// NoRepeatNGram > 0 forbids a token that would repeat an n-gram of the prompt and the
 	// completion so far (HF's no_repeat_ngram_size), except the tokens that continue a Stop
-	// string: the HH format's turn end "\n\nHuman:" is in every prompt, and the rule would
-	// otherwise forbid every reply to end.
+	// string or are the chat template's turn end: the HH format's "\n\nHuman:" is in every
+	// prompt, ChatML's <|im_end|> ends every message, and the rule would otherwise forbid
+	// replies to end.
 	NoRepeatNGram int
 	// Progress, when set, is told after each decoding batch how many rows (prompts x N) of
 	// how many are finished.
@@ -264,7 +265,7 @@ func Rows(ctx context.Context, m *model.Model, rows []Row) ([]Completion, error)
 			opt := rows[r].Opt
 			if opt.NoRepeatNGram > 0 {
 				banRepeats(logits[r], append(append([]int(nil), rows[r].Prompt...), comps[r].IDs...), opt.NoRepeatNGram,
-					stopContinuations(comps[r].IDs, stopIDs[r]))
+					append(stopContinuations(comps[r].IDs, stopIDs[r]), m.TurnEndIDs()...))
 			}
 			tok := Sample(logits[r], rows[r].RNG, opt)
 			next[r] = tok

@@ -47,9 +47,10 @@ func (m *Model) loadChat(dir string) error {
 		m.turnEnd = end
 		for _, id := range m.Tokenizer.Encode(end, false) {
 			if m.Tokenizer.IsSpecial(id) {
-				ends = append(ends, id)
+				m.turnEndIDs = append(m.turnEndIDs, id)
 			}
 		}
+		ends = append(ends, m.turnEndIDs...)
 	}
 	// In order, config.json's first: its first id is the EOS a text reply is trained with.
 	seen := map[int]bool{}
@@ -100,6 +101,10 @@ func (m *Model) EndIDs() []int {
 	}
 	return m.endIDs
 }
+
+// TurnEndIDs are the special tokens of the template's turn end (<|im_end|>, <|eot_id|>): they
+// end a reply, and an n-gram ban never forbids them, as every message of a prompt ends with them.
+func (m *Model) TurnEndIDs() []int { return m.turnEndIDs }
 
 // TurnEnd is the text the chat template writes after an assistant message ("" without a
 // template): what a reply that ended its turn is trained with.

@@ -308,7 +308,7 @@ func (m *Model) WithAdapter(dir string, maxRank int) (*Model, error) {
 	if m.lora != nil {
 		return nil, fmt.Errorf("%s: the base already has LoRA adapters", dir)
 	}
-	c := &Model{Dir: m.Dir, Config: m.Config, Tokenizer: m.Tokenizer, Chat: m.Chat, turnEnd: m.turnEnd, endIDs: m.endIDs, Backend: m.Backend, Ctx: context.New(), arch: m.arch,
+	c := &Model{Dir: m.Dir, Config: m.Config, Tokenizer: m.Tokenizer, Chat: m.Chat, turnEnd: m.turnEnd, turnEndIDs: m.turnEndIDs, endIDs: m.endIDs, Backend: m.Backend, Ctx: context.New(), arch: m.arch,
 		stored: m.stored, names: m.names, execs: map[string]*context.Exec{}, coarse: m.coarse, fastOn: m.fastOn, base: m}
 	wctx := c.Ctx.InAbsPath(WeightScope)
 	for _, n := range m.names {

@@ -61,9 +61,10 @@ type Model struct {
 	names     []string
 
 	// Chat is the model's chat template (nil: none, prompts are HH-format text).
-	Chat    *chat.Template
-	turnEnd string // what Chat writes after an assistant message
-	endIDs  []int  // every token that ends a reply (loadChat)
+	Chat       *chat.Template
+	turnEnd    string // what Chat writes after an assistant message
+	turnEndIDs []int  // its special tokens
+	endIDs     []int  // every token that ends a reply (loadChat)
 
 	lora *loraState
 	base *Model // the model whose weights this one shares (WithAdapter), or nil

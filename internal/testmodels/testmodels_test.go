@@ -2,6 +2,7 @@ package testmodels
 
 import (
 	"context"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -50,5 +51,35 @@ func TestTinyQwen2Chat(t *testing.T) {
 	}
 	if ended < 4 {
 		t.Fatalf("%d of 16 replies ended their turn", ended)
+	}
+}
+
+// An n-gram ban never forbids the template's turn end: every message of a ChatML prompt ends
+// with "<|im_end|>", so HF's rule would forbid a reply to end after the two tokens that ended
+// one of them.
+func TestNoRepeatNGramLeavesTheTurnEnd(t *testing.T) {
+	dir := t.TempDir()
+	TinyQwen2Chat(t, dir)
+	b, _ := model.NewBackend()
+	m, err := model.Load(b, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	imEnd, _ := m.Tokenizer.ID("<|im_end|>")
+	ids, _ := m.PromptIDs(chat.Prompt{Messages: []chat.Message{{Role: "user", Content: "How do I bake bread?"}}})
+	at := slices.Index(ids[3:], imEnd) + 3 // the system message's end
+	prompt := append(slices.Clone(ids), ids[at-2:at]...)
+	res, err := generate.IDs(context.Background(), m, [][]int{prompt}, generate.Options{N: 1, MaxNewTokens: 1, Greedy: true, TopP: 1,
+		IgnoreEOS: true, NoRepeatNGram: 3, TopLogprobs: m.Config.VocabSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range res[0][0].Top[0] {
+		if a.ID == imEnd && (math.IsInf(a.Logprob, -1) || math.IsNaN(a.Logprob)) {
+			t.Fatalf("<|im_end|> banned: %v", a.Logprob)
+		}
+	}
+	if !slices.ContainsFunc(res[0][0].Top[0], func(a generate.Alt) bool { return a.ID == imEnd }) {
+		t.Fatal("<|im_end|> not among the alternatives")
 	}
 }
