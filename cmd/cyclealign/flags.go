@@ -72,7 +72,7 @@ func (q *quotedStrings) Type() string { return "strings" }
 
 // lossFlags binds the options every training command shares with the loss.
 func lossFlags(f *pflag.FlagSet, sftNorm *string, proTemp *bool) {
-	f.StringVar(sftNorm, "sft-norm", "mean", "SFT term on the best candidate's mean (METHOD.md) or sum (PRO's reference) token log-probability")
+	f.StringVar(sftNorm, "sft-norm", "mean", "SFT term on the best candidate's mean (docs/METHOD.md) or sum (PRO's reference) token log-probability")
 	f.BoolVar(proTemp, "pro-temperature", false, "weigh PRO's terms by reward differences (PRO's reference) when the ranking comes with rewards")
 }
 

@@ -1,4 +1,4 @@
-// Package cycle runs CycleAlign (METHOD.md, One step): the white-box samples candidates,
+// Package cycle runs CycleAlign (docs/METHOD.md, One step): the white-box samples candidates,
 // ranks them by its own length-normalised log-probability, the black-box ranks them with static
 // and dynamic demonstrations, their agreement (longest common subsequence) feeds a demonstration
 // pool, and the white-box trains on the black-box ranking. It owns the run directory (config,
@@ -31,7 +31,7 @@ func DefaultDemos() []blackbox.Demo {
 	return d
 }
 
-// Method names the algorithm or one of METHOD.md's baselines.
+// Method names the algorithm or one of docs/METHOD.md's baselines.
 type Method string
 
 // The methods.
@@ -45,7 +45,7 @@ const (
 	SFTBest          Method = "sft-best"     // SFT on the black-box's top candidate only
 )
 
-// Config is every setting of a run, with METHOD.md's defaults. It is read from YAML, overridden
+// Config is every setting of a run, with docs/METHOD.md's defaults. It is read from YAML, overridden
 // by flags, and written to the run directory.
 type Config struct {
 	Method  Method `yaml:"method"`
@@ -73,7 +73,7 @@ type Config struct {
 
 	Loss        string   `yaml:"loss"` // pro or rrhf
 	SFTWeight   float64  `yaml:"sft_weight"`
-	SFTNorm     string   `yaml:"sft_norm"`        // mean (METHOD.md) or sum (PRO's reference)
+	SFTNorm     string   `yaml:"sft_norm"`        // mean (docs/METHOD.md) or sum (PRO's reference)
 	PROTemp     bool     `yaml:"pro_temperature"` // PRO weighted by reward differences when the ranker gives rewards
 	LR          float64  `yaml:"lr"`
 	WeightDecay float64  `yaml:"weight_decay"`
@@ -102,7 +102,7 @@ type Config struct {
 	EvalReward  string `yaml:"eval_reward_model"` // reward model scoring them
 }
 
-// Defaults returns METHOD.md's settings.
+// Defaults returns docs/METHOD.md's settings.
 func Defaults() Config {
 	return Config{Method: CycleAlign, Steps: 10, BatchSize: 4, N: 4, Temperature: 1, TopP: 0.9, MaxNewTokens: 128,
 		Stop: []string{"\n\nHuman:"}, Interactions: 5, PoolSize: 16, NumStatic: 2, NumDynamic: 3, DemoSelect: "recent",

@@ -150,6 +150,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if len(o.Prompts) == 0 {
 		return nil, fmt.Errorf("no prompts to evaluate")
 	}
+	if o.Remote != nil && o.NoRepeatNGram > 0 {
+		// Neither OpenAI's API nor vLLM's takes HF's no_repeat_ngram_size: the served model would
+		// decode plain greedy while the report claimed otherwise.
+		return nil, fmt.Errorf("no-repeat n-gram size %d: a served model under test (--model-url) cannot be asked for it; use 0", o.NoRepeatNGram)
+	}
 	if o.Conversations != nil && len(o.Conversations) != len(o.Prompts) {
 		return nil, fmt.Errorf("%d conversations for %d prompts", len(o.Conversations), len(o.Prompts))
 	}

@@ -41,6 +41,11 @@ func TestServedModelUnderTest(t *testing.T) {
 			t.Fatalf("prompt %d: local %q, served %q", i, local.Samples[i].Response, remote.Samples[i].Response)
 		}
 	}
+	// A decoding option the API cannot carry is refused, not dropped (eval --model-url with
+	// --no-repeat-ngram 3 decoded plain greedy without a word).
+	if _, err := Run(context.Background(), Options{Remote: &Remote{URL: hs.URL + "/v1", Model: "tiny"}, Prompts: prompts, MaxNewTokens: 10, NoRepeatNGram: 3}); err == nil || !strings.Contains(err.Error(), "no-repeat n-gram") {
+		t.Fatalf("no-repeat n-gram with a served model: %v", err)
+	}
 }
 
 // TestRemoteInFlightAndFailure: a server under test gets several requests at once, each reply

@@ -47,7 +47,7 @@ type Options struct {
 	Progress func(done, total int)
 }
 
-// Defaults returns METHOD.md's sampling defaults: temperature 1.0, top-p 0.9, 128 new tokens,
+// Defaults returns docs/METHOD.md's sampling defaults: temperature 1.0, top-p 0.9, 128 new tokens,
 // stop at the next "\n\nHuman:".
 func Defaults() Options {
 	return Options{N: 1, MaxNewTokens: 128, Temperature: 1, TopP: 0.9, Stop: []string{DefaultStop}, TruncatePrompt: true}

@@ -10,7 +10,8 @@ import (
 )
 
 // defaultBackend is simplego with an unbounded worker pool: GoMLX v0.26's default pool
-// deadlocks on 2-core machines (ENGINE-NOTES), and unbounded was also the fastest setting.
+// deadlocks on 2-core machines, and unbounded was also the fastest setting
+// (docs/ENGINE-NOTES.md, simplego's parallelism).
 const defaultBackend = "go:parallelism=-1"
 
 var stdoutMu sync.Mutex

@@ -12,8 +12,8 @@ import (
 )
 
 // GoMLX v0.26's DotGeneral gradient materialises the broadcast product [batch, M, N, K] before
-// reducing it (ENGINE-NOTES: 12x slower, 11x more memory). fastDotGeneralVJP writes each
-// operand's gradient as one DotGeneral of the output gradient with the other operand, followed by
+// reducing it: 12x slower, 11x more memory (docs/ENGINE-NOTES.md, The gradient of DotGeneral).
+// fastDotGeneralVJP writes each operand's gradient as one DotGeneral of the output gradient with the other operand, followed by
 // a transpose into the operand's axis order.
 
 var stockDotGeneralVJP = VJPRegistration[NodeTypeDotGeneral]

@@ -15,7 +15,7 @@ import (
 	"github.com/cyclealign/cyclealign/internal/tokenizer"
 )
 
-// LossKind names a training objective (METHOD.md, Losses).
+// LossKind names a training objective (docs/METHOD.md, Losses).
 type LossKind string
 
 // The objectives.
@@ -37,7 +37,7 @@ func ParseLoss(s string) (LossKind, error) {
 	return "", fmt.Errorf("unknown loss %q (want sft, rrhf, pro or bt)", s)
 }
 
-// DefaultSFTWeight is λ of METHOD.md: 1 for RRHF, 0.5 for PRO.
+// DefaultSFTWeight is λ of docs/METHOD.md: 1 for RRHF, 0.5 for PRO.
 func DefaultSFTWeight(k LossKind) float64 {
 	if k == PRO {
 		return 0.5
@@ -46,7 +46,7 @@ func DefaultSFTWeight(k LossKind) float64 {
 }
 
 // NewLoss parses an objective's name; a negative sftWeight takes the objective's default λ.
-// sftNorm is "mean" (METHOD.md) or "sum" (PRO's reference); proTemperature weighs PRO by
+// sftNorm is "mean" (docs/METHOD.md) or "sum" (PRO's reference); proTemperature weighs PRO by
 // reward differences.
 func NewLoss(name string, sftWeight float64, sftNorm string, proTemperature bool) (Loss, error) {
 	kind, err := ParseLoss(name)
@@ -67,7 +67,7 @@ type Loss struct {
 	Kind      LossKind
 	SFTWeight float64
 	// SFTSum makes the SFT term the summed, not the mean, token log-probability of the best
-	// candidate, as PRO's reference code does (METHOD.md's default is the mean).
+	// candidate, as PRO's reference code does (docs/METHOD.md's default is the mean).
 	SFTSum bool
 	// PROTemperature weighs PRO's terms by reward differences (the reference's temperature)
 	// for examples that carry rewards.

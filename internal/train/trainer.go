@@ -16,7 +16,7 @@ import (
 	"github.com/cyclealign/cyclealign/internal/model"
 )
 
-// Optimizer holds AdamW's settings (METHOD.md defaults) and the schedule.
+// Optimizer holds AdamW's settings (docs/METHOD.md defaults) and the schedule.
 type Optimizer struct {
 	LR          float64 // peak learning rate
 	Beta1       float64
@@ -28,7 +28,7 @@ type Optimizer struct {
 	TotalSteps  int     // cosine decay to 0 at TotalSteps; 0: constant after warm-up
 }
 
-// DefaultOptimizer is METHOD.md's AdamW for full fine-tuning.
+// DefaultOptimizer is docs/METHOD.md's AdamW for full fine-tuning.
 func DefaultOptimizer() Optimizer {
 	return Optimizer{LR: 5e-6, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, ClipNorm: 1}
 }
