@@ -2,24 +2,17 @@ package blackbox
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"math"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 	"unicode/utf8"
 
 	"github.com/cyclealign/cyclealign/internal/files"
-	"github.com/openai/openai-go/v3"
-	"github.com/openai/openai-go/v3/option"
+	"github.com/cyclealign/cyclealign/internal/openaiapi"
 	"golang.org/x/time/rate"
 )
 
@@ -60,8 +53,7 @@ func ReadAPIKey(env, file string) (string, error) {
 // LLM ranks through a chat-completions endpoint.
 type LLM struct {
 	cfg    LLMConfig
-	client openai.Client
-	sem    chan struct{}
+	client *openaiapi.Client
 	rpm    *rate.Limiter
 	tpm    *rate.Limiter
 	warned sync.Once
@@ -78,17 +70,6 @@ func NewLLM(cfg LLMConfig) (*LLM, error) {
 		}
 	}
 	def(&cfg.MaxTokens, 512)
-	def(&cfg.MaxAttempts, 6)
-	def(&cfg.Concurrency, 8)
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 120 * time.Second
-	}
-	if cfg.BaseDelay <= 0 {
-		cfg.BaseDelay = time.Second
-	}
-	if cfg.MaxDelay <= 0 {
-		cfg.MaxDelay = 60 * time.Second
-	}
 	if cfg.Prompter == nil {
 		cfg.Prompter = DefaultPrompter()
 	}
@@ -98,12 +79,9 @@ func NewLLM(cfg LLMConfig) (*LLM, error) {
 	if cfg.Budget == nil {
 		cfg.Budget = NewBudget(0, 0)
 	}
-	opts := []option.RequestOption{option.WithBaseURL(strings.TrimRight(cfg.BaseURL, "/") + "/"),
-		option.WithAPIKey(cfg.APIKey), option.WithMaxRetries(0)}
-	if cfg.HTTPClient != nil {
-		opts = append(opts, option.WithHTTPClient(cfg.HTTPClient))
-	}
-	l := &LLM{cfg: cfg, client: openai.NewClient(opts...), sem: make(chan struct{}, cfg.Concurrency)}
+	l := &LLM{cfg: cfg, client: openaiapi.New(openaiapi.Options{URL: strings.TrimRight(cfg.BaseURL, "/"), Key: cfg.APIKey,
+		Timeout: cfg.Timeout, MaxAttempts: cfg.MaxAttempts, BaseDelay: cfg.BaseDelay, MaxDelay: cfg.MaxDelay,
+		Concurrency: cfg.Concurrency, HTTP: cfg.HTTPClient})}
 	if cfg.RPM > 0 {
 		l.rpm = rate.NewLimiter(rate.Limit(float64(cfg.RPM)/60), max(1, cfg.RPM/60))
 	}
@@ -187,52 +165,24 @@ func (l *LLM) complete(ctx context.Context, msgs []Message) (string, string, Usa
 	if err := l.wait(ctx, cr); err != nil {
 		return "", key, Usage{}, err
 	}
-	select {
-	case l.sem <- struct{}{}:
-	case <-ctx.Done():
-		return "", key, Usage{}, ctx.Err()
-	}
-	defer func() { <-l.sem }()
-	params := openai.ChatCompletionNewParams{Model: l.cfg.Model, Temperature: openai.Float(l.cfg.Temperature),
-		MaxTokens: openai.Int(int64(l.cfg.MaxTokens))}
+	temp := l.cfg.Temperature
+	req := openaiapi.ChatRequest{Model: l.cfg.Model, Temperature: &temp, MaxTokens: l.cfg.MaxTokens}
 	for _, m := range msgs {
-		switch m.Role {
-		case "system":
-			params.Messages = append(params.Messages, openai.SystemMessage(m.Content))
-		case "assistant":
-			params.Messages = append(params.Messages, openai.AssistantMessage(m.Content))
-		default:
-			params.Messages = append(params.Messages, openai.UserMessage(m.Content))
+		role := m.Role
+		if role != "system" && role != "assistant" {
+			role = "user"
 		}
+		req.Messages = append(req.Messages, openaiapi.Message{Role: role, Content: m.Content})
 	}
-	var resp *openai.ChatCompletion
-	for attempt := 1; ; attempt++ {
-		rctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
-		var err error
-		resp, err = l.client.Chat.Completions.New(rctx, params)
-		cancel()
-		if err == nil {
-			break
-		}
+	text, resp, err := l.client.Chat(ctx, req)
+	if err != nil {
 		if ctx.Err() != nil {
 			return "", key, Usage{}, ctx.Err()
 		}
-		delay, retry := l.retryable(err, attempt)
-		if !retry || attempt >= l.cfg.MaxAttempts {
-			return "", key, Usage{}, fmt.Errorf("%s at %s: %w", l.cfg.Model, l.cfg.BaseURL, describe(err, attempt))
-		}
-		slog.Warn("black-box request failed, retrying", "model", l.cfg.Model, "attempt", attempt, "in", delay.Round(time.Millisecond), "error", describe(err, attempt))
-		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
-			return "", key, Usage{}, ctx.Err()
-		}
+		return "", key, Usage{}, fmt.Errorf("%s at %s: %w", l.cfg.Model, l.cfg.BaseURL, err)
 	}
-	reply := ""
-	if len(resp.Choices) > 0 {
-		reply = capReply(resp.Choices[0].Message.Content)
-	}
-	u := Usage{PromptTokens: int(resp.Usage.PromptTokens), CompletionTokens: int(resp.Usage.CompletionTokens), Requests: 1}
+	reply := capReply(text)
+	u := Usage{PromptTokens: resp.Usage.PromptTokens, CompletionTokens: resp.Usage.CompletionTokens, Requests: 1}
 	cost, known := l.cfg.Prices.Cost(l.cfg.Model, u.PromptTokens, u.CompletionTokens)
 	if !known {
 		l.warned.Do(func() { slog.Warn("model not in the price table; its cost counts as 0", "model", l.cfg.Model) })
@@ -280,65 +230,4 @@ func (l *LLM) wait(ctx context.Context, cr chatRequest) error {
 		}
 	}
 	return nil
-}
-
-// retryable classifies a failure: 429 and 5xx (honouring Retry-After), timeouts and broken
-// connections are retried with exponential back-off and jitter; other 4xx fail at once.
-func (l *LLM) retryable(err error, attempt int) (time.Duration, bool) {
-	backoff := min(float64(l.cfg.MaxDelay), float64(l.cfg.BaseDelay)*math.Pow(2, float64(attempt-1)))
-	delay := time.Duration(backoff * (0.5 + 0.5*rand.Float64()))
-	var apiErr *openai.Error
-	if errors.As(err, &apiErr) {
-		if apiErr.StatusCode != http.StatusTooManyRequests && apiErr.StatusCode < 500 {
-			return 0, false
-		}
-		if apiErr.Response != nil {
-			if d, ok := retryAfter(apiErr.Response.Header.Get("Retry-After")); ok {
-				return min(d, l.cfg.MaxDelay), true
-			}
-		}
-		return delay, true
-	}
-	var netErr net.Error
-	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &netErr) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, syscall.ECONNREFUSED) || strings.Contains(err.Error(), "EOF") {
-		return delay, true
-	}
-	return 0, false
-}
-
-func retryAfter(h string) (time.Duration, bool) {
-	if h == "" {
-		return 0, false
-	}
-	if s, err := strconv.ParseFloat(h, 64); err == nil && s >= 0 {
-		return time.Duration(s * float64(time.Second)), true
-	}
-	if t, err := http.ParseTime(h); err == nil {
-		return max(0, time.Until(t)), true
-	}
-	return 0, false
-}
-
-// APIError renders an OpenAI-compatible API's failure with the server's own message
-// (openai-go's Error() keeps it out, as it may hold provider details; ours never holds the
-// key); other errors pass unchanged.
-func APIError(err error) error {
-	var apiErr *openai.Error
-	if !errors.As(err, &apiErr) {
-		return err
-	}
-	msg := apiErr.Message
-	if msg == "" {
-		msg = strings.TrimSpace(apiErr.RawJSON())
-	}
-	if msg == "" {
-		msg = http.StatusText(apiErr.StatusCode) + " (the server said nothing more)"
-	}
-	return fmt.Errorf("HTTP %d: %s", apiErr.StatusCode, msg)
-}
-
-// describe is APIError with the number of attempts made.
-func describe(err error, attempts int) error {
-	return fmt.Errorf("after %d attempt(s): %w", attempts, APIError(err))
 }

@@ -2,18 +2,16 @@ package blackbox
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
 	"time"
 
-	"github.com/openai/openai-go/v3"
-
 	"github.com/cyclealign/cyclealign/internal/files"
 	"github.com/cyclealign/cyclealign/internal/lexicon"
 	"github.com/cyclealign/cyclealign/internal/model"
+	"github.com/cyclealign/cyclealign/internal/openaiapi"
 )
 
 // Options are a ranker's settings as users give them (flags or a run's YAML). They name where
@@ -109,21 +107,20 @@ func (o Options) Build(spent float64) (Ranker, error) {
 func (l *LLM) Check(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, min(l.cfg.Timeout, 30*time.Second))
 	defer cancel()
-	_, err := l.client.Models.List(cctx)
-	if err == nil {
-		return nil
-	}
-	var apiErr *openai.Error
+	_, err := l.client.WithAttempts(1).Models(cctx)
+	status := openaiapi.StatusOf(err)
 	switch {
-	case errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusNotFound && !strings.HasSuffix(strings.TrimSuffix(l.cfg.BaseURL, "/"), "/v1"):
+	case err == nil:
+		return nil
+	case status == http.StatusNotFound && !strings.HasSuffix(strings.TrimSuffix(l.cfg.BaseURL, "/"), "/v1"):
 		return fmt.Errorf("black-box at %s: %s answered 404 Not Found; an OpenAI-compatible API base usually ends in /v1: try --blackbox-url %s/v1",
 			l.cfg.BaseURL, strings.TrimSuffix(l.cfg.BaseURL, "/")+"/models", strings.TrimSuffix(l.cfg.BaseURL, "/"))
-	case errors.As(err, &apiErr) && apiErr.StatusCode != 401 && apiErr.StatusCode != 403:
-		slog.Warn("black-box server did not list its models; going on", "url", l.cfg.BaseURL, "status", apiErr.StatusCode)
+	case status != 0 && status != 401 && status != 403:
+		slog.Warn("black-box server did not list its models; going on", "url", l.cfg.BaseURL, "status", status)
 		return nil
-	case !errors.As(err, &apiErr):
+	case status == 0:
 		return fmt.Errorf("cannot reach the black-box at %s (tried GET %s/models): %v; is the server running, and is the URL right?",
 			l.cfg.BaseURL, strings.TrimSuffix(l.cfg.BaseURL, "/"), err)
 	}
-	return fmt.Errorf("black-box at %s is not usable: %w", l.cfg.BaseURL, describe(err, 1))
+	return fmt.Errorf("black-box at %s is not usable: %w", l.cfg.BaseURL, err)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cyclealign/cyclealign/internal/generate"
 	"github.com/cyclealign/cyclealign/internal/model"
+	"github.com/cyclealign/cyclealign/internal/openaiapi"
 )
 
 // ServedDir holds, inside a run directory, the weights pushed to the generation server.
@@ -52,10 +53,10 @@ func (r *Runner) push(ctx context.Context) error {
 		// The previous adapter may be gone already (a restarted server), and a resumed run may
 		// have pushed this name before: neither is an error.
 		noLoRA := func(err error) error {
-			if errors.Is(err, generate.ErrNoEndpoint) {
+			if errors.Is(err, openaiapi.ErrNoEndpoint) {
 				return fmt.Errorf("--generate-url %s cannot follow the LoRA weights: it has no /v1/load_lora_adapter and /v1/unload_lora_adapter "+
 					"(vLLM: VLLM_ALLOW_RUNTIME_LORA_UPDATING=True vllm serve ... --enable-lora --max-lora-rank %d; SGLang: --enable-lora): %w",
-					s.api.URL, r.Cfg.LoRAR, err)
+					s.api.URL(), r.Cfg.LoRAR, err)
 			}
 			return err
 		}
@@ -83,9 +84,9 @@ func (r *Runner) push(ctx context.Context) error {
 		return err
 	}
 	if err := s.api.UpdateWeights(ctx, dir); err != nil {
-		if errors.Is(err, generate.ErrNoEndpoint) {
+		if errors.Is(err, openaiapi.ErrNoEndpoint) {
 			return fmt.Errorf("--generate-url %s cannot follow full fine-tuning: it has no /update_weights_from_disk (SGLang has it); "+
-				"train a LoRA adapter instead (--lora-r) with a server that has /v1/load_lora_adapter: %w", s.api.URL, err)
+				"train a LoRA adapter instead (--lora-r) with a server that has /v1/load_lora_adapter: %w", s.api.URL(), err)
 		}
 		return err
 	}
@@ -99,8 +100,7 @@ func (r *Runner) push(ctx context.Context) error {
 // isNotFound tells a refused unload of an adapter the server does not have from a server
 // without the endpoint.
 func isNotFound(err error) bool {
-	var he *generate.HTTPError
-	return errors.As(err, &he) && he.Status == 404 && !errors.Is(err, generate.ErrNoEndpoint)
+	return openaiapi.StatusOf(err) == 404 && !errors.Is(err, openaiapi.ErrNoEndpoint)
 }
 
 // sample asks the server for candidates (and the tokens it generated); when it fails (a
@@ -123,17 +123,17 @@ func (r *Runner) sample(ctx context.Context, prompts [][]int, opt generate.Optio
 		ids[i], _ = model.FitContext(p, nil, room)
 	}
 	texts, tokens, err := s.api.Text(ctx, s.serving, ids, opt)
-	if err == nil || ctx.Err() != nil || !generate.Transient(err) {
+	if err == nil || ctx.Err() != nil || !openaiapi.Transient(err) {
 		return texts, tokens, err
 	}
-	slog.Warn("generation server failed; waiting for it", "url", s.api.URL, "error", err)
+	slog.Warn("generation server failed; waiting for it", "url", s.api.URL(), "error", err)
 	deadline := time.Now().Add(s.wait)
 	for {
 		if rerr := s.api.Ready(ctx); rerr == nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			return nil, 0, fmt.Errorf("generation server %s did not come back within %s: %w", s.api.URL, s.wait, err)
+			return nil, 0, fmt.Errorf("generation server %s did not come back within %s: %w", s.api.URL(), s.wait, err)
 		}
 		select {
 		case <-ctx.Done():

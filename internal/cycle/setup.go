@@ -20,6 +20,7 @@ import (
 	"github.com/cyclealign/cyclealign/internal/generate"
 	"github.com/cyclealign/cyclealign/internal/lockfile"
 	"github.com/cyclealign/cyclealign/internal/model"
+	"github.com/cyclealign/cyclealign/internal/openaiapi"
 	"github.com/cyclealign/cyclealign/internal/train"
 )
 
@@ -147,12 +148,13 @@ func prepare(ctx context.Context, cfg Config, prompts []chat.Prompt, static []bl
 		}
 	}
 	if cfg.GenerateURL != "" {
-		api := &generate.Remote{URL: cfg.GenerateURL, Timeout: cfg.Blackbox.Timeout}
+		o := openaiapi.Options{URL: cfg.GenerateURL, Timeout: cfg.Blackbox.Timeout}
 		if cfg.GenerateKeyEnv != "" {
-			if api.Key = os.Getenv(cfg.GenerateKeyEnv); api.Key == "" {
+			if o.Key = os.Getenv(cfg.GenerateKeyEnv); o.Key == "" {
 				return nil, fmt.Errorf("generate_api_key_env: $%s is empty", cfg.GenerateKeyEnv)
 			}
 		}
+		api := &generate.Remote{Client: openaiapi.New(o)}
 		r.remote = &remoteSampler{api: api, base: cfg.GenerateModel, out: cfg.Out, version: -1, wait: 2 * time.Minute}
 	}
 	if cfg.EvalEvery > 0 {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cyclealign/cyclealign/internal/openaiapi"
 )
 
 // A generation server's reply that is not n distinct texts is refused with an error naming the
@@ -22,10 +24,10 @@ func TestRemoteRefusesMalformedChoices(t *testing.T) {
 		{`{"choices":[{"index":0,"text":"a"}]}`, "1 choices for n=2"},
 	} {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte(c.body)) }))
-		r := &Remote{URL: srv.URL + "/v1"}
+		r := &Remote{Client: openaiapi.New(openaiapi.Options{URL: srv.URL + "/v1", MaxAttempts: 1})}
 		_, _, err := r.Text(context.Background(), "m", [][]int{{1, 2}}, Options{N: 2, MaxNewTokens: 4, TopP: 1, Temperature: 1})
 		srv.Close()
-		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "generation server "+srv.URL) {
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "generation server: POST "+srv.URL+"/v1/completions") {
 			t.Errorf("%s: %v, want %q naming the server", c.body, err, c.want)
 		}
 	}
@@ -33,7 +35,7 @@ func TestRemoteRefusesMalformedChoices(t *testing.T) {
 		w.Write([]byte(`{"choices":[{"index":1,"text":"b","finish_reason":"stop"},{"index":0,"text":"","finish_reason":"length"}],"usage":{"completion_tokens":3}}`))
 	}))
 	defer srv.Close()
-	got, tokens, err := (&Remote{URL: srv.URL + "/v1"}).Text(context.Background(), "m", [][]int{{1}}, Options{N: 2, MaxNewTokens: 4, TopP: 1, Temperature: 1})
+	got, tokens, err := (&Remote{Client: openaiapi.New(openaiapi.Options{URL: srv.URL + "/v1"})}).Text(context.Background(), "m", [][]int{{1}}, Options{N: 2, MaxNewTokens: 4, TopP: 1, Temperature: 1})
 	if err != nil || tokens != 3 || got[0][0].Text != "" || got[0][1].Text != "b" || got[0][0].FinishReason != "length" {
 		t.Fatalf("a well-formed reply (an empty text is a text): %+v %d %v", got, tokens, err)
 	}
@@ -62,7 +64,7 @@ func TestRemoteTimeoutCoversAStalledBody(t *testing.T) {
 			}()
 		}
 	}()
-	r := &Remote{URL: "http://" + ln.Addr().String() + "/v1", Timeout: 300 * time.Millisecond}
+	r := &Remote{Client: openaiapi.New(openaiapi.Options{URL: "http://" + ln.Addr().String() + "/v1", Timeout: 300 * time.Millisecond, MaxAttempts: 1})}
 	start := time.Now()
 	_, _, err = r.Text(context.Background(), "m", [][]int{{1}}, Options{N: 1, MaxNewTokens: 4, TopP: 1, Temperature: 1})
 	if err == nil || time.Since(start) > 10*time.Second {
