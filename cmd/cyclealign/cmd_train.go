@@ -29,7 +29,8 @@ type trainOptions struct {
 }
 
 func (o *trainOptions) AddFlags(f *pflag.FlagSet) {
-	d := train.DefaultOptimizer()
+	o.Opt = train.DefaultOptimizer()
+	d := o.Opt
 	f.StringVar(&o.Model, "model", "", "HF model directory to start from")
 	f.StringVar(&o.Data, "data", "", `ranked JSONL: {"prompt", "candidates": [best, ...]} or {"query", "responses", "scores"}`)
 	f.StringVar(&o.Loss, "loss", "pro", "objective: pro, rrhf, sft, or bt (Bradley–Terry, for a reward model on [chosen, rejected] pairs)")
@@ -107,10 +108,7 @@ func runTrain(cmd *cobra.Command, g *globalOptions, o *trainOptions) error {
 	if err != nil {
 		return err
 	}
-	opt := train.DefaultOptimizer()
-	opt.LR, opt.WeightDecay, opt.ClipNorm = o.Opt.LR, o.Opt.WeightDecay, o.Opt.ClipNorm
-	opt.TotalSteps = o.Run.TotalSteps(len(data))
-	opt.WarmupSteps = int(o.WarmupRatio * float64(opt.TotalSteps))
+	opt := o.Opt.Schedule(o.Run.TotalSteps(len(data)), o.WarmupRatio)
 	ro := o.Run
 	ro.Out = o.Out
 	if !o.Quiet && !g.JSON {

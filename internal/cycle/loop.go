@@ -124,8 +124,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	opt := train.DefaultOptimizer()
 	opt.LR, opt.WeightDecay, opt.ClipNorm = c.LR, c.WeightDecay, c.Clip
-	opt.TotalSteps = c.Steps * c.Interactions
-	opt.WarmupSteps = int(c.WarmupRatio * float64(opt.TotalSteps))
+	opt = opt.Schedule(c.Steps*c.Interactions, c.WarmupRatio)
 	r.tr = train.NewTrainer(r.M, loss, opt)
 	r.tr.DropoutSeed = c.Seed
 	r.pool = Pool{Max: c.PoolSize}

@@ -124,8 +124,7 @@ func (o Training) checkMaxLen() error {
 func (o Training) fit(ctx context.Context, m *model.Model, loss train.Loss, exs []train.Example) error {
 	opt := train.DefaultOptimizer()
 	opt.LR = o.LR
-	opt.TotalSteps = o.Run.TotalSteps(len(exs))
-	opt.WarmupSteps = int(o.WarmupRatio * float64(opt.TotalSteps))
+	opt = opt.Schedule(o.Run.TotalSteps(len(exs)), o.WarmupRatio)
 	ro := o.Run
 	ro.Out, ro.Progress = o.Out, o.Progress
 	tr := train.NewTrainer(m, loss, opt)

@@ -33,6 +33,15 @@ func DefaultOptimizer() Optimizer {
 	return Optimizer{LR: 5e-6, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, ClipNorm: 1}
 }
 
+// Schedule returns the optimiser with its schedule laid over total steps: a warm-up of
+// warmupRatio of them, then the cosine decay. Every trainer (train, align, pretrain) sets its
+// schedule here.
+func (o Optimizer) Schedule(total int, warmupRatio float64) Optimizer {
+	o.TotalSteps = total
+	o.WarmupSteps = int(warmupRatio * float64(total))
+	return o
+}
+
 // LRAt is the learning rate of optimiser step `step` (0-based), as transformers'
 // get_cosine_schedule_with_warmup computes it.
 func (o Optimizer) LRAt(step int) float64 {
