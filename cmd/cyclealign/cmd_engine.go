@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
@@ -276,7 +275,7 @@ func newBenchCmd(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := bench.Compare(ctx, self, o, to, strings.Split(engines, ","), compareTorch, uncached, benchArgs(o))
+			c, err := bench.Compare(ctx, self, o, to, strings.Split(engines, ","), compareTorch, uncached, o.Args())
 			if err != nil {
 				return err
 			}
@@ -340,17 +339,9 @@ func applySize(f *pflag.FlagSet, o *bench.Options, size string) error {
 	return nil
 }
 
-// benchArgs repeats the model and workload sizes for a child process.
-func benchArgs(o bench.Options) []string {
-	return []string{"--hidden", fmt.Sprint(o.Hidden), "--layers", fmt.Sprint(o.Layers), "--heads", fmt.Sprint(o.Heads),
-		"--kv-heads", fmt.Sprint(o.KVHeads), "--intermediate", fmt.Sprint(o.Intermediate), "--vocab", fmt.Sprint(o.Vocab),
-		"--tied=" + fmt.Sprint(o.Tied), "--batch", fmt.Sprint(o.Batch), "--new-tokens", fmt.Sprint(o.NewTokens),
-		"--prompt-len", fmt.Sprint(o.PromptLen), "--score-len", fmt.Sprint(o.ScoreLen)}
-}
-
 func runTrainBench(cmd *cobra.Command, g *globalOptions, b backends.Backend, o bench.Options, to bench.TrainOptions, engine, engines string, compareTorch bool) error {
 	ctx := cmd.Context()
-	if engine != "" { // one engine, in this process
+	if engine != "" { // one engine, in this process (the parent runs each this way)
 		r, err := bench.Train(ctx, b, o, to, engine)
 		if err != nil {
 			return err
@@ -361,27 +352,9 @@ func runTrainBench(cmd *cobra.Command, g *globalOptions, b backends.Backend, o b
 	if err != nil {
 		return err
 	}
-	var rs []*bench.TrainResult
-	for _, e := range strings.Split(engines, ",") {
-		slog.Info("measuring training", "engine", e)
-		r, err := bench.TrainChild(ctx, self, e, append(benchArgs(o), "--train-steps", fmt.Sprint(to.Steps), "--reply-len", fmt.Sprint(to.ReplyLen)))
-		if err != nil {
-			return err
-		}
-		rs = append(rs, r)
-	}
-	if compareTorch {
-		py, err := bench.FindTorch(ctx)
-		if err != nil {
-			return err
-		}
-		slog.Info("measuring training", "engine", "torch", "python", py)
-		tr, err := bench.Torch(ctx, py, o, to, runtime.GOMAXPROCS(0), true)
-		if err != nil {
-			return err
-		}
-		rs = append(rs, &bench.TrainResult{Engine: "torch", TokensPerSec: tr.TrainTokensPerSec,
-			StepSeconds: float64(to.Prompts*to.Candidates*(to.PromptLen+to.ReplyLen)) / tr.TrainTokensPerSec, PeakRSSMiB: tr.PeakRSSMiB})
+	rs, err := bench.CompareTraining(ctx, self, o, to, strings.Split(engines, ","), compareTorch)
+	if err != nil {
+		return err
 	}
 	if g.JSON {
 		return printJSON(cmd.OutOrStdout(), rs)

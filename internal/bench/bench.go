@@ -7,6 +7,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"runtime"
 	"time"
@@ -34,6 +35,14 @@ type Options struct {
 func Defaults() Options {
 	return Options{Hidden: 256, Layers: 8, Heads: 8, KVHeads: 4, Intermediate: 688, Vocab: 8192,
 		Batch: 16, ScoreLen: 128, PromptLen: 16, NewTokens: 128, Seed: 1}
+}
+
+// Args repeats the model and workload sizes as the bench command's flags, for a child process.
+func (o Options) Args() []string {
+	return []string{"--hidden", fmt.Sprint(o.Hidden), "--layers", fmt.Sprint(o.Layers), "--heads", fmt.Sprint(o.Heads),
+		"--kv-heads", fmt.Sprint(o.KVHeads), "--intermediate", fmt.Sprint(o.Intermediate), "--vocab", fmt.Sprint(o.Vocab),
+		"--tied=" + fmt.Sprint(o.Tied), "--batch", fmt.Sprint(o.Batch), "--new-tokens", fmt.Sprint(o.NewTokens),
+		"--prompt-len", fmt.Sprint(o.PromptLen), "--score-len", fmt.Sprint(o.ScoreLen)}
 }
 
 // Size100M is a ~100M-parameter LLaMA (SmolLM-like widths, a 32k vocabulary, tied head).

@@ -3,7 +3,9 @@ package bench
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"time"
 
@@ -119,4 +121,33 @@ func TrainChild(ctx context.Context, self, engine string, args []string) (*Train
 		return nil, err
 	}
 	return &r, nil
+}
+
+// CompareTraining measures a training step on each engine, each in a child process of self (a
+// cyclealign binary) so that one engine's memory does not count against another's, and with the
+// PyTorch twin when withTorch.
+func CompareTraining(ctx context.Context, self string, o Options, to TrainOptions, engines []string, withTorch bool) ([]*TrainResult, error) {
+	var rs []*TrainResult
+	for _, e := range engines {
+		slog.Info("measuring training", "engine", e)
+		r, err := TrainChild(ctx, self, e, append(o.Args(), "--train-steps", fmt.Sprint(to.Steps), "--reply-len", fmt.Sprint(to.ReplyLen)))
+		if err != nil {
+			return nil, err
+		}
+		rs = append(rs, r)
+	}
+	if withTorch {
+		py, err := FindTorch(ctx)
+		if err != nil {
+			return nil, err
+		}
+		slog.Info("measuring training", "engine", "torch", "python", py)
+		tr, err := Torch(ctx, py, o, to, runtime.GOMAXPROCS(0), true)
+		if err != nil {
+			return nil, err
+		}
+		rs = append(rs, &TrainResult{Engine: "torch", TokensPerSec: tr.TrainTokensPerSec,
+			StepSeconds: float64(to.Prompts*to.Candidates*(to.PromptLen+to.ReplyLen)) / tr.TrainTokensPerSec, PeakRSSMiB: tr.PeakRSSMiB})
+	}
+	return rs, nil
 }
