@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/cyclealign/cyclealign/internal/chat"
-	"github.com/cyclealign/cyclealign/internal/model"
 	"github.com/cyclealign/cyclealign/internal/testmodels"
 )
 
@@ -13,13 +12,7 @@ import (
 // after an assistant message (<|im_end|> and its newline in ChatML), as TRL takes a completion,
 // and the HH format's "\n\nHuman:" is no stop; text prompts keep both as they were.
 func TestChatCandidatesEndWithTheTurnEnd(t *testing.T) {
-	dir := t.TempDir()
-	testmodels.TinyQwen2Chat(t, dir)
-	b, _ := model.NewBackend()
-	m, err := model.Load(b, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := testmodels.LoadTinyQwen2Chat(t)
 	imEnd, _ := m.Tokenizer.ID("<|im_end|>")
 	r := &Runner{Cfg: Defaults(), M: m, Prompts: []chat.Prompt{{Messages: []chat.Message{{Role: "user", Content: "Hi"}}}}}
 	got := r.responseIDs("Sure thing.", true)

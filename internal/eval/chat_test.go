@@ -8,7 +8,6 @@ import (
 
 	"github.com/cyclealign/cyclealign/internal/blackbox"
 	"github.com/cyclealign/cyclealign/internal/chat"
-	"github.com/cyclealign/cyclealign/internal/model"
 	"github.com/cyclealign/cyclealign/internal/serve"
 	"github.com/cyclealign/cyclealign/internal/testmodels"
 )
@@ -18,13 +17,7 @@ import (
 // model with a chat template scores the conversation with the reply as its last turn,
 // rendered, as TRL's reward trainer and RewardBench do.
 func TestEvalConversations(t *testing.T) {
-	dir := t.TempDir()
-	testmodels.TinyQwen2Chat(t, dir)
-	b, _ := model.NewBackend()
-	m, err := model.Load(b, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := testmodels.LoadTinyQwen2Chat(t)
 	rmBody, err := m.WithRewardHead(3)
 	if err != nil {
 		t.Fatal(err)

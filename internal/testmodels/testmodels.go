@@ -109,3 +109,19 @@ func TinyQwen2Chat(tb testing.TB, dir string) {
 		tb.Fatal(err)
 	}
 }
+
+// LoadTinyQwen2Chat writes TinyQwen2Chat into a temporary directory and loads it.
+func LoadTinyQwen2Chat(tb testing.TB) *model.Model {
+	tb.Helper()
+	dir := tb.TempDir()
+	TinyQwen2Chat(tb, dir)
+	b, err := model.NewBackend()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m, err := model.Load(b, dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return m
+}

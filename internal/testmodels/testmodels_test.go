@@ -9,20 +9,13 @@ import (
 
 	"github.com/cyclealign/cyclealign/internal/chat"
 	"github.com/cyclealign/cyclealign/internal/generate"
-	"github.com/cyclealign/cyclealign/internal/model"
 )
 
 // The tiny chat model loads with Qwen2.5's template, ends turns at <|im_end|> (from
 // generation_config.json and eos_token, config.json naming <|endoftext|>), and samples replies
 // that end their turn.
 func TestTinyQwen2Chat(t *testing.T) {
-	dir := t.TempDir()
-	TinyQwen2Chat(t, dir)
-	b, _ := model.NewBackend()
-	m, err := model.Load(b, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := LoadTinyQwen2Chat(t)
 	imEnd, _ := m.Tokenizer.ID("<|im_end|>")
 	eot, _ := m.Tokenizer.ID("<|endoftext|>")
 	if m.Chat == nil || m.TurnEnd() != "<|im_end|>\n" || !slices.Contains(m.EndIDs(), imEnd) || !slices.Contains(m.EndIDs(), eot) {
@@ -58,13 +51,7 @@ func TestTinyQwen2Chat(t *testing.T) {
 // with "<|im_end|>", so HF's rule would forbid a reply to end after the two tokens that ended
 // one of them.
 func TestNoRepeatNGramLeavesTheTurnEnd(t *testing.T) {
-	dir := t.TempDir()
-	TinyQwen2Chat(t, dir)
-	b, _ := model.NewBackend()
-	m, err := model.Load(b, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := LoadTinyQwen2Chat(t)
 	imEnd, _ := m.Tokenizer.ID("<|im_end|>")
 	ids, _ := m.PromptIDs(chat.Prompt{Messages: []chat.Message{{Role: "user", Content: "How do I bake bread?"}}})
 	at := slices.Index(ids[3:], imEnd) + 3 // the system message's end
