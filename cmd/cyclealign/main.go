@@ -66,8 +66,12 @@ func loadModel(dir string) (*model.Model, error) {
 		return nil, err
 	}
 	m, err := model.Load(b, dir)
-	if err == nil && m.Chat != nil {
-		slog.Debug("the model has a chat template: conversations are rendered with it", "model", dir, "template", m.Chat.Source, "turn_end", m.TurnEnd(), "end_ids", m.EndIDs())
+	switch {
+	case err != nil:
+	case m.Chat != nil:
+		slog.Info("chat template: conversations are rendered with it", "model", dir, "template", m.Chat.Source, "turn_end", m.TurnEnd(), "end_ids", m.EndIDs())
+	default:
+		slog.Info("no chat template: prompts are text in the HH format", "model", dir)
 	}
 	return m, err
 }
