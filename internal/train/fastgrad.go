@@ -6,6 +6,7 @@ package train
 import (
 	"reflect"
 	"slices"
+	"sync"
 
 	. "github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/shapes"
@@ -18,17 +19,39 @@ import (
 
 var stockDotGeneralVJP = VJPRegistration[NodeTypeDotGeneral]
 
-// Importing this package installs the fast gradient for every graph built afterwards.
-func init() { SetFastGradients(true) }
+var (
+	gradMu    sync.Mutex
+	wantStock bool // SetFastGradients(false): GoMLX's own gradient, for comparison
+	installed int  // 0: GoMLX's registry untouched; 1: the fast gradient; 2: the stock one
+)
 
-// SetFastGradients chooses the DotGeneral gradient of graphs built from now on: the
-// replacement (true) or GoMLX's stock one (false, for comparison).
+// SetFastGradients chooses the DotGeneral gradient of training graphs built from now on: the
+// replacement (true, the default) or GoMLX's stock one (false, for comparison).
 func SetFastGradients(on bool) {
-	if on {
+	gradMu.Lock()
+	wantStock = !on
+	gradMu.Unlock()
+	installGradient()
+}
+
+// installGradient puts the chosen DotGeneral gradient in GoMLX's registry. The trainer calls
+// it where it builds its graphs; importing the package changes nothing of GoMLX's.
+func installGradient() {
+	gradMu.Lock()
+	defer gradMu.Unlock()
+	want := 1
+	if wantStock {
+		want = 2
+	}
+	if installed == want {
+		return
+	}
+	if want == 1 {
 		VJPRegistration[NodeTypeDotGeneral] = fastDotGeneralVJP
 	} else {
 		VJPRegistration[NodeTypeDotGeneral] = stockDotGeneralVJP
 	}
+	installed = want
 }
 
 // dotAxes reads the axes of a DotGeneral node; GoMLX keeps them unexported.

@@ -93,6 +93,7 @@ const (
 
 // NewTrainer prepares training of every trainable variable of m.
 func NewTrainer(m *model.Model, loss Loss, opt Optimizer) *Trainer {
+	installGradient()
 	t := &Trainer{M: m, Loss: loss, Opt: opt, execs: map[string]*mlctx.Exec{}, fast: m.FastTrainable()}
 	for v := range m.Ctx.IterVariables() {
 		if v.Trainable && !strings.HasPrefix(v.Scope(), "/train") {
