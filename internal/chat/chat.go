@@ -149,9 +149,6 @@ func (p Prompt) Plain() string {
 	return Plain(p.Messages)
 }
 
-// Special returns the special token named n (bos_token, eos_token, ...), "" when unset.
-func (t *Template) Special(n string) string { return t.special[n] }
-
 // readTokenizerConfig returns the special tokens of tokenizer_config.json (each a string or an
 // AddedToken object) and its chat template; a missing file is no tokens and no template.
 func readTokenizerConfig(dir string) (map[string]string, string, error) {

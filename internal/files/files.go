@@ -41,16 +41,6 @@ func ReadFile(path string) ([]byte, error) {
 	return io.ReadAll(f)
 }
 
-// CheckRegular returns an error naming path unless it is a regular file (or does not exist,
-// which the caller's own open reports).
-func CheckRegular(path string) error {
-	st, err := os.Stat(path)
-	if err != nil || st.Mode().IsRegular() {
-		return nil
-	}
-	return fmt.Errorf("%s: not a regular file (%s)", path, kind(st.Mode()))
-}
-
 func kind(m os.FileMode) string {
 	switch {
 	case m.IsDir():
