@@ -9,11 +9,14 @@ import (
 )
 
 func benchModel(b *testing.B) (*model.Model, Options) {
+	return sizedModel(b, Defaults())
+}
+
+func sizedModel(b *testing.B, o Options) (*model.Model, Options) {
 	be, err := model.NewBackend()
 	if err != nil {
 		b.Fatal(err)
 	}
-	o := Defaults()
 	m, err := RandomModel(be, o)
 	if err != nil {
 		b.Fatal(err)
@@ -44,8 +47,20 @@ func BenchmarkScore(b *testing.B) {
 }
 
 // BenchmarkDecodeStep measures one cached decoding step for 16 rows.
-func BenchmarkDecodeStep(b *testing.B) {
-	m, o := benchModel(b)
+func BenchmarkDecodeStep(b *testing.B) { decodeSteps(b, benchModel) }
+
+// BenchmarkDecodeOneRow100M measures one cached decoding step of one row on the 100M model:
+// what serve does for one user (profile it with -cpuprofile).
+func BenchmarkDecodeOneRow100M(b *testing.B) {
+	decodeSteps(b, func(b *testing.B) (*model.Model, Options) {
+		o := Size100M()
+		o.Batch = 1
+		return sizedModel(b, o)
+	})
+}
+
+func decodeSteps(b *testing.B, build func(b *testing.B) (*model.Model, Options)) {
+	m, o := build(b)
 	prompts := make([][]int, o.Batch)
 	for i := range prompts {
 		for j := 0; j < o.PromptLen; j++ {
