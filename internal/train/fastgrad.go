@@ -4,8 +4,11 @@
 package train
 
 import (
-	"reflect"
+	"fmt"
+	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 
 	. "github.com/gomlx/gomlx/pkg/core/graph"
@@ -54,14 +57,32 @@ func installGradient() {
 	installed = want
 }
 
-// dotAxes reads the axes of a DotGeneral node; GoMLX keeps them unexported.
+// axesRe finds each axes list in a DotGeneral node's description.
+var axesRe = func() map[string]*regexp.Regexp {
+	out := map[string]*regexp.Regexp{}
+	for _, n := range []string{"lhsContractingAxes", "lhsBatchAxes", "rhsContractingAxes", "rhsBatchAxes"} {
+		out[n] = regexp.MustCompile(n + `=\[([0-9 ]*)\]`)
+	}
+	return out
+}()
+
+// dotAxes reads the axes of a DotGeneral node from its public description, e.g.
+// "DotGeneral(lhs=[#3], lhsContractingAxes=[2], lhsBatchAxes=[0], rhs=[#4], ...)": GoMLX keeps
+// them unexported, and nothing of its internals is read.
 func dotAxes(node *Node) (lc, lb, rc, rb []int) {
-	p := reflect.ValueOf(node).Elem().FieldByName("inputs").Elem().Elem()
+	desc := node.String()
 	get := func(name string) []int {
-		f := p.FieldByName(name)
-		out := make([]int, f.Len())
-		for i := range out {
-			out[i] = int(f.Index(i).Int())
+		m := axesRe[name].FindStringSubmatch(desc)
+		if m == nil {
+			panic(fmt.Sprintf("DotGeneral gradient: no %s in %q", name, desc))
+		}
+		var out []int
+		for _, f := range strings.Fields(m[1]) {
+			v, err := strconv.Atoi(f)
+			if err != nil {
+				panic(fmt.Sprintf("DotGeneral gradient: %s in %q", name, desc))
+			}
+			out = append(out, v)
 		}
 		return out
 	}
