@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/cyclealign/cyclealign/internal/bench"
 	"github.com/cyclealign/cyclealign/internal/chat"
-	"github.com/cyclealign/cyclealign/internal/files"
 	"github.com/cyclealign/cyclealign/internal/generate"
 	"github.com/cyclealign/cyclealign/internal/model"
 	"github.com/cyclealign/cyclealign/internal/tokenizer"
@@ -84,20 +82,16 @@ func runTokenize(cmd *cobra.Command, g *globalOptions, o *tokenizeOptions, args 
 
 // renderChatFile renders the messages of a JSON file with the chat template of model dir.
 func renderChatFile(dir, path string, addGen bool) (string, error) {
-	t, err := chat.Load(dir)
+	t, _, err := chat.Load(dir)
 	if err != nil {
 		return "", err
 	}
 	if t == nil {
 		return "", fmt.Errorf("%s has no chat template (chat_template.jinja or tokenizer_config.json's chat_template)", dir)
 	}
-	b, err := files.ReadFile(path)
+	msgs, err := chat.ReadMessages(path)
 	if err != nil {
 		return "", err
-	}
-	var msgs []chat.Message
-	if err := json.Unmarshal(b, &msgs); err != nil {
-		return "", fmt.Errorf("%s: want a JSON array of messages: %w", path, err)
 	}
 	return t.Render(msgs, addGen, false)
 }
@@ -128,13 +122,9 @@ func promptIDs(m *model.Model, prompt, chatFile string) ([]int, error) {
 	if chatFile == "" {
 		return m.PromptIDs(chat.Prompt{Text: prompt})
 	}
-	b, err := files.ReadFile(chatFile)
+	msgs, err := chat.ReadMessages(chatFile)
 	if err != nil {
 		return nil, err
-	}
-	var msgs []chat.Message
-	if err := json.Unmarshal(b, &msgs); err != nil {
-		return nil, fmt.Errorf("%s: want a JSON array of messages: %w", chatFile, err)
 	}
 	return m.PromptIDs(chat.Prompt{Messages: msgs})
 }

@@ -83,22 +83,25 @@ var SpecialTokenNames = []string{"bos_token", "eos_token", "unk_token", "pad_tok
 
 // Load finds the chat template of a model directory as transformers does: chat_template.jinja,
 // else tokenizer_config.json's chat_template (a string, or a list of named templates of which
-// "default" is used). It returns nil without error when the model has none.
-func Load(dir string) (*Template, error) {
+// "default" is used); the template is nil without error when the model has none. It also
+// returns the special tokens of tokenizer_config.json (none without the file).
+func Load(dir string) (*Template, map[string]string, error) {
 	special, cfgTemplate, err := readTokenizerConfig(dir)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	path := filepath.Join(dir, "chat_template.jinja")
+	var t *Template
 	if b, err := files.ReadFile(path); err == nil {
-		return Parse(string(b), path, special)
+		t, err = Parse(string(b), path, special)
+		return t, special, err
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
+		return nil, nil, err
 	}
-	if cfgTemplate == "" {
-		return nil, nil
+	if cfgTemplate != "" {
+		t, err = Parse(cfgTemplate, filepath.Join(dir, "tokenizer_config.json")+": chat_template", special)
 	}
-	return Parse(cfgTemplate, filepath.Join(dir, "tokenizer_config.json")+": chat_template", special)
+	return t, special, err
 }
 
 // LoadFile reads a Jinja template file (serve --chat-template) with the special tokens of the
@@ -128,10 +131,17 @@ func Parse(src, source string, special map[string]string) (*Template, error) {
 	return &Template{Source: source, tmpl: t, special: sp}, nil
 }
 
-// ReadSpecialTokens returns the special tokens of dir/tokenizer_config.json (none without it).
-func ReadSpecialTokens(dir string) (map[string]string, error) {
-	special, _, err := readTokenizerConfig(dir)
-	return special, err
+// ReadMessages reads a JSON file holding an array of OpenAI-style messages.
+func ReadMessages(path string) ([]Message, error) {
+	b, err := files.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var msgs []Message
+	if err := json.Unmarshal(b, &msgs); err != nil {
+		return nil, fmt.Errorf("%s: want a JSON array of messages: %w", path, err)
+	}
+	return msgs, nil
 }
 
 // Prompt is what a model is asked: a conversation, or (Messages nil) a text in the HH dialogue

@@ -76,25 +76,25 @@ const chatml = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m
 // strings or AddedToken objects.
 func TestLoadFindsTheTemplateAsTransformersDoes(t *testing.T) {
 	dir := t.TempDir()
-	if tm, err := Load(dir); tm != nil || err != nil {
+	if tm, sp, err := Load(dir); tm != nil || len(sp) != 0 || err != nil {
 		t.Fatalf("no files: %v %v", tm, err)
 	}
 	cfg := `{"bos_token": {"content": "<|begin|>", "lstrip": false}, "eos_token": "<|im_end|>", "pad_token": null, "chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "{{ bos_token }}D{{ eos_token }}{{ pad_token is defined }}"}]}`
 	os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), []byte(cfg), 0o644)
-	tm, err := Load(dir)
-	if err != nil {
-		t.Fatal(err)
+	tm, sp, err := Load(dir)
+	if err != nil || sp["bos_token"] != "<|begin|>" || sp["eos_token"] != "<|im_end|>" || sp["pad_token"] != "" {
+		t.Fatalf("special tokens %v, %v", sp, err)
 	}
 	if got, _ := tm.Render(nil, false, false); got != "<|begin|>D<|im_end|>False" || !strings.Contains(tm.Source, "tokenizer_config.json") {
 		t.Fatalf("list template: %q from %s", got, tm.Source)
 	}
 	os.WriteFile(filepath.Join(dir, "chat_template.jinja"), []byte(chatml), 0o644)
-	if tm, err = Load(dir); err != nil || !strings.HasSuffix(tm.Source, "chat_template.jinja") {
+	if tm, _, err = Load(dir); err != nil || !strings.HasSuffix(tm.Source, "chat_template.jinja") {
 		t.Fatalf("chat_template.jinja first: %v %v", tm, err)
 	}
 	for _, bad := range []string{`{"eos_token": 3}`, `{"chat_template": [{"name": "x", "template": "y"}]}`, `{"chat_template": 5}`, `{`} {
 		os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), []byte(bad), 0o644)
-		if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "tokenizer_config.json") {
+		if _, _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "tokenizer_config.json") {
 			t.Errorf("%s: %v", bad, err)
 		}
 	}

@@ -21,7 +21,7 @@ var chatFiles = []string{"tokenizer_config.json", "chat_template.jinja", "genera
 // config.json's eos_token_id, generation_config.json's (an int or a list; Llama 3 lists two),
 // the tokenizer's eos_token, and the special tokens of the template's turn end.
 func (m *Model) loadChat(dir string) error {
-	t, err := chat.Load(dir)
+	t, special, err := chat.Load(dir)
 	if err != nil {
 		return err
 	}
@@ -32,10 +32,6 @@ func (m *Model) loadChat(dir string) error {
 		return err
 	}
 	ends = append(ends, gen...)
-	special, err := chat.ReadSpecialTokens(dir)
-	if err != nil {
-		return err
-	}
 	if id, ok := m.Tokenizer.ID(special["eos_token"]); ok {
 		ends = append(ends, id)
 	}
