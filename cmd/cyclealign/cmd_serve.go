@@ -90,7 +90,8 @@ func runServe(ctx context.Context, o *serveOptions) error {
 			return err
 		}
 	}
-	o.Opt.LoadAdapter = func(path string) (*model.Model, error) { return base.WithAdapter(path, o.Opt.MaxLoRARank) }
+	// serve checks --max-lora-rank before it loads; the load bounds the rank by the model.
+	o.Opt.LoadAdapter = func(path string) (*model.Model, error) { return base.WithAdapter(path, 0) }
 	if o.NoBatching {
 		o.Opt.MaxRows = 1
 	}

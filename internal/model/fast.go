@@ -199,31 +199,40 @@ func (m *Model) pack() (*fastLM, error) {
 			p := fmt.Sprintf("model.layers.%d.", l)
 			ly := fastLayer{ln1w: get(p + "input_layernorm.weight"), ln2w: get(p + "post_attention_layernorm.weight"),
 				scale: float32(1 / math.Sqrt(float64(c.HeadDim)))}
-			// packed returns the base's packing of a matrix the adapter leaves alone, or packs it.
-			packed := func(baseOf func(*fastLayer) *cpu.Packed, pack func() *cpu.Packed, mods ...string) *cpu.Packed {
-				if shared != nil && !m.adapts(p, mods...) {
-					return baseOf(&shared.layers[l])
+			// unadapted is the base's packing of this layer when the adapter leaves all of mods
+			// alone (nil: pack them here).
+			unadapted := func(mods ...string) *fastLayer {
+				if shared == nil || m.adapts(p, mods...) {
+					return nil
 				}
-				return pack()
+				return &shared.layers[l]
 			}
-			ly.qkv = packed(func(b *fastLayer) *cpu.Packed { return b.qkv }, func() *cpu.Packed {
-				return cpu.PackRows([][]float32{get(p + "self_attn.q_proj.weight"), get(p + "self_attn.k_proj.weight"), get(p + "self_attn.v_proj.weight")}, D)
-			}, "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+			if b := unadapted("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"); b != nil {
+				ly.qkv = b.qkv
+			} else {
+				ly.qkv = cpu.PackRows([][]float32{get(p + "self_attn.q_proj.weight"), get(p + "self_attn.k_proj.weight"), get(p + "self_attn.v_proj.weight")}, D)
+			}
 			if c.AttentionBias {
 				ly.qkvb = slices.Concat(get(p+"self_attn.q_proj.bias"), get(p+"self_attn.k_proj.bias"), get(p+"self_attn.v_proj.bias"))
 			}
-			ly.o = packed(func(b *fastLayer) *cpu.Packed { return b.o }, func() *cpu.Packed {
-				return cpu.Pack(get(p+"self_attn.o_proj.weight"), D, qd)
-			}, "self_attn.o_proj")
+			if b := unadapted("self_attn.o_proj"); b != nil {
+				ly.o = b.o
+			} else {
+				ly.o = cpu.Pack(get(p+"self_attn.o_proj.weight"), D, qd)
+			}
 			if c.OutputBias {
 				ly.ob = get(p + "self_attn.o_proj.bias")
 			}
-			ly.up = packed(func(b *fastLayer) *cpu.Packed { return b.up }, func() *cpu.Packed {
-				return cpu.PackRows([][]float32{get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")}, D)
-			}, "mlp.gate_proj", "mlp.up_proj")
-			ly.down = packed(func(b *fastLayer) *cpu.Packed { return b.down }, func() *cpu.Packed {
-				return cpu.Pack(get(p+"mlp.down_proj.weight"), D, I)
-			}, "mlp.down_proj")
+			if b := unadapted("mlp.gate_proj", "mlp.up_proj"); b != nil {
+				ly.up = b.up
+			} else {
+				ly.up = cpu.PackRows([][]float32{get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")}, D)
+			}
+			if b := unadapted("mlp.down_proj"); b != nil {
+				ly.down = b.down
+			} else {
+				ly.down = cpu.Pack(get(p+"mlp.down_proj.weight"), D, I)
+			}
 			if c.MLPBias {
 				ly.upb = slices.Concat(get(p+"mlp.gate_proj.bias"), get(p+"mlp.up_proj.bias"))
 				ly.downb = get(p + "mlp.down_proj.bias")
