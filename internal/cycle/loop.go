@@ -239,12 +239,10 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 	batch := r.promptsFor(step)
 	// The white-box continues each prompt's tokens (a conversation rendered by the model's
 	// chat template); the black-box, the journal and the demonstrations read it as plain text.
-	prompts := make([]string, len(batch))
-	ids := make([][]int, len(batch))
+	promptIDs := make([][]int, len(batch))
 	for i, p := range batch {
-		prompts[i] = p.Plain()
 		var err error
-		if ids[i], err = r.M.PromptIDs(p); err != nil {
+		if promptIDs[i], err = r.M.PromptIDs(p); err != nil {
 			return nil, err
 		}
 	}
@@ -252,7 +250,7 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 	// Generation takes about a third of a step; the interactions share the rest.
 	at := func(t int, part float64) float64 { return 0.35 + 0.65*(float64(t)+part)/float64(c.Interactions) }
 	t0 := time.Now()
-	cands, ended, genTokens, err := r.candidates(ctx, ids, step)
+	cands, ended, genTokens, err := r.candidates(ctx, promptIDs, step)
 	if err != nil {
 		return nil, err
 	}
@@ -265,20 +263,19 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 	for t := 0; t < c.Interactions; t++ {
 		phase(step, at(t, 0), fmt.Sprintf("step %d.%d: white-box judging", step+1, t+1))
 		t0 := time.Now()
-		white, err := r.whiteRanking(ctx, ids, cands, ended)
+		white, err := r.whiteRanking(ctx, promptIDs, cands, ended)
 		if err != nil {
 			return nil, err
 		}
 		m.ScoreSeconds += time.Since(t0).Seconds()
 		t0 = time.Now()
 		phase(step, at(t, 0.2), fmt.Sprintf("step %d.%d: black-box ranking", step+1, t+1))
-		recs, err := r.blackRanking(ctx, step, t, batch, prompts, cands, white)
+		recs, err := r.blackRanking(ctx, step, t, batch, promptIDs, cands, white)
 		if err != nil {
 			return nil, err
 		}
 		for i := range recs {
 			recs[i].Weights, recs[i].Ended = sampledBy, ended[i]
-			recs[i].Conversation, recs[i].PromptTokens = batch[i].Messages, len(ids[i])
 		}
 		m.BlackboxSeconds += time.Since(t0).Seconds()
 		var exs []train.Example
@@ -306,7 +303,7 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 			}
 			// A candidate with no tokens (a blank reply that survived its re-sample) has no
 			// log-probability to rank: it leaves the ranking, recorded in the journal.
-			ex := train.Example{Prompt: ids[i]}
+			ex := train.Example{Prompt: promptIDs[i]}
 			for _, k := range rec.BlackRanking {
 				ids := r.responseIDs(rec.Candidates[k], rec.Ended[k])
 				if len(ids) == 0 {
@@ -531,14 +528,15 @@ func (r *Runner) DemosFor(prompt string) []blackbox.Demo {
 }
 
 // blackRanking asks the ranker about every prompt concurrently (the ranker bounds the load).
-func (r *Runner) blackRanking(ctx context.Context, step, t int, batch []chat.Prompt, prompts []string, cands [][]string, white [][]float64) ([]Record, error) {
+func (r *Runner) blackRanking(ctx context.Context, step, t int, batch []chat.Prompt, promptIDs [][]int, cands [][]string, white [][]float64) ([]Record, error) {
 	c := r.Cfg
-	recs := make([]Record, len(prompts))
-	errs := make([]error, len(prompts))
+	recs := make([]Record, len(batch))
+	errs := make([]error, len(batch))
 	var wg sync.WaitGroup
-	for i := range prompts {
-		demos := r.DemosFor(prompts[i])
-		rec := Record{Step: step + 1, Interaction: t + 1, Prompt: prompts[i], Candidates: cands[i],
+	for i, p := range batch {
+		plain := p.Plain()
+		demos := r.DemosFor(plain)
+		rec := Record{Step: step + 1, Interaction: t + 1, Prompt: plain, Conversation: p.Messages, PromptTokens: len(promptIDs[i]), Candidates: cands[i],
 			WhiteScores: white[i], WhiteRanking: blackbox.Order(white[i])}
 		for _, d := range demos {
 			rec.Demos = append(rec.Demos, d.Prompt)
@@ -547,7 +545,7 @@ func (r *Runner) blackRanking(ctx context.Context, step, t int, batch []chat.Pro
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			res, err := r.Ranker.Rank(ctx, blackbox.Request{Prompt: prompts[i], Conversation: batch[i].Messages, Candidates: cands[i], Demos: demos,
+			res, err := r.Ranker.Rank(ctx, blackbox.Request{Prompt: plain, Conversation: p.Messages, Candidates: cands[i], Demos: demos,
 				Seed: mix(c.Seed, uint64(step), uint64(t)<<16|uint64(i))})
 			if err != nil {
 				errs[i] = err
