@@ -247,3 +247,23 @@ func TestParquet(t *testing.T) {
 		t.Fatalf("garbage: %v", err)
 	}
 }
+
+// An HH row is a preference with the prompt up to the last "\n\nAssistant:"; rows whose two
+// dialogues have different prompts, or no assistant turn, are refused.
+func TestPreferenceHHRows(t *testing.T) {
+	p, c, r, ok, err := Preference([]byte(`{"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!", "rejected": "\n\nHuman: Hi\n\nAssistant: Go away."}`))
+	if err != nil || !ok || p.Text != "\n\nHuman: Hi\n\nAssistant:" || c != " Hello!" || r != " Go away." {
+		t.Fatalf("%+v %q %q %v %v", p, c, r, ok, err)
+	}
+	for _, bad := range []string{
+		`{"chosen": "\n\nHuman: A\n\nAssistant: x", "rejected": "\n\nHuman: B\n\nAssistant: y"}`,
+		`{"chosen": "no turns", "rejected": "no turns"}`,
+	} {
+		if _, _, _, ok, err := Preference([]byte(bad)); !ok || err == nil {
+			t.Errorf("%s: %v %v", bad, ok, err)
+		}
+	}
+	if _, _, _, ok, err := Preference([]byte(`{"prompt": "x"}`)); ok || err != nil {
+		t.Errorf("a row without chosen and rejected: %v %v", ok, err)
+	}
+}

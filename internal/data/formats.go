@@ -11,10 +11,10 @@ import (
 	"github.com/cyclealign/cyclealign/internal/files"
 )
 
-// eachRecord calls fn with every record of a dataset file and where it stands ("line 3",
+// EachRecord calls fn with every record of a dataset file and where it stands ("line 3",
 // "row 3", 1-based): JSON lines (.jsonl, optionally gzipped), a JSON array (.json), or Parquet
-// (.parquet), the files `datasets` writes and the Hub serves.
-func eachRecord(path string, fn func(rec []byte, where string) error) error {
+// (.parquet), the files `datasets` writes and the Hub serves. Errors name the file and the place.
+func EachRecord(path string, fn func(rec []byte, where string) error) error {
 	if strings.HasSuffix(path, ".parquet") {
 		return eachParquetRow(path, fn)
 	}
@@ -151,7 +151,7 @@ func conversation(field string, msgs []chat.Message) (chat.Prompt, error) {
 // ended differently.
 func ReadChatPrompts(path string) ([]chat.Prompt, error) {
 	var out []chat.Prompt
-	err := eachRecord(path, func(rec []byte, where string) error {
+	err := EachRecord(path, func(rec []byte, where string) error {
 		r, err := parseRow(rec)
 		if err != nil {
 			return err
@@ -207,12 +207,6 @@ func ReadEval(path string) (prompts []string, convs [][]chat.Message, pairs []Pa
 	return prompts, convs, nil, nil
 }
 
-// EachRecord calls fn with every record of a dataset file (.jsonl, optionally gzipped, a .json
-// array, or .parquet) and where it stands ("line 3", "row 3"); errors name the file and the place.
-func EachRecord(path string, fn func(rec []byte, where string) error) error {
-	return eachRecord(path, fn)
-}
-
 // Preference reads a preference row as TRL documents it: {"prompt", "chosen", "rejected"},
 // each a text or a list of messages, or chosen and rejected as whole conversations (an
 // implicit prompt: their turns before the last assistant turn). ok is false for a record
@@ -244,10 +238,12 @@ func Preference(rec []byte) (prompt chat.Prompt, chosen, rejected string, ok boo
 		return prompt, chosen, rejected, true, err
 	}
 	// HH rows: both dialogues share the prompt up to the last "\n\nAssistant:".
-	cp, cr, ok1 := SplitDialogue(chosen)
-	rp, rr, ok2 := SplitDialogue(rejected)
-	if !ok1 || !ok2 || cp != rp {
+	pair, same, err := parseHH(rec)
+	switch {
+	case err != nil:
+		return prompt, "", "", true, err
+	case !same:
 		return prompt, "", "", true, fmt.Errorf(`"chosen" and "rejected" are neither replies to a "prompt" nor dialogues with the same prompt`)
 	}
-	return chat.Prompt{Text: cp}, cr, rr, true, nil
+	return chat.Prompt{Text: pair.Prompt}, pair.Chosen, pair.Rejected, true, nil
 }
