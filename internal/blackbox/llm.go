@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/cyclealign/cyclealign/internal/chat"
 	"github.com/cyclealign/cyclealign/internal/files"
 	"github.com/cyclealign/cyclealign/internal/openaiapi"
 	"golang.org/x/time/rate"
@@ -172,7 +173,7 @@ func (l *LLM) complete(ctx context.Context, msgs []Message) (string, string, Usa
 		if role != "system" && role != "assistant" {
 			role = "user"
 		}
-		req.Messages = append(req.Messages, openaiapi.Message{Role: role, Content: m.Content})
+		req.Messages = append(req.Messages, chat.Message{Role: role, Content: m.Content})
 	}
 	text, resp, err := l.client.Chat(ctx, req)
 	if err != nil {

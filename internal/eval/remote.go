@@ -33,11 +33,7 @@ func (r *Remote) greedy(ctx context.Context, prompts []string, convs [][]chat.Me
 			}
 			var err error
 			if convs != nil {
-				req := openaiapi.ChatRequest{Model: r.Model, MaxTokens: maxNew, Temperature: new(float64)}
-				for _, m := range convs[i] {
-					req.Messages = append(req.Messages, openaiapi.Message{Role: m.Role, Content: m.Content})
-				}
-				out[i], _, err = c.Chat(ctx, req)
+				out[i], _, err = c.Chat(ctx, openaiapi.ChatRequest{Model: r.Model, Messages: convs[i], MaxTokens: maxNew, Temperature: new(float64)})
 			} else {
 				var ch []openaiapi.Choice
 				ch, _, err = c.Completions(ctx, openaiapi.CompletionRequest{Model: r.Model, Prompt: p, MaxTokens: maxNew, Stop: []string{generate.DefaultStop}})

@@ -5,21 +5,16 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-)
 
-// Message is a chat message.
-type Message struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
-}
+	"github.com/cyclealign/cyclealign/internal/chat"
+)
 
 // ChatRequest is POST /chat/completions.
 type ChatRequest struct {
-	Model       string    `json:"model"`
-	Messages    []Message `json:"messages"`
-	Temperature *float64  `json:"temperature,omitempty"`
-	MaxTokens   int       `json:"max_tokens,omitempty"`
-	Seed        *int64    `json:"seed,omitempty"`
+	Model       string         `json:"model"`
+	Messages    []chat.Message `json:"messages"`
+	Temperature *float64       `json:"temperature,omitempty"`
+	MaxTokens   int            `json:"max_tokens,omitempty"`
 }
 
 // Usage is a reply's token counts.
@@ -30,12 +25,10 @@ type Usage struct {
 
 // ChatResponse is the part of a chat completion the program reads.
 type ChatResponse struct {
-	ID      string `json:"id"`
 	Choices []struct {
 		Message struct {
 			Content *string `json:"content"`
 		} `json:"message"`
-		FinishReason string `json:"finish_reason"`
 	} `json:"choices"`
 	Usage Usage `json:"usage"`
 }
@@ -68,7 +61,6 @@ type CompletionRequest struct {
 
 // Choice is one completion: its text, and why it ended.
 type Choice struct {
-	Index        int
 	Text         string
 	FinishReason string
 }
@@ -107,7 +99,7 @@ func (c *Client) Completions(ctx context.Context, req CompletionRequest) ([]Choi
 			return nil, Usage{}, bad("choice %d has no text (null or missing)", ch.Index)
 		}
 		seen[ch.Index] = true
-		out[ch.Index] = Choice{Index: ch.Index, Text: *ch.Text, FinishReason: ch.FinishReason}
+		out[ch.Index] = Choice{Text: *ch.Text, FinishReason: ch.FinishReason}
 	}
 	return out, resp.Usage, nil
 }
