@@ -254,15 +254,21 @@ func ParseEnd(spec string, eos []int) (End, error) {
 // with end appended and then truncated to maxResponse tokens (0: no limit; a cut candidate
 // loses its end, as it did not reach it).
 func Tokenize(tok *tokenizer.Tokenizer, r Ranked, maxResponse int, end End) Example {
-	ex := Example{Prompt: tok.Encode(r.Prompt, true), Rewards: r.Rewards}
-	for _, c := range r.Candidates {
+	return Example{Prompt: tok.Encode(r.Prompt, true), Rewards: r.Rewards, Candidates: encodeCandidates(tok, r.Candidates, maxResponse, end)}
+}
+
+// encodeCandidates encodes candidates without special tokens, each with end appended and then
+// cut to maxResponse tokens (0: no limit).
+func encodeCandidates(tok *tokenizer.Tokenizer, cands []string, maxResponse int, end End) [][]int {
+	var out [][]int
+	for _, c := range cands {
 		ids := append(tok.Encode(c+end.Text, false), end.IDs...)
 		if maxResponse > 0 && len(ids) > maxResponse {
 			ids = ids[:maxResponse]
 		}
-		ex.Candidates = append(ex.Candidates, ids)
+		out = append(out, ids)
 	}
-	return ex
+	return out
 }
 
 // batch is a set of examples laid out for the loss graph: one row per (prompt, candidate),
@@ -435,17 +441,18 @@ func TokenizeFitted(m *model.Model, ranked []Ranked, maxResponse int, end End) (
 	exs := make([]Example, len(ranked))
 	cut := 0
 	for i, r := range ranked {
-		e := end
-		if r.Conversation != nil && end.IDs != nil {
-			e = End{Text: m.TurnEnd()}
-		}
-		ex := Tokenize(m.Tokenizer, r, maxResponse, e)
+		e, p := end, chat.Prompt{Text: r.Prompt}
 		if r.Conversation != nil {
-			var err error
-			if ex.Prompt, err = m.PromptIDs(chat.Prompt{Messages: r.Conversation}); err != nil {
-				return nil, fmt.Errorf("example %d: %w", i, err)
+			p = chat.Prompt{Messages: r.Conversation}
+			if end.IDs != nil {
+				e = End{Text: m.TurnEnd()}
 			}
 		}
+		prompt, err := m.PromptIDs(p)
+		if err != nil {
+			return nil, fmt.Errorf("example %d: %w", i, err)
+		}
+		ex := Example{Prompt: prompt, Rewards: r.Rewards, Candidates: encodeCandidates(m.Tokenizer, r.Candidates, maxResponse, e)}
 		exs[i] = ex.Fit(m.Config.MaxPositions)
 		if len(exs[i].Prompt) < len(ex.Prompt) {
 			cut++
