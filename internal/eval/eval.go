@@ -73,12 +73,14 @@ type Sample struct {
 func greedy(ctx context.Context, m *model.Model, prompts []string, convs [][]chat.Message, maxNew, noRepeat int, done func(float64)) ([]string, error) {
 	opt := generate.Options{N: 1, MaxNewTokens: maxNew, Greedy: true, TopP: 1, Stop: []string{generate.DefaultStop}, MaxRows: 32,
 		TruncatePrompt: true, NoRepeatNGram: noRepeat, Progress: func(d, n int) { done(float64(d) / float64(n)) }}
+	if convs != nil {
+		opt.Stop = nil // a conversation's reply ends at the model's end tokens
+	}
 	ids := make([][]int, len(prompts))
 	for i, p := range prompts {
 		cp := chat.Prompt{Text: p}
 		if convs != nil {
 			cp = chat.Prompt{Messages: convs[i]}
-			opt.Stop = nil // a conversation's reply ends at the model's end tokens
 		}
 		var err error
 		if ids[i], err = m.PromptIDs(cp); err != nil {
