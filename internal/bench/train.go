@@ -51,8 +51,8 @@ func Train(ctx context.Context, b backends.Backend, o Options, to TrainOptions, 
 		graphEngine = "cpu"
 	case "gomlx":
 	case "gomlx-stock":
-		train.SetFastGradients(false)
-		defer train.SetFastGradients(true)
+		model.SetFastGradients(false)
+		defer model.SetFastGradients(true)
 	default:
 		return nil, fmt.Errorf("unknown training engine %q (%s)", engine, strings.Join(TrainEngines, ", "))
 	}

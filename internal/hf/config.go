@@ -106,7 +106,7 @@ func ParseConfig(b []byte) (*Config, error) {
 	}
 	c.TieWordEmbeddings = r.boolOr("tie_word_embeddings", c.ModelType == "gpt2")
 	switch c.ModelType {
-	case "llama", "mistral", "qwen2":
+	case "llama", "mistral", "qwen2", "qwen3":
 		c.VocabSize = r.int("vocab_size")
 		c.HiddenSize = r.int("hidden_size")
 		c.IntermediateSize = r.int("intermediate_size")
@@ -115,6 +115,9 @@ func ParseConfig(b []byte) (*Config, error) {
 		c.NumKVHeads = r.intOr("num_key_value_heads", c.NumHeads)
 		if c.NumHeads > 0 {
 			c.HeadDim = r.intOr("head_dim", c.HiddenSize/c.NumHeads)
+		}
+		if c.ModelType == "qwen3" { // Qwen3Config's own default, whatever the hidden size
+			c.HeadDim = r.intOr("head_dim", 128)
 		}
 		c.MaxPositions = r.intOr("max_position_embeddings", 2048)
 		c.NormEps = r.floatOr("rms_norm_eps", 1e-6)
@@ -126,7 +129,11 @@ func ParseConfig(b []byte) (*Config, error) {
 			c.AttentionBias = r.boolOr("attention_bias", false)
 			c.OutputBias = c.AttentionBias
 		}
-		if c.ModelType != "llama" && r.boolOr("use_sliding_window", c.ModelType == "mistral") {
+		switch {
+		case c.ModelType == "qwen3" && r.boolOr("use_sliding_window", false):
+			// Qwen3 slides the window only in the layers from max_window_layers on.
+			return nil, fmt.Errorf("field use_sliding_window: unsupported value true for qwen3")
+		case c.ModelType != "llama" && r.boolOr("use_sliding_window", c.ModelType == "mistral"):
 			c.SlidingWindow = r.intOr("sliding_window", 0)
 		}
 		rope, err := parseRope(raw)
@@ -161,7 +168,7 @@ func ParseConfig(b []byte) (*Config, error) {
 	case "":
 		return nil, fmt.Errorf("field model_type: missing")
 	default:
-		return nil, fmt.Errorf("field model_type: unsupported value %q (supported: llama, mistral, qwen2, gpt2)", c.ModelType)
+		return nil, fmt.Errorf("field model_type: unsupported value %q (supported: llama, mistral, qwen2, qwen3, gpt2)", c.ModelType)
 	}
 	if r.err != nil {
 		return nil, r.err

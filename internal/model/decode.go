@@ -3,8 +3,6 @@ package model
 import (
 	"fmt"
 
-	"github.com/gomlx/gomlx/pkg/core/dtypes"
-	"github.com/gomlx/gomlx/pkg/core/shapes"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 )
 
@@ -116,19 +114,7 @@ func (m *Model) NewRowDecoder(prompts [][]int, budgets []int, useCache bool) (De
 			return nil, fmt.Errorf("prompt %d: %d tokens + %d new exceed the model's %d positions", i, len(p), budgets[i], m.Config.MaxPositions)
 		}
 	}
-	if m.fastOn && useCache {
-		return m.newFastDecoder(prompts, budgets)
-	}
-	l := newLayout(m, prompts, budgets)
-	if !useCache {
-		return &recompute{layout: l}, nil
-	}
-	d := &cached{layout: l}
-	c := m.Config
-	for i := 0; i < 2*c.NumLayers; i++ {
-		d.caches = append(d.caches, tensors.FromShape(shapes.Make(dtypes.Float32, l.rows, l.tmax, c.NumKVHeads, c.HeadDim)))
-	}
-	return d, nil
+	return m.eng.decoder(prompts, budgets, useCache)
 }
 
 func (d *cached) run(from, C int, tok func(r, s int) int) ([][]float32, error) {

@@ -11,14 +11,11 @@ import (
 // does: normal(0, std) for matrices and embeddings, ones for norm weights, zeros for biases.
 // The same seed gives the same weights.
 func InitTensors(cfg *hf.Config, std float64, seed uint64) (map[string]*hf.Tensor, error) {
-	a, ok := archs[cfg.ModelType]
-	if !ok {
-		return nil, errUnsupported(cfg.ModelType)
-	}
-	shapes, err := a.tensors(cfg, func(string) bool { return false })
+	d, err := describe(cfg, func(string) bool { return false })
 	if err != nil {
 		return nil, err
 	}
+	shapes := d.tensors()
 	dt := hf.DTypeOf(cfg.DType)
 	out := map[string]*hf.Tensor{}
 	for _, name := range sortedKeys(shapes) {

@@ -36,11 +36,6 @@ type LoRA struct {
 	Targets []string `json:"target_modules"` // q, k, v, o, gate, up, down or the *_proj names
 }
 
-var loraTargets = map[string]string{
-	"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
-	"gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj",
-}
-
 // AddLoRA attaches adapters to the chosen linear layers of every block (A random as PEFT's
 // kaiming-uniform, B zero, so the model's outputs are unchanged) and freezes the base weights.
 func (m *Model) AddLoRA(cfg LoRA, seed uint64) error {
@@ -56,14 +51,14 @@ func (m *Model) AddLoRA(cfg LoRA, seed uint64) error {
 	if scale := cfg.Alpha / float64(cfg.R); math.IsNaN(scale) || math.IsInf(scale, 0) || math.Abs(scale) > MaxLoRAScale {
 		return fmt.Errorf("LoRA scale alpha/r = %g/%d is not a number within ±%g", cfg.Alpha, cfg.R, MaxLoRAScale)
 	}
-	if _, ok := m.arch.(llama); !ok {
-		return fmt.Errorf("LoRA targets are defined for llama, mistral and qwen2; %s has none", m.Config.ModelType)
+	if m.desc.loraTargets == nil {
+		return fmt.Errorf("LoRA targets are defined for the llama, mistral, qwen2 and qwen3 families; %s has none", m.Config.ModelType)
 	}
 	var suffixes []string
 	for _, t := range cfg.Targets {
-		s, ok := loraTargets[t]
+		s, ok := m.desc.loraTargets[t]
 		if !ok {
-			for _, v := range loraTargets {
+			for _, v := range m.desc.loraTargets {
 				if strings.HasSuffix(v, "."+t) {
 					s, ok = v, true
 				}
@@ -308,8 +303,8 @@ func (m *Model) WithAdapter(dir string, maxRank int) (*Model, error) {
 	if m.lora != nil {
 		return nil, fmt.Errorf("%s: the base already has LoRA adapters", dir)
 	}
-	c := &Model{Dir: m.Dir, Config: m.Config, Tokenizer: m.Tokenizer, Chat: m.Chat, turnEnd: m.turnEnd, turnEndIDs: m.turnEndIDs, endIDs: m.endIDs, Backend: m.Backend, Ctx: context.New(), arch: m.arch,
-		stored: m.stored, names: m.names, execs: map[string]*context.Exec{}, coarse: m.coarse, fastOn: m.fastOn, base: m}
+	c := &Model{Dir: m.Dir, Config: m.Config, Tokenizer: m.Tokenizer, Chat: m.Chat, turnEnd: m.turnEnd, turnEndIDs: m.turnEndIDs, endIDs: m.endIDs, Backend: m.Backend, Ctx: context.New(), desc: m.desc,
+		stored: m.stored, names: m.names, execs: map[string]*context.Exec{}, coarse: m.coarse, base: m}
 	wctx := c.Ctx.InAbsPath(WeightScope)
 	for _, n := range m.names {
 		v, err := m.Variable(n).Value()
@@ -317,6 +312,9 @@ func (m *Model) WithAdapter(dir string, maxRank int) (*Model, error) {
 			return nil, fmt.Errorf("tensor %q: %w", n, err)
 		}
 		wctx.VariableWithValue(n, v)
+	}
+	if err := c.SetEngine(m.Engine()); err != nil {
+		return nil, err
 	}
 	if err := c.LoadAdapter(dir, maxRank); err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
-// Package model is the white-box engine: it loads a HuggingFace causal-LM directory into GoMLX
-// variables named after the checkpoint's tensors, builds the forward graph of each supported
-// architecture, scores (prompt, response) pairs, runs cached decoding steps, and saves back.
+// Package model is the white-box model: it loads a HuggingFace causal-LM directory into GoMLX
+// variables named after the checkpoint's tensors, describes each supported architecture once
+// (arch.go), and computes it on one of two engines (engine.go): scoring, KV-cache decoding, and
+// the training forward and backward passes. It saves back in HF's layout.
 package model
 
 import (
@@ -10,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,21 +32,6 @@ import (
 // named exactly as in model.safetensors.
 const WeightScope = "/w"
 
-// arch is one architecture family: which tensors it needs and how it computes.
-type arch interface {
-	// tensors lists every tensor the checkpoint must hold, with its shape. has reports whether
-	// an optional tensor is present in the file.
-	tensors(c *hf.Config, has func(string) bool) (map[string][]int, error)
-	// hidden returns the final-normed hidden states [B,T,D].
-	hidden(w *weights, tokens, positions *Node, att *attention) *Node
-	// lmHead maps hidden states to logits [B,T,V].
-	lmHead(w *weights, h *Node) *Node
-}
-
-var archs = map[string]arch{}
-
-func register(modelType string, a arch) { archs[modelType] = a }
-
 // Model is a loaded white-box model. Graph executions are serialised by an internal lock.
 type Model struct {
 	// Dir is the absolute path the model was loaded from ("" when built in memory); a saved
@@ -56,7 +41,8 @@ type Model struct {
 	Tokenizer *tokenizer.Tokenizer
 	Backend   backends.Backend
 	Ctx       *context.Context
-	arch      arch
+	desc      *desc // the architecture, described for this config
+	eng       engine
 	stored    map[string]hf.DType
 	names     []string
 
@@ -73,25 +59,11 @@ type Model struct {
 	execs      map[string]*context.Exec
 	graphOwner GraphOwner
 
-	fastOn bool // inference on the engine's own CPU path (fast.go)
 	// coarse rounds graph shapes to powers of two (see shapeLen): set on backends that compile.
 	coarse bool
-	fastMu sync.Mutex
-	fast   *fastLM
-	// Counters of in-place changes (the own training path updates values where they are, so
-	// a changed tensor keeps its identity): base weights, and adapters.
+	// Counters of in-place changes (Model.Update: a changed tensor keeps its identity), base
+	// weights and adapters, by which the CPU engine knows its packings are stale.
 	baseVersion, loraVersion atomic.Uint64
-	trainCache               *trainCache // packed frozen base weights, for LoRA training
-}
-
-// WeightsChanged records that values were changed in place: the base weights (base true) or
-// the adapters; packings made from the old values are not used again.
-func (m *Model) WeightsChanged(base bool) {
-	if base {
-		m.baseVersion.Add(1)
-	} else {
-		m.loraVersion.Add(1)
-	}
 }
 
 // Load reads config.json, tokenizer.json and the safetensors weights of dir. Every tensor the
@@ -126,15 +98,12 @@ func Load(backend backends.Backend, dir string) (*Model, error) {
 
 // New builds a Model from parsed parts; source names the files in error messages.
 func New(backend backends.Backend, cfg *hf.Config, tok *tokenizer.Tokenizer, ts map[string]*hf.Tensor, source string) (*Model, error) {
-	a, ok := archs[cfg.ModelType]
-	if !ok {
-		return nil, errUnsupported(cfg.ModelType)
-	}
-	want, err := a.tensors(cfg, func(n string) bool { _, ok := ts[n]; return ok })
+	d, err := describe(cfg, func(n string) bool { _, ok := ts[n]; return ok })
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", source, err)
 	}
-	m := &Model{Config: cfg, Tokenizer: tok, Backend: backend, Ctx: context.New(), arch: a,
+	want := d.tensors()
+	m := &Model{Config: cfg, Tokenizer: tok, Backend: backend, Ctx: context.New(), desc: d,
 		stored: map[string]hf.DType{}, execs: map[string]*context.Exec{}, coarse: !PureGo(backend)}
 	wctx := m.Ctx.InAbsPath(WeightScope)
 	m.names = sortedKeys(want)
@@ -161,15 +130,6 @@ func New(backend backends.Backend, cfg *hf.Config, tok *tokenizer.Tokenizer, ts 
 
 func errUnsupported(modelType string) error {
 	return fmt.Errorf("config.json field model_type: unsupported value %q", modelType)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // TensorNames lists the checkpoint tensors the model holds, sorted.

@@ -5,9 +5,6 @@ import (
 
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	. "github.com/gomlx/gomlx/pkg/core/graph"
-	"github.com/gomlx/gomlx/pkg/core/shapes"
-
-	"github.com/cyclealign/cyclealign/internal/hf"
 )
 
 // Graph building blocks shared by the architectures. Norms divide by Sqrt because GoMLX has no
@@ -57,33 +54,8 @@ func rope(x, positions *Node, invFreq []float32) *Node {
 	return Add(Mul(x, cos), Mul(rotated, sin))
 }
 
-// invFreqs returns the RoPE inverse frequencies of c (hd/2 of them for head size hd), with llama3
-// scaling if asked.
-func invFreqs(c *hf.Config) []float32 {
-	hd, theta, typ := c.HeadDim, c.Rope.Theta, c.Rope.Type
-	factor, low, high, origMax := c.Rope.Factor, c.Rope.LowFreqFactor, c.Rope.HighFreqFactor, c.Rope.OriginalMaxPositions
-	out := make([]float32, hd/2)
-	for i := range out {
-		f := 1 / math.Pow(theta, float64(2*i)/float64(hd))
-		if typ == "llama3" {
-			lowWavelen := float64(origMax) / low
-			highWavelen := float64(origMax) / high
-			wavelen := 2 * math.Pi / f
-			switch {
-			case wavelen > lowWavelen:
-				f /= factor
-			case wavelen >= highWavelen:
-				smooth := (float64(origMax)/wavelen - low) / (high - low)
-				f = (1-smooth)*f/factor + smooth*f
-			}
-		}
-		out[i] = float32(f)
-	}
-	return out
-}
-
-// selectRow returns x contracted with the one-hot vector e_i along axis 0 of size n; used
-// to split fused weights (GPT-2's c_attn) without Slice.
+// oneHot is the one-hot vector e_i of size n; a contraction with it selects along an axis
+// without Slice.
 func oneHot(g *Graph, n, i int) *Node {
 	v := make([]float32, n)
 	v[i] = 1
@@ -124,16 +96,4 @@ func (a *attention) attend(layer int, q, k, v *Node, scale float64) *Node {
 // gatherRows picks table rows [N,D] at int32 indices [B,T] -> [B,T,D].
 func gatherRows(table, idx *Node) *Node {
 	return Gather(table, InsertAxes(idx, -1))
-}
-
-// tokenLogProbs returns log p(targets[b,t]) under logits [B,T,V] -> [B,T].
-func tokenLogProbs(logits, targets *Node) *Node {
-	g := logits.Graph()
-	dims := logits.Shape().Dimensions
-	B, T := dims[0], dims[1]
-	logp := LogSoftmax(logits, -1)
-	bi := Iota(g, shapes.Make(dtypes.Int32, B, T, 1), 0)
-	ti := Iota(g, shapes.Make(dtypes.Int32, B, T, 1), 1)
-	idx := Concatenate([]*Node{bi, ti, InsertAxes(ConvertDType(targets, dtypes.Int32), -1)}, -1)
-	return Gather(logp, idx)
 }

@@ -43,31 +43,6 @@ func (m *Model) run(name string, fn func(ctx *context.Context, in []*Node) []*No
 	return e.Exec(args...)
 }
 
-// Forward builds the logits graph [B,T,V] for tokens and positions [B,T] (int32) and a
-// boolean attention mask [B,T,T]. Training code calls it inside its own graphs.
-func (m *Model) Forward(ctx *context.Context, tokens, positions, mask *Node) *Node {
-	w := newWeights(m, ctx, tokens.Graph())
-	h := m.arch.hidden(w, tokens, positions, &attention{mask: mask})
-	return m.arch.lmHead(w, h)
-}
-
-// TokenLogProbs builds log p(targets[b,t] | tokens[b,:t+1]) -> [B,T] inside a graph.
-func (m *Model) TokenLogProbs(ctx *context.Context, tokens, positions, mask, targets *Node) *Node {
-	return tokenLogProbs(m.Forward(ctx, tokens, positions, mask), targets)
-}
-
-func logitsGraph(m *Model) func(ctx *context.Context, in []*Node) []*Node {
-	return func(ctx *context.Context, in []*Node) []*Node {
-		return []*Node{m.Forward(ctx, in[0], in[1], in[2])}
-	}
-}
-
-func logProbsGraph(m *Model) func(ctx *context.Context, in []*Node) []*Node {
-	return func(ctx *context.Context, in []*Node) []*Node {
-		return []*Node{m.TokenLogProbs(ctx, in[0], in[1], in[2], in[3])}
-	}
-}
-
 // stepGraph runs C new tokens through the model with a KV cache: in = tokens [B,C],
 // positions [B,C], mask [B,C,Tmax], write [C,Tmax], then 2 caches per layer. It returns the
 // logits of the last token [B,V] and the updated caches.
@@ -75,10 +50,10 @@ func stepGraph(m *Model) func(ctx *context.Context, in []*Node) []*Node {
 	return func(ctx *context.Context, in []*Node) []*Node {
 		w := newWeights(m, ctx, in[0].Graph())
 		att := &attention{mask: in[2], write: in[3], cache: in[4:]}
-		h := m.arch.hidden(w, in[0], in[1], att)
+		h := m.desc.hidden(w, in[0], in[1], att)
 		C := h.Shape().Dimensions[1]
 		last := Slice(h, AxisRange(), AxisRange(C-1, C), AxisRange())
-		logits := m.arch.lmHead(w, last)
+		logits := m.desc.headGraph(w, last)
 		out := []*Node{Reshape(logits, logits.Shape().Dimensions[0], -1)}
 		return append(out, att.out...)
 	}
@@ -89,9 +64,9 @@ func stepGraph(m *Model) func(ctx *context.Context, in []*Node) []*Node {
 func selectGraph(m *Model) func(ctx *context.Context, in []*Node) []*Node {
 	return func(ctx *context.Context, in []*Node) []*Node {
 		w := newWeights(m, ctx, in[0].Graph())
-		h := m.arch.hidden(w, in[0], in[1], &attention{mask: in[2]})
+		h := m.desc.hidden(w, in[0], in[1], &attention{mask: in[2]})
 		h = InsertAxes(Einsum("btd,t->bd", h, in[3]), 1)
-		logits := m.arch.lmHead(w, h)
+		logits := m.desc.headGraph(w, h)
 		return []*Node{Reshape(logits, logits.Shape().Dimensions[0], -1)}
 	}
 }

@@ -120,64 +120,20 @@ func (m *Model) LogProbs(ctx context.Context, seqs [][]int) ([][]float32, error)
 	if err := m.CheckLanguageModel(); err != nil {
 		return nil, err
 	}
-	if m.fastOn {
-		return m.fastLogProbs(ctx, seqs)
-	}
-	out := make([][]float32, len(seqs))
-	err := m.eachBatch(ctx, seqs, 2, func(group []int, rows [][]int, T int) error {
-		tok, pos, mask := m.RightPadded(rows, T)
-		tgt := make([]int32, len(rows)*T)
-		for b, s := range rows {
-			for t := 0; t+1 < len(s); t++ {
-				tgt[b*T+t] = int32(s[t+1])
-			}
-		}
-		res, err := m.run("logprobs", logProbsGraph(m), tok, pos, mask, tensors.FromFlatDataAndDimensions(tgt, len(rows), T))
-		if err != nil {
-			return err
-		}
-		flat, err := toFloat32(res[0])
-		if err != nil {
-			return err
-		}
-		for b, j := range group {
-			out[j] = append([]float32(nil), flat[b*T:b*T+len(rows[b])-1]...)
-		}
-		return nil
-	})
-	return out, err
+	return m.eng.logProbs(ctx, seqs)
 }
 
 // Logits returns the logits [len(s)][V] of every position of each sequence (V is num_labels
 // for a sequence-classification head).
 func (m *Model) Logits(ctx context.Context, seqs [][]int) ([][][]float32, error) {
-	if m.fastOn {
-		return m.fastLogits(ctx, seqs)
-	}
-	out := make([][][]float32, len(seqs))
-	V := m.Config.VocabSize
-	if m.Config.NumLabels > 0 {
-		V = m.Config.NumLabels
-	}
-	err := m.eachBatch(ctx, seqs, 1, func(group []int, rows [][]int, T int) error {
-		tok, pos, mask := m.RightPadded(rows, T)
-		res, err := m.run("logits", logitsGraph(m), tok, pos, mask)
-		if err != nil {
-			return err
-		}
-		flat, err := toFloat32(res[0])
-		if err != nil {
-			return err
-		}
-		for b, j := range group {
-			out[j] = make([][]float32, len(rows[b]))
-			for t := range rows[b] {
-				out[j][t] = flat[(b*T+t)*V : (b*T+t+1)*V]
-			}
-		}
-		return nil
-	})
-	return out, err
+	return m.eng.logits(ctx, seqs)
+}
+
+// TrainForward runs seqs through the model for training, keeping what the backward pass needs.
+// It returns, per sequence, log p(s[t+1] | s[:t+1]) for t < len(s)-1 (for a score head: the
+// head's first output at each position instead).
+func (m *Model) TrainForward(seqs [][]int, drop Dropout) (TrainPass, [][]float32, error) {
+	return m.eng.trainForward(seqs, drop)
 }
 
 // Score is the log-probability of a response given a prompt.

@@ -194,8 +194,6 @@ func (t *Trainer) LoadCheckpoint(dir string) (st State, ck string, found bool, e
 	}
 	t.Step = st.Step
 	t.accumulated, t.micro, t.grads = 0, 0, nil
-	t.M.WeightsChanged(true)
-	t.M.WeightsChanged(false)
 	return st, ck, true, nil
 }
 

@@ -5,11 +5,6 @@ import (
 	"log/slog"
 	"math"
 
-	"github.com/gomlx/gomlx/pkg/core/dtypes"
-	. "github.com/gomlx/gomlx/pkg/core/graph"
-	"github.com/gomlx/gomlx/pkg/core/tensors"
-	"github.com/gomlx/gomlx/pkg/ml/context"
-
 	"github.com/cyclealign/cyclealign/internal/chat"
 	"github.com/cyclealign/cyclealign/internal/model"
 	"github.com/cyclealign/cyclealign/internal/tokenizer"
@@ -271,17 +266,6 @@ func encodeCandidates(tok *tokenizer.Tokenizer, cands []string, maxResponse int,
 	return out
 }
 
-// batch is a set of examples laid out for the loss graph: one row per (prompt, candidate),
-// plus constant matrices that select each example's terms from the row scores.
-type batch struct {
-	args     []any // tokens, positions, mask, targets, respMask, sftSel, pairs, suffix, pick, last, temps
-	examples int
-	rows     int
-	tokens   int      // real tokens in the batch
-	owner    [][2]int // row -> (example, candidate rank)
-	rewards  [][]float64
-}
-
 // rows flattens examples into one sequence (prompt + candidate) per candidate, with each
 // prompt's length, the (example, rank) each row belongs to, and the real token count.
 type rows struct {
@@ -314,122 +298,6 @@ func flatten(m *model.Model, exs []Example, minCands int) (*rows, error) {
 		return nil, fmt.Errorf("a prompt plus candidate has %d tokens, over the model's %d positions", rs.maxLen, m.Config.MaxPositions)
 	}
 	return rs, nil
-}
-
-// newBatch lays out exs for loss l; minCands is 1 for plain language modelling (SFT), else 2.
-func newBatch(m *model.Model, exs []Example, minCands int, l Loss) (*batch, error) {
-	rs, err := flatten(m, exs, minCands)
-	if err != nil {
-		return nil, err
-	}
-	seqs, plen, maxLen := rs.seqs, rs.plen, rs.maxLen
-	b := &batch{examples: len(exs), owner: rs.owner, tokens: rs.tokens}
-	for _, ex := range exs {
-		b.rewards = append(b.rewards, ex.Rewards)
-	}
-	R := len(seqs)
-	b.rows = R
-	T := m.Bucket(maxLen)
-	tok, pos, mask := m.RightPadded(seqs, T)
-	tgt := make([]int32, R*T)
-	resp := make([]float32, R*T)
-	last := make([]float32, R*T)
-	for r, s := range seqs {
-		for t := plen[r] - 1; t+1 < len(s); t++ {
-			tgt[r*T+t] = int32(s[t+1])
-			resp[r*T+t] = 1
-		}
-		last[r*T+len(s)-1] = 1
-	}
-	E := len(exs)
-	sftSel := make([]float32, E*R)
-	var pairs []float32
-	var suffix []bool
-	var pick, temps []float32
-	row0 := 0
-	for e, ex := range exs {
-		n := len(ex.Candidates)
-		sftSel[e*R+row0] = 1
-		for i := 0; i < n; i++ {
-			for j := i + 1; j < n; j++ {
-				p := make([]float32, R)
-				p[row0+j], p[row0+i] = 1, -1
-				pairs = append(pairs, p...)
-			}
-		}
-		for k := 0; k < n-1; k++ {
-			sfx := make([]bool, R)
-			pk := make([]float32, R)
-			tm := make([]float32, R)
-			for i, f := range l.proMultipliers(ex.Rewards, k, n) {
-				sfx[row0+k+i] = true
-				tm[row0+k+i] = float32(f)
-			}
-			pk[row0+k] = 1
-			suffix = append(suffix, sfx...)
-			pick = append(pick, pk...)
-			temps = append(temps, tm...)
-		}
-		row0 += n
-	}
-	// A batch of single candidates has no pairs or suffixes; one all-zero row keeps every input
-	// non-empty and adds nothing to the SFT objective they are used with.
-	if len(pairs) == 0 {
-		pairs = make([]float32, R)
-	}
-	if len(suffix) == 0 {
-		suffix, pick, temps = make([]bool, R), make([]float32, R), make([]float32, R)
-	}
-	b.args = []any{tok, pos, mask,
-		tensors.FromFlatDataAndDimensions(tgt, R, T),
-		tensors.FromFlatDataAndDimensions(resp, R, T),
-		tensors.FromFlatDataAndDimensions(sftSel, E, R),
-		tensors.FromFlatDataAndDimensions(pairs, len(pairs)/R, R),
-		tensors.FromFlatDataAndDimensions(suffix, len(suffix)/R, R),
-		tensors.FromFlatDataAndDimensions(pick, len(pick)/R, R),
-		tensors.FromFlatDataAndDimensions(last, R, T),
-		tensors.FromFlatDataAndDimensions(temps, len(temps)/R, R)}
-	return b, nil
-}
-
-// lossGraph returns the summed objective over the batch's examples, the summed rank and SFT
-// terms, and the row scores: s (length-normalised response log-probabilities) and their sums.
-func lossGraph(m *model.Model, l Loss, ctx *context.Context, in []*Node) (total, rank, sft, scores, sums *Node) {
-	if l.Kind == BT {
-		logits := m.Forward(ctx, in[0], in[1], in[2]) // [R,T,1]: the score head
-		dims := logits.Shape().Dimensions
-		scores = Einsum("rt,rt->r", Reshape(logits, dims[0], dims[1]), in[9])
-		// pairs rows are +1 at the rejected and -1 at the chosen candidate: softplus(r_r - r_c).
-		rank = ReduceAllSum(Softplus(Einsum("pr,r->p", in[6], scores)))
-		return rank, rank, ScalarZero(scores.Graph(), dtypes.Float32), scores, scores
-	}
-	lp := m.TokenLogProbs(ctx, in[0], in[1], in[2], in[3])
-	resp := in[4]
-	sums = ReduceSum(Mul(lp, resp), -1)
-	scores = Div(sums, ReduceSum(resp, -1)) // [R]
-	best := scores
-	if l.SFTSum {
-		best = sums
-	}
-	sft = Neg(ReduceAllSum(Einsum("er,r->e", in[5], best)))
-	switch l.Kind {
-	case RRHF:
-		rank = ReduceAllSum(MaxScalar(Einsum("pr,r->p", in[6], scores), 0))
-	case PRO:
-		suffix, pick, temps := in[7], in[8], in[10]
-		// Each term's logits: the suffix's scores times their multipliers (1 without rewards).
-		S := Mul(BroadcastToDims(InsertAxes(scores, 0), suffix.Shape().Dimensions...), temps)
-		mx := StopGradient(ReduceMax(Where(suffix, S, Scalar(S.Graph(), dtypes.Float32, -1e30)), -1))
-		shifted := Where(suffix, Sub(S, InsertAxes(mx, -1)), Scalar(S.Graph(), dtypes.Float32, -1e4))
-		lse := Add(mx, Log(ReduceSum(Exp(shifted), -1)))
-		rank = ReduceAllSum(Sub(lse, ReduceSum(Mul(pick, S), -1)))
-	default:
-		rank = ScalarZero(scores.Graph(), dtypes.Float32)
-	}
-	if l.Kind == SFT {
-		return sft, rank, sft, scores, sums
-	}
-	return Add(rank, MulScalar(sft, l.SFTWeight)), rank, sft, scores, sums
 }
 
 // TokenizeFitted tokenizes ranked examples (Tokenize) and fits each to the model's positions as

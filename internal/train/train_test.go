@@ -67,9 +67,10 @@ func tinyExamples(m *model.Model) []Example {
 	return out
 }
 
-// TestGraphLossMatchesReference: the loss graph's scores equal the engine's length-normalised
-// scores, and its loss equals the reference formulas applied to them, for mixed n and lengths.
-func TestGraphLossMatchesReference(t *testing.T) {
+// TestTrainerScoresMatchInference: the training pass's scores equal the engine's
+// length-normalised scores from inference, and its loss equals the formulas applied to them,
+// for mixed n and lengths.
+func TestTrainerScoresMatchInference(t *testing.T) {
 	m := loadTiny(t)
 	exs := tinyExamples(m)
 	ctx := context.Background()
@@ -91,23 +92,20 @@ func TestGraphLossMatchesReference(t *testing.T) {
 			}
 			for c := range sc {
 				if math.Abs(sc[c].Mean-st.Scores[e][c]) > 1e-5 {
-					t.Fatalf("%s example %d candidate %d: graph score %v, engine %v", kind, e, c, st.Scores[e][c], sc[c].Mean)
+					t.Fatalf("%s example %d candidate %d: training score %v, inference %v", kind, e, c, st.Scores[e][c], sc[c].Mean)
 				}
 			}
 			want += l.Total(l.Terms(st.Scores[e]))
 		}
 		if math.Abs(st.Loss-want) > 1e-4 {
-			t.Fatalf("%s: graph loss %v, reference %v", kind, st.Loss, want)
+			t.Fatalf("%s: training loss %v, reference %v", kind, st.Loss, want)
 		}
 	}
 }
 
-// pendingGrad is the gradient accumulated for parameter i, on either path.
+// pendingGrad is the gradient accumulated for parameter i.
 func pendingGrad(tr *Trainer, i int) []float32 {
-	if tr.fast {
-		return append([]float32(nil), tr.gradOf(tr.params[i])...)
-	}
-	return tensors.MustCopyFlatData[float32](tr.accum[i].MustValue())
+	return append([]float32(nil), tr.grads.Of(tr.params[i])...)
 }
 
 func weightValue(t *testing.T, m *model.Model, name string) []float32 {

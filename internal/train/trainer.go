@@ -1,18 +1,21 @@
+// Package train is the white-box training side: the ranking losses (SFT, RRHF, PRO,
+// Bradley–Terry) over ranked candidates with their gradients, AdamW with a warm-up/cosine schedule,
+// clipping and gradient accumulation, and resumable checkpoints. The model's engine computes the
+// forward and backward passes.
 package train
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
-	"sync"
 
-	"github.com/gomlx/gomlx/pkg/core/dtypes"
-	. "github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	mlctx "github.com/gomlx/gomlx/pkg/ml/context"
 
+	"github.com/cyclealign/cyclealign/internal/cpu"
 	"github.com/cyclealign/cyclealign/internal/model"
 )
 
@@ -61,7 +64,8 @@ func decays(name string) bool {
 }
 
 // Trainer updates a model's trainable variables. Gradients accumulate across calls to
-// Accumulate until Apply takes an optimiser step.
+// Accumulate until Apply takes an optimiser step. The model's engine runs the forward and
+// backward passes; the loss (loss.go) and AdamW (here) are the same whichever engine it is.
 type Trainer struct {
 	M    *model.Model
 	Loss Loss
@@ -73,33 +77,20 @@ type Trainer struct {
 	micro       int
 
 	params      []*mlctx.Variable
-	accum       []*mlctx.Variable
 	m1, m2      []*mlctx.Variable
-	accumulated int // examples in the pending accumulation
-	mu          sync.Mutex
-	execs       map[string]*mlctx.Exec
-	graphOwner  model.GraphOwner
-
-	fast  bool         // on the engine's own CPU path (fast.go)
-	grads *model.Grads // its pending gradient
+	accumulated int          // examples in the pending accumulation
+	grads       *model.Grads // the pending gradient, summed over those examples
 }
 
 // Scopes of the optimiser's own variables.
 const (
-	accumScope = "/train/accum"
-	m1Scope    = "/train/m1"
-	m2Scope    = "/train/m2"
+	m1Scope = "/train/m1"
+	m2Scope = "/train/m2"
 )
 
 // NewTrainer prepares training of every trainable variable of m.
 func NewTrainer(m *model.Model, loss Loss, opt Optimizer) *Trainer {
-	installGradient()
-	t := &Trainer{M: m, Loss: loss, Opt: opt, execs: map[string]*mlctx.Exec{}, fast: m.FastTrainable()}
-	for v := range m.Ctx.IterVariables() {
-		if v.Trainable && !strings.HasPrefix(v.Scope(), "/train") {
-			t.params = append(t.params, v)
-		}
-	}
+	t := &Trainer{M: m, Loss: loss, Opt: opt, params: m.Trainable()}
 	for _, p := range t.params {
 		// A new trainer on the same model starts from fresh optimiser state.
 		mk := func(scope string) *mlctx.Variable {
@@ -107,9 +98,6 @@ func NewTrainer(m *model.Model, loss Loss, opt Optimizer) *Trainer {
 			v.MustSetValue(tensors.FromShape(p.Shape()))
 			v.Trainable = false
 			return v
-		}
-		if !t.fast { // the own path accumulates in Go buffers (model.Grads)
-			t.accum = append(t.accum, mk(accumScope))
 		}
 		t.m1 = append(t.m1, mk(m1Scope))
 		t.m2 = append(t.m2, mk(m2Scope))
@@ -131,26 +119,6 @@ func (t *Trainer) NumParams() int {
 	return n
 }
 
-func (t *Trainer) run(name string, fn any, args ...any) (out []*tensors.Tensor, err error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	e, ok := t.execs[name]
-	if !ok {
-		if e, err = mlctx.NewExecAny(t.M.Backend, t.M.Ctx, fn); err != nil {
-			return nil, err
-		}
-		e.SetMaxCache(64)
-		t.execs[name] = e
-	}
-	model.NoteGraph(&t.graphOwner, name, args...)
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%s: %v", name, r)
-		}
-	}()
-	return e.Exec(args...)
-}
-
 // minCandidates is 1 for language modelling with SFT, else 2.
 func (t *Trainer) minCandidates() int {
 	if t.Loss.Kind == SFT {
@@ -168,24 +136,46 @@ type Stats struct {
 	Tokens          int
 }
 
-func (t *Trainer) stats(b *batch, out []*tensors.Tensor) Stats {
-	st := Stats{Examples: b.examples, Tokens: b.tokens,
-		Loss: float64(tensors.ToScalar[float32](out[0])),
-		Rank: float64(tensors.ToScalar[float32](out[1])),
-		SFT:  float64(tensors.ToScalar[float32](out[2]))}
-	scores := tensors.MustCopyFlatData[float32](out[3])
-	sums := tensors.MustCopyFlatData[float32](out[4])
-	st.Scores = make([][]float64, b.examples)
-	st.Scored = make([]Scored, b.examples)
-	for r, o := range b.owner {
-		st.Scores[o[0]] = append(st.Scores[o[0]], float64(scores[r]))
-		sc := &st.Scored[o[0]]
-		sc.Mean, sc.Sum = append(sc.Mean, float64(scores[r])), append(sc.Sum, float64(sums[r]))
+// forward runs exs through the model and returns the stats, each example's scores, the pass,
+// the rows and the per-token outputs.
+func (t *Trainer) forward(exs []Example) (Stats, model.TrainPass, *rows, [][]float32, error) {
+	rs, err := flatten(t.M, exs, t.minCandidates())
+	if err != nil {
+		return Stats{}, nil, nil, nil, err
 	}
-	for e := range st.Scored {
-		st.Scored[e].Reward = b.rewards[e]
+	drop := model.Dropout{Rate: t.M.LoRADropout(), Seed: rand.New(rand.NewPCG(t.DropoutSeed, uint64(t.Step)<<20|uint64(t.micro))).Uint64()}
+	pass, outs, err := t.M.TrainForward(rs.seqs, drop)
+	if err != nil {
+		return Stats{}, nil, nil, nil, err
 	}
-	return st
+	scored := make([]Scored, len(exs))
+	st := Stats{Examples: len(exs), Tokens: rs.tokens, Scores: make([][]float64, len(exs)), Scored: scored}
+	for r, o := range rs.owner {
+		e := &scored[o[0]]
+		mean, sum := t.rowScore(outs[r], rs.plen[r], len(rs.seqs[r]))
+		e.Mean, e.Sum = append(e.Mean, mean), append(e.Sum, sum)
+		st.Scores[o[0]] = append(st.Scores[o[0]], mean)
+	}
+	for e := range scored {
+		scored[e].Reward = exs[e].Rewards
+		rank, sft := t.Loss.TermsOf(scored[e])
+		st.Rank += rank
+		st.SFT += sft
+		st.Loss += t.Loss.Total(rank, sft)
+	}
+	return st, pass, rs, outs, nil
+}
+
+// rowScore is a row's score, mean and summed: the reward head's output at its last token
+// (BT), else the mean and the sum of the log-probabilities of its response tokens.
+func (t *Trainer) rowScore(out []float32, plen, n int) (mean, sum float64) {
+	if t.Loss.Kind == BT {
+		return float64(out[n-1]), float64(out[n-1])
+	}
+	for _, v := range out[plen-1 : n-1] {
+		sum += float64(v)
+	}
+	return sum / float64(n-plen), sum
 }
 
 // Accumulate adds the gradient of the summed loss over exs to the pending gradient.
@@ -193,99 +183,56 @@ func (t *Trainer) Accumulate(ctx context.Context, exs []Example) (Stats, error) 
 	if err := t.Loss.Fits(t.M); err != nil {
 		return Stats{}, err
 	}
-	if t.fast {
-		return t.fastAccumulate(ctx, exs)
-	}
 	if err := ctx.Err(); err != nil {
 		return Stats{}, err
 	}
-	b, err := newBatch(t.M, exs, t.minCandidates(), t.Loss)
+	st, pass, rs, outs, err := t.forward(exs)
 	if err != nil {
 		return Stats{}, err
-	}
-	args := b.args
-	dropout := t.M.LoRADropout() > 0
-	if dropout {
-		seed := int64(rand.New(rand.NewPCG(t.DropoutSeed, uint64(t.Step)<<20|uint64(t.micro))).Uint64() >> 1)
-		rng, err := RNGStateFromSeed(seed)
-		if err != nil {
-			return Stats{}, err
-		}
-		args = append(append([]any(nil), args...), rng)
 	}
 	t.micro++
-	out, err := t.run("accumulate", func(ctx *mlctx.Context, in []*Node) []*Node {
-		if dropout {
-			ctx.SetGraphParam(in[0].Graph(), model.DropoutRNGParam, in[len(in)-1])
+	// dL/d(token output): the mean score's gradient spread over what it averages, plus the
+	// summed score's on each of its tokens.
+	d := make([][]float32, len(rs.seqs))
+	row := 0
+	for _, sc := range st.Scored {
+		dMean, dSum := t.Loss.Grad(sc)
+		for c := range sc.Mean {
+			n, plen := len(rs.seqs[row]), rs.plen[row]
+			d[row] = make([]float32, len(outs[row]))
+			if t.Loss.Kind == BT {
+				d[row][n-1] = float32(dMean[c])
+			} else {
+				for i := plen - 1; i < n-1; i++ {
+					d[row][i] = float32(dMean[c]/float64(n-plen) + dSum[c])
+				}
+			}
+			row++
 		}
-		total, rank, sft, scores, sums := lossGraph(t.M, t.Loss, ctx, in)
-		g := total.Graph()
-		nodes := make([]*Node, len(t.params))
-		for i, p := range t.params {
-			nodes[i] = p.ValueGraph(g)
-		}
-		for i, grad := range Gradient(total, nodes...) {
-			t.accum[i].SetValueGraph(Add(t.accum[i].ValueGraph(g), grad))
-		}
-		return []*Node{total, rank, sft, scores, sums}
-	}, args...)
-	if err != nil {
+	}
+	if t.grads == nil {
+		t.grads = t.M.NewGrads()
+	}
+	if err := pass.Backward(d, t.grads); err != nil {
 		return Stats{}, err
 	}
-	t.accumulated += b.examples
-	return t.stats(b, out), nil
+	t.accumulated += len(exs)
+	return st, nil
 }
 
 // Evaluate computes the loss over exs without touching gradients.
 func (t *Trainer) Evaluate(ctx context.Context, exs []Example) (Stats, error) {
+	if err := t.Loss.Fits(t.M); err != nil {
+		return Stats{}, err
+	}
 	if err := ctx.Err(); err != nil {
 		return Stats{}, err
 	}
-	if t.fast {
-		st, _, _, _, _, err := t.fastPass(exs)
-		return st, err
-	}
-	b, err := newBatch(t.M, exs, t.minCandidates(), t.Loss)
-	if err != nil {
-		return Stats{}, err
-	}
-	out, err := t.run("evaluate", func(ctx *mlctx.Context, in []*Node) []*Node {
-		total, rank, sft, scores, sums := lossGraph(t.M, t.Loss, ctx, in)
-		return []*Node{total, rank, sft, scores, sums}
-	}, b.args...)
-	if err != nil {
-		return Stats{}, err
-	}
-	return t.stats(b, out), nil
+	st, _, _, _, err := t.forward(exs)
+	return st, err
 }
 
-// globalNorm is sqrt(Σ g²) over the pending gradient divided by the example count.
-func (t *Trainer) globalNorm(g *Graph, inv *Node) *Node {
-	sum := ScalarZero(g, dtypes.Float32)
-	for _, a := range t.accum {
-		sum = Add(sum, ReduceAllSum(Square(Mul(a.ValueGraph(g), inv))))
-	}
-	return Sqrt(sum)
-}
-
-// GradNorm is the global norm of the mean gradient accumulated so far.
-func (t *Trainer) GradNorm() (float64, error) {
-	if t.accumulated == 0 {
-		return 0, fmt.Errorf("no gradient accumulated")
-	}
-	if t.fast {
-		return float64(t.fastNorm()), nil
-	}
-	out, err := t.run("gradnorm", func(ctx *mlctx.Context, inv *Node) *Node {
-		return t.globalNorm(inv.Graph(), inv)
-	}, float32(1/float64(t.accumulated)))
-	if err != nil {
-		return 0, err
-	}
-	return float64(tensors.ToScalar[float32](out[0])), nil
-}
-
-// stepConsts are the numbers of the coming AdamW step, the same on both paths.
+// stepConsts are the numbers of the coming AdamW step.
 type stepConsts struct {
 	lr, inv, c1, c2, clip float32 // learning rate, 1/examples, bias corrections, clipping norm
 }
@@ -300,44 +247,70 @@ func (t *Trainer) stepConsts() stepConsts {
 		c1: float32(1 - math.Pow(o.Beta1, float64(step))), c2: float32(1 - math.Pow(o.Beta2, float64(step))), clip: float32(clip)}
 }
 
+// GradNorm is the global norm of the mean gradient accumulated so far (summed in float32).
+func (t *Trainer) GradNorm() (float64, error) {
+	if t.accumulated == 0 {
+		return 0, fmt.Errorf("no gradient accumulated")
+	}
+	return float64(t.norm()), nil
+}
+
+func (t *Trainer) norm() float32 {
+	inv := t.stepConsts().inv
+	sum := float32(0)
+	for _, p := range t.params {
+		part := float32(0)
+		for _, v := range t.grads.Of(p) {
+			x := v * inv
+			part += x * x
+		}
+		sum += part
+	}
+	return float32(math.Sqrt(float64(sum)))
+}
+
 // Apply takes one AdamW step on the mean of the accumulated gradient (so k micro-batches
 // give the same update as one batch holding all their examples), then clears it. It returns
 // the gradient's global norm before clipping.
 func (t *Trainer) Apply() (float64, error) {
-	if t.fast {
-		return t.fastApply()
-	}
 	if t.accumulated == 0 {
 		return 0, fmt.Errorf("no gradient accumulated")
 	}
-	o := t.Opt
-	k := t.stepConsts()
-	out, err := t.run("apply", func(ctx *mlctx.Context, in []*Node) *Node {
-		g := in[0].Graph()
-		lr, inv, c1, c2, maxNorm := in[0], in[1], in[2], in[3], in[4]
-		norm := t.globalNorm(g, inv)
-		// torch.nn.utils.clip_grad_norm_: scale by max_norm/(norm+1e-6) when that is below 1.
-		scale := Mul(inv, MinScalar(Div(maxNorm, AddScalar(norm, 1e-6)), 1))
-		for i, p := range t.params {
-			grad := Mul(t.accum[i].ValueGraph(g), scale)
-			m1 := Add(MulScalar(t.m1[i].ValueGraph(g), o.Beta1), MulScalar(grad, 1-o.Beta1))
-			m2 := Add(MulScalar(t.m2[i].ValueGraph(g), o.Beta2), MulScalar(Square(grad), 1-o.Beta2))
-			w := p.ValueGraph(g)
-			if decays(p.Name()) && o.WeightDecay > 0 {
-				w = Mul(w, OneMinus(MulScalar(lr, o.WeightDecay)))
-			}
-			upd := Div(Div(m1, c1), AddScalar(Sqrt(Div(m2, c2)), o.Eps))
-			p.SetValueGraph(Sub(w, Mul(lr, upd)))
-			t.m1[i].SetValueGraph(m1)
-			t.m2[i].SetValueGraph(m2)
-			t.accum[i].SetValueGraph(ZerosLike(grad))
+	o, k := t.Opt, t.stepConsts()
+	lr := k.lr
+	norm := t.norm()
+	// torch.nn.utils.clip_grad_norm_: scale by max_norm/(norm+1e-6) when that is below 1.
+	scale := k.inv * min(k.clip/(norm+1e-6), 1)
+	b1, b2, eps := float32(o.Beta1), float32(o.Beta2), float32(o.Eps)
+	inv1, inv2 := 1/k.c1, 1/k.c2 // bias corrections as multipliers: a division less per weight
+	var err error
+	// The weights and both moments are updated where they are stored: no copies.
+	uerr := t.M.Update(t.params, func(i int, w []float32) {
+		p, grad := t.params[i], t.grads.Of(t.params[i])
+		decay := float32(1)
+		if decays(p.Name()) && o.WeightDecay > 0 {
+			decay = 1 - lr*float32(o.WeightDecay)
 		}
-		return norm
-	}, k.lr, k.inv, k.c1, k.c2, k.clip)
-	if err != nil {
+		e := tensors.MutableFlatData(t.m1[i].MustValue(), func(m1 []float32) {
+			err = errors.Join(err, tensors.MutableFlatData(t.m2[i].MustValue(), func(m2 []float32) {
+				cpu.Parallel(len(w), func(lo, hi int) {
+					for j := lo; j < hi; j++ {
+						g := grad[j] * scale
+						m1[j] = m1[j]*b1 + g*(1-b1)
+						m2[j] = m2[j]*b2 + g*g*(1-b2)
+						upd := m1[j] * inv1 / (float32(math.Sqrt(float64(m2[j]*inv2))) + eps)
+						w[j] = w[j]*decay - lr*upd
+						grad[j] = 0
+					}
+				})
+			}))
+		})
+		err = errors.Join(err, e)
+	})
+	if err = errors.Join(uerr, err); err != nil {
 		return 0, err
 	}
 	t.Step++
 	t.accumulated, t.micro = 0, 0
-	return float64(tensors.ToScalar[float32](out[0])), nil
+	return float64(norm), nil
 }

@@ -1,7 +1,4 @@
-// Package train is the white-box training side: ranking losses (SFT, RRHF, PRO) over ranked
-// candidates, AdamW with a warm-up/cosine schedule, clipping and gradient accumulation,
-// resumable checkpoints, and a faster DotGeneral gradient for GoMLX.
-package train
+package model
 
 import (
 	"fmt"
@@ -37,7 +34,7 @@ func SetFastGradients(on bool) {
 	installGradient()
 }
 
-// installGradient puts the chosen DotGeneral gradient in GoMLX's registry. The trainer calls
+// installGradient puts the chosen DotGeneral gradient in GoMLX's registry. The graph engine calls
 // it where it builds its graphs; importing the package changes nothing of GoMLX's.
 func installGradient() {
 	gradMu.Lock()

@@ -4,84 +4,57 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"os"
 	"slices"
 	"strings"
+	"sync"
 
-	"github.com/gomlx/gomlx/backends"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 
 	"github.com/cyclealign/cyclealign/internal/cpu"
 )
 
-// The engine's own CPU path for inference (scoring, logits, KV-cache decoding), computed by
+// The own CPU engine for inference (scoring, logits, KV-cache decoding), computed by
 // internal/cpu's kernels on packed weights instead of GoMLX's simplego interpreter. The
 // weights are read from the model's variables and packed again whenever a value changes (a
-// training step, a loaded adapter), so both paths always see the same model. Training on this
-// path is fast_train.go; the XLA backend uses the GoMLX graphs.
+// training step, a loaded adapter), so the packing always matches the variables. Training on
+// this engine is cpu_train.go.
 
-// EngineEnv names the environment variable that picks the inference engine on CPU: "cpu" (the
-// default with the pure-Go backend) or "gomlx".
-const EngineEnv = "CYCLEALIGN_ENGINE"
+// cpuEngine is the engine of the own kernels.
+type cpuEngine struct {
+	m    *Model
+	mu   sync.Mutex
+	fast *fastLM
+	// train is the packed frozen base under LoRA training (cpu_train.go).
+	train *trainCache
+}
+
+func (e *cpuEngine) name() string { return "cpu" }
 
 // fastLM is a model's weights packed for the kernels.
 type fastLM struct {
-	c      configView
-	gpt2   bool
+	d      *desc
 	embed  []float32 // [V][D]
-	wpe    []float32 // [positions][D] (GPT-2)
+	wpe    []float32 // [positions][D] (learned positions)
 	layers []fastLayer
 	normW  []float32
 	normB  []float32
 	head   *cpu.Packed // [V or labels][D]
-	inv    []float32   // RoPE inverse frequencies
 	src    []*tensors.Tensor
 	ver    [2]uint64 // base and adapter versions packed
-}
-
-// configView is what the forward pass reads of the config.
-type configView struct {
-	D, H, Hkv, hd, I, window int
-	eps                      float64
-	gelu                     func([]float32)
 }
 
 type fastLayer struct {
 	ln1w, ln1b, ln2w, ln2b []float32
 	qkv                    *cpu.Packed // q, k and v projections fused: [H·hd + 2·Hkv·hd][D]
 	qkvb                   []float32
+	qn, kn                 []float32 // per-head q and k norms (Qwen3)
 	o                      *cpu.Packed
 	ob                     []float32
-	up                     *cpu.Packed // LLaMA: gate and up fused [2I][D]; GPT-2: c_fc [I][D]
+	up                     *cpu.Packed // gate and up fused [2I][D] (SwiGLU), or [I][D]
 	upb                    []float32
 	down                   *cpu.Packed
 	downb                  []float32
 	scale                  float32 // attention scale
-}
-
-// SetEngine picks the inference engine: "cpu" (own kernels; pure-Go backend only) or "gomlx".
-func (m *Model) SetEngine(name string) error {
-	switch name {
-	case "gomlx":
-		m.fastOn = false
-	case "cpu":
-		if !PureGo(m.Backend) {
-			return fmt.Errorf("engine cpu needs the pure-Go backend, not %s", m.Backend.Name())
-		}
-		m.fastOn = true
-	default:
-		return fmt.Errorf("%s: unknown engine %q (cpu or gomlx)", EngineEnv, name)
-	}
-	return nil
-}
-
-func (m *Model) defaultEngine() error {
-	name := os.Getenv(EngineEnv)
-	if name == "" {
-		m.fastOn = PureGo(m.Backend)
-		return nil
-	}
-	return m.SetEngine(name)
 }
 
 // values lists the current values of the weights and adapters, the identity of a packing.
@@ -108,24 +81,26 @@ func (m *Model) values() ([]*tensors.Tensor, error) {
 	return out, nil
 }
 
-// packed returns the weights packed for the kernels, packing them again if any changed.
-func (m *Model) packed() (*fastLM, error) {
-	m.fastMu.Lock()
-	defer m.fastMu.Unlock()
+// packed returns the weights packed for the kernels, packing them again if any value was
+// replaced (a new tensor) or changed in place (Model.Update).
+func (e *cpuEngine) packed() (*fastLM, error) {
+	m := e.m
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	vals, err := m.values()
 	if err != nil {
 		return nil, err
 	}
 	ver := [2]uint64{m.baseVersion.Load(), m.loraVersion.Load()}
-	if m.fast != nil && slices.Equal(m.fast.src, vals) && m.fast.ver == ver {
-		return m.fast, nil
+	if e.fast != nil && slices.Equal(e.fast.src, vals) && e.fast.ver == ver {
+		return e.fast, nil
 	}
-	f, err := m.pack()
+	f, err := e.pack()
 	if err != nil {
 		return nil, err
 	}
 	f.src, f.ver = vals, ver
-	m.fast = f
+	e.fast = f
 	return f, nil
 }
 
@@ -135,7 +110,7 @@ func (m *Model) weight(name string) ([]float32, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tensor %q: %w", name, err)
 	}
-	w, err := tensors.CopyFlatData[float32](v)
+	w, err := floatData(v)
 	if err != nil {
 		return nil, fmt.Errorf("tensor %q: %w", name, err)
 	}
@@ -156,131 +131,92 @@ func (m *Model) weight(name string) ([]float32, error) {
 	return w, nil
 }
 
-// adapts reports whether the model's adapter changes any of the modules of the layer prefix.
-func (m *Model) adapts(prefix string, modules ...string) bool {
+// adapts reports whether the model's adapter changes any of the projections.
+func (m *Model) adapts(ps ...proj) bool {
 	if m.lora == nil {
 		return false
 	}
-	return slices.ContainsFunc(modules, func(mod string) bool { return m.lora.modules[prefix+mod] })
+	return slices.ContainsFunc(ps, func(p proj) bool { return m.lora.modules[strings.TrimSuffix(p.weight, ".weight")] })
 }
 
-func (m *Model) pack() (*fastLM, error) {
-	c := m.Config
-	f := &fastLM{c: configView{D: c.HiddenSize, H: c.NumHeads, Hkv: c.NumKVHeads, hd: c.HeadDim, I: c.IntermediateSize,
-		window: c.SlidingWindow, eps: c.NormEps}}
+func (e *cpuEngine) pack() (*fastLM, error) {
+	m := e.m
+	d := m.desc
+	f := &fastLM{d: d}
 	var err error
 	get := func(name string) []float32 {
-		if err != nil {
+		if err != nil || name == "" {
 			return nil
 		}
 		var w []float32
 		w, err = m.weight(name)
 		return w
 	}
-	has := func(name string) bool { return m.Variable(name) != nil }
 	// A model sharing a base's weights (WithAdapter) takes from the base's packing every
 	// matrix its adapter leaves unchanged, so it costs only the matrices the adapter changes.
 	var shared *fastLM
 	if m.base != nil {
-		if shared, err = m.base.packed(); err != nil {
+		if shared, err = m.base.eng.(*cpuEngine).packed(); err != nil {
 			return nil, err
 		}
 	}
-	D, qd, I := c.HiddenSize, c.NumHeads*c.HeadDim, c.IntermediateSize
-	switch m.arch.(type) {
-	case llama:
+	// pack packs projections fused along their outputs (a Conv1D as stored, [in][out]), unless
+	// the base's packing of them can be shared.
+	pack := func(ps []proj, sharedP *cpu.Packed) *cpu.Packed {
+		if shared != nil && !m.adapts(ps...) {
+			return sharedP
+		}
+		if len(ps) == 1 && ps[0].conv {
+			return cpu.PackTransposed(get(ps[0].weight), ps[0].in, ps[0].out)
+		}
+		ws := make([][]float32, len(ps))
+		for i, p := range ps {
+			ws[i] = get(p.weight)
+		}
+		if err != nil {
+			return nil
+		}
+		return cpu.PackRows(ws, ps[0].in)
+	}
+	biases := func(ps ...proj) []float32 {
+		if !slices.ContainsFunc(ps, func(p proj) bool { return p.bias != "" }) {
+			return nil
+		}
+		var out []float32
+		for _, p := range ps {
+			if b := get(p.bias); b != nil {
+				out = append(out, b...)
+			} else {
+				out = append(out, make([]float32, p.out)...)
+			}
+		}
+		return out
+	}
+	if shared != nil {
+		f.embed, f.wpe = shared.embed, shared.wpe
+	} else {
+		f.embed, f.wpe = get(d.embed), get(d.positions)
+	}
+	for l, ld := range d.layers {
+		ly := fastLayer{ln1w: get(ld.ln1.w), ln1b: get(ld.ln1.b), ln2w: get(ld.ln2.w), ln2b: get(ld.ln2.b),
+			qn: get(ld.qNorm), kn: get(ld.kNorm), scale: float32(ld.scale),
+			qkvb: biases(ld.qkv...), ob: biases(ld.o), upb: biases(ld.up...), downb: biases(ld.down)}
+		var sl fastLayer
 		if shared != nil {
-			f.embed = shared.embed
-		} else {
-			f.embed = get("model.embed_tokens.weight")
+			sl = shared.layers[l]
 		}
-		f.inv = invFreqs(c)
-		for l := 0; l < c.NumLayers; l++ {
-			p := fmt.Sprintf("model.layers.%d.", l)
-			ly := fastLayer{ln1w: get(p + "input_layernorm.weight"), ln2w: get(p + "post_attention_layernorm.weight"),
-				scale: float32(1 / math.Sqrt(float64(c.HeadDim)))}
-			// unadapted is the base's packing of this layer when the adapter leaves all of mods
-			// alone (nil: pack them here).
-			unadapted := func(mods ...string) *fastLayer {
-				if shared == nil || m.adapts(p, mods...) {
-					return nil
-				}
-				return &shared.layers[l]
-			}
-			if b := unadapted("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"); b != nil {
-				ly.qkv = b.qkv
-			} else {
-				ly.qkv = cpu.PackRows([][]float32{get(p + "self_attn.q_proj.weight"), get(p + "self_attn.k_proj.weight"), get(p + "self_attn.v_proj.weight")}, D)
-			}
-			if c.AttentionBias {
-				ly.qkvb = slices.Concat(get(p+"self_attn.q_proj.bias"), get(p+"self_attn.k_proj.bias"), get(p+"self_attn.v_proj.bias"))
-			}
-			if b := unadapted("self_attn.o_proj"); b != nil {
-				ly.o = b.o
-			} else {
-				ly.o = cpu.Pack(get(p+"self_attn.o_proj.weight"), D, qd)
-			}
-			if c.OutputBias {
-				ly.ob = get(p + "self_attn.o_proj.bias")
-			}
-			if b := unadapted("mlp.gate_proj", "mlp.up_proj"); b != nil {
-				ly.up = b.up
-			} else {
-				ly.up = cpu.PackRows([][]float32{get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")}, D)
-			}
-			if b := unadapted("mlp.down_proj"); b != nil {
-				ly.down = b.down
-			} else {
-				ly.down = cpu.Pack(get(p+"mlp.down_proj.weight"), D, I)
-			}
-			if c.MLPBias {
-				ly.upb = slices.Concat(get(p+"mlp.gate_proj.bias"), get(p+"mlp.up_proj.bias"))
-				ly.downb = get(p + "mlp.down_proj.bias")
-			}
-			f.layers = append(f.layers, ly)
-		}
-		f.normW = get("model.norm.weight")
-		switch {
-		case shared != nil:
-			f.head = shared.head
-		case c.NumLabels > 0:
-			f.head = cpu.Pack(get("score.weight"), c.NumLabels, D)
-		case has("lm_head.weight"):
-			f.head = cpu.Pack(get("lm_head.weight"), c.VocabSize, D)
-		default:
-			f.head = cpu.Pack(f.embed, c.VocabSize, D)
-		}
-	case gpt2:
-		f.gpt2 = true
-		f.c.gelu = cpu.GELUTanh
-		if c.HiddenAct == "gelu" {
-			f.c.gelu = cpu.GELUErf
-		}
-		pre := gpt2Prefix(has)
-		f.embed, f.wpe = get(pre+"wte.weight"), get(pre+"wpe.weight")
-		for l := 0; l < c.NumLayers; l++ {
-			b := fmt.Sprintf("%sh.%d.", pre, l)
-			scale := 1 / math.Sqrt(float64(c.HeadDim))
-			if c.ScaleByLayerIdx {
-				scale /= float64(l + 1)
-			}
-			ly := fastLayer{ln1w: get(b + "ln_1.weight"), ln1b: get(b + "ln_1.bias"), ln2w: get(b + "ln_2.weight"), ln2b: get(b + "ln_2.bias"),
-				scale: float32(scale)}
-			// Conv1D weights are stored [in][out]: packed as they are for x·w.
-			ly.qkv, ly.qkvb = cpu.PackTransposed(get(b+"attn.c_attn.weight"), D, 3*D), get(b+"attn.c_attn.bias")
-			ly.o, ly.ob = cpu.PackTransposed(get(b+"attn.c_proj.weight"), D, D), get(b+"attn.c_proj.bias")
-			ly.up, ly.upb = cpu.PackTransposed(get(b+"mlp.c_fc.weight"), D, I), get(b+"mlp.c_fc.bias")
-			ly.down, ly.downb = cpu.PackTransposed(get(b+"mlp.c_proj.weight"), I, D), get(b+"mlp.c_proj.bias")
-			f.layers = append(f.layers, ly)
-		}
-		f.normW, f.normB = get(pre+"ln_f.weight"), get(pre+"ln_f.bias")
-		if has("lm_head.weight") {
-			f.head = cpu.Pack(get("lm_head.weight"), c.VocabSize, D)
-		} else {
-			f.head = cpu.Pack(f.embed, c.VocabSize, D)
-		}
+		ly.qkv, ly.o = pack(ld.qkv, sl.qkv), pack([]proj{ld.o}, sl.o)
+		ly.up, ly.down = pack(ld.up, sl.up), pack([]proj{ld.down}, sl.down)
+		f.layers = append(f.layers, ly)
+	}
+	f.normW, f.normB = get(d.final.w), get(d.final.b)
+	switch {
+	case shared != nil:
+		f.head = shared.head
+	case d.head.weight == d.embed:
+		f.head = cpu.Pack(f.embed, d.head.out, d.D)
 	default:
-		return nil, fmt.Errorf("engine cpu: no forward pass for %s", c.ModelType)
+		f.head = pack([]proj{d.head}, nil)
 	}
 	return f, err
 }
@@ -293,7 +229,7 @@ type kvCache struct {
 }
 
 func (f *fastLM) newCache(capacity int) *kvCache {
-	kvd := f.c.Hkv * f.c.hd
+	kvd := f.d.Hkv * f.d.hd
 	kc := &kvCache{cap: capacity}
 	for range f.layers {
 		kc.k = append(kc.k, make([]float32, capacity*kvd))
@@ -306,8 +242,8 @@ func (f *fastLM) newCache(capacity int) *kvCache {
 // cache's length) and returns the final-normed hidden states of every new token, the
 // sequences' tokens one after the other [Σ len(tokens[s])][D].
 func (f *fastLM) forward(tokens [][]int, caches []*kvCache) []float32 {
-	c := f.c
-	D, qd, kvd := c.D, c.H*c.hd, c.Hkv*c.hd
+	d := f.d
+	D, qd, kvd := d.D, d.H*d.hd, d.Hkv*d.hd
 	var rows []rowInfo
 	for s, ts := range tokens {
 		for i := range ts {
@@ -318,7 +254,7 @@ func (f *fastLM) forward(tokens [][]int, caches []*kvCache) []float32 {
 	x := make([]float32, M*D)
 	for r, ri := range rows {
 		copy(x[r*D:(r+1)*D], f.embed[tokens[ri.seq][ri.pos-caches[ri.seq].n]*D:])
-		if f.gpt2 {
+		if f.wpe != nil {
 			cpu.Add(x[r*D:(r+1)*D], f.wpe[ri.pos*D:(ri.pos+1)*D])
 		}
 	}
@@ -326,11 +262,11 @@ func (f *fastLM) forward(tokens [][]int, caches []*kvCache) []float32 {
 	qkv := make([]float32, M*(qd+2*kvd))
 	att := make([]float32, M*qd)
 	up := make([]float32, M*f.layers[0].up.N)
-	act := make([]float32, M*c.I)
+	act := make([]float32, M*d.I)
 	out := make([]float32, M*D)
 	var cos, sin []float32
-	if !f.gpt2 {
-		cos, sin = ropeTables(f.inv, rows)
+	if d.rope != nil {
+		cos, sin = ropeTables(d.rope, rows)
 	}
 	for l, ly := range f.layers {
 		f.norm(h, x, ly.ln1w, ly.ln1b)
@@ -338,11 +274,15 @@ func (f *fastLM) forward(tokens [][]int, caches []*kvCache) []float32 {
 		if ly.qkvb != nil {
 			cpu.AddBias(qkv, ly.qkvb)
 		}
-		half := c.hd / 2
+		half := d.hd / 2
 		for r, ri := range rows {
 			row := qkv[r*(qd+2*kvd) : (r+1)*(qd+2*kvd)]
+			if ly.qn != nil {
+				cpu.RMSNorm(row[:qd], row[:qd], ly.qn, d.hd, d.eps)
+				cpu.RMSNorm(row[qd:qd+kvd], row[qd:qd+kvd], ly.kn, d.hd, d.eps)
+			}
 			if cos != nil {
-				rotateHeads(row, c.H+c.Hkv, c.hd, cos[r*half:(r+1)*half], sin[r*half:(r+1)*half])
+				rotateHeads(row, d.H+d.Hkv, d.hd, cos[r*half:(r+1)*half], sin[r*half:(r+1)*half])
 			}
 			kc := caches[ri.seq]
 			copy(kc.k[l][ri.pos*kvd:(ri.pos+1)*kvd], row[qd:qd+kvd])
@@ -359,13 +299,7 @@ func (f *fastLM) forward(tokens [][]int, caches []*kvCache) []float32 {
 		if ly.upb != nil {
 			cpu.AddBias(up, ly.upb)
 		}
-		if f.gpt2 {
-			c.gelu(up)
-			cpu.MatMul(out, up, M, ly.down)
-		} else {
-			cpu.SwiGLU(act, up, c.I)
-			cpu.MatMul(out, act, M, ly.down)
-		}
+		cpu.MatMul(out, activate(d.act, act, up, d.I), M, ly.down)
 		if ly.downb != nil {
 			cpu.AddBias(out, ly.downb)
 		}
@@ -378,15 +312,36 @@ func (f *fastLM) forward(tokens [][]int, caches []*kvCache) []float32 {
 	return h
 }
 
+// activate applies the MLP's activation to the up projection's output and returns the result:
+// silu(gate)·up into act for SwiGLU (up holds [gate | up] rows of 2n), GELU in place otherwise.
+func activate(kind actKind, act, up []float32, n int) []float32 {
+	switch kind {
+	case actGELUTanh:
+		cpu.GELUTanh(up)
+	case actGELUErf:
+		cpu.GELUErf(up)
+	default:
+		cpu.SwiGLU(act, up, n)
+		return act
+	}
+	return up
+}
+
 // rowInfo places one new token: its sequence and its position there.
 type rowInfo struct{ seq, pos int }
 
 func (f *fastLM) norm(out, x, w, b []float32) {
-	if f.gpt2 {
-		cpu.LayerNorm(out, x, w, b, f.c.D, f.c.eps)
-	} else {
-		cpu.RMSNorm(out, x, w, f.c.D, f.c.eps)
+	normRows(f.d, out, x, w, b)
+}
+
+// normRows applies the description's norm to rows of D values; for RMSNorm it returns each
+// row's 1/sqrt(mean(x²) + eps), for LayerNorm nil.
+func normRows(d *desc, out, x, w, b []float32) []float32 {
+	if d.norm == layerNormKind {
+		cpu.LayerNorm(out, x, w, b, d.D, d.eps)
+		return nil
 	}
+	return cpu.RMSNorm(out, x, w, d.D, d.eps)
 }
 
 // ropeTables returns cos and sin [rows][hd/2] of each row's position for the inverse
@@ -450,7 +405,7 @@ func attendHead(q, keys, vals []float32, stride, first, last int, scale float32,
 // attend computes, for every row (a query at pos in sequence seq), softmax(q·kᵀ·scale)·v over
 // that sequence's cached keys 0..pos (within the sliding window), head by head, grouped-query.
 func (f *fastLM) attend(l int, scale float32, rows []rowInfo, qkv, att []float32, caches []*kvCache) {
-	c := f.c
+	c := f.d
 	qd, kvd := c.H*c.hd, c.Hkv*c.hd
 	group := c.H / c.Hkv
 	cpu.Parallel(len(rows), func(lo, hi int) {
@@ -497,8 +452,8 @@ func (m *Model) checkSeqs(seqs [][]int, minLen int) error {
 
 // fastPasses runs the sequences through the model in groups of at most maxRowsPerPass tokens
 // and hands each group's hidden states to fn, with the row where each sequence starts.
-func (m *Model) fastPasses(ctx context.Context, seqs [][]int, fn func(f *fastLM, group []int, h []float32, start []int)) error {
-	f, err := m.packed()
+func (e *cpuEngine) passes(ctx context.Context, seqs [][]int, fn func(f *fastLM, group []int, h []float32, start []int)) error {
+	f, err := e.packed()
 	if err != nil {
 		return err
 	}
@@ -525,7 +480,7 @@ func (m *Model) fastPasses(ctx context.Context, seqs [][]int, fn func(f *fastLM,
 
 // headRows computes the head's outputs [n][N] for the hidden states of rows picked by at.
 func (f *fastLM) headRows(h []float32, n int, at func(i int) int) []float32 {
-	D := f.c.D
+	D := f.d.D
 	sel := make([]float32, n*D)
 	for i := 0; i < n; i++ {
 		copy(sel[i*D:(i+1)*D], h[at(i)*D:])
@@ -535,12 +490,12 @@ func (f *fastLM) headRows(h []float32, n int, at func(i int) int) []float32 {
 	return out
 }
 
-func (m *Model) fastLogProbs(ctx context.Context, seqs [][]int) ([][]float32, error) {
-	if err := m.checkSeqs(seqs, 2); err != nil {
+func (e *cpuEngine) logProbs(ctx context.Context, seqs [][]int) ([][]float32, error) {
+	if err := e.m.checkSeqs(seqs, 2); err != nil {
 		return nil, err
 	}
 	out := make([][]float32, len(seqs))
-	err := m.fastPasses(ctx, seqs, func(f *fastLM, group []int, h []float32, start []int) {
+	err := e.passes(ctx, seqs, func(f *fastLM, group []int, h []float32, start []int) {
 		// Every row but each sequence's last predicts the next token.
 		type pred struct{ row, seq, t int }
 		var preds []pred
@@ -565,12 +520,12 @@ func (m *Model) fastLogProbs(ctx context.Context, seqs [][]int) ([][]float32, er
 	return out, err
 }
 
-func (m *Model) fastLogits(ctx context.Context, seqs [][]int) ([][][]float32, error) {
-	if err := m.checkSeqs(seqs, 1); err != nil {
+func (e *cpuEngine) logits(ctx context.Context, seqs [][]int) ([][][]float32, error) {
+	if err := e.m.checkSeqs(seqs, 1); err != nil {
 		return nil, err
 	}
 	out := make([][][]float32, len(seqs))
-	err := m.fastPasses(ctx, seqs, func(f *fastLM, group []int, h []float32, start []int) {
+	err := e.passes(ctx, seqs, func(f *fastLM, group []int, h []float32, start []int) {
 		for g, j := range group {
 			n := len(seqs[j])
 			flat := f.headRows(h, n, func(i int) int { return start[g] + i })
@@ -591,19 +546,28 @@ type fastDecoder struct {
 	prompt [][]int
 	caches []*kvCache
 	last   [][]float32 // each row's latest logits
+	// recompute runs every step over the whole sequence from an empty cache, as transformers
+	// does with use_cache=False: the KV cache's baseline.
+	recompute bool
+	seqs      [][]int // with recompute: each row's tokens so far
 }
 
-func (m *Model) newFastDecoder(prompts [][]int, budgets []int) (Decoder, error) {
-	if err := m.checkSeqs(prompts, 1); err != nil {
+func (e *cpuEngine) decoder(prompts [][]int, budgets []int, useCache bool) (Decoder, error) {
+	if err := e.m.checkSeqs(prompts, 1); err != nil {
 		return nil, err
 	}
-	f, err := m.packed()
+	f, err := e.packed()
 	if err != nil {
 		return nil, err
 	}
-	d := &fastDecoder{m: m, f: f, prompt: prompts, last: make([][]float32, len(prompts))}
+	d := &fastDecoder{m: e.m, f: f, prompt: prompts, last: make([][]float32, len(prompts)), recompute: !useCache}
 	for i, p := range prompts {
-		d.caches = append(d.caches, f.newCache(len(p)+budgets[i]))
+		if d.recompute { // the cache only counts the tokens
+			d.caches = append(d.caches, &kvCache{cap: len(p) + budgets[i]})
+			d.seqs = append(d.seqs, nil)
+		} else {
+			d.caches = append(d.caches, f.newCache(len(p)+budgets[i]))
+		}
 	}
 	return d, nil
 }
@@ -613,8 +577,18 @@ func (d *fastDecoder) run(rows []int, toks [][]int) {
 	caches := make([]*kvCache, len(rows))
 	for i, r := range rows {
 		caches[i] = d.caches[r]
+		if d.recompute {
+			d.seqs[r] = append(d.seqs[r], toks[i]...)
+			toks[i] = d.seqs[r]
+			caches[i] = d.f.newCache(len(d.seqs[r]))
+		}
 	}
 	h := d.f.forward(toks, caches)
+	if d.recompute {
+		for _, r := range rows {
+			d.caches[r].n = len(d.seqs[r])
+		}
+	}
 	end := 0
 	lastRow := make([]int, len(rows))
 	for i, t := range toks {
@@ -658,6 +632,3 @@ func (d *fastDecoder) Step(tokens []int) ([][]float32, error) {
 	}
 	return d.last, nil
 }
-
-// PureGo reports whether b is simplego, the backend the cpu engine shares memory with.
-func PureGo(b backends.Backend) bool { return b.String() == "go" }

@@ -1,7 +1,6 @@
 package model
 
 import (
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -12,49 +11,11 @@ import (
 	"github.com/cyclealign/cyclealign/internal/cpu"
 )
 
-// Training on the engine's own CPU path (LLaMA family: llama, mistral, qwen2): a forward pass
-// over whole sequences that keeps its activations, and the backward pass that turns the
-// gradient of each token's log-probability (or of a reward head's score) into gradients of the
-// trainable tensors, full fine-tuning or LoRA. The arithmetic is that of the graphs in
-// llama.go and lora.go; tests check the gradients against GoMLX's and finite differences.
-
-// FastTrainable reports whether training can run on the own CPU path.
-func (m *Model) FastTrainable() bool {
-	_, ok := m.arch.(llama)
-	return m.fastOn && ok
-}
-
-// Grads holds gradient buffers keyed by variable: checkpoint tensor names for the base
-// weights (scope WeightScope) and adapter names for LoRA (scope LoRAScope).
-type Grads struct {
-	Base map[string][]float32
-	LoRA map[string][]float32
-}
-
-// NewGrads allocates zeroed gradients for what trains: the adapters when the model has them,
-// else every base tensor.
-func (m *Model) NewGrads() *Grads {
-	g := &Grads{Base: map[string][]float32{}, LoRA: map[string][]float32{}}
-	if m.lora != nil {
-		for mod := range m.lora.modules {
-			for _, ab := range []string{".lora_A.weight", ".lora_B.weight"} {
-				g.LoRA[mod+ab] = make([]float32, m.Ctx.GetVariableByScopeAndName(LoRAScope, mod+ab).Shape().Size())
-			}
-		}
-		return g
-	}
-	for _, n := range m.names {
-		g.Base[n] = make([]float32, m.Variable(n).Shape().Size())
-	}
-	return g
-}
-
-// Dropout configures LoRA dropout for one pass: masks come from Seed alone, so a pass can be
-// repeated exactly (a resumed run draws the same masks).
-type Dropout struct {
-	Rate float64
-	Seed uint64
-}
+// Training on the own CPU engine: a forward pass over whole sequences that keeps its
+// activations, and the backward pass that turns the gradient of each token's log-probability
+// (or of a reward head's score) into gradients of the trainable tensors, full fine-tuning or
+// LoRA. It computes from the architecture's description as cpu.go does; the conformance tests
+// check its gradients against finite differences and against the graph engine's.
 
 // trainLinear is one (possibly fused) linear layer: W [n][in] packed both ways, its
 // tensors' names by output block, and the adapters on its blocks.
@@ -69,6 +30,7 @@ type linBlock struct {
 	name     string // checkpoint tensor of this block of output rows
 	bias     string // its bias tensor, "" if none
 	off, out int    // output columns [off, off+out)
+	conv     bool   // stored [in][out] (a GPT-2 Conv1D, always the layer's only block)
 	lora     *loraLin
 }
 
@@ -83,22 +45,26 @@ type loraLin struct {
 }
 
 type trainLayer struct {
-	ln1, ln2       []float32
-	qkv, o, gu, dn trainLinear
-	names          [2]string // the two norm tensors
+	ld                   *layerDesc
+	ln1, ln1b, ln2, ln2b []float32
+	qn, kn               []float32 // per-head q and k norms (nil: none)
+	qkv, o, up, dn       trainLinear
 }
 
 type trainWeights struct {
-	configView
+	d      *desc
 	embed  []float32
+	wpe    []float32
 	layers []trainLayer
 	norm   []float32
+	normB  []float32
 	head   trainLinear
-	labels int // >0: a score head
-	inv    []float32
 }
 
 func (m *Model) value(scope, name string) []float32 {
+	if name == "" {
+		return nil
+	}
 	return tensors.MustCopyFlatData[float32](m.Ctx.GetVariableByScopeAndName(scope, name).MustValue())
 }
 
@@ -126,22 +92,22 @@ type trainCache struct {
 // trainWeights packs the current base weights (without adapters folded in: the adapters run
 // as their own branch, so that their gradients exist and dropout applies), then attaches the
 // adapters' current values. Under LoRA the frozen base packing is made once and reused.
-func (m *Model) trainWeights(drop Dropout) (*trainWeights, error) {
-	if !m.FastTrainable() {
-		return nil, fmt.Errorf("engine cpu trains the llama family only, not %s", m.Config.ModelType)
-	}
+func (e *cpuEngine) trainWeights(drop Dropout) *trainWeights {
+	m := e.m
 	var key []*tensors.Tensor
 	for _, n := range m.names {
 		key = append(key, m.Variable(n).MustValue())
 	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	var w *trainWeights
-	if c := m.trainCache; m.lora != nil && c != nil && slices.Equal(c.key, key) && c.version == m.baseVersion.Load() {
+	if c := e.train; m.lora != nil && c != nil && slices.Equal(c.key, key) && c.version == m.baseVersion.Load() {
 		w = c.w
 	} else {
 		w = m.packBase()
-		m.trainCache = nil
+		e.train = nil
 		if m.lora != nil {
-			m.trainCache = &trainCache{key: key, version: m.baseVersion.Load(), w: w}
+			e.train = &trainCache{key: key, version: m.baseVersion.Load(), w: w}
 		}
 	}
 	for _, l := range w.linears() {
@@ -159,7 +125,7 @@ func (m *Model) trainWeights(drop Dropout) (*trainWeights, error) {
 				dropout: drop.Rate, dropSeed: drop.Seed ^ hashName(mod)}
 		}
 	}
-	return w, nil
+	return w
 }
 
 // linears lists every linear layer of the weights, the head included.
@@ -167,74 +133,55 @@ func (w *trainWeights) linears() []*trainLinear {
 	var out []*trainLinear
 	for i := range w.layers {
 		ly := &w.layers[i]
-		out = append(out, &ly.qkv, &ly.o, &ly.gu, &ly.dn)
+		out = append(out, &ly.qkv, &ly.o, &ly.up, &ly.dn)
 	}
 	return append(out, &w.head)
 }
 
 // packBase packs the base weights for training.
 func (m *Model) packBase() *trainWeights {
-	c := m.Config
-	w := &trainWeights{configView: configView{D: c.HiddenSize, H: c.NumHeads, Hkv: c.NumKVHeads, hd: c.HeadDim, I: c.IntermediateSize,
-		window: c.SlidingWindow, eps: c.NormEps}, labels: c.NumLabels, inv: invFreqs(c)}
+	d := m.desc
+	w := &trainWeights{d: d}
 	get := func(n string) []float32 { return m.value(WeightScope, n) }
-	has := func(n string) bool { return m.Variable(n) != nil }
-	linear := func(in int, names ...string) trainLinear {
-		var l trainLinear
-		var bias []float32
-		weights := make([]string, len(names))
-		for i, n := range names {
-			weights[i] = n + ".weight"
+	linear := func(ps ...proj) trainLinear {
+		l := trainLinear{in: ps[0].in}
+		weights := make([]string, len(ps))
+		for i, p := range ps {
+			weights[i] = p.weight
 		}
 		// The fused layer is packed from its parts where they are stored, both ways round.
 		m.withValues(weights, func(vals [][]float32) {
-			for i, n := range names {
-				out := len(vals[i]) / in
-				blk := linBlock{name: weights[i], off: l.n, out: out}
-				if has(n + ".bias") {
-					blk.bias = n + ".bias"
-				}
-				l.blocks = append(l.blocks, blk)
-				l.n += out
+			for _, p := range ps {
+				l.blocks = append(l.blocks, linBlock{name: p.weight, bias: p.bias, off: l.n, out: p.out, conv: p.conv})
+				l.n += p.out
 			}
-			l.w, l.wT = cpu.PackRows(vals, in), cpu.PackRowsTransposed(vals, in)
+			if ps[0].conv {
+				l.w, l.wT = cpu.PackTransposed(vals[0], l.in, l.n), cpu.Pack(vals[0], l.in, l.n)
+			} else {
+				l.w, l.wT = cpu.PackRows(vals, l.in), cpu.PackRowsTransposed(vals, l.in)
+			}
 		})
 		for _, blk := range l.blocks {
 			if blk.bias != "" {
-				bias = make([]float32, l.n)
-				break
+				if l.bias == nil {
+					l.bias = make([]float32, l.n)
+				}
+				copy(l.bias[blk.off:], get(blk.bias))
 			}
 		}
-		for _, blk := range l.blocks {
-			if blk.bias != "" {
-				copy(bias[blk.off:], get(blk.bias))
-			}
-		}
-		l.in, l.bias = in, bias
 		return l
 	}
-	D, I := c.HiddenSize, c.IntermediateSize
-	w.embed = get("model.embed_tokens.weight")
-	for l := 0; l < c.NumLayers; l++ {
-		p := fmt.Sprintf("model.layers.%d.", l)
-		w.layers = append(w.layers, trainLayer{
-			ln1: get(p + "input_layernorm.weight"), ln2: get(p + "post_attention_layernorm.weight"),
-			names: [2]string{p + "input_layernorm.weight", p + "post_attention_layernorm.weight"},
-			qkv:   linear(D, p+"self_attn.q_proj", p+"self_attn.k_proj", p+"self_attn.v_proj"),
-			o:     linear(c.NumHeads*c.HeadDim, p+"self_attn.o_proj"),
-			gu:    linear(D, p+"mlp.gate_proj", p+"mlp.up_proj"),
-			dn:    linear(I, p+"mlp.down_proj"),
+	w.embed, w.wpe = get(d.embed), get(d.positions)
+	for i := range d.layers {
+		ld := &d.layers[i]
+		w.layers = append(w.layers, trainLayer{ld: ld,
+			ln1: get(ld.ln1.w), ln1b: get(ld.ln1.b), ln2: get(ld.ln2.w), ln2b: get(ld.ln2.b),
+			qn: get(ld.qNorm), kn: get(ld.kNorm),
+			qkv: linear(ld.qkv...), o: linear(ld.o), up: linear(ld.up...), dn: linear(ld.down),
 		})
 	}
-	w.norm = get("model.norm.weight")
-	switch {
-	case c.NumLabels > 0:
-		w.head = linear(D, "score")
-	case has("lm_head.weight"):
-		w.head = linear(D, "lm_head")
-	default:
-		w.head = linear(D, "model.embed_tokens")
-	}
+	w.norm, w.normB = get(d.final.w), get(d.final.b)
+	w.head = linear(d.head)
 	return w
 }
 
@@ -293,7 +240,11 @@ func (l *trainLinear) backward(dx, dy []float32, M int, a linActs, g *Grads) {
 	if len(g.Base) > 0 {
 		xT := cpu.PackTransposed(a.x, M, l.in)
 		for _, blk := range l.blocks {
-			cpu.MatMulAdd(g.Base[blk.name], dyT[blk.off*M:(blk.off+blk.out)*M], blk.out, xT)
+			if blk.conv { // stored [in][out]: the gradient is xᵀ·dy
+				cpu.AddMatMulTN(g.Base[blk.name], a.x, dy, M, l.in, l.n)
+			} else {
+				cpu.MatMulAdd(g.Base[blk.name], dyT[blk.off*M:(blk.off+blk.out)*M], blk.out, xT)
+			}
 			if blk.bias != "" {
 				gb := g.Base[blk.bias]
 				for j := range gb {
@@ -362,14 +313,16 @@ func rmsBackward(dx, dy, x, w, inv []float32, d int, dw []float32) {
 
 type layerActs struct {
 	x, h1, xMid, h2, gu, act, att, qkv []float32
-	inv1, inv2                         []float32
+	inv1, inv2                         []float32 // RMSNorm's 1/rms per row (nil for LayerNorm)
+	qkPre                              []float32 // with per-head q/k norms: q|k of each row before them
+	qkInv                              []float32 // their 1/rms per row and head
 	probs                              []float32 // per row and head, the attention weights over its keys
 	probOff                            []int     // where row r's weights start
-	qkvA, oA, guA, dnA                 linActs
+	qkvA, oA, upA, dnA                 linActs
 }
 
-// TrainPass is a forward pass over whole sequences that keeps its activations.
-type TrainPass struct {
+// cpuPass is a forward pass over whole sequences that keeps its activations.
+type cpuPass struct {
 	w        *trainWeights
 	seqs     [][]int
 	rows     []rowInfo
@@ -382,54 +335,71 @@ type TrainPass struct {
 	logits   []float32 // [M][head outputs]
 }
 
-// TrainForward runs seqs through the model, keeping activations for Backward. It returns, per
-// sequence, log p(s[t+1] | s[:t+1]) for t < len(s)-1 (for a score head: the head's first
-// output at each position instead).
-func (m *Model) TrainForward(seqs [][]int, drop Dropout) (*TrainPass, [][]float32, error) {
-	if err := m.checkSeqs(seqs, 1); err != nil {
+func (e *cpuEngine) trainForward(seqs [][]int, drop Dropout) (TrainPass, [][]float32, error) {
+	if err := e.m.checkSeqs(seqs, 1); err != nil {
 		return nil, nil, err
 	}
-	w, err := m.trainWeights(drop)
-	if err != nil {
-		return nil, nil, err
-	}
-	p := &TrainPass{w: w, seqs: seqs}
+	w := e.trainWeights(drop)
+	d := w.d
+	p := &cpuPass{w: w, seqs: seqs}
 	for s, seq := range seqs {
 		p.start = append(p.start, len(p.rows))
 		for i := range seq {
 			p.rows = append(p.rows, rowInfo{s, i})
 		}
 	}
-	M, D := len(p.rows), w.D
-	qd := w.H * w.hd
-	p.cos, p.sin = ropeTables(w.inv, p.rows)
+	M, D := len(p.rows), d.D
+	qd, kvd := d.H*d.hd, d.Hkv*d.hd
+	if d.rope != nil {
+		p.cos, p.sin = ropeTables(d.rope, p.rows)
+	}
 	x := make([]float32, M*D)
 	for r, ri := range p.rows {
 		copy(x[r*D:(r+1)*D], w.embed[seqs[ri.seq][ri.pos]*D:])
+		if w.wpe != nil {
+			cpu.Add(x[r*D:(r+1)*D], w.wpe[ri.pos*D:(ri.pos+1)*D])
+		}
 	}
-	half := w.hd / 2
+	half := d.hd / 2
 	for li := range w.layers {
 		ly := &w.layers[li]
 		a := layerActs{x: x}
 		a.h1 = make([]float32, M*D)
-		a.inv1 = cpu.RMSNorm(a.h1, x, ly.ln1, D, w.eps)
+		a.inv1 = normRows(d, a.h1, x, ly.ln1, ly.ln1b)
 		a.qkv = make([]float32, M*ly.qkv.n)
 		a.qkvA = ly.qkv.forward(a.qkv, a.h1, M, uint64(li)<<8|1)
-		for r := range p.rows {
-			rotateHeads(a.qkv[r*ly.qkv.n:], w.H+w.Hkv, w.hd, p.cos[r*half:(r+1)*half], p.sin[r*half:(r+1)*half])
+		if ly.qn != nil {
+			a.qkPre = make([]float32, M*(qd+kvd))
+			a.qkInv = make([]float32, 0, M*(d.H+d.Hkv))
+			for r := range p.rows {
+				row := a.qkv[r*ly.qkv.n:]
+				copy(a.qkPre[r*(qd+kvd):], row[:qd+kvd])
+				a.qkInv = append(a.qkInv, cpu.RMSNorm(row[:qd], row[:qd], ly.qn, d.hd, d.eps)...)
+				a.qkInv = append(a.qkInv, cpu.RMSNorm(row[qd:qd+kvd], row[qd:qd+kvd], ly.kn, d.hd, d.eps)...)
+			}
+		}
+		if p.cos != nil {
+			for r := range p.rows {
+				rotateHeads(a.qkv[r*ly.qkv.n:], d.H+d.Hkv, d.hd, p.cos[r*half:(r+1)*half], p.sin[r*half:(r+1)*half])
+			}
 		}
 		a.att = make([]float32, M*qd)
-		a.probs, a.probOff = p.attend(a.qkv, a.att)
+		a.probs, a.probOff = p.attend(a.qkv, a.att, float32(ly.ld.scale))
 		o := make([]float32, M*D)
 		a.oA = ly.o.forward(o, a.att, M, uint64(li)<<8|2)
 		a.xMid = append([]float32(nil), x...)
 		cpu.Add(a.xMid, o)
 		a.h2 = make([]float32, M*D)
-		a.inv2 = cpu.RMSNorm(a.h2, a.xMid, ly.ln2, D, w.eps)
-		a.gu = make([]float32, M*ly.gu.n)
-		a.guA = ly.gu.forward(a.gu, a.h2, M, uint64(li)<<8|3)
-		a.act = make([]float32, M*w.I)
-		cpu.SwiGLU(a.act, a.gu, w.I)
+		a.inv2 = normRows(d, a.h2, a.xMid, ly.ln2, ly.ln2b)
+		a.gu = make([]float32, M*ly.up.n)
+		a.upA = ly.up.forward(a.gu, a.h2, M, uint64(li)<<8|3)
+		a.act = make([]float32, M*d.I)
+		if d.act == actSwiGLU {
+			cpu.SwiGLU(a.act, a.gu, d.I)
+		} else { // GELU in place, on a copy: the backward pass needs its input
+			copy(a.act, a.gu)
+			activate(d.act, nil, a.act, d.I)
+		}
 		dn := make([]float32, M*D)
 		a.dnA = ly.dn.forward(dn, a.act, M, uint64(li)<<8|4)
 		x = append([]float32(nil), a.xMid...)
@@ -438,14 +408,14 @@ func (m *Model) TrainForward(seqs [][]int, drop Dropout) (*TrainPass, [][]float3
 	}
 	p.xOut = x
 	p.hF = make([]float32, M*D)
-	p.invF = cpu.RMSNorm(p.hF, x, w.norm, D, w.eps)
+	p.invF = normRows(d, p.hF, x, w.norm, w.normB)
 	N := w.head.n
 	p.logits = make([]float32, M*N)
 	p.headA = w.head.forward(p.logits, p.hF, M, 0)
 	out := make([][]float32, len(seqs))
 	for s, seq := range seqs {
 		base := p.start[s]
-		if w.labels > 0 {
+		if d.labels > 0 {
 			out[s] = make([]float32, len(seq))
 			for t := range seq {
 				out[s][t] = p.logits[(base+t)*N]
@@ -461,51 +431,131 @@ func (m *Model) TrainForward(seqs [][]int, drop Dropout) (*TrainPass, [][]float3
 }
 
 // attend is fastLM.attend over the pass's own keys (each sequence's rows), keeping the weights.
-func (p *TrainPass) attend(qkv, att []float32) ([]float32, []int) {
-	w := p.w
-	qd, kvd := w.H*w.hd, w.Hkv*w.hd
+func (p *cpuPass) attend(qkv, att []float32, scale float32) ([]float32, []int) {
+	d := p.w.d
+	qd, kvd := d.H*d.hd, d.Hkv*d.hd
 	stride := qd + 2*kvd
 	off := make([]int, len(p.rows)+1)
 	for r, ri := range p.rows {
-		off[r+1] = off[r] + w.H*(ri.pos+1-windowStart(ri.pos, w.window))
+		off[r+1] = off[r] + d.H*(ri.pos+1-windowStart(ri.pos, d.window))
 	}
 	probs := make([]float32, off[len(p.rows)])
-	group := w.H / w.Hkv
-	scale := float32(1 / math.Sqrt(float64(w.hd)))
+	group := d.H / d.Hkv
 	cpu.Parallel(len(p.rows), func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			ri := p.rows[r]
-			first, base := windowStart(ri.pos, w.window), p.start[ri.seq]
+			first, base := windowStart(ri.pos, d.window), p.start[ri.seq]
 			n := ri.pos + 1 - first
-			for hh := 0; hh < w.H; hh++ {
+			for hh := 0; hh < d.H; hh++ {
 				kh := hh / group
-				attendHead(qkv[r*stride+hh*w.hd:r*stride+(hh+1)*w.hd], qkv[base*stride+qd+kh*w.hd:], qkv[base*stride+qd+kvd+kh*w.hd:], stride,
-					first, ri.pos, scale, probs[off[r]+hh*n:off[r]+(hh+1)*n], att[r*qd+hh*w.hd:r*qd+(hh+1)*w.hd])
+				attendHead(qkv[r*stride+hh*d.hd:r*stride+(hh+1)*d.hd], qkv[base*stride+qd+kh*d.hd:], qkv[base*stride+qd+kvd+kh*d.hd:], stride,
+					first, ri.pos, scale, probs[off[r]+hh*n:off[r]+(hh+1)*n], att[r*qd+hh*d.hd:r*qd+(hh+1)*d.hd])
 			}
 		}
 	})
 	return probs, off
 }
 
-// Backward accumulates into g the gradient of L given dL/d(out[s][t]) for the outputs
-// TrainForward returned (d[s] may be nil: no gradient from that sequence).
-func (p *TrainPass) Backward(d [][]float32, g *Grads) {
+// normBackward adds to dx the gradient through the description's norm of x (inv: RMSNorm's
+// saved 1/rms per row), and to dw and db when they are not nil.
+func normBackward(d *desc, dx, dy, x, w, inv []float32, dw, db []float32) {
+	if d.norm == layerNormKind {
+		layerNormBackward(dx, dy, x, w, d.D, d.eps, dw, db)
+		return
+	}
+	rmsBackward(dx, dy, x, w, inv, d.D, dw)
+}
+
+// layerNormBackward adds to dx the gradient through y = (x − mean)/σ·w + b, row by row, and
+// to dw and db (if not nil).
+func layerNormBackward(dx, dy, x, w []float32, d int, eps float64, dw, db []float32) {
+	for r := 0; r+d <= len(x); r += d {
+		xr, dyr, dxr := x[r:r+d], dy[r:r+d], dx[r:r+d]
+		mean := 0.0
+		for _, v := range xr {
+			mean += float64(v)
+		}
+		mean /= float64(d)
+		vr := 0.0
+		for _, v := range xr {
+			vr += (float64(v) - mean) * (float64(v) - mean)
+		}
+		inv := 1 / math.Sqrt(vr/float64(d)+eps)
+		var sg, sgx float64 // mean of g = dy·w and of g·x̂
+		for i, v := range dyr {
+			xh := (float64(xr[i]) - mean) * inv
+			g := float64(v * w[i])
+			sg += g
+			sgx += g * xh
+			if dw != nil {
+				dw[i] += v * float32(xh)
+			}
+			if db != nil {
+				db[i] += v
+			}
+		}
+		sg /= float64(d)
+		sgx /= float64(d)
+		for i, v := range dyr {
+			xh := (float64(xr[i]) - mean) * inv
+			dxr[i] += float32(inv * (float64(v*w[i]) - sg - xh*sgx))
+		}
+	}
+}
+
+// activationBackward returns the gradient of the up projection's output given that of the
+// activation's: through silu(gate)·up for SwiGLU (rows [gate | up] of 2n), through GELU else.
+func activationBackward(kind actKind, gu, dAct []float32, n int) []float32 {
+	switch kind {
+	case actGELUTanh:
+		const c = 0.7978845608028654 // sqrt(2/π)
+		out := make([]float32, len(gu))
+		for i, v := range gu {
+			x := float64(v)
+			t := math.Tanh(c * (x + 0.044715*x*x*x))
+			out[i] = dAct[i] * float32(0.5*(1+t)+0.5*x*(1-t*t)*c*(1+3*0.044715*x*x))
+		}
+		return out
+	case actGELUErf:
+		out := make([]float32, len(gu))
+		for i, v := range gu {
+			x := float64(v)
+			out[i] = dAct[i] * float32(0.5*(1+math.Erf(x/math.Sqrt2))+x*math.Exp(-x*x/2)/math.Sqrt(2*math.Pi))
+		}
+		return out
+	}
+	dgu := make([]float32, len(gu))
+	for r := 0; (r+1)*2*n <= len(gu); r++ {
+		gate, up := gu[r*2*n:r*2*n+n], gu[r*2*n+n:(r+1)*2*n]
+		dg, du, da := dgu[r*2*n:r*2*n+n], dgu[r*2*n+n:(r+1)*2*n], dAct[r*n:(r+1)*n]
+		for i, gv := range gate {
+			sg := float32(1 / (1 + math.Exp(float64(-gv))))
+			du[i] = da[i] * gv * sg
+			dg[i] = da[i] * up[i] * sg * (1 + gv*(1-sg))
+		}
+	}
+	return dgu
+}
+
+// Backward accumulates into g the gradient of L given dL/d(out[s][t]).
+func (p *cpuPass) Backward(dOut [][]float32, g *Grads) error {
 	w := p.w
-	M, D, N := len(p.rows), w.D, w.head.n
-	qd := w.H * w.hd
+	d := w.d
+	M, D, N := len(p.rows), d.D, w.head.n
+	qd, kvd := d.H*d.hd, d.Hkv*d.hd
 	dlogits := make([]float32, M*N)
 	cpu.Parallel(len(p.seqs), func(lo, hi int) {
 		for s := lo; s < hi; s++ {
-			if d[s] == nil {
+			if dOut[s] == nil {
 				continue
 			}
-			for t, gv := range d[s] {
+			for t, gv := range dOut[s] {
 				if gv == 0 {
 					continue
 				}
 				row := p.start[s] + t
 				dl := dlogits[row*N : (row+1)*N]
-				if w.labels > 0 {
+				if d.labels > 0 {
 					dl[0] += gv
 					continue
 				}
@@ -520,39 +570,30 @@ func (p *TrainPass) Backward(d [][]float32, g *Grads) {
 		}
 	})
 	dh := make([]float32, M*D)
-	// A tied head's block is named model.embed_tokens.weight, so its gradient joins the
-	// embedding's.
+	// A tied head's block is named as the embedding, so its gradient joins the embedding's.
 	w.head.backward(dh, dlogits, M, p.headA, g)
 	dx := make([]float32, M*D)
-	rmsBackward(dx, dh, p.xOut, w.norm, p.invF, D, g.Base["model.norm.weight"])
-	half := w.hd / 2
+	normBackward(d, dx, dh, p.xOut, w.norm, p.invF, g.Base[d.final.w], g.Base[d.final.b])
+	half := d.hd / 2
 	for li := len(w.layers) - 1; li >= 0; li-- {
 		ly, a := &w.layers[li], &p.layers[li]
-		// MLP: x = xMid + down(silu(gate)·up)
-		dAct := make([]float32, M*w.I)
+		ld := ly.ld
+		// MLP: x = xMid + down(act(up(norm(xMid))))
+		dAct := make([]float32, M*d.I)
 		ly.dn.backward(dAct, dx, M, a.dnA, g)
-		dgu := make([]float32, M*2*w.I)
-		for r := 0; r < M; r++ {
-			gate, up := a.gu[r*2*w.I:r*2*w.I+w.I], a.gu[r*2*w.I+w.I:(r+1)*2*w.I]
-			dg, du, da := dgu[r*2*w.I:r*2*w.I+w.I], dgu[r*2*w.I+w.I:(r+1)*2*w.I], dAct[r*w.I:(r+1)*w.I]
-			for i, gv := range gate {
-				sg := float32(1 / (1 + math.Exp(float64(-gv))))
-				du[i] = da[i] * gv * sg
-				dg[i] = da[i] * up[i] * sg * (1 + gv*(1-sg))
-			}
-		}
+		dgu := activationBackward(d.act, a.gu, dAct, d.I)
 		dh2 := make([]float32, M*D)
-		ly.gu.backward(dh2, dgu, M, a.guA, g)
+		ly.up.backward(dh2, dgu, M, a.upA, g)
 		dxMid := append([]float32(nil), dx...)
-		rmsBackward(dxMid, dh2, a.xMid, ly.ln2, a.inv2, D, g.Base[ly.names[1]])
+		normBackward(d, dxMid, dh2, a.xMid, ly.ln2, a.inv2, g.Base[ld.ln2.w], g.Base[ld.ln2.b])
 		// Attention: xMid = x + o(att)
 		dAtt := make([]float32, M*qd)
 		ly.o.backward(dAtt, dxMid, M, a.oA, g)
-		dqkv := p.attendBackward(a, dAtt)
-		for r := range p.rows {
+		dqkv := p.attendBackward(a, dAtt, float32(ld.scale))
+		for r := 0; p.cos != nil && r < M; r++ {
 			row := dqkv[r*ly.qkv.n:]
-			for hh := 0; hh < w.H+w.Hkv; hh++ { // the inverse rotation
-				x := row[hh*w.hd : (hh+1)*w.hd]
+			for hh := 0; hh < d.H+d.Hkv; hh++ { // the inverse rotation
+				x := row[hh*d.hd : (hh+1)*d.hd]
 				cs, sn := p.cos[r*half:(r+1)*half], p.sin[r*half:(r+1)*half]
 				for i := 0; i < half; i++ {
 					a1, b1 := x[i], x[i+half]
@@ -561,28 +602,50 @@ func (p *TrainPass) Backward(d [][]float32, g *Grads) {
 				}
 			}
 		}
+		if ly.qn != nil { // through the per-head norms of q and k
+			heads := d.H + d.Hkv
+			for r := range p.rows {
+				row := dqkv[r*ly.qkv.n:]
+				pre := a.qkPre[r*(qd+kvd) : (r+1)*(qd+kvd)]
+				inv := a.qkInv[r*heads : (r+1)*heads]
+				dpre := make([]float32, qd+kvd)
+				rmsBackward(dpre[:qd], row[:qd], pre[:qd], ly.qn, inv[:d.H], d.hd, g.Base[ld.qNorm])
+				rmsBackward(dpre[qd:], row[qd:qd+kvd], pre[qd:], ly.kn, inv[d.H:], d.hd, g.Base[ld.kNorm])
+				copy(row, dpre)
+			}
+		}
 		dh1 := make([]float32, M*D)
 		ly.qkv.backward(dh1, dqkv, M, a.qkvA, g)
 		dx = dxMid
-		rmsBackward(dx, dh1, a.x, ly.ln1, a.inv1, D, g.Base[ly.names[0]])
+		normBackward(d, dx, dh1, a.x, ly.ln1, a.inv1, g.Base[ld.ln1.w], g.Base[ld.ln1.b])
 	}
-	if ge := g.Base["model.embed_tokens.weight"]; ge != nil {
+	for _, t := range []struct {
+		table []float32
+		idx   func(ri rowInfo) int
+	}{
+		{g.Base[d.embed], func(ri rowInfo) int { return p.seqs[ri.seq][ri.pos] }},
+		{g.Base[d.positions], func(ri rowInfo) int { return ri.pos }},
+	} {
+		if t.table == nil {
+			continue
+		}
 		for r, ri := range p.rows {
-			cpu.Add(ge[p.seqs[ri.seq][ri.pos]*D:(p.seqs[ri.seq][ri.pos]+1)*D], dx[r*D:(r+1)*D])
+			i := t.idx(ri)
+			cpu.Add(t.table[i*D:(i+1)*D], dx[r*D:(r+1)*D])
 		}
 	}
+	return nil
 }
 
 // attendBackward returns the gradient of q, k and v (post-rotation) [M][qd+2kvd] given that of
 // the attention output. Work is split by (sequence, key/value head), whose gradients are
 // disjoint.
-func (p *TrainPass) attendBackward(a *layerActs, dAtt []float32) []float32 {
-	w := p.w
+func (p *cpuPass) attendBackward(a *layerActs, dAtt []float32, scale float32) []float32 {
+	w := p.w.d
 	qd, kvd := w.H*w.hd, w.Hkv*w.hd
 	stride := qd + 2*kvd
 	dqkv := make([]float32, len(p.rows)*stride)
 	group := w.H / w.Hkv
-	scale := float32(1 / math.Sqrt(float64(w.hd)))
 	units := len(p.seqs) * w.Hkv
 	cpu.Parallel(units, func(lo, hi int) {
 		var dp []float32

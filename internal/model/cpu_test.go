@@ -39,7 +39,7 @@ func randomModel(t *testing.T, raw map[string]any) *Model {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !m.fastOn {
+	if m.Engine() != "cpu" {
 		t.Fatal("the pure-Go backend does not use the engine's own CPU path")
 	}
 	return m
@@ -97,6 +97,7 @@ func TestEnginesAgree(t *testing.T) {
 		"mistral window": llamaConfig(map[string]any{"model_type": "mistral", "sliding_window": 7}),
 		"llama3 rope":    llamaConfig(map[string]any{"rope_theta": 500000.0, "rope_scaling": map[string]any{"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16}}),
 		"reward model":   llamaConfig(map[string]any{"architectures": []string{"LlamaForSequenceClassification"}, "num_labels": 1}),
+		"qwen3 qk-norm":  llamaConfig(map[string]any{"model_type": "qwen3", "head_dim": 24}),
 		"gpt2": {"model_type": "gpt2", "vocab_size": 300, "n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 64,
 			"scale_attn_by_inverse_layer_idx": true},
 	}

@@ -1,4 +1,4 @@
-package train
+package model
 
 import (
 	"math"
@@ -7,8 +7,6 @@ import (
 
 	. "github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
-
-	"github.com/cyclealign/cyclealign/internal/model"
 )
 
 func randTensor(rng *rand.Rand, dims ...int) *tensors.Tensor {
@@ -26,7 +24,7 @@ func randTensor(rng *rand.Rand, dims ...int) *tensors.Tensor {
 // TestFastGradientEqualsStock compares the replacement DotGeneral gradient with GoMLX's own on
 // every einsum the model and its losses use.
 func TestFastGradientEqualsStock(t *testing.T) {
-	backend, err := model.NewBackend()
+	backend, err := NewBackend()
 	if err != nil {
 		t.Fatal(err)
 	}
