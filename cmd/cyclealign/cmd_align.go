@@ -34,6 +34,7 @@ func (o *alignOptions) AddFlags(f *pflag.FlagSet) {
 	f.Uint64Var(&c.Seed, "seed", 0, "seed of prompt order, sampling and candidate order")
 	f.IntVar(&c.Steps, "steps", c.Steps, "steps (batches of prompts)")
 	f.IntVar(&c.BatchSize, "batch-size", c.BatchSize, "prompts per step")
+	f.IntVar(&c.GradAccum, "grad-accum", c.GradAccum, "micro-batches a step's training is split into: the same update, less memory")
 	f.IntVarP(&c.N, "n", "n", c.N, "candidates per prompt")
 	f.Float64Var(&c.Temperature, "temperature", c.Temperature, "sampling temperature")
 	f.Float64Var(&c.TopP, "top-p", c.TopP, "nucleus sampling mass")

@@ -21,21 +21,25 @@ func RMSNorm(out, x, w []float32, d int, eps float64) []float32 {
 func LayerNorm(out, x, w, b []float32, d int, eps float64) {
 	for r := 0; r+d <= len(x); r += d {
 		row, o := x[r:r+d], out[r:r+d]
-		mean := 0.0
-		for _, v := range row {
-			mean += float64(v)
-		}
-		mean /= float64(d)
-		vr := 0.0
-		for _, v := range row {
-			dv := float64(v) - mean
-			vr += dv * dv
-		}
-		inv := 1 / math.Sqrt(vr/float64(d)+eps)
+		mean, inv := MeanInvStd(row, eps)
 		for i, v := range row {
 			o[i] = float32((float64(v)-mean)*inv)*w[i] + b[i]
 		}
 	}
+}
+
+// MeanInvStd returns the mean of x and 1/sqrt(var(x) + eps), LayerNorm's statistics.
+func MeanInvStd(x []float32, eps float64) (mean, inv float64) {
+	for _, v := range x {
+		mean += float64(v)
+	}
+	mean /= float64(len(x))
+	vr := 0.0
+	for _, v := range x {
+		dv := float64(v) - mean
+		vr += dv * dv
+	}
+	return mean, 1 / math.Sqrt(vr/float64(len(x))+eps)
 }
 
 // AddBias adds b to every row of x (rows of len(b) values).

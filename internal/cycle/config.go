@@ -56,6 +56,9 @@ type Config struct {
 
 	Steps     int `yaml:"steps"`      // optimisation steps (batches of prompts)
 	BatchSize int `yaml:"batch_size"` // prompts per step
+	// GradAccum splits a step's training into micro-batches of prompts: the same update, with the
+	// activations of fewer prompts in memory at once (0 or 1: one pass).
+	GradAccum int `yaml:"grad_accum"`
 
 	N            int      `yaml:"n"` // candidates per prompt
 	Temperature  float64  `yaml:"temperature"`
@@ -104,7 +107,7 @@ type Config struct {
 
 // Defaults returns docs/METHOD.md's settings.
 func Defaults() Config {
-	return Config{Method: CycleAlign, Steps: 10, BatchSize: 4, N: 4, Temperature: 1, TopP: 0.9, MaxNewTokens: 128,
+	return Config{Method: CycleAlign, Steps: 10, BatchSize: 4, GradAccum: 1, N: 4, Temperature: 1, TopP: 0.9, MaxNewTokens: 128,
 		Stop: []string{"\n\nHuman:"}, Interactions: 5, PoolSize: 16, NumStatic: 2, NumDynamic: 3, DemoSelect: "recent",
 		Loss: "pro", SFTWeight: -1, SFTNorm: "mean", LR: 5e-6, WeightDecay: 0.01, Clip: 1, WarmupRatio: 0.1, MaxResponse: 256,
 		LoRAAlpha: 16, LoRADropout: 0.05, LoRATargets: []string{"q", "k", "v", "o"}, SaveEvery: 1, Keep: 2, EvalN: 32,
@@ -164,6 +167,7 @@ func (c Config) Validate() error {
 		{c.Out != "", "out: required"},
 		{c.Steps >= 1, "steps: must be at least 1"},
 		{c.BatchSize >= 1, "batch_size: must be at least 1"},
+		{c.GradAccum >= 0 && c.GradAccum <= c.BatchSize, "grad_accum: must be from 1 to batch_size"},
 		{c.N >= 2, "n: need at least 2 candidates to rank"},
 		{c.Interactions >= 1, "interactions: must be at least 1"},
 		{c.Tau >= 1 && c.Tau <= c.N, "tau: must be between 1 and n"},

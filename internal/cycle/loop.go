@@ -351,7 +351,7 @@ func (r *Runner) step(ctx context.Context, step int, journal *appender, phase fu
 		phase(step, at(t, 0.6), fmt.Sprintf("step %d.%d: training", step+1, t+1))
 		m.LR = r.tr.Opt.LRAt(r.tr.Step)
 		t0 = time.Now()
-		s, err := r.tr.Accumulate(ctx, exs)
+		s, err := r.tr.AccumulateIn(ctx, exs, c.GradAccum)
 		if err != nil {
 			return nil, err
 		}

@@ -125,6 +125,28 @@ func TestConfigRope(t *testing.T) {
 	}
 }
 
+// TestConfigQwen3: Qwen3Config's defaults (head_dim 128 whatever the hidden size, no biases), an
+// explicit head_dim, and the refusal of its per-layer sliding window.
+func TestConfigQwen3(t *testing.T) {
+	base := `"model_type":"qwen3","vocab_size":10,"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2`
+	c, err := ParseConfig([]byte(`{` + base + `}`))
+	if err != nil || c.HeadDim != 128 || c.AttentionBias || c.OutputBias || c.SlidingWindow != 0 {
+		t.Fatalf("defaults: %+v %v", c, err)
+	}
+	c, err = ParseConfig([]byte(`{` + base + `,"head_dim":24,"attention_bias":true}`))
+	if err != nil || c.HeadDim != 24 || !c.AttentionBias || !c.OutputBias {
+		t.Fatalf("head_dim and biases: %+v %v", c, err)
+	}
+	_, err = ParseConfig([]byte(`{` + base + `,"use_sliding_window":true,"sliding_window":4096}`))
+	if err == nil || !strings.Contains(err.Error(), "use_sliding_window") {
+		t.Fatalf("sliding window: %v", err)
+	}
+	_, err = ParseConfig([]byte(`{"model_type":"qwen3_moe","vocab_size":10}`))
+	if err == nil || !strings.Contains(err.Error(), `unsupported value "qwen3_moe"`) {
+		t.Fatalf("an unsupported family: %v", err)
+	}
+}
+
 // TestConfigRefusesHostileValues: values that used to give NaN scores or minutes of work
 // before a refusal are refused at once, naming the field.
 func TestConfigRefusesHostileValues(t *testing.T) {

@@ -23,19 +23,19 @@ import (
 type cpuEngine struct {
 	m    *Model
 	mu   sync.Mutex
-	fast *fastLM
+	lm   *packedLM
 	// train is the packed frozen base under LoRA training (cpu_train.go).
 	train *trainCache
 }
 
 func (e *cpuEngine) name() string { return "cpu" }
 
-// fastLM is a model's weights packed for the kernels.
-type fastLM struct {
+// packedLM is a model's weights packed for the kernels.
+type packedLM struct {
 	d      *desc
 	embed  []float32 // [V][D]
 	wpe    []float32 // [positions][D] (learned positions)
-	layers []fastLayer
+	layers []packedLayer
 	normW  []float32
 	normB  []float32
 	head   *cpu.Packed // [V or labels][D]
@@ -43,7 +43,7 @@ type fastLM struct {
 	ver    [2]uint64 // base and adapter versions packed
 }
 
-type fastLayer struct {
+type packedLayer struct {
 	ln1w, ln1b, ln2w, ln2b []float32
 	qkv                    *cpu.Packed // q, k and v projections fused: [H·hd + 2·Hkv·hd][D]
 	qkvb                   []float32
@@ -83,7 +83,7 @@ func (m *Model) values() ([]*tensors.Tensor, error) {
 
 // packed returns the weights packed for the kernels, packing them again if any value was
 // replaced (a new tensor) or changed in place (Model.Update).
-func (e *cpuEngine) packed() (*fastLM, error) {
+func (e *cpuEngine) packed() (*packedLM, error) {
 	m := e.m
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -92,15 +92,15 @@ func (e *cpuEngine) packed() (*fastLM, error) {
 		return nil, err
 	}
 	ver := [2]uint64{m.baseVersion.Load(), m.loraVersion.Load()}
-	if e.fast != nil && slices.Equal(e.fast.src, vals) && e.fast.ver == ver {
-		return e.fast, nil
+	if e.lm != nil && slices.Equal(e.lm.src, vals) && e.lm.ver == ver {
+		return e.lm, nil
 	}
 	f, err := e.pack()
 	if err != nil {
 		return nil, err
 	}
 	f.src, f.ver = vals, ver
-	e.fast = f
+	e.lm = f
 	return f, nil
 }
 
@@ -139,10 +139,10 @@ func (m *Model) adapts(ps ...proj) bool {
 	return slices.ContainsFunc(ps, func(p proj) bool { return m.lora.modules[strings.TrimSuffix(p.weight, ".weight")] })
 }
 
-func (e *cpuEngine) pack() (*fastLM, error) {
+func (e *cpuEngine) pack() (*packedLM, error) {
 	m := e.m
 	d := m.desc
-	f := &fastLM{d: d}
+	f := &packedLM{d: d}
 	var err error
 	get := func(name string) []float32 {
 		if err != nil || name == "" {
@@ -154,7 +154,7 @@ func (e *cpuEngine) pack() (*fastLM, error) {
 	}
 	// A model sharing a base's weights (WithAdapter) takes from the base's packing every
 	// matrix its adapter leaves unchanged, so it costs only the matrices the adapter changes.
-	var shared *fastLM
+	var shared *packedLM
 	if m.base != nil {
 		if shared, err = m.base.eng.(*cpuEngine).packed(); err != nil {
 			return nil, err
@@ -198,10 +198,10 @@ func (e *cpuEngine) pack() (*fastLM, error) {
 		f.embed, f.wpe = get(d.embed), get(d.positions)
 	}
 	for l, ld := range d.layers {
-		ly := fastLayer{ln1w: get(ld.ln1.w), ln1b: get(ld.ln1.b), ln2w: get(ld.ln2.w), ln2b: get(ld.ln2.b),
+		ly := packedLayer{ln1w: get(ld.ln1.w), ln1b: get(ld.ln1.b), ln2w: get(ld.ln2.w), ln2b: get(ld.ln2.b),
 			qn: get(ld.qNorm), kn: get(ld.kNorm), scale: float32(ld.scale),
 			qkvb: biases(ld.qkv...), ob: biases(ld.o), upb: biases(ld.up...), downb: biases(ld.down)}
-		var sl fastLayer
+		var sl packedLayer
 		if shared != nil {
 			sl = shared.layers[l]
 		}
@@ -228,7 +228,7 @@ type kvCache struct {
 	cap  int
 }
 
-func (f *fastLM) newCache(capacity int) *kvCache {
+func (f *packedLM) newCache(capacity int) *kvCache {
 	kvd := f.d.Hkv * f.d.hd
 	kc := &kvCache{cap: capacity}
 	for range f.layers {
@@ -241,7 +241,7 @@ func (f *fastLM) newCache(capacity int) *kvCache {
 // forward appends tokens[s] to the sequences whose caches are given (each continuing at its
 // cache's length) and returns the final-normed hidden states of every new token, the
 // sequences' tokens one after the other [Σ len(tokens[s])][D].
-func (f *fastLM) forward(tokens [][]int, caches []*kvCache) []float32 {
+func (f *packedLM) forward(tokens [][]int, caches []*kvCache) []float32 {
 	d := f.d
 	D, qd, kvd := d.D, d.H*d.hd, d.Hkv*d.hd
 	var rows []rowInfo
@@ -330,7 +330,7 @@ func activate(kind actKind, act, up []float32, n int) []float32 {
 // rowInfo places one new token: its sequence and its position there.
 type rowInfo struct{ seq, pos int }
 
-func (f *fastLM) norm(out, x, w, b []float32) {
+func (f *packedLM) norm(out, x, w, b []float32) {
 	normRows(f.d, out, x, w, b)
 }
 
@@ -404,7 +404,7 @@ func attendHead(q, keys, vals []float32, stride, first, last int, scale float32,
 
 // attend computes, for every row (a query at pos in sequence seq), softmax(q·kᵀ·scale)·v over
 // that sequence's cached keys 0..pos (within the sliding window), head by head, grouped-query.
-func (f *fastLM) attend(l int, scale float32, rows []rowInfo, qkv, att []float32, caches []*kvCache) {
+func (f *packedLM) attend(l int, scale float32, rows []rowInfo, qkv, att []float32, caches []*kvCache) {
 	c := f.d
 	qd, kvd := c.H*c.hd, c.Hkv*c.hd
 	group := c.H / c.Hkv
@@ -450,9 +450,9 @@ func (m *Model) checkSeqs(seqs [][]int, minLen int) error {
 	return nil
 }
 
-// fastPasses runs the sequences through the model in groups of at most maxRowsPerPass tokens
+// passes runs the sequences through the model in groups of at most maxRowsPerPass tokens
 // and hands each group's hidden states to fn, with the row where each sequence starts.
-func (e *cpuEngine) passes(ctx context.Context, seqs [][]int, fn func(f *fastLM, group []int, h []float32, start []int)) error {
+func (e *cpuEngine) passes(ctx context.Context, seqs [][]int, fn func(f *packedLM, group []int, h []float32, start []int)) error {
 	f, err := e.packed()
 	if err != nil {
 		return err
@@ -479,7 +479,7 @@ func (e *cpuEngine) passes(ctx context.Context, seqs [][]int, fn func(f *fastLM,
 }
 
 // headRows computes the head's outputs [n][N] for the hidden states of rows picked by at.
-func (f *fastLM) headRows(h []float32, n int, at func(i int) int) []float32 {
+func (f *packedLM) headRows(h []float32, n int, at func(i int) int) []float32 {
 	D := f.d.D
 	sel := make([]float32, n*D)
 	for i := 0; i < n; i++ {
@@ -495,7 +495,7 @@ func (e *cpuEngine) logProbs(ctx context.Context, seqs [][]int) ([][]float32, er
 		return nil, err
 	}
 	out := make([][]float32, len(seqs))
-	err := e.passes(ctx, seqs, func(f *fastLM, group []int, h []float32, start []int) {
+	err := e.passes(ctx, seqs, func(f *packedLM, group []int, h []float32, start []int) {
 		// Every row but each sequence's last predicts the next token.
 		type pred struct{ row, seq, t int }
 		var preds []pred
@@ -525,7 +525,7 @@ func (e *cpuEngine) logits(ctx context.Context, seqs [][]int) ([][][]float32, er
 		return nil, err
 	}
 	out := make([][][]float32, len(seqs))
-	err := e.passes(ctx, seqs, func(f *fastLM, group []int, h []float32, start []int) {
+	err := e.passes(ctx, seqs, func(f *packedLM, group []int, h []float32, start []int) {
 		for g, j := range group {
 			n := len(seqs[j])
 			flat := f.headRows(h, n, func(i int) int { return start[g] + i })
@@ -538,11 +538,11 @@ func (e *cpuEngine) logits(ctx context.Context, seqs [][]int) ([][][]float32, er
 	return out, err
 }
 
-// fastDecoder decodes rows with one KV cache each: every row keeps its own positions, so no
+// cpuDecoder decodes rows with one KV cache each: every row keeps its own positions, so no
 // row is padded and a row's results never depend on the others.
-type fastDecoder struct {
+type cpuDecoder struct {
 	m      *Model
-	f      *fastLM
+	f      *packedLM
 	prompt [][]int
 	caches []*kvCache
 	last   [][]float32 // each row's latest logits
@@ -560,7 +560,7 @@ func (e *cpuEngine) decoder(prompts [][]int, budgets []int, useCache bool) (Deco
 	if err != nil {
 		return nil, err
 	}
-	d := &fastDecoder{m: e.m, f: f, prompt: prompts, last: make([][]float32, len(prompts)), recompute: !useCache}
+	d := &cpuDecoder{m: e.m, f: f, prompt: prompts, last: make([][]float32, len(prompts)), recompute: !useCache}
 	for i, p := range prompts {
 		if d.recompute { // the cache only counts the tokens
 			d.caches = append(d.caches, &kvCache{cap: len(p) + budgets[i]})
@@ -573,7 +573,7 @@ func (e *cpuEngine) decoder(prompts [][]int, budgets []int, useCache bool) (Deco
 }
 
 // run feeds toks[i] to row rows[i] and records each row's last logits.
-func (d *fastDecoder) run(rows []int, toks [][]int) {
+func (d *cpuDecoder) run(rows []int, toks [][]int) {
 	caches := make([]*kvCache, len(rows))
 	for i, r := range rows {
 		caches[i] = d.caches[r]
@@ -602,7 +602,7 @@ func (d *fastDecoder) run(rows []int, toks [][]int) {
 	}
 }
 
-func (d *fastDecoder) Start() ([][]float32, error) {
+func (d *cpuDecoder) Start() ([][]float32, error) {
 	rows := make([]int, len(d.prompt))
 	for i := range rows {
 		rows[i] = i
@@ -613,7 +613,7 @@ func (d *fastDecoder) Start() ([][]float32, error) {
 
 // Step appends one token per row; a row given a negative token, or whose budget is spent,
 // is left as it is (its logits are the previous ones).
-func (d *fastDecoder) Step(tokens []int) ([][]float32, error) {
+func (d *cpuDecoder) Step(tokens []int) ([][]float32, error) {
 	var rows []int
 	var toks [][]int
 	for r, t := range tokens {

@@ -2,47 +2,20 @@ package model
 
 import (
 	"context"
-	"encoding/json"
 	"math"
 	"math/rand/v2"
 	"testing"
 
 	"github.com/gomlx/gomlx/pkg/core/tensors"
-
-	"github.com/cyclealign/cyclealign/internal/hf"
 )
 
+// randomModel builds a random model on the CPU engine.
 func randomModel(t *testing.T, raw map[string]any) *Model {
 	t.Helper()
-	js, _ := json.Marshal(raw)
-	cfg, err := hf.ParseConfig(js)
-	if err != nil {
-		t.Fatal(err)
+	if !PureGo(testBackend) {
+		t.Fatal("the CPU engine needs the pure-Go backend")
 	}
-	ts, err := InitTensors(cfg, 0.05, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, x := range ts { // non-zero biases and norms, so that mistakes in them show
-		if IsNorm(name) || len(name) > 5 && name[len(name)-5:] == ".bias" {
-			r := rand.New(rand.NewPCG(1, hashName(name)))
-			for i := range x.Data {
-				x.Data[i] += float32(r.NormFloat64() * 0.1)
-			}
-		}
-	}
-	b, err := NewBackend()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := New(b, cfg, nil, ts, "random")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.Engine() != "cpu" {
-		t.Fatal("the pure-Go backend does not use the engine's own CPU path")
-	}
-	return m
+	return familyModel(t, raw, "cpu")
 }
 
 func llamaConfig(extra map[string]any) map[string]any {

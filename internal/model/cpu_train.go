@@ -1,6 +1,7 @@
 package model
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -430,7 +431,7 @@ func (e *cpuEngine) trainForward(seqs [][]int, drop Dropout) (TrainPass, [][]flo
 	return p, out, nil
 }
 
-// attend is fastLM.attend over the pass's own keys (each sequence's rows), keeping the weights.
+// attend is packedLM.attend over the pass's own keys (each sequence's rows), keeping the weights.
 func (p *cpuPass) attend(qkv, att []float32, scale float32) ([]float32, []int) {
 	d := p.w.d
 	qd, kvd := d.H*d.hd, d.Hkv*d.hd
@@ -471,16 +472,7 @@ func normBackward(d *desc, dx, dy, x, w, inv []float32, dw, db []float32) {
 func layerNormBackward(dx, dy, x, w []float32, d int, eps float64, dw, db []float32) {
 	for r := 0; r+d <= len(x); r += d {
 		xr, dyr, dxr := x[r:r+d], dy[r:r+d], dx[r:r+d]
-		mean := 0.0
-		for _, v := range xr {
-			mean += float64(v)
-		}
-		mean /= float64(d)
-		vr := 0.0
-		for _, v := range xr {
-			vr += (float64(v) - mean) * (float64(v) - mean)
-		}
-		inv := 1 / math.Sqrt(vr/float64(d)+eps)
+		mean, inv := cpu.MeanInvStd(xr, eps)
 		var sg, sgx float64 // mean of g = dy·w and of g·x̂
 		for i, v := range dyr {
 			xh := (float64(xr[i]) - mean) * inv
@@ -537,35 +529,41 @@ func activationBackward(kind actKind, gu, dAct []float32, n int) []float32 {
 	return dgu
 }
 
-// Backward accumulates into g the gradient of L given dL/d(out[s][t]).
+// Backward accumulates into g the gradient of L given dL/d(out[s][t]). It turns the logits
+// into their gradient where they are (a vocabulary-sized buffer less), so it runs once a pass.
 func (p *cpuPass) Backward(dOut [][]float32, g *Grads) error {
 	w := p.w
 	d := w.d
 	M, D, N := len(p.rows), d.D, w.head.n
 	qd, kvd := d.H*d.hd, d.Hkv*d.hd
-	dlogits := make([]float32, M*N)
+	if p.logits == nil {
+		return fmt.Errorf("a training pass runs backward once")
+	}
+	dlogits := p.logits
+	p.logits = nil
 	cpu.Parallel(len(p.seqs), func(lo, hi int) {
 		for s := lo; s < hi; s++ {
-			if dOut[s] == nil {
-				continue
-			}
-			for t, gv := range dOut[s] {
-				if gv == 0 {
-					continue
-				}
+			for t := range p.seqs[s] {
 				row := p.start[s] + t
 				dl := dlogits[row*N : (row+1)*N]
-				if d.labels > 0 {
-					dl[0] += gv
-					continue
+				gv := float32(0)
+				if t < len(dOut[s]) {
+					gv = dOut[s][t]
 				}
-				// d log softmax(z)[k] / dz = onehot(k) − softmax(z)
-				z := p.logits[row*N : (row+1)*N]
-				lse := cpu.LogSumExp(z)
-				for i, v := range z {
-					dl[i] -= gv * float32(math.Exp(float64(v)-lse))
+				switch {
+				case gv == 0:
+					clear(dl)
+				case d.labels > 0:
+					clear(dl)
+					dl[0] = gv
+				default:
+					// d log softmax(z)[k] / dz = onehot(k) − softmax(z), written over z
+					lse := cpu.LogSumExp(dl)
+					for i, v := range dl {
+						dl[i] = -gv * float32(math.Exp(float64(v)-lse))
+					}
+					dl[p.seqs[s][t+1]] += gv
 				}
-				dl[p.seqs[s][t+1]] += gv
 			}
 		}
 	})

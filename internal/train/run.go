@@ -136,17 +136,11 @@ func Run(ctx context.Context, t *Trainer, data []Example, o RunOptions) ([]Metri
 		}
 		start := time.Now()
 		m := Metrics{Step: st.Step + 1, Epoch: st.Epoch, LR: t.Opt.LRAt(st.Step)}
-		micro := (len(exs) + o.GradAccum - 1) / o.GradAccum
-		for k := 0; k < len(exs); k += micro {
-			s, err := t.Accumulate(ctx, exs[k:min(k+micro, len(exs))])
-			if err != nil {
-				return out, err
-			}
-			m.Loss += s.Loss
-			m.RankTerm += s.Rank
-			m.SFTTerm += s.SFT
-			m.Tokens += s.Tokens
+		s, err := t.AccumulateIn(ctx, exs, o.GradAccum)
+		if err != nil {
+			return out, err
 		}
+		m.Loss, m.RankTerm, m.SFTTerm, m.Tokens = s.Loss, s.Rank, s.SFT, s.Tokens
 		n := float64(len(exs))
 		m.Loss, m.RankTerm, m.SFTTerm = m.Loss/n, m.RankTerm/n, m.SFTTerm/n
 		if m.GradNorm, err = t.Apply(); err != nil {

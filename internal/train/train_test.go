@@ -170,8 +170,8 @@ func TestFiniteDifferences(t *testing.T) {
 	}
 }
 
-// TestAccumulationEqualsLargeBatch: two micro-batches accumulated give the same update as one
-// batch holding both.
+// TestAccumulationEqualsLargeBatch: micro-batches accumulated (AccumulateIn, as train and align
+// split a step with --grad-accum) give the same stats and update as one batch holding them all.
 func TestAccumulationEqualsLargeBatch(t *testing.T) {
 	ctx := context.Background()
 	opt := DefaultOptimizer()
@@ -181,13 +181,16 @@ func TestAccumulationEqualsLargeBatch(t *testing.T) {
 	exs := tinyExamples(a)
 	ta, tb := NewTrainer(a, l, opt), NewTrainer(b, l, opt)
 	for step := 0; step < 2; step++ {
-		if _, err := ta.Accumulate(ctx, exs); err != nil {
+		sa, err := ta.Accumulate(ctx, exs)
+		if err != nil {
 			t.Fatal(err)
 		}
-		for _, part := range [][]Example{exs[:1], exs[1:]} {
-			if _, err := tb.Accumulate(ctx, part); err != nil {
-				t.Fatal(err)
-			}
+		sb, err := tb.AccumulateIn(ctx, exs, len(exs)) // one example a micro-batch
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sa.Examples != sb.Examples || sa.Tokens != sb.Tokens || math.Abs(sa.Loss-sb.Loss) > 1e-5*math.Abs(sa.Loss) || len(sb.Scored) != len(exs) {
+			t.Fatalf("step %d: stats of one pass %+v, of micro-batches %+v", step, sa, sb)
 		}
 		// The pending gradients agree element by element before the step.
 		for i := range ta.params {

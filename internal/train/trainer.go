@@ -220,6 +220,23 @@ func (t *Trainer) Accumulate(ctx context.Context, exs []Example) (Stats, error) 
 	return st, nil
 }
 
+// AccumulateIn is Accumulate over exs split into k micro-batches (k < 2: one pass): the same
+// gradient, with the activations of one micro-batch held at a time. The stats are summed.
+func (t *Trainer) AccumulateIn(ctx context.Context, exs []Example, k int) (Stats, error) {
+	var sum Stats
+	size := (len(exs) + max(k, 1) - 1) / max(k, 1)
+	for i := 0; i < len(exs); i += size {
+		s, err := t.Accumulate(ctx, exs[i:min(i+size, len(exs))])
+		if err != nil {
+			return sum, err
+		}
+		sum.Loss, sum.Rank, sum.SFT = sum.Loss+s.Loss, sum.Rank+s.Rank, sum.SFT+s.SFT
+		sum.Scores, sum.Scored = append(sum.Scores, s.Scores...), append(sum.Scored, s.Scored...)
+		sum.Examples, sum.Tokens = sum.Examples+s.Examples, sum.Tokens+s.Tokens
+	}
+	return sum, nil
+}
+
 // Evaluate computes the loss over exs without touching gradients.
 func (t *Trainer) Evaluate(ctx context.Context, exs []Example) (Stats, error) {
 	if err := t.Loss.Fits(t.M); err != nil {

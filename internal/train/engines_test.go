@@ -14,7 +14,7 @@ import (
 	"github.com/cyclealign/cyclealign/internal/model"
 )
 
-// randomPair builds two models with the same random weights: one on the own CPU path, one on
+// randomPair builds two models with the same random weights: one on the CPU engine, one on
 // the GoMLX graphs.
 func randomPair(t *testing.T, extra map[string]any, lora *model.LoRA) (fast, graph *model.Model) {
 	t.Helper()
@@ -94,10 +94,11 @@ func randomExamples(n, cands, vocab int) []Example {
 	return exs
 }
 
-// TestOwnPathGradientsEqualGraphs: on every LLaMA-family variant, loss and LoRA, the own CPU
-// path's loss, scores and accumulated gradients equal the GoMLX graphs' (which the finite
-// difference test checks in turn), and so does the gradient norm of the step.
-func TestOwnPathGradientsEqualGraphs(t *testing.T) {
+// TestEnginesTrainAlike: on every LLaMA-family variant, loss and LoRA, the trainer's loss,
+// scores and accumulated gradients on the CPU engine equal those on the GoMLX graphs (each
+// checked against finite differences by the conformance suite), and so does the gradient norm
+// of the step.
+func TestEnginesTrainAlike(t *testing.T) {
 	lora := &model.LoRA{R: 2, Alpha: 4, Targets: []string{"q", "v", "up", "down"}}
 	cases := []struct {
 		name  string
@@ -206,7 +207,7 @@ func TestOwnPathGradientsEqualGraphs(t *testing.T) {
 	}
 }
 
-// TestLoRADropoutFiniteDifferences: with live dropout, the own path's adapter gradients match
+// TestLoRADropoutFiniteDifferences: with live dropout, the CPU engine's adapter gradients match
 // central differences of the loss under the same masks (Evaluate draws the masks the next
 // Accumulate draws).
 func TestLoRADropoutFiniteDifferences(t *testing.T) {
