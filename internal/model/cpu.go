@@ -21,9 +21,9 @@ import (
 
 // cpuEngine is the engine of the own kernels.
 type cpuEngine struct {
-	m    *Model
-	mu   sync.Mutex
-	lm   *packedLM
+	m  *Model
+	mu sync.Mutex
+	lm *packedLM
 	// train is the packed frozen base under LoRA training (cpu_train.go).
 	train *trainCache
 }
