@@ -7,9 +7,11 @@ package cpu
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"runtime"
 	"sync"
+	"unsafe"
 )
 
 // kernel computes a tile C[mr][nr] = A[mr][k] · panel[k][nr], overwriting C, or adding to it
@@ -19,10 +21,48 @@ type kernel struct {
 	name   string
 	mr, nr int
 	fn     func(k int, a *float32, lda int, b *float32, c *float32, ldc int, acc int)
+	// bf16 is the same tile on a panel of bfloat16 weights, widened to float32 as they are
+	// loaded: the products and sums are float32, exactly those of fn on the widened weights.
+	bf16 func(k int, a *float32, lda int, b *uint16, c *float32, ldc int, acc int)
+	// row and rowBF16 compute one row of a tile, in the same order as the tile's first row
+	// (nil: the tile does it); a single row is what decoding one sequence multiplies.
+	row     func(k int, a *float32, b *float32, c *float32, acc int)
+	rowBF16 func(k int, a *float32, b *uint16, c *float32, acc int)
 }
 
 // goKernel is the portable kernel, used where no assembly kernel runs.
-var goKernel = kernel{name: "go", mr: 4, nr: 16, fn: tileGo}
+var goKernel = kernel{name: "go", mr: 4, nr: 16, fn: tileGo, bf16: tileGoBF16(4, 16)}
+
+// tileGoBF16 returns the portable tile of mr rows and nr columns on bf16 panels.
+func tileGoBF16(mr, nr int) func(k int, a *float32, lda int, b *uint16, c *float32, ldc int, add int) {
+	return func(k int, a *float32, lda int, b *uint16, c *float32, ldc int, add int) {
+		as := unsafeSlice(a, (mr-1)*lda+k)
+		bs := unsafe.Slice(b, nr*k)
+		cs := unsafeSlice(c, (mr-1)*ldc+nr)
+		acc := make([]float32, mr*nr)
+		if add != 0 {
+			for r := 0; r < mr; r++ {
+				copy(acc[r*nr:(r+1)*nr], cs[r*ldc:r*ldc+nr])
+			}
+		}
+		w := make([]float32, nr)
+		for p := 0; p < k; p++ {
+			for j, h := range bs[nr*p : nr*p+nr] {
+				w[j] = math.Float32frombits(uint32(h) << 16)
+			}
+			for r := 0; r < mr; r++ {
+				x := as[r*lda+p]
+				row := acc[r*nr : (r+1)*nr]
+				for j, v := range w {
+					row[j] += x * v
+				}
+			}
+		}
+		for r := 0; r < mr; r++ {
+			copy(cs[r*ldc:r*ldc+nr], acc[r*nr:(r+1)*nr])
+		}
+	}
+}
 
 // KernelEnv names the environment variable that forces a kernel ("go", "avx2", "avx512"),
 // for tests of the fallbacks and for comparisons; by default the fastest one this CPU runs.
@@ -78,6 +118,23 @@ type Packed struct {
 	N, K int
 	k    kernel
 	data []float32 // [panels][K][nr]
+	half []uint16  // the same layout in bfloat16, instead of data (PackBF16)
+}
+
+// BF16 reports whether the weights are packed in bfloat16.
+func (p *Packed) BF16() bool { return p.half != nil }
+
+// Bytes is the memory the packed weights take.
+func (p *Packed) Bytes() int { return 4*len(p.data) + 2*len(p.half) }
+
+// PackBF16 packs bfloat16 weights w [n][k] (their bits) as they are, at half the memory of
+// float32: the kernels widen them as they load them.
+func PackBF16(w []uint16, n, k int) *Packed { return PackRowsBF16([][]uint16{w[:n*k]}, k) }
+
+// PackRowsBF16 is PackRows for bfloat16 weights.
+func PackRowsBF16(blocks [][]uint16, k int) *Packed {
+	n, data := packPanels(best, rowsOf(blocks, k), k)
+	return &Packed{N: n, K: k, k: best, half: data}
 }
 
 // Pack packs w [n][k] for the kernel in use.
@@ -87,8 +144,8 @@ func Pack(w []float32, n, k int) *Packed { return PackRows([][]float32{w[:n*k]},
 // [rows][k]) as one matrix, without concatenating them first.
 func PackRows(blocks [][]float32, k int) *Packed { return packWith(best, rowsOf(blocks, k), k) }
 
-func rowsOf(blocks [][]float32, k int) [][]float32 {
-	var rows [][]float32
+func rowsOf[T float32 | uint16](blocks [][]T, k int) [][]T {
+	var rows [][]T
 	for _, b := range blocks {
 		for r := 0; r+k <= len(b); r += k {
 			rows = append(rows, b[r:r+k])
@@ -98,13 +155,19 @@ func rowsOf(blocks [][]float32, k int) [][]float32 {
 }
 
 func packWith(kn kernel, rows [][]float32, k int) *Packed {
+	n, data := packPanels(kn, rows, k)
+	return &Packed{N: n, K: k, k: kn, data: data}
+}
+
+// packPanels lays rows [n][k] out in the kernel's panels of nr columns of their transpose.
+func packPanels[T float32 | uint16](kn kernel, rows [][]T, k int) (int, []T) {
 	n := len(rows)
 	panels := (n + kn.nr - 1) / kn.nr
-	p := &Packed{N: n, K: k, k: kn, data: make([]float32, panels*k*kn.nr)}
+	data := make([]T, panels*k*kn.nr)
 	const blk = 64 // rows of k read in runs, writes kept within a small block of the panel
 	Parallel(panels, func(lo, hi int) {
 		for pi := lo; pi < hi; pi++ {
-			dst := p.data[pi*k*kn.nr : (pi+1)*k*kn.nr]
+			dst := data[pi*k*kn.nr : (pi+1)*k*kn.nr]
 			cols := min(kn.nr, n-pi*kn.nr)
 			for q0 := 0; q0 < k; q0 += blk {
 				for j := 0; j < cols; j++ {
@@ -116,7 +179,7 @@ func packWith(kn kernel, rows [][]float32, k int) *Packed {
 			}
 		}
 	})
-	return p
+	return n, data
 }
 
 // MatMul sets c [m][N] = a [m][K] · Wᵀ.
@@ -149,12 +212,22 @@ func matMul(c, a []float32, m int, p *Packed, acc int) {
 		units = rowTiles
 	}
 	Parallel(units, func(lo, hi int) {
-		tile := make([]float32, kn.mr*kn.nr)
-		var padA []float32 // the last row tile, zero-padded to mr rows
+		part := make([]float32, kn.mr*kn.nr) // a partial tile
+		var padA []float32                   // the last row tile, zero-padded to mr rows
 		do := func(rt, pi int) {
 			row, col := rt*kn.mr, pi*kn.nr
 			rows, cols := min(kn.mr, m-row), min(kn.nr, p.N-col)
 			src := a[row*p.K:]
+			if rows == 1 && p.hasRow() {
+				if cols == kn.nr {
+					p.row(pi, &src[0], &c[row*p.N+col], acc)
+					return
+				}
+				copy(part, c[row*p.N+col:row*p.N+col+cols])
+				p.row(pi, &src[0], &part[0], acc)
+				copy(c[row*p.N+col:row*p.N+col+cols], part[:cols])
+				return
+			}
 			if rows < kn.mr {
 				if padA == nil {
 					padA = make([]float32, kn.mr*p.K)
@@ -162,20 +235,19 @@ func matMul(c, a []float32, m int, p *Packed, acc int) {
 				}
 				src = padA
 			}
-			b := &p.data[pi*p.K*kn.nr]
 			if rows == kn.mr && cols == kn.nr {
-				kn.fn(p.K, &src[0], p.K, b, &c[row*p.N+col], p.N, acc)
+				p.tile(pi, &src[0], &c[row*p.N+col], p.N, acc)
 				return
 			}
 			if acc != 0 { // the partial tile starts from C's values
-				clear(tile)
+				clear(part)
 				for r := 0; r < rows; r++ {
-					copy(tile[r*kn.nr:r*kn.nr+cols], c[(row+r)*p.N+col:(row+r)*p.N+col+cols])
+					copy(part[r*kn.nr:r*kn.nr+cols], c[(row+r)*p.N+col:(row+r)*p.N+col+cols])
 				}
 			}
-			kn.fn(p.K, &src[0], p.K, b, &tile[0], kn.nr, acc)
+			p.tile(pi, &src[0], &part[0], kn.nr, acc)
 			for r := 0; r < rows; r++ {
-				copy(c[(row+r)*p.N+col:(row+r)*p.N+col+cols], tile[r*kn.nr:r*kn.nr+cols])
+				copy(c[(row+r)*p.N+col:(row+r)*p.N+col+cols], part[r*kn.nr:r*kn.nr+cols])
 			}
 		}
 		// The outer loop runs over this worker's share, so what it streams (a row tile, or a
@@ -192,6 +264,32 @@ func matMul(c, a []float32, m int, p *Packed, acc int) {
 			}
 		}
 	})
+}
+
+// tile runs the kernel on panel pi: C[mr][nr] (rows ldc apart) = A[mr][K] (rows K apart) · panel.
+func (p *Packed) tile(pi int, a, c *float32, ldc, acc int) {
+	kn := p.k
+	if p.half != nil {
+		kn.bf16(p.K, a, p.K, &p.half[pi*p.K*kn.nr], c, ldc, acc)
+	} else {
+		kn.fn(p.K, a, p.K, &p.data[pi*p.K*kn.nr], c, ldc, acc)
+	}
+}
+
+func (p *Packed) hasRow() bool {
+	if p.half != nil {
+		return p.k.rowBF16 != nil
+	}
+	return p.k.row != nil
+}
+
+// row runs the one-row kernel on panel pi: C[nr] = A[K] · panel.
+func (p *Packed) row(pi int, a, c *float32, acc int) {
+	if p.half != nil {
+		p.k.rowBF16(p.K, a, &p.half[pi*p.K*p.k.nr], c, acc)
+	} else {
+		p.k.row(p.K, a, &p.data[pi*p.K*p.k.nr], c, acc)
+	}
 }
 
 // Parallel runs fn over [0,n) split into one contiguous range per core.

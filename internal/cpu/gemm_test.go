@@ -56,15 +56,99 @@ func TestMatMulEveryKernel(t *testing.T) {
 	}
 }
 
+// TestMatMulBF16EqualsWidened: on bfloat16 panels every kernel computes exactly what it
+// computes on float32 panels of the same weights widened (the products and sums are float32),
+// including partial tiles and accumulation.
+func TestMatMulBF16EqualsWidened(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, kn := range kernels() {
+		for _, m := range []int{1, 5, 8, 13, 33} {
+			for _, n := range []int{1, 17, 32, 50} {
+				for _, k := range []int{1, 3, 64, 257} {
+					a, w := randSlice(r, m*k), randSlice(r, n*k)
+					half := make([]uint16, len(w))
+					for i, v := range w {
+						half[i] = uint16(math.Float32bits(v) >> 16)
+						w[i] = math.Float32frombits(uint32(half[i]) << 16)
+					}
+					n16, data := packPanels(kn, rowsOf([][]uint16{half}, k), k)
+					pb := &Packed{N: n16, K: k, k: kn, half: data}
+					pf := packWith(kn, rowsOf([][]float32{w}, k), k)
+					cb, cf := randSlice(r, m*n), make([]float32, m*n)
+					copy(cf, cb)
+					MatMulAdd(cb, a, m, pb)
+					MatMulAdd(cf, a, m, pf)
+					if !slices.Equal(cb, cf) {
+						t.Fatalf("%s m=%d n=%d k=%d: bf16 panels %v, widened float32 %v", kn.name, m, n, k, cb[:min(4, len(cb))], cf[:min(4, len(cf))])
+					}
+					MatMul(cb, a, m, pb)
+					MatMul(cf, a, m, pf)
+					if !slices.Equal(cb, cf) {
+						t.Fatalf("%s m=%d n=%d k=%d: overwriting differs", kn.name, m, n, k)
+					}
+				}
+			}
+		}
+	}
+	if p := PackBF16(make([]uint16, 6), 2, 3); !p.BF16() || p.Bytes() != 2*len(p.half) {
+		t.Fatal("PackBF16 does not keep bfloat16")
+	}
+}
+
+// TestRowAloneEqualsRowInTile: one row multiplied alone (the one-row kernels of decoding)
+// gives exactly what it gives inside a tile of rows, in float32 and bfloat16.
+func TestRowAloneEqualsRowInTile(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, kn := range kernels() {
+		for _, n := range []int{7, 32, 70} {
+			k := 129
+			a, w := randSlice(r, 11*k), randSlice(r, n*k)
+			half := make([]uint16, len(w))
+			for i, v := range w {
+				half[i] = uint16(math.Float32bits(v) >> 16)
+			}
+			_, hdata := packPanels(kn, rowsOf([][]uint16{half}, k), k)
+			for _, p := range []*Packed{packWith(kn, rowsOf([][]float32{w}, k), k), {N: n, K: k, k: kn, half: hdata}} {
+				all := make([]float32, 11*n)
+				MatMul(all, a, 11, p)
+				for i := 0; i < 11; i++ {
+					one := make([]float32, n)
+					MatMul(one, a[i*k:(i+1)*k], 1, p)
+					if !slices.Equal(one, all[i*n:(i+1)*n]) {
+						t.Fatalf("%s bf16=%v n=%d row %d: alone %v, in a tile %v", kn.name, p.BF16(), n, i, one[:3], all[i*n:i*n+3])
+					}
+				}
+			}
+		}
+	}
+}
+
 // BenchmarkMatMul reports GFLOP/s of each kernel on the bench model's shapes: a scoring batch
-// (2048 rows) and a decoding step (16 rows).
+// (2048 rows), a decoding step (16 rows), and one row on a 16 MiB weight (batch-1 decoding, bound
+// by reading the weight), in float32 and bfloat16.
 func BenchmarkMatMul(b *testing.B) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, kn := range kernels() {
-		for _, s := range []struct{ m, n, k int }{{2048, 256, 256}, {2048, 688, 256}, {16, 8192, 256}, {16, 688, 256}} {
-			b.Run(fmt.Sprintf("%s/%dx%dx%d", kn.name, s.m, s.n, s.k), func(b *testing.B) {
+		for _, s := range []struct {
+			m, n, k int
+			bf16    bool
+		}{{2048, 256, 256, false}, {2048, 688, 256, false}, {16, 8192, 256, false}, {16, 688, 256, false},
+			{1, 4096, 1024, false}, {1, 4096, 1024, true}, {2048, 688, 256, true}} {
+			dt := "f32"
+			if s.bf16 {
+				dt = "bf16"
+			}
+			b.Run(fmt.Sprintf("%s/%s/%dx%dx%d", kn.name, dt, s.m, s.n, s.k), func(b *testing.B) {
 				a, w := randSlice(r, s.m*s.k), randSlice(r, s.n*s.k)
 				p := packWith(kn, rowsOf([][]float32{w}, s.k), s.k)
+				if s.bf16 {
+					half := make([]uint16, len(w))
+					for i, v := range w {
+						half[i] = uint16(math.Float32bits(v) >> 16)
+					}
+					n, data := packPanels(kn, rowsOf([][]uint16{half}, s.k), s.k)
+					p = &Packed{N: n, K: s.k, k: kn, half: data}
+				}
 				c := make([]float32, s.m*s.n)
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {

@@ -8,10 +8,37 @@ func tileAVX2(k int, a *float32, lda int, b *float32, c *float32, ldc int, acc i
 //go:noescape
 func tileAVX512(k int, a *float32, lda int, b *float32, c *float32, ldc int, acc int)
 
+//go:noescape
+func tileAVX2BF16(k int, a *float32, lda int, b *uint16, c *float32, ldc int, acc int)
+
+//go:noescape
+func tileAVX512BF16(k int, a *float32, lda int, b *uint16, c *float32, ldc int, acc int)
+
+//go:noescape
+func rowAVX2(k int, a *float32, b *float32, c *float32, acc int)
+
+//go:noescape
+func rowAVX2BF16(k int, a *float32, b *uint16, c *float32, acc int)
+
+//go:noescape
+func rowAVX512(k int, a *float32, b *float32, c *float32, acc int)
+
+//go:noescape
+func rowAVX512BF16(k int, a *float32, b *uint16, c *float32, acc int)
+
 var (
-	avx2Kernel   = kernel{name: "avx2", mr: 6, nr: 16, fn: tileAVX2}
-	avx512Kernel = kernel{name: "avx512", mr: 8, nr: 32, fn: tileAVX512}
+	avx2Kernel   = kernel{name: "avx2", mr: 6, nr: 16, fn: tileAVX2, bf16: tileAVX2BF16, row: rowAVX2, rowBF16: rowAVX2BF16}
+	avx512Kernel = avx512()
 )
+
+// avx512 is the AVX-512 kernel; widening 16-bit lanes (its bf16 tiles) takes AVX512BW.
+func avx512() kernel {
+	k := kernel{name: "avx512", mr: 8, nr: 32, fn: tileAVX512, bf16: tileAVX512BF16, row: rowAVX512, rowBF16: rowAVX512BF16}
+	if !cpu.X86.HasAVX512BW {
+		k.bf16, k.rowBF16 = tileGoBF16(8, 32), nil
+	}
+	return k
+}
 
 func pickKernel() kernel {
 	switch {

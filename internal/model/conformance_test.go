@@ -8,10 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 
+	"github.com/cyclealign/cyclealign/internal/cpu"
 	"github.com/cyclealign/cyclealign/internal/hf"
 )
 
@@ -288,6 +291,75 @@ func TestConformance(t *testing.T) {
 					for i := range want {
 						if !near(float64(got[i]), want[i], 1e-4+1e-3*math.Abs(want[i])) {
 							t.Fatalf("%s[%d]: gradient %.6f, PyTorch %.6f", n, i, got[i], want[i])
+						}
+					}
+				}
+			})
+			t.Run("a bf16 checkpoint computes as its float32 widening", func(t *testing.T) {
+				for name, raw := range testFamilies {
+					js, _ := json.Marshal(raw)
+					cfg, err := hf.ParseConfig(js)
+					if err != nil {
+						t.Fatal(err)
+					}
+					ts, err := InitTensors(cfg, 0.05, 7)
+					if err != nil {
+						t.Fatal(err)
+					}
+					half := map[string]*hf.Tensor{}
+					for n, x := range ts { // values a bf16 checkpoint can hold, stored as bf16 or as float32
+						for i, v := range x.Data {
+							x.Data[i] = math.Float32frombits(math.Float32bits(v) &^ 0xffff)
+						}
+						half[n] = &hf.Tensor{Shape: x.Shape, Stored: hf.BF16, Data: x.Data}
+					}
+					build := func(ts map[string]*hf.Tensor) *Model {
+						m, err := New(testBackend, cfg, nil, ts, "random")
+						if err != nil {
+							t.Fatal(err)
+						}
+						if err := m.SetEngine(engine); err != nil {
+							t.Fatal(err)
+						}
+						return m
+					}
+					hm, fm := build(half), build(ts)
+					seqs := randSeqs(4, 2, 20, 300, 19)
+					a, err := hm.LogProbs(ctx, seqs)
+					if err != nil {
+						t.Fatal(err)
+					}
+					b, _ := fm.LogProbs(ctx, seqs)
+					for i := range seqs {
+						if d := maxDiff(a[i], b[i]); d > 1e-6 {
+							t.Fatalf("%s: bf16 weights differ from their float32 widening by %g", name, d)
+						}
+					}
+					for _, n := range hm.names {
+						if dt := hm.Variable(n).DType(); dt != dtypes.BFloat16 {
+							t.Fatalf("%s: %s kept as %s", name, n, dt)
+						}
+					}
+					if e, ok := hm.eng.(*cpuEngine); ok {
+						lm, err := e.packed()
+						if err != nil {
+							t.Fatal(err)
+						}
+						for _, p := range []*cpu.Packed{lm.head, lm.layers[0].qkv, lm.layers[1].down} {
+							if !p.BF16() && !strings.HasPrefix(name, "gpt2") {
+								t.Fatalf("%s: a matrix of the bf16 checkpoint is packed in float32", name)
+							}
+						}
+					}
+					// Training widens what it trains to float32 masters, exactly.
+					tr := hm.Trainable()
+					if len(tr) != len(hm.names) || tr[0].DType() != dtypes.Float32 {
+						t.Fatalf("%s: training sees %d tensors of %s", name, len(tr), tr[0].DType())
+					}
+					c, _ := hm.LogProbs(ctx, seqs)
+					for i := range seqs {
+						if d := maxDiff(c[i], b[i]); d > 1e-6 {
+							t.Fatalf("%s: widened for training, the model differs by %g", name, d)
 						}
 					}
 				}

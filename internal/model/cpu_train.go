@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 
 	"github.com/cyclealign/cyclealign/internal/cpu"
@@ -66,7 +67,11 @@ func (m *Model) value(scope, name string) []float32 {
 	if name == "" {
 		return nil
 	}
-	return tensors.MustCopyFlatData[float32](m.Ctx.GetVariableByScopeAndName(scope, name).MustValue())
+	data, err := floatData(m.Ctx.GetVariableByScopeAndName(scope, name).MustValue())
+	if err != nil {
+		panic(fmt.Errorf("tensor %q: %w", name, err))
+	}
+	return data
 }
 
 // withValues calls fn with the values of the named tensors, read in place (no copy); they are
@@ -78,7 +83,12 @@ func (m *Model) withValues(names []string, fn func(vals [][]float32)) {
 			fn(acc)
 			return
 		}
-		tensors.ConstFlatData(m.Variable(names[len(acc)]).MustValue(), func(flat []float32) { rec(append(acc, flat)) })
+		val := m.Variable(names[len(acc)]).MustValue()
+		if val.DType() != dtypes.Float32 { // a frozen base kept in bf16: widened
+			rec(append(acc, m.value(WeightScope, names[len(acc)])))
+			return
+		}
+		tensors.ConstFlatData(val, func(flat []float32) { rec(append(acc, flat)) })
 	}
 	rec(nil)
 }

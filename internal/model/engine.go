@@ -66,8 +66,14 @@ func (m *Model) NewGrads() *Grads {
 }
 
 // Trainable lists the variables training updates: the adapters when the model has them, else
-// every checkpoint tensor, in the context's order.
+// every checkpoint tensor, in the context's order. Training updates float32 masters, so a base
+// kept in bf16 is widened first (exactly).
 func (m *Model) Trainable() []*mlctx.Variable {
+	if m.lora == nil {
+		if err := m.setBaseDType(false); err != nil {
+			panic(fmt.Errorf("widening the weights for training: %w", err))
+		}
+	}
 	var out []*mlctx.Variable
 	for v := range m.Ctx.IterVariables() {
 		if v.Trainable && (v.Scope() == WeightScope || v.Scope() == LoRAScope) {

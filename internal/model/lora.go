@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	. "github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/shapes"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
@@ -103,7 +104,7 @@ func (m *Model) AddLoRA(cfg LoRA, seed uint64) error {
 			a[i] = float32((2*rng.Float64() - 1) * bound)
 		}
 		lctx.VariableWithValue(mod+".lora_A.weight", tensors.FromFlatDataAndDimensions(a, cfg.R, in))
-		lctx.VariableWithValue(mod+".lora_B.weight", tensors.FromShape(shapes.Make(m.Variable(n).DType(), out, cfg.R)))
+		lctx.VariableWithValue(mod+".lora_B.weight", tensors.FromShape(shapes.Make(dtypes.Float32, out, cfg.R)))
 		l.modules[mod] = true
 	}
 	m.lora = l

@@ -117,7 +117,13 @@ func New(backend backends.Backend, cfg *hf.Config, tok *tokenizer.Tokenizer, ts 
 			return nil, fmt.Errorf("%s: tensor %q has shape %v, config.json implies %v", source, name, t.Shape, shape)
 		}
 		m.stored[name] = t.Stored
-		wctx.VariableWithValue(name, tensors.FromFlatDataAndDimensions(t.Data, t.Shape...))
+		// A tensor saved in a half dtype stays in it until something trains it (Trainable):
+		// inference and a frozen base take half the memory, and widening is exact.
+		val := tensors.FromFlatDataAndDimensions(t.Data, t.Shape...)
+		if _, ok := halfDTypes[t.Stored]; ok {
+			val = bf16Tensor(t.Data, t.Shape)
+		}
+		wctx.VariableWithValue(name, val)
 	}
 	if tok != nil && tok.VocabSize() > cfg.VocabSize {
 		return nil, fmt.Errorf("%s: tokenizer has %d tokens but config.json vocab_size is %d", source, tok.VocabSize(), cfg.VocabSize)
@@ -262,11 +268,11 @@ func (w *weights) has(name string) bool {
 }
 
 // linear applies a torch.nn.Linear stored as name.weight [out,in] (+ name.bias when present).
-// A weight kept in bf16 (a frozen base on a GPU) multiplies in bf16 with float32 accumulation,
-// the product rounded to bf16 and carried on in float32.
+// On a compiling backend (a GPU) a weight kept in bf16 multiplies in bf16 with float32
+// accumulation, the product rounded to bf16 and carried on in float32; elsewhere it is widened.
 func (w *weights) linear(x *Node, name string) *Node {
 	var y *Node
-	if v := w.ctx.GetVariableByScopeAndName(WeightScope, name+".weight"); v != nil && v.DType() == dtypes.BFloat16 {
+	if v := w.ctx.GetVariableByScopeAndName(WeightScope, name+".weight"); w.m.coarse && v != nil && v.DType() == dtypes.BFloat16 {
 		y = ConvertDType(Einsum("bti,oi->bto", ConvertDType(x, v.DType()), v.ValueGraph(w.g)), dtypes.Float32)
 	} else {
 		y = Einsum("bti,oi->bto", x, w.get(name+".weight"))
@@ -294,6 +300,15 @@ func floatData(t *tensors.Tensor) ([]float32, error) {
 		out[i] = x.Float32()
 	}
 	return out, nil
+}
+
+// bf16Tensor is a bfloat16 tensor of data (values a bf16 checkpoint held: exact).
+func bf16Tensor(data []float32, dims []int) *tensors.Tensor {
+	b := make([]bfloat16.BFloat16, len(data))
+	for i, x := range data {
+		b[i] = bfloat16.FromFloat32(x)
+	}
+	return tensors.FromFlatDataAndDimensions(b, dims...)
 }
 
 // halfDTypes are the checkpoint dtypes a frozen base can stay in on the device. f16 is not among
@@ -325,16 +340,9 @@ func (m *Model) setBaseDType(half bool) error {
 			return err
 		}
 		dims := val.Shape().Dimensions
-		var t *tensors.Tensor
-		switch dt {
-		case dtypes.BFloat16:
-			b := make([]bfloat16.BFloat16, len(data))
-			for i, x := range data {
-				b[i] = bfloat16.FromFloat32(x)
-			}
-			t = tensors.FromFlatDataAndDimensions(b, dims...)
-		default:
-			t = tensors.FromFlatDataAndDimensions(data, dims...)
+		t := tensors.FromFlatDataAndDimensions(data, dims...)
+		if dt == dtypes.BFloat16 {
+			t = bf16Tensor(data, dims)
 		}
 		if err := v.SetValue(t); err != nil {
 			return fmt.Errorf("tensor %q: %w", n, err)
