@@ -229,6 +229,12 @@ func newBenchCmd(g *globalOptions) *cobra.Command {
 			if err := applySize(cmd.Flags(), &o, size); err != nil {
 				return err
 			}
+			switch {
+			case o.DType != "float32" && o.DType != "bfloat16":
+				return fmt.Errorf("--dtype: %q (float32 or bfloat16)", o.DType)
+			case o.DType != "float32" && compareTorch:
+				return fmt.Errorf("--compare-torch: the PyTorch twin runs float32 only; measure --dtype bfloat16 without it")
+			}
 			b, err := model.NewBackend()
 			if err != nil {
 				return err
@@ -285,6 +291,7 @@ func newBenchCmd(g *globalOptions) *cobra.Command {
 	f.IntVar(&o.Intermediate, "intermediate", o.Intermediate, "MLP width")
 	f.IntVar(&o.Vocab, "vocab", o.Vocab, "vocabulary size")
 	f.BoolVar(&o.Tied, "tied", o.Tied, "tie the LM head to the embeddings")
+	f.StringVar(&o.DType, "dtype", o.DType, "weights as a checkpoint stores them: float32, or bfloat16 (kept bf16 by the engine)")
 	f.IntVar(&o.Batch, "batch", o.Batch, "rows")
 	f.IntVar(&o.NewTokens, "new-tokens", o.NewTokens, "tokens generated per row")
 	f.IntVar(&o.PromptLen, "prompt-len", o.PromptLen, "prompt tokens before generation")

@@ -29,12 +29,15 @@ type Options struct {
 	PromptLen                                           int  // prompt tokens before generation
 	NewTokens                                           int  // generated tokens per row
 	Seed                                                uint64
+	// DType is the weights' dtype as a checkpoint would store them: "float32", or "bfloat16"
+	// (the engine keeps them so).
+	DType string
 }
 
 // Defaults is the ~10M-parameter model of the engine issue: hidden 256, 8 layers, vocab 8k.
 func Defaults() Options {
 	return Options{Hidden: 256, Layers: 8, Heads: 8, KVHeads: 4, Intermediate: 688, Vocab: 8192,
-		Batch: 16, ScoreLen: 128, PromptLen: 16, NewTokens: 128, Seed: 1}
+		Batch: 16, ScoreLen: 128, PromptLen: 16, NewTokens: 128, Seed: 1, DType: "float32"}
 }
 
 // Args repeats the model and workload sizes as the bench command's flags, for a child process.
@@ -42,7 +45,7 @@ func (o Options) Args() []string {
 	return []string{"--hidden", fmt.Sprint(o.Hidden), "--layers", fmt.Sprint(o.Layers), "--heads", fmt.Sprint(o.Heads),
 		"--kv-heads", fmt.Sprint(o.KVHeads), "--intermediate", fmt.Sprint(o.Intermediate), "--vocab", fmt.Sprint(o.Vocab),
 		"--tied=" + fmt.Sprint(o.Tied), "--batch", fmt.Sprint(o.Batch), "--new-tokens", fmt.Sprint(o.NewTokens),
-		"--prompt-len", fmt.Sprint(o.PromptLen), "--score-len", fmt.Sprint(o.ScoreLen)}
+		"--prompt-len", fmt.Sprint(o.PromptLen), "--score-len", fmt.Sprint(o.ScoreLen), "--dtype", o.DType}
 }
 
 // Size100M is a ~100M-parameter LLaMA (SmolLM-like widths, a 32k vocabulary, tied head).
@@ -58,7 +61,7 @@ func RandomModel(b backends.Backend, o Options) (*model.Model, error) {
 		"vocab_size": o.Vocab, "hidden_size": o.Hidden, "intermediate_size": o.Intermediate,
 		"num_hidden_layers": o.Layers, "num_attention_heads": o.Heads, "num_key_value_heads": o.KVHeads,
 		"max_position_embeddings": 1024, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
-		"tie_word_embeddings": o.Tied, "hidden_act": "silu", "dtype": "float32"}
+		"tie_word_embeddings": o.Tied, "hidden_act": "silu", "dtype": o.DType}
 	js, _ := json.Marshal(raw)
 	cfg, err := hf.ParseConfig(js)
 	if err != nil {

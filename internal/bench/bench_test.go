@@ -59,6 +59,15 @@ func BenchmarkDecodeOneRow100M(b *testing.B) {
 	})
 }
 
+// BenchmarkDecodeOneRow100MBF16 is BenchmarkDecodeOneRow100M with the weights in bfloat16.
+func BenchmarkDecodeOneRow100MBF16(b *testing.B) {
+	decodeSteps(b, func(b *testing.B) (*model.Model, Options) {
+		o := Size100M()
+		o.Batch, o.DType = 1, "bfloat16"
+		return sizedModel(b, o)
+	})
+}
+
 func decodeSteps(b *testing.B, build func(b *testing.B) (*model.Model, Options)) {
 	m, o := build(b)
 	prompts := make([][]int, o.Batch)

@@ -177,8 +177,8 @@ func (c *Comparison) Table() string {
 	if len(c.Results) > 0 {
 		p = c.Results[0].Params
 	}
-	fmt.Fprintf(&b, "model: LLaMA, %.1fM parameters (hidden %d, %d layers, %d/%d heads, intermediate %d, vocab %d)\n",
-		float64(p)/1e6, o.Hidden, o.Layers, o.Heads, o.KVHeads, o.Intermediate, o.Vocab)
+	fmt.Fprintf(&b, "model: LLaMA, %.1fM parameters in %s (hidden %d, %d layers, %d/%d heads, intermediate %d, vocab %d)\n",
+		float64(p)/1e6, o.DType, o.Hidden, o.Layers, o.Heads, o.KVHeads, o.Intermediate, o.Vocab)
 	for _, r := range c.Results {
 		fmt.Fprintf(&b, "  %-6s %d threads, %s, peak RSS %.0f MiB, %d graphs built\n", r.Engine, r.Threads, r.Detail, r.PeakRSSMiB, r.Graphs)
 	}

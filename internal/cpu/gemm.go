@@ -300,7 +300,7 @@ func Parallel(n int, fn func(lo, hi int)) {
 		return
 	}
 	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
+	for w := 1; w < workers; w++ {
 		lo, hi := n*w/workers, n*(w+1)/workers
 		wg.Add(1)
 		go func() {
@@ -308,6 +308,7 @@ func Parallel(n int, fn func(lo, hi int)) {
 			fn(lo, hi)
 		}()
 	}
+	fn(0, n/workers) // the caller takes the first share rather than wait idle
 	wg.Wait()
 }
 
@@ -319,22 +320,31 @@ func PackTransposed(w []float32, n, k int) *Packed {
 
 // PackRowsTransposed is PackTransposed of a weight given in consecutive row blocks.
 func PackRowsTransposed(blocks [][]float32, k int) *Packed {
-	kn := best
-	rows := rowsOf(blocks, k)
+	n, data := packTransposed(best, rowsOf(blocks, k), k)
+	return &Packed{N: k, K: n, k: best, data: data}
+}
+
+// PackRowsTransposedBF16 is PackRowsTransposed for bfloat16 weights.
+func PackRowsTransposedBF16(blocks [][]uint16, k int) *Packed {
+	n, data := packTransposed(best, rowsOf(blocks, k), k)
+	return &Packed{N: k, K: n, k: best, half: data}
+}
+
+func packTransposed[T float32 | uint16](kn kernel, rows [][]T, k int) (int, []T) {
 	n := len(rows)
 	panels := (k + kn.nr - 1) / kn.nr
-	p := &Packed{N: k, K: n, k: kn, data: make([]float32, panels*n*kn.nr)}
+	data := make([]T, panels*n*kn.nr)
 	// Row by row: each row is read once, in order, and its pieces go to every panel.
 	Parallel(n, func(lo, hi int) {
 		for q := lo; q < hi; q++ {
 			row := rows[q]
 			for pi := 0; pi < panels; pi++ {
 				cols := min(kn.nr, k-pi*kn.nr)
-				copy(p.data[pi*n*kn.nr+q*kn.nr:pi*n*kn.nr+q*kn.nr+cols], row[pi*kn.nr:pi*kn.nr+cols])
+				copy(data[pi*n*kn.nr+q*kn.nr:pi*n*kn.nr+q*kn.nr+cols], row[pi*kn.nr:pi*kn.nr+cols])
 			}
 		}
 	})
-	return p
+	return n, data
 }
 
 // AddMatMulTN adds dyᵀ·x to dw: dw [n][k] += Σ_r dy[r][n]·x[r][k] over m rows, a weight's

@@ -16,13 +16,14 @@ func FuzzSafetensors(f *testing.F) {
 	}
 	f.Add(good[:min(len(good), 4096)])
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ts, err := readSafetensors(bytes.NewReader(b), int64(len(b)), "fuzz")
+		ts, err := readSafetensors(bytes.NewReader(b), int64(len(b)), "fuzz", len(b)%2 == 0)
 		if err != nil {
 			return
 		}
 		for name, x := range ts {
-			if len(x.Data) != x.NumElements() || len(x.Data) > len(b) {
-				t.Fatalf("%s: %d values for shape %v from %d bytes", name, len(x.Data), x.Shape, len(b))
+			n := len(x.Data) + len(x.BF16)
+			if n != x.NumElements() || n > len(b) || x.Data != nil && x.BF16 != nil {
+				t.Fatalf("%s: %d values for shape %v from %d bytes", name, n, x.Shape, len(b))
 			}
 		}
 	})

@@ -54,6 +54,9 @@ type Tensor struct {
 	Shape  []int
 	Stored DType
 	Data   []float32
+	// BF16 holds a bfloat16 tensor's bits instead of Data when it was read to be kept in
+	// bfloat16 (ReadModelTensorsBF16): half the memory, nothing widened.
+	BF16 []uint16
 }
 
 // NumElements is the product of the shape.
@@ -75,22 +78,11 @@ type headerEntry struct {
 const maxHeader = 100 << 20
 
 // ReadSafetensors reads every tensor of one safetensors file.
-func ReadSafetensors(path string) (map[string]*Tensor, error) {
-	f, err := files.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	return readSafetensors(f, st.Size(), path)
-}
+func ReadSafetensors(path string) (map[string]*Tensor, error) { return readShard(path, false) }
 
 // readSafetensors parses size bytes of safetensors from f; path names it in errors. Every
 // shape and offset is checked against the data's length before anything is allocated.
-func readSafetensors(f io.ReaderAt, size int64, path string) (map[string]*Tensor, error) {
+func readSafetensors(f io.ReaderAt, size int64, path string, keepBF16 bool) (map[string]*Tensor, error) {
 	var lenBuf [8]byte
 	if _, err := f.ReadAt(lenBuf[:], 0); err != nil {
 		return nil, fmt.Errorf("%s: truncated safetensors file: cannot read the 8-byte header length", path)
@@ -149,7 +141,14 @@ func readSafetensors(f io.ReaderAt, size int64, path string) (map[string]*Tensor
 		if _, err := f.ReadAt(buf, dataStart+begin); err != nil {
 			return nil, fmt.Errorf("%s: tensor %q: %w", path, name, err)
 		}
-		t.Data = decode(dt, buf, int(n))
+		if keepBF16 && dt == BF16 {
+			t.BF16 = make([]uint16, n)
+			for i := range t.BF16 {
+				t.BF16[i] = binary.LittleEndian.Uint16(buf[2*i:])
+			}
+		} else {
+			t.Data = decode(dt, buf, int(n))
+		}
 		out[name] = t
 	}
 	return out, nil
@@ -261,10 +260,28 @@ func WriteSafetensors(path string, tensors map[string]*Tensor, metadata map[stri
 }
 
 // ReadModelTensors reads model.safetensors, or the shards named by model.safetensors.index.json.
-func ReadModelTensors(dir string) (map[string]*Tensor, error) {
+func ReadModelTensors(dir string) (map[string]*Tensor, error) { return readModelTensors(dir, false) }
+
+// ReadModelTensorsBF16 is ReadModelTensors with bfloat16 tensors kept as their bits (Tensor.BF16).
+func ReadModelTensorsBF16(dir string) (map[string]*Tensor, error) { return readModelTensors(dir, true) }
+
+func readShard(path string, keepBF16 bool) (map[string]*Tensor, error) {
+	f, err := files.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	return readSafetensors(f, st.Size(), path, keepBF16)
+}
+
+func readModelTensors(dir string, keepBF16 bool) (map[string]*Tensor, error) {
 	single := filepath.Join(dir, "model.safetensors")
 	if _, err := os.Stat(single); err == nil {
-		return ReadSafetensors(single)
+		return readShard(single, keepBF16)
 	}
 	indexPath := filepath.Join(dir, "model.safetensors.index.json")
 	b, err := files.ReadFile(indexPath)
@@ -289,7 +306,7 @@ func ReadModelTensors(dir string) (map[string]*Tensor, error) {
 	}
 	out := map[string]*Tensor{}
 	for shard := range shards {
-		ts, err := ReadSafetensors(filepath.Join(dir, shard))
+		ts, err := readShard(filepath.Join(dir, shard), keepBF16)
 		if err != nil {
 			return nil, err
 		}

@@ -351,6 +351,27 @@ func TestConformance(t *testing.T) {
 							}
 						}
 					}
+					// LoRA trains on the bf16 base as on its widening.
+					if hm.desc.loraTargets != nil {
+						lh, lf := build(half), build(ts)
+						for _, lm := range []*Model{lh, lf} {
+							if err := lm.AddLoRA(LoRA{R: 2, Alpha: 4, Targets: []string{"q", "v", "down"}}, 3); err != nil {
+								t.Fatal(err)
+							}
+							setAdapters(t, lm)
+						}
+						w := func(s, i int) float32 { return float32(math.Cos(float64(s + i))) }
+						la, ga := passGradients(t, lh, seqs, w)
+						lb, gb := passGradients(t, lf, seqs, w)
+						if math.Abs(la-lb) > 1e-6*math.Abs(lb) {
+							t.Fatalf("%s: LoRA loss on the bf16 base %v, on its widening %v", name, la, lb)
+						}
+						for n, g := range gb.LoRA {
+							if d := maxDiff(ga.LoRA[n], g); d > 1e-6 {
+								t.Fatalf("%s: LoRA gradient of %s differs by %g on the bf16 base", name, n, d)
+							}
+						}
+					}
 					// Training widens what it trains to float32 masters, exactly.
 					tr := hm.Trainable()
 					if len(tr) != len(hm.names) || tr[0].DType() != dtypes.Float32 {

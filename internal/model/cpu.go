@@ -29,6 +29,50 @@ type cpuEngine struct {
 	lm *packedLM
 	// train is the packed frozen base under LoRA training (cpu_train.go).
 	train *trainCache
+	// frozen holds bf16 packings of base matrices, made once and shared by inference and
+	// training while the base weights are the tensors frozenKey (at version frozenVer).
+	frozen    map[string]*cpu.Packed
+	frozenKey []*tensors.Tensor
+	frozenVer uint64
+}
+
+// bf16Pack returns the packing of projections' bf16 base weights, fused along their outputs
+// (transposed: for the backward pass), or nil unless every one is a bf16 linear weight. It is
+// made once and shared while the base weights do not change. Callers hold e.mu.
+func (e *cpuEngine) bf16Pack(ps []proj, transposed bool) *cpu.Packed {
+	m := e.m
+	key := make([]*tensors.Tensor, 0, len(m.names))
+	for _, n := range m.names {
+		key = append(key, m.Variable(n).MustValue())
+	}
+	if !slices.Equal(key, e.frozenKey) || e.frozenVer != m.baseVersion.Load() {
+		e.frozen, e.frozenKey, e.frozenVer = map[string]*cpu.Packed{}, key, m.baseVersion.Load()
+	}
+	id := fmt.Sprint(transposed)
+	var hs [][]uint16
+	for _, p := range ps {
+		v := m.Variable(p.weight)
+		if p.conv || v.DType() != dtypes.BFloat16 {
+			return nil
+		}
+		id += " " + p.weight
+		if e.frozen[id] == nil {
+			b, err := tensors.CopyFlatData[bfloat16.BFloat16](v.MustValue())
+			if err != nil {
+				return nil
+			}
+			hs = append(hs, unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(b))), len(b)))
+		}
+	}
+	if p, ok := e.frozen[id]; ok {
+		return p
+	}
+	p := cpu.PackRowsBF16(hs, ps[0].in)
+	if transposed {
+		p = cpu.PackRowsTransposedBF16(hs, ps[0].in)
+	}
+	e.frozen[id] = p
+	return p
 }
 
 func (e *cpuEngine) name() string { return "cpu" }
@@ -179,16 +223,10 @@ func (e *cpuEngine) pack() (*packedLM, error) {
 		return unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(b))), len(b))
 	}
 	packHalf := func(ps []proj) *cpu.Packed {
-		var hs [][]uint16
-		for _, p := range ps {
-			if h := half(p.weight); h != nil && !p.conv {
-				hs = append(hs, h)
-			}
-		}
-		if len(hs) < len(ps) {
+		if m.adapts(ps...) {
 			return nil
 		}
-		return cpu.PackRowsBF16(hs, ps[0].in)
+		return e.bf16Pack(ps, false)
 	}
 	// pack packs projections fused along their outputs (a Conv1D as stored, [in][out]), unless
 	// the base's packing of them can be shared.
@@ -250,7 +288,7 @@ func (e *cpuEngine) pack() (*packedLM, error) {
 	case shared != nil:
 		f.head = shared.head
 	case d.head.weight == d.embed && f.embedH != nil:
-		f.head = cpu.PackBF16(f.embedH, d.head.out, d.D)
+		f.head = e.bf16Pack([]proj{d.head}, false)
 	case d.head.weight == d.embed:
 		f.head = cpu.Pack(f.embed, d.head.out, d.D)
 	default:
@@ -457,19 +495,19 @@ func (f *packedLM) attend(l int, scale float32, rows []rowInfo, qkv, att []float
 	c := f.d
 	qd, kvd := c.H*c.hd, c.Hkv*c.hd
 	group := c.H / c.Hkv
-	cpu.Parallel(len(rows), func(lo, hi int) {
+	// Split by (row, head): decoding one sequence has one row, and its heads are the work.
+	cpu.Parallel(len(rows)*c.H, func(lo, hi int) {
 		var scores []float32
-		for r := lo; r < hi; r++ {
+		for u := lo; u < hi; u++ {
+			r, hh := u/c.H, u%c.H
 			pos := rows[r].pos
 			kc := caches[rows[r].seq]
 			first := windowStart(pos, c.window)
 			n := pos + 1 - first
 			scores = slices.Grow(scores[:0], n)[:n]
-			for hh := 0; hh < c.H; hh++ {
-				kh := hh / group
-				attendHead(qkv[r*(qd+2*kvd)+hh*c.hd:r*(qd+2*kvd)+(hh+1)*c.hd], kc.k[l][kh*c.hd:], kc.v[l][kh*c.hd:], kvd,
-					first, pos, scale, scores, att[r*qd+hh*c.hd:r*qd+(hh+1)*c.hd])
-			}
+			kh := hh / group
+			attendHead(qkv[r*(qd+2*kvd)+hh*c.hd:r*(qd+2*kvd)+(hh+1)*c.hd], kc.k[l][kh*c.hd:], kc.v[l][kh*c.hd:], kvd,
+				first, pos, scale, scores, att[r*qd+hh*c.hd:r*qd+(hh+1)*c.hd])
 		}
 	})
 }

@@ -115,7 +115,7 @@ func (e *cpuEngine) trainWeights(drop Dropout) *trainWeights {
 	if c := e.train; m.lora != nil && c != nil && slices.Equal(c.key, key) && c.version == m.baseVersion.Load() {
 		w = c.w
 	} else {
-		w = m.packBase()
+		w = e.packBase()
 		e.train = nil
 		if m.lora != nil {
 			e.train = &trainCache{key: key, version: m.baseVersion.Load(), w: w}
@@ -149,29 +149,36 @@ func (w *trainWeights) linears() []*trainLinear {
 	return append(out, &w.head)
 }
 
-// packBase packs the base weights for training.
-func (m *Model) packBase() *trainWeights {
+// packBase packs the base weights for training. A frozen base kept in bf16 stays bf16 (its
+// forward packing shared with inference).
+func (e *cpuEngine) packBase() *trainWeights {
+	m := e.m
 	d := m.desc
 	w := &trainWeights{d: d}
 	get := func(n string) []float32 { return m.value(WeightScope, n) }
 	linear := func(ps ...proj) trainLinear {
 		l := trainLinear{in: ps[0].in}
+		for _, p := range ps {
+			l.blocks = append(l.blocks, linBlock{name: p.weight, bias: p.bias, off: l.n, out: p.out, conv: p.conv})
+			l.n += p.out
+		}
+		if l.w = e.bf16Pack(ps, false); l.w != nil {
+			l.wT = e.bf16Pack(ps, true)
+		}
 		weights := make([]string, len(ps))
 		for i, p := range ps {
 			weights[i] = p.weight
 		}
 		// The fused layer is packed from its parts where they are stored, both ways round.
-		m.withValues(weights, func(vals [][]float32) {
-			for _, p := range ps {
-				l.blocks = append(l.blocks, linBlock{name: p.weight, bias: p.bias, off: l.n, out: p.out, conv: p.conv})
-				l.n += p.out
-			}
-			if ps[0].conv {
-				l.w, l.wT = cpu.PackTransposed(vals[0], l.in, l.n), cpu.Pack(vals[0], l.in, l.n)
-			} else {
-				l.w, l.wT = cpu.PackRows(vals, l.in), cpu.PackRowsTransposed(vals, l.in)
-			}
-		})
+		if l.w == nil {
+			m.withValues(weights, func(vals [][]float32) {
+				if ps[0].conv {
+					l.w, l.wT = cpu.PackTransposed(vals[0], l.in, l.n), cpu.Pack(vals[0], l.in, l.n)
+				} else {
+					l.w, l.wT = cpu.PackRows(vals, l.in), cpu.PackRowsTransposed(vals, l.in)
+				}
+			})
+		}
 		for _, blk := range l.blocks {
 			if blk.bias != "" {
 				if l.bias == nil {

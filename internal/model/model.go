@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/gomlx/gomlx/backends"
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
@@ -77,7 +78,7 @@ func Load(backend backends.Backend, dir string) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	ts, err := hf.ReadModelTensors(dir)
+	ts, err := hf.ReadModelTensorsBF16(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -119,9 +120,14 @@ func New(backend backends.Backend, cfg *hf.Config, tok *tokenizer.Tokenizer, ts 
 		m.stored[name] = t.Stored
 		// A tensor saved in a half dtype stays in it until something trains it (Trainable):
 		// inference and a frozen base take half the memory, and widening is exact.
-		val := tensors.FromFlatDataAndDimensions(t.Data, t.Shape...)
-		if _, ok := halfDTypes[t.Stored]; ok {
+		var val *tensors.Tensor
+		switch _, half := halfDTypes[t.Stored]; {
+		case t.BF16 != nil:
+			val = tensors.FromFlatDataAndDimensions(unsafe.Slice((*bfloat16.BFloat16)(unsafe.SliceData(t.BF16)), len(t.BF16)), t.Shape...)
+		case half:
 			val = bf16Tensor(t.Data, t.Shape)
+		default:
+			val = tensors.FromFlatDataAndDimensions(t.Data, t.Shape...)
 		}
 		wctx.VariableWithValue(name, val)
 	}
