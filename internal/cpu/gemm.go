@@ -300,7 +300,9 @@ func Parallel(n int, fn func(lo, hi int)) {
 		return
 	}
 	var wg sync.WaitGroup
-	for w := 1; w < workers; w++ {
+	// Every share runs on a goroutine of its own: the caller taking one (and leaving the new
+	// goroutine in its processor's queue for another to steal) made 100m decoding 10-20% slower.
+	for w := 0; w < workers; w++ {
 		lo, hi := n*w/workers, n*(w+1)/workers
 		wg.Add(1)
 		go func() {
@@ -308,7 +310,6 @@ func Parallel(n int, fn func(lo, hi int)) {
 			fn(lo, hi)
 		}()
 	}
-	fn(0, n/workers) // the caller takes the first share rather than wait idle
 	wg.Wait()
 }
 

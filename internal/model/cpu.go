@@ -495,19 +495,29 @@ func (f *packedLM) attend(l int, scale float32, rows []rowInfo, qkv, att []float
 	c := f.d
 	qd, kvd := c.H*c.hd, c.Hkv*c.hd
 	group := c.H / c.Hkv
-	// Split by (row, head): decoding one sequence has one row, and its heads are the work.
-	cpu.Parallel(len(rows)*c.H, func(lo, hi int) {
+	// Work is split by row, or for a single row (decoding one sequence) by head.
+	heads := 1
+	if len(rows) == 1 {
+		heads = c.H
+	}
+	cpu.Parallel(len(rows)*heads, func(lo, hi int) {
 		var scores []float32
 		for u := lo; u < hi; u++ {
-			r, hh := u/c.H, u%c.H
+			r := u / heads
 			pos := rows[r].pos
 			kc := caches[rows[r].seq]
 			first := windowStart(pos, c.window)
 			n := pos + 1 - first
 			scores = slices.Grow(scores[:0], n)[:n]
-			kh := hh / group
-			attendHead(qkv[r*(qd+2*kvd)+hh*c.hd:r*(qd+2*kvd)+(hh+1)*c.hd], kc.k[l][kh*c.hd:], kc.v[l][kh*c.hd:], kvd,
-				first, pos, scale, scores, att[r*qd+hh*c.hd:r*qd+(hh+1)*c.hd])
+			h0, h1 := 0, c.H
+			if heads > 1 {
+				h0, h1 = u%heads, u%heads+1
+			}
+			for hh := h0; hh < h1; hh++ {
+				kh := hh / group
+				attendHead(qkv[r*(qd+2*kvd)+hh*c.hd:r*(qd+2*kvd)+(hh+1)*c.hd], kc.k[l][kh*c.hd:], kc.v[l][kh*c.hd:], kvd,
+					first, pos, scale, scores, att[r*qd+hh*c.hd:r*qd+(hh+1)*c.hd])
+			}
 		}
 	})
 }
