@@ -24,7 +24,16 @@ type globalOptions struct {
 	LogLevel string
 }
 
+// gcPercent is the garbage collector's target unless $GOGC sets one. The engine's memory is a
+// few large pointer-free buffers (weights, activations, logits), cheap to collect; Go's default of
+// 100 lets the heap grow to twice what is live: the 0.5B LoRA step peaked at 11.3 GB with it and
+// 8.0 GB at 25, in the same time (README).
+const gcPercent = 25
+
 func main() {
+	if _, ok := os.LookupEnv("GOGC"); !ok {
+		debug.SetGCPercent(gcPercent)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := newRootCmd().ExecuteContext(ctx); err != nil {
