@@ -22,10 +22,12 @@ import (
 // trainLinear is one (possibly fused) linear layer: W [n][in] packed both ways, its
 // tensors' names by output block, and the adapters on its blocks.
 type trainLinear struct {
-	n, in  int
-	w, wT  *cpu.Packed
-	bias   []float32
-	blocks []linBlock
+	n, in int
+	w, wT *cpu.Packed
+	// packW and packT make w and wT when they are not kept (nil).
+	packW, packT func() *cpu.Packed
+	bias         []float32
+	blocks       []linBlock
 }
 
 type linBlock struct {
@@ -170,14 +172,30 @@ func (e *cpuEngine) packBase() *trainWeights {
 			weights[i] = p.weight
 		}
 		// The fused layer is packed from its parts where they are stored, both ways round.
-		if l.w == nil {
+		pack := func(transposed bool) *cpu.Packed {
+			var p *cpu.Packed
 			m.withValues(weights, func(vals [][]float32) {
-				if ps[0].conv {
-					l.w, l.wT = cpu.PackTransposed(vals[0], l.in, l.n), cpu.Pack(vals[0], l.in, l.n)
-				} else {
-					l.w, l.wT = cpu.PackRows(vals, l.in), cpu.PackRowsTransposed(vals, l.in)
+				switch {
+				case ps[0].conv && transposed:
+					p = cpu.Pack(vals[0], l.in, l.n)
+				case ps[0].conv:
+					p = cpu.PackTransposed(vals[0], l.in, l.n)
+				case transposed:
+					p = cpu.PackRowsTransposed(vals, l.in)
+				default:
+					p = cpu.PackRows(vals, l.in)
 				}
 			})
+			return p
+		}
+		switch {
+		case l.w != nil:
+		case m.lora != nil: // a frozen base: packed once, kept while it does not change
+			l.w, l.wT = pack(false), pack(true)
+		default:
+			// Weights that train change every step, so they are packed every step anyway: each
+			// layer when the pass reaches it, dropped after, rather than every layer held at once.
+			l.packW, l.packT = func() *cpu.Packed { return pack(false) }, func() *cpu.Packed { return pack(true) }
 		}
 		for _, blk := range l.blocks {
 			if blk.bias != "" {
@@ -213,7 +231,11 @@ type linActs struct {
 // forward sets y [M][n] = x·Wᵀ + bias + Σ adapters, keeping what backward needs.
 func (l *trainLinear) forward(y, x []float32, M int, seed uint64) linActs {
 	acts := linActs{x: x, lora: make([][]float32, len(l.blocks)), keep: make([][]float32, len(l.blocks))}
-	cpu.MatMul(y, x, M, l.w)
+	w := l.w
+	if w == nil {
+		w = l.packW()
+	}
+	cpu.MatMul(y, x, M, w)
 	if l.bias != nil {
 		cpu.AddBias(y, l.bias)
 	}
@@ -253,7 +275,11 @@ func (l *trainLinear) forward(y, x []float32, M int, seed uint64) linActs {
 // backward adds the input gradient dy·W (and the adapters') into dx [M][in], and the weight,
 // bias and adapter gradients into g, accumulating in place.
 func (l *trainLinear) backward(dx, dy []float32, M int, a linActs, g *Grads) {
-	cpu.MatMulAdd(dx, dy, M, l.wT)
+	wT := l.wT
+	if wT == nil {
+		wT = l.packT()
+	}
+	cpu.MatMulAdd(dx, dy, M, wT)
 	dyT := cpu.Transpose(dy, M, l.n) // [n][M]: each output block's rows are contiguous
 	if len(g.Base) > 0 {
 		xT := cpu.PackTransposed(a.x, M, l.in)
