@@ -118,20 +118,14 @@ type Packed struct {
 	N, K int
 	k    kernel
 	data []float32 // [panels][K][nr]
-	half []uint16  // the same layout in bfloat16, instead of data (PackBF16)
+	half []uint16  // the same layout in bfloat16, instead of data (PackRowsBF16)
 }
 
 // BF16 reports whether the weights are packed in bfloat16.
 func (p *Packed) BF16() bool { return p.half != nil }
 
-// Bytes is the memory the packed weights take.
-func (p *Packed) Bytes() int { return 4*len(p.data) + 2*len(p.half) }
-
-// PackBF16 packs bfloat16 weights w [n][k] (their bits) as they are, at half the memory of
-// float32: the kernels widen them as they load them.
-func PackBF16(w []uint16, n, k int) *Packed { return PackRowsBF16([][]uint16{w[:n*k]}, k) }
-
-// PackRowsBF16 is PackRows for bfloat16 weights.
+// PackRowsBF16 is PackRows for bfloat16 weights (their bits), kept as they are at half the
+// memory of float32: the kernels widen them as they load them.
 func PackRowsBF16(blocks [][]uint16, k int) *Packed {
 	n, data := packPanels(best, rowsOf(blocks, k), k)
 	return &Packed{N: n, K: k, k: best, half: data}
