@@ -43,8 +43,8 @@ var testFamilies = map[string]map[string]any{
 		"scale_attn_by_inverse_layer_idx": true},
 }
 
-// familyModel builds a random model of a family on an engine.
-func familyModel(t *testing.T, raw map[string]any, engine string) *Model {
+// familyTensors parses a family's config and initialises its weights.
+func familyTensors(t *testing.T, raw map[string]any) (*hf.Config, map[string]*hf.Tensor) {
 	t.Helper()
 	js, _ := json.Marshal(raw)
 	cfg, err := hf.ParseConfig(js)
@@ -55,14 +55,12 @@ func familyModel(t *testing.T, raw map[string]any, engine string) *Model {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, x := range ts {
-		if IsNorm(name) || len(name) > 5 && name[len(name)-5:] == ".bias" {
-			r := rand.New(rand.NewPCG(1, hashName(name)))
-			for i := range x.Data {
-				x.Data[i] += float32(r.NormFloat64() * 0.1)
-			}
-		}
-	}
+	return cfg, ts
+}
+
+// newOn builds a model of the given weights on an engine.
+func newOn(t *testing.T, cfg *hf.Config, ts map[string]*hf.Tensor, engine string) *Model {
+	t.Helper()
 	m, err := New(testBackend, cfg, nil, ts, "random")
 	if err != nil {
 		t.Fatal(err)
@@ -71,6 +69,21 @@ func familyModel(t *testing.T, raw map[string]any, engine string) *Model {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// familyModel builds a random model of a family on an engine.
+func familyModel(t *testing.T, raw map[string]any, engine string) *Model {
+	t.Helper()
+	cfg, ts := familyTensors(t, raw)
+	for name, x := range ts {
+		if IsNorm(name) || len(name) > 5 && name[len(name)-5:] == ".bias" {
+			r := rand.New(rand.NewPCG(1, hashName(name)))
+			for i := range x.Data {
+				x.Data[i] += float32(r.NormFloat64() * 0.1)
+			}
+		}
+	}
+	return newOn(t, cfg, ts, engine)
 }
 
 // qwen3Ref is testdata/qwen3/reference.json, written by reference.py with PyTorch.
@@ -297,15 +310,7 @@ func TestConformance(t *testing.T) {
 			})
 			t.Run("a bf16 checkpoint computes as its float32 widening", func(t *testing.T) {
 				for name, raw := range testFamilies {
-					js, _ := json.Marshal(raw)
-					cfg, err := hf.ParseConfig(js)
-					if err != nil {
-						t.Fatal(err)
-					}
-					ts, err := InitTensors(cfg, 0.05, 7)
-					if err != nil {
-						t.Fatal(err)
-					}
+					cfg, ts := familyTensors(t, raw)
 					half := map[string]*hf.Tensor{}
 					for n, x := range ts { // values a bf16 checkpoint can hold, stored as bf16 or as float32
 						for i, v := range x.Data {
@@ -313,16 +318,7 @@ func TestConformance(t *testing.T) {
 						}
 						half[n] = &hf.Tensor{Shape: x.Shape, Stored: hf.BF16, Data: x.Data}
 					}
-					build := func(ts map[string]*hf.Tensor) *Model {
-						m, err := New(testBackend, cfg, nil, ts, "random")
-						if err != nil {
-							t.Fatal(err)
-						}
-						if err := m.SetEngine(engine); err != nil {
-							t.Fatal(err)
-						}
-						return m
-					}
+					build := func(ts map[string]*hf.Tensor) *Model { return newOn(t, cfg, ts, engine) }
 					hm, fm := build(half), build(ts)
 					seqs := randSeqs(4, 2, 20, 300, 19)
 					a, err := hm.LogProbs(ctx, seqs)

@@ -12,6 +12,7 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	"github.com/gomlx/gomlx/pkg/core/dtypes/bfloat16"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
+	mlctx "github.com/gomlx/gomlx/pkg/ml/context"
 
 	"github.com/cyclealign/cyclealign/internal/cpu"
 )
@@ -49,23 +50,22 @@ func (e *cpuEngine) bf16Pack(ps []proj, transposed bool) *cpu.Packed {
 		e.frozen, e.frozenKey, e.frozenVer = map[string]*cpu.Packed{}, key, m.baseVersion.Load()
 	}
 	id := fmt.Sprint(transposed)
-	var hs [][]uint16
 	for _, p := range ps {
-		v := m.Variable(p.weight)
-		if p.conv || v.DType() != dtypes.BFloat16 {
+		if p.conv || m.Variable(p.weight).DType() != dtypes.BFloat16 {
 			return nil
 		}
 		id += " " + p.weight
-		if e.frozen[id] == nil {
-			b, err := tensors.CopyFlatData[bfloat16.BFloat16](v.MustValue())
-			if err != nil {
-				return nil
-			}
-			hs = append(hs, unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(b))), len(b)))
-		}
 	}
 	if p, ok := e.frozen[id]; ok {
 		return p
+	}
+	hs := make([][]uint16, len(ps))
+	for i, p := range ps {
+		h, err := bf16Bits(m.Variable(p.weight))
+		if err != nil {
+			return nil
+		}
+		hs[i] = h
 	}
 	p := cpu.PackRowsBF16(hs, ps[0].in)
 	if transposed {
@@ -152,6 +152,15 @@ func (e *cpuEngine) packed() (*packedLM, error) {
 	return f, nil
 }
 
+// bf16Bits copies a bfloat16 variable's values as their bits.
+func bf16Bits(v *mlctx.Variable) ([]uint16, error) {
+	b, err := tensors.CopyFlatData[bfloat16.BFloat16](v.MustValue())
+	if err != nil {
+		return nil, err
+	}
+	return unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(b))), len(b)), nil
+}
+
 // weight returns a tensor's current values with its LoRA adapter (if any) folded in.
 func (m *Model) weight(name string) ([]float32, error) {
 	v, err := m.Variable(name).Value()
@@ -215,12 +224,11 @@ func (e *cpuEngine) pack() (*packedLM, error) {
 		if err != nil || v.DType() != dtypes.BFloat16 || m.adapts(proj{weight: name}) {
 			return nil
 		}
-		b, e := tensors.CopyFlatData[bfloat16.BFloat16](v.MustValue())
+		h, e := bf16Bits(v)
 		if e != nil {
 			err = fmt.Errorf("tensor %q: %w", name, e)
-			return nil
 		}
-		return unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(b))), len(b))
+		return h
 	}
 	packHalf := func(ps []proj) *cpu.Packed {
 		if m.adapts(ps...) {

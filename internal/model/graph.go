@@ -99,14 +99,9 @@ func (e *graphEngine) logProbs(ctx context.Context, seqs [][]int) ([][]float32, 
 	m := e.m
 	out := make([][]float32, len(seqs))
 	err := m.eachBatch(ctx, seqs, 2, func(group []int, rows [][]int, T int) error {
-		tok, pos, mask := m.RightPadded(rows, T)
-		res, err := m.run("logprobs", func(ctx *mlctx.Context, in []*Node) []*Node {
-			return []*Node{tokenLogProbs(m.forward(ctx, in[0], in[1], in[2]), in[3])}
-		}, tok, pos, mask, targets(rows, T))
-		if err != nil {
-			return err
-		}
-		flat, err := toFloat32(res[0])
+		flat, err := m.batchOutput("logprobs", func(ctx *mlctx.Context, in []*Node) *Node {
+			return tokenLogProbs(m.forward(ctx, in[0], in[1], in[2]), in[3])
+		}, rows, T, targets(rows, T))
 		if err != nil {
 			return err
 		}
@@ -116,6 +111,18 @@ func (e *graphEngine) logProbs(ctx context.Context, seqs [][]int) ([][]float32, 
 		return nil
 	})
 	return out, err
+}
+
+// batchOutput runs the named graph on one batch right-padded to width T (its inputs: tokens,
+// positions and mask, then extra) and returns its float32 output.
+func (m *Model) batchOutput(name string, graph func(ctx *mlctx.Context, in []*Node) *Node, rows [][]int, T int, extra ...any) ([]float32, error) {
+	tok, pos, mask := m.RightPadded(rows, T)
+	res, err := m.run(name, func(ctx *mlctx.Context, in []*Node) []*Node { return []*Node{graph(ctx, in)} },
+		append([]any{tok, pos, mask}, extra...)...)
+	if err != nil {
+		return nil, err
+	}
+	return toFloat32(res[0])
 }
 
 // targets is each row's next token at every position [B,T] (0 past its end).
@@ -134,14 +141,9 @@ func (e *graphEngine) logits(ctx context.Context, seqs [][]int) ([][][]float32, 
 	out := make([][][]float32, len(seqs))
 	V := m.desc.head.out
 	err := m.eachBatch(ctx, seqs, 1, func(group []int, rows [][]int, T int) error {
-		tok, pos, mask := m.RightPadded(rows, T)
-		res, err := m.run("logits", func(ctx *mlctx.Context, in []*Node) []*Node {
-			return []*Node{m.forward(ctx, in[0], in[1], in[2])}
-		}, tok, pos, mask)
-		if err != nil {
-			return err
-		}
-		flat, err := toFloat32(res[0])
+		flat, err := m.batchOutput("logits", func(ctx *mlctx.Context, in []*Node) *Node {
+			return m.forward(ctx, in[0], in[1], in[2])
+		}, rows, T)
 		if err != nil {
 			return err
 		}
