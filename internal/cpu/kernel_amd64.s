@@ -1,53 +1,155 @@
 #include "textflag.h"
 
+// The kernels' shared parts: the arguments into registers (CX k, SI a, R8 lda in bytes, DI the
+// panel, DX c, R9 ldc in bytes, R10 3·lda, BX row 4, R11 acc, tested; ROW_ARGS for the one-row
+// kernels), and the tiles' accumulators (Z0-Z15 or Y0-Y11, two registers a row) loaded from C,
+// zeroed, or stored to C.
+#define TILE_ARGS \
+	MOVQ k+0(FP), CX; \
+	MOVQ a+8(FP), SI; \
+	MOVQ lda+16(FP), R8; \
+	SHLQ $2, R8; \
+	MOVQ b+24(FP), DI; \
+	MOVQ c+32(FP), DX; \
+	MOVQ ldc+40(FP), R9; \
+	SHLQ $2, R9; \
+	LEAQ (R8)(R8*2), R10; \
+	LEAQ (SI)(R8*4), BX; \
+	MOVQ acc+48(FP), R11; \
+	TESTQ R11, R11
+#define ROW_ARGS \
+	MOVQ k+0(FP), CX; \
+	MOVQ a+8(FP), SI; \
+	MOVQ b+16(FP), DI; \
+	MOVQ c+24(FP), DX; \
+	MOVQ acc+32(FP), R11; \
+	TESTQ R11, R11
+#define ACC512_LOAD \
+	MOVQ DX, R12; \
+	VMOVUPS 0(R12), Z0; \
+	VMOVUPS 64(R12), Z1; \
+	ADDQ R9, R12; \
+	VMOVUPS 0(R12), Z2; \
+	VMOVUPS 64(R12), Z3; \
+	ADDQ R9, R12; \
+	VMOVUPS 0(R12), Z4; \
+	VMOVUPS 64(R12), Z5; \
+	ADDQ R9, R12; \
+	VMOVUPS 0(R12), Z6; \
+	VMOVUPS 64(R12), Z7; \
+	ADDQ R9, R12; \
+	VMOVUPS 0(R12), Z8; \
+	VMOVUPS 64(R12), Z9; \
+	ADDQ R9, R12; \
+	VMOVUPS 0(R12), Z10; \
+	VMOVUPS 64(R12), Z11; \
+	ADDQ R9, R12; \
+	VMOVUPS 0(R12), Z12; \
+	VMOVUPS 64(R12), Z13; \
+	ADDQ R9, R12; \
+	VMOVUPS 0(R12), Z14; \
+	VMOVUPS 64(R12), Z15
+#define ACC512_ZERO \
+	VPXORD Z0, Z0, Z0; \
+	VPXORD Z1, Z1, Z1; \
+	VPXORD Z2, Z2, Z2; \
+	VPXORD Z3, Z3, Z3; \
+	VPXORD Z4, Z4, Z4; \
+	VPXORD Z5, Z5, Z5; \
+	VPXORD Z6, Z6, Z6; \
+	VPXORD Z7, Z7, Z7; \
+	VPXORD Z8, Z8, Z8; \
+	VPXORD Z9, Z9, Z9; \
+	VPXORD Z10, Z10, Z10; \
+	VPXORD Z11, Z11, Z11; \
+	VPXORD Z12, Z12, Z12; \
+	VPXORD Z13, Z13, Z13; \
+	VPXORD Z14, Z14, Z14; \
+	VPXORD Z15, Z15, Z15
+#define ACC512_STORE \
+	VMOVUPS Z0, 0(DX); \
+	VMOVUPS Z1, 64(DX); \
+	ADDQ R9, DX; \
+	VMOVUPS Z2, 0(DX); \
+	VMOVUPS Z3, 64(DX); \
+	ADDQ R9, DX; \
+	VMOVUPS Z4, 0(DX); \
+	VMOVUPS Z5, 64(DX); \
+	ADDQ R9, DX; \
+	VMOVUPS Z6, 0(DX); \
+	VMOVUPS Z7, 64(DX); \
+	ADDQ R9, DX; \
+	VMOVUPS Z8, 0(DX); \
+	VMOVUPS Z9, 64(DX); \
+	ADDQ R9, DX; \
+	VMOVUPS Z10, 0(DX); \
+	VMOVUPS Z11, 64(DX); \
+	ADDQ R9, DX; \
+	VMOVUPS Z12, 0(DX); \
+	VMOVUPS Z13, 64(DX); \
+	ADDQ R9, DX; \
+	VMOVUPS Z14, 0(DX); \
+	VMOVUPS Z15, 64(DX)
+#define ACC2_LOAD \
+	MOVQ DX, R12; \
+	VMOVUPS 0(R12), Y0; \
+	VMOVUPS 32(R12), Y1; \
+	ADDQ R9, R12; \
+	VMOVUPS 0(R12), Y2; \
+	VMOVUPS 32(R12), Y3; \
+	ADDQ R9, R12; \
+	VMOVUPS 0(R12), Y4; \
+	VMOVUPS 32(R12), Y5; \
+	ADDQ R9, R12; \
+	VMOVUPS 0(R12), Y6; \
+	VMOVUPS 32(R12), Y7; \
+	ADDQ R9, R12; \
+	VMOVUPS 0(R12), Y8; \
+	VMOVUPS 32(R12), Y9; \
+	ADDQ R9, R12; \
+	VMOVUPS 0(R12), Y10; \
+	VMOVUPS 32(R12), Y11
+#define ACC2_ZERO \
+	VXORPS Y0, Y0, Y0; \
+	VXORPS Y1, Y1, Y1; \
+	VXORPS Y2, Y2, Y2; \
+	VXORPS Y3, Y3, Y3; \
+	VXORPS Y4, Y4, Y4; \
+	VXORPS Y5, Y5, Y5; \
+	VXORPS Y6, Y6, Y6; \
+	VXORPS Y7, Y7, Y7; \
+	VXORPS Y8, Y8, Y8; \
+	VXORPS Y9, Y9, Y9; \
+	VXORPS Y10, Y10, Y10; \
+	VXORPS Y11, Y11, Y11
+#define ACC2_STORE \
+	VMOVUPS Y0, 0(DX); \
+	VMOVUPS Y1, 32(DX); \
+	ADDQ R9, DX; \
+	VMOVUPS Y2, 0(DX); \
+	VMOVUPS Y3, 32(DX); \
+	ADDQ R9, DX; \
+	VMOVUPS Y4, 0(DX); \
+	VMOVUPS Y5, 32(DX); \
+	ADDQ R9, DX; \
+	VMOVUPS Y6, 0(DX); \
+	VMOVUPS Y7, 32(DX); \
+	ADDQ R9, DX; \
+	VMOVUPS Y8, 0(DX); \
+	VMOVUPS Y9, 32(DX); \
+	ADDQ R9, DX; \
+	VMOVUPS Y10, 0(DX); \
+	VMOVUPS Y11, 32(DX)
+
 // func tileAVX2(k int, a *float32, lda int, b *float32, c *float32, ldc int, acc int)
 // C[6][16] = A[6][k] · B[k][16]: row r of A at a + r*lda, the panel B contiguous. With acc != 0 the tile is added to C instead of overwriting it.
 TEXT ·tileAVX2(SB), NOSPLIT, $0-56
-	MOVQ k+0(FP), CX
-	MOVQ a+8(FP), SI
-	MOVQ lda+16(FP), R8
-	SHLQ $2, R8
-	MOVQ b+24(FP), DI
-	MOVQ c+32(FP), DX
-	MOVQ ldc+40(FP), R9
-	SHLQ $2, R9
-	LEAQ (R8)(R8*2), R10 // 3*lda
-	LEAQ (SI)(R8*4), BX  // row 4
-	MOVQ acc+48(FP), R11
-	TESTQ R11, R11
+	TILE_ARGS
 	JZ avx2loopzero
-	MOVQ DX, R12
-	VMOVUPS 0(R12), Y0
-	VMOVUPS 32(R12), Y1
-	ADDQ R9, R12
-	VMOVUPS 0(R12), Y2
-	VMOVUPS 32(R12), Y3
-	ADDQ R9, R12
-	VMOVUPS 0(R12), Y4
-	VMOVUPS 32(R12), Y5
-	ADDQ R9, R12
-	VMOVUPS 0(R12), Y6
-	VMOVUPS 32(R12), Y7
-	ADDQ R9, R12
-	VMOVUPS 0(R12), Y8
-	VMOVUPS 32(R12), Y9
-	ADDQ R9, R12
-	VMOVUPS 0(R12), Y10
-	VMOVUPS 32(R12), Y11
+	ACC2_LOAD
 	JMP avx2loop
 avx2loopzero:
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	VXORPS Y10, Y10, Y10
-	VXORPS Y11, Y11, Y11
+	ACC2_ZERO
 avx2loop:
 	VMOVUPS 0(DI), Y12
 	VMOVUPS 32(DI), Y13
@@ -74,84 +176,19 @@ avx2loop:
 	ADDQ $64, DI
 	DECQ CX
 	JNZ avx2loop
-	VMOVUPS Y0, 0(DX)
-	VMOVUPS Y1, 32(DX)
-	ADDQ R9, DX
-	VMOVUPS Y2, 0(DX)
-	VMOVUPS Y3, 32(DX)
-	ADDQ R9, DX
-	VMOVUPS Y4, 0(DX)
-	VMOVUPS Y5, 32(DX)
-	ADDQ R9, DX
-	VMOVUPS Y6, 0(DX)
-	VMOVUPS Y7, 32(DX)
-	ADDQ R9, DX
-	VMOVUPS Y8, 0(DX)
-	VMOVUPS Y9, 32(DX)
-	ADDQ R9, DX
-	VMOVUPS Y10, 0(DX)
-	VMOVUPS Y11, 32(DX)
+	ACC2_STORE
 	VZEROUPPER
 	RET
 
 // func tileAVX512(k int, a *float32, lda int, b *float32, c *float32, ldc int, acc int)
 // C[8][32] = A[8][k] · B[k][32]. With acc != 0 the tile is added to C instead of overwriting it.
 TEXT ·tileAVX512(SB), NOSPLIT, $0-56
-	MOVQ k+0(FP), CX
-	MOVQ a+8(FP), SI
-	MOVQ lda+16(FP), R8
-	SHLQ $2, R8
-	MOVQ b+24(FP), DI
-	MOVQ c+32(FP), DX
-	MOVQ ldc+40(FP), R9
-	SHLQ $2, R9
-	LEAQ (R8)(R8*2), R10 // 3*lda
-	LEAQ (SI)(R8*4), BX  // row 4
-	MOVQ acc+48(FP), R11
-	TESTQ R11, R11
+	TILE_ARGS
 	JZ avx512loopzero
-	MOVQ DX, R12
-	VMOVUPS 0(R12), Z0
-	VMOVUPS 64(R12), Z1
-	ADDQ R9, R12
-	VMOVUPS 0(R12), Z2
-	VMOVUPS 64(R12), Z3
-	ADDQ R9, R12
-	VMOVUPS 0(R12), Z4
-	VMOVUPS 64(R12), Z5
-	ADDQ R9, R12
-	VMOVUPS 0(R12), Z6
-	VMOVUPS 64(R12), Z7
-	ADDQ R9, R12
-	VMOVUPS 0(R12), Z8
-	VMOVUPS 64(R12), Z9
-	ADDQ R9, R12
-	VMOVUPS 0(R12), Z10
-	VMOVUPS 64(R12), Z11
-	ADDQ R9, R12
-	VMOVUPS 0(R12), Z12
-	VMOVUPS 64(R12), Z13
-	ADDQ R9, R12
-	VMOVUPS 0(R12), Z14
-	VMOVUPS 64(R12), Z15
+	ACC512_LOAD
 	JMP avx512loop
 avx512loopzero:
-	VPXORD Z0, Z0, Z0
-	VPXORD Z1, Z1, Z1
-	VPXORD Z2, Z2, Z2
-	VPXORD Z3, Z3, Z3
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	VPXORD Z7, Z7, Z7
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-	VPXORD Z10, Z10, Z10
-	VPXORD Z11, Z11, Z11
-	VPXORD Z12, Z12, Z12
-	VPXORD Z13, Z13, Z13
-	VPXORD Z14, Z14, Z14
-	VPXORD Z15, Z15, Z15
+	ACC512_ZERO
 avx512loop:
 	VMOVUPS 0(DI), Z16
 	VMOVUPS 64(DI), Z17
@@ -184,29 +221,7 @@ avx512loop:
 	ADDQ $128, DI
 	DECQ CX
 	JNZ avx512loop
-	VMOVUPS Z0, 0(DX)
-	VMOVUPS Z1, 64(DX)
-	ADDQ R9, DX
-	VMOVUPS Z2, 0(DX)
-	VMOVUPS Z3, 64(DX)
-	ADDQ R9, DX
-	VMOVUPS Z4, 0(DX)
-	VMOVUPS Z5, 64(DX)
-	ADDQ R9, DX
-	VMOVUPS Z6, 0(DX)
-	VMOVUPS Z7, 64(DX)
-	ADDQ R9, DX
-	VMOVUPS Z8, 0(DX)
-	VMOVUPS Z9, 64(DX)
-	ADDQ R9, DX
-	VMOVUPS Z10, 0(DX)
-	VMOVUPS Z11, 64(DX)
-	ADDQ R9, DX
-	VMOVUPS Z12, 0(DX)
-	VMOVUPS Z13, 64(DX)
-	ADDQ R9, DX
-	VMOVUPS Z14, 0(DX)
-	VMOVUPS Z15, 64(DX)
+	ACC512_STORE
 	VZEROUPPER
 	RET
 
@@ -214,51 +229,12 @@ avx512loop:
 // tileAVX2 on a panel of bfloat16 weights: each is widened to float32 (its 16 bits moved to
 // the top of a zeroed word) as it is loaded.
 TEXT ·tileAVX2BF16(SB), NOSPLIT, $0-56
-	MOVQ k+0(FP), CX
-	MOVQ a+8(FP), SI
-	MOVQ lda+16(FP), R8
-	SHLQ $2, R8
-	MOVQ b+24(FP), DI
-	MOVQ c+32(FP), DX
-	MOVQ ldc+40(FP), R9
-	SHLQ $2, R9
-	LEAQ (R8)(R8*2), R10 // 3*lda
-	LEAQ (SI)(R8*4), BX  // row 4
-	MOVQ acc+48(FP), R11
-	TESTQ R11, R11
+	TILE_ARGS
 	JZ avx2bzero
-	MOVQ DX, R12
-	VMOVUPS 0(R12), Y0
-	VMOVUPS 32(R12), Y1
-	ADDQ R9, R12
-	VMOVUPS 0(R12), Y2
-	VMOVUPS 32(R12), Y3
-	ADDQ R9, R12
-	VMOVUPS 0(R12), Y4
-	VMOVUPS 32(R12), Y5
-	ADDQ R9, R12
-	VMOVUPS 0(R12), Y6
-	VMOVUPS 32(R12), Y7
-	ADDQ R9, R12
-	VMOVUPS 0(R12), Y8
-	VMOVUPS 32(R12), Y9
-	ADDQ R9, R12
-	VMOVUPS 0(R12), Y10
-	VMOVUPS 32(R12), Y11
+	ACC2_LOAD
 	JMP avx2bloop
 avx2bzero:
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	VXORPS Y10, Y10, Y10
-	VXORPS Y11, Y11, Y11
+	ACC2_ZERO
 avx2bloop:
 	VPMOVZXWD 0(DI), Y12
 	VPSLLD $16, Y12, Y12
@@ -287,84 +263,19 @@ avx2bloop:
 	ADDQ $32, DI
 	DECQ CX
 	JNZ avx2bloop
-	VMOVUPS Y0, 0(DX)
-	VMOVUPS Y1, 32(DX)
-	ADDQ R9, DX
-	VMOVUPS Y2, 0(DX)
-	VMOVUPS Y3, 32(DX)
-	ADDQ R9, DX
-	VMOVUPS Y4, 0(DX)
-	VMOVUPS Y5, 32(DX)
-	ADDQ R9, DX
-	VMOVUPS Y6, 0(DX)
-	VMOVUPS Y7, 32(DX)
-	ADDQ R9, DX
-	VMOVUPS Y8, 0(DX)
-	VMOVUPS Y9, 32(DX)
-	ADDQ R9, DX
-	VMOVUPS Y10, 0(DX)
-	VMOVUPS Y11, 32(DX)
+	ACC2_STORE
 	VZEROUPPER
 	RET
 
 // func tileAVX512BF16(k int, a *float32, lda int, b *uint16, c *float32, ldc int, acc int)
 // tileAVX512 on a panel of bfloat16 weights, widened to float32 as they are loaded.
 TEXT ·tileAVX512BF16(SB), NOSPLIT, $0-56
-	MOVQ k+0(FP), CX
-	MOVQ a+8(FP), SI
-	MOVQ lda+16(FP), R8
-	SHLQ $2, R8
-	MOVQ b+24(FP), DI
-	MOVQ c+32(FP), DX
-	MOVQ ldc+40(FP), R9
-	SHLQ $2, R9
-	LEAQ (R8)(R8*2), R10 // 3*lda
-	LEAQ (SI)(R8*4), BX  // row 4
-	MOVQ acc+48(FP), R11
-	TESTQ R11, R11
+	TILE_ARGS
 	JZ avx512bzero
-	MOVQ DX, R12
-	VMOVUPS 0(R12), Z0
-	VMOVUPS 64(R12), Z1
-	ADDQ R9, R12
-	VMOVUPS 0(R12), Z2
-	VMOVUPS 64(R12), Z3
-	ADDQ R9, R12
-	VMOVUPS 0(R12), Z4
-	VMOVUPS 64(R12), Z5
-	ADDQ R9, R12
-	VMOVUPS 0(R12), Z6
-	VMOVUPS 64(R12), Z7
-	ADDQ R9, R12
-	VMOVUPS 0(R12), Z8
-	VMOVUPS 64(R12), Z9
-	ADDQ R9, R12
-	VMOVUPS 0(R12), Z10
-	VMOVUPS 64(R12), Z11
-	ADDQ R9, R12
-	VMOVUPS 0(R12), Z12
-	VMOVUPS 64(R12), Z13
-	ADDQ R9, R12
-	VMOVUPS 0(R12), Z14
-	VMOVUPS 64(R12), Z15
+	ACC512_LOAD
 	JMP avx512bloop
 avx512bzero:
-	VPXORD Z0, Z0, Z0
-	VPXORD Z1, Z1, Z1
-	VPXORD Z2, Z2, Z2
-	VPXORD Z3, Z3, Z3
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	VPXORD Z7, Z7, Z7
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-	VPXORD Z10, Z10, Z10
-	VPXORD Z11, Z11, Z11
-	VPXORD Z12, Z12, Z12
-	VPXORD Z13, Z13, Z13
-	VPXORD Z14, Z14, Z14
-	VPXORD Z15, Z15, Z15
+	ACC512_ZERO
 avx512bloop:
 	VPMOVZXWD 0(DI), Z16
 	VPSLLD $16, Z16, Z16
@@ -399,29 +310,7 @@ avx512bloop:
 	ADDQ $64, DI
 	DECQ CX
 	JNZ avx512bloop
-	VMOVUPS Z0, 0(DX)
-	VMOVUPS Z1, 64(DX)
-	ADDQ R9, DX
-	VMOVUPS Z2, 0(DX)
-	VMOVUPS Z3, 64(DX)
-	ADDQ R9, DX
-	VMOVUPS Z4, 0(DX)
-	VMOVUPS Z5, 64(DX)
-	ADDQ R9, DX
-	VMOVUPS Z6, 0(DX)
-	VMOVUPS Z7, 64(DX)
-	ADDQ R9, DX
-	VMOVUPS Z8, 0(DX)
-	VMOVUPS Z9, 64(DX)
-	ADDQ R9, DX
-	VMOVUPS Z10, 0(DX)
-	VMOVUPS Z11, 64(DX)
-	ADDQ R9, DX
-	VMOVUPS Z12, 0(DX)
-	VMOVUPS Z13, 64(DX)
-	ADDQ R9, DX
-	VMOVUPS Z14, 0(DX)
-	VMOVUPS Z15, 64(DX)
+	ACC512_STORE
 	VZEROUPPER
 	RET
 
@@ -430,12 +319,7 @@ avx512bloop:
 // the same order as the tile's first row, so a row computes alone what it computes in a tile.
 // Decoding one sequence multiplies one row: the tile would do eight rows' work for it.
 TEXT ·rowAVX512(SB), NOSPLIT, $0-40
-	MOVQ k+0(FP), CX
-	MOVQ a+8(FP), SI
-	MOVQ b+16(FP), DI
-	MOVQ c+24(FP), DX
-	MOVQ acc+32(FP), R11
-	TESTQ R11, R11
+	ROW_ARGS
 	JZ r512zero
 	VMOVUPS 0(DX), Z0
 	VMOVUPS 64(DX), Z1
@@ -461,12 +345,7 @@ r512loop:
 // func rowAVX512BF16(k int, a *float32, b *uint16, c *float32, acc int)
 // rowAVX512 on a bfloat16 panel.
 TEXT ·rowAVX512BF16(SB), NOSPLIT, $0-40
-	MOVQ k+0(FP), CX
-	MOVQ a+8(FP), SI
-	MOVQ b+16(FP), DI
-	MOVQ c+24(FP), DX
-	MOVQ acc+32(FP), R11
-	TESTQ R11, R11
+	ROW_ARGS
 	JZ r512bzero
 	VMOVUPS 0(DX), Z0
 	VMOVUPS 64(DX), Z1
@@ -494,12 +373,7 @@ r512bloop:
 // func rowAVX2(k int, a *float32, b *float32, c *float32, acc int)
 // One row of tileAVX2, in the same order as the tile's first row.
 TEXT ·rowAVX2(SB), NOSPLIT, $0-40
-	MOVQ k+0(FP), CX
-	MOVQ a+8(FP), SI
-	MOVQ b+16(FP), DI
-	MOVQ c+24(FP), DX
-	MOVQ acc+32(FP), R11
-	TESTQ R11, R11
+	ROW_ARGS
 	JZ r2zero
 	VMOVUPS 0(DX), Y0
 	VMOVUPS 32(DX), Y1
@@ -525,12 +399,7 @@ r2loop:
 // func rowAVX2BF16(k int, a *float32, b *uint16, c *float32, acc int)
 // rowAVX2 on a bfloat16 panel.
 TEXT ·rowAVX2BF16(SB), NOSPLIT, $0-40
-	MOVQ k+0(FP), CX
-	MOVQ a+8(FP), SI
-	MOVQ b+16(FP), DI
-	MOVQ c+24(FP), DX
-	MOVQ acc+32(FP), R11
-	TESTQ R11, R11
+	ROW_ARGS
 	JZ r2bzero
 	VMOVUPS 0(DX), Y0
 	VMOVUPS 32(DX), Y1
