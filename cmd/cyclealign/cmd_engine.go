@@ -218,11 +218,11 @@ func runGenerate(cmd *cobra.Command, g *globalOptions, o *generateOptions) error
 func newBenchCmd(g *globalOptions) *cobra.Command {
 	o := bench.Defaults()
 	to := bench.DefaultTrain()
-	var trainBench, serveBench, compareTorch, uncached bool
+	var trainBench, serveBench, compareTorch, compareLlamaCpp, uncached bool
 	var serveSeconds, clients int
-	var engine, engines, size string
+	var engine, engines, size, llamaModules string
 	cmd := &cobra.Command{
-		Use:   "bench [--size 10m|100m] [--compare-torch] [--train | --serve]",
+		Use:   "bench [--size 10m|100m] [--dtype float32|bfloat16] [--compare-torch] [--compare-llamacpp] [--train | --serve]",
 		Short: "Measure scoring and generation (or training, or serving) on a random-init LLaMA model, every engine side by side",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -271,7 +271,11 @@ func newBenchCmd(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := bench.Compare(ctx, self, o, to, strings.Split(engines, ","), compareTorch, uncached, o.Args())
+			base := bench.Baselines{Torch: compareTorch}
+			if compareLlamaCpp {
+				base.LlamaCppModules = llamaModules
+			}
+			c, err := bench.Compare(ctx, b, self, o, to, strings.Split(engines, ","), base, uncached, o.Args())
 			if err != nil {
 				return err
 			}
@@ -299,6 +303,8 @@ func newBenchCmd(g *globalOptions) *cobra.Command {
 	f.StringVar(&engines, "engines", "cpu,gomlx", "engines to compare: cpu (own kernels), gomlx (graphs on simplego); with --train also gomlx-stock (GoMLX's own DotGeneral gradient)")
 	f.StringVar(&engine, "engine", "", "measure this engine alone, in this process, and print JSON")
 	f.BoolVar(&compareTorch, "compare-torch", false, "also run the PyTorch twin (needs python3 with torch)")
+	f.BoolVar(&compareLlamaCpp, "compare-llamacpp", false, "also run llama.cpp on the same model converted to GGUF (needs node and npm node-llama-cpp "+bench.LlamaCppVersion+")")
+	f.StringVar(&llamaModules, "llamacpp-modules", "scripts/llamacpp/node_modules", "node_modules folder holding node-llama-cpp (scripts/llamacpp: npm ci --ignore-scripts)")
 	f.BoolVar(&uncached, "uncached", false, "also time generation that recomputes the prefix (the KV cache's baseline)")
 	f.BoolVar(&trainBench, "train", false, "benchmark a PRO training step (full fine-tuning) instead")
 	f.BoolVar(&serveBench, "serve", false, "benchmark the server with concurrent clients, batching on and off")

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"runtime"
 	"time"
 
@@ -57,6 +58,27 @@ func Size100M() Options {
 
 // RandomModel builds a random-init LLaMA model of the given size.
 func RandomModel(b backends.Backend, o Options) (*model.Model, error) {
+	cfg, ts, err := randomCheckpoint(o)
+	if err != nil {
+		return nil, err
+	}
+	return model.New(b, cfg, nil, ts, "random init")
+}
+
+// SaveRandomModel writes the model RandomModel builds as a checkpoint (config.json,
+// model.safetensors) in dir, for engines that load files.
+func SaveRandomModel(dir string, o Options) error {
+	cfg, ts, err := randomCheckpoint(o)
+	if err != nil {
+		return err
+	}
+	if err := hf.WriteConfig(dir, cfg); err != nil {
+		return err
+	}
+	return hf.WriteSafetensors(filepath.Join(dir, "model.safetensors"), ts, map[string]string{"format": "pt"})
+}
+
+func randomCheckpoint(o Options) (*hf.Config, map[string]*hf.Tensor, error) {
 	raw := map[string]any{"model_type": "llama", "architectures": []string{"LlamaForCausalLM"},
 		"vocab_size": o.Vocab, "hidden_size": o.Hidden, "intermediate_size": o.Intermediate,
 		"num_hidden_layers": o.Layers, "num_attention_heads": o.Heads, "num_key_value_heads": o.KVHeads,
@@ -65,13 +87,13 @@ func RandomModel(b backends.Backend, o Options) (*model.Model, error) {
 	js, _ := json.Marshal(raw)
 	cfg, err := hf.ParseConfig(js)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ts, err := model.InitTensors(cfg, 0.02, o.Seed)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return model.New(b, cfg, nil, ts, "random init")
+	return cfg, ts, nil
 }
 
 // Result is one engine's inference throughput on one model.
@@ -85,6 +107,9 @@ type Result struct {
 	ScoreTokensPerSec float64 `json:"score_tokens_per_s"`
 	GenTokensPerSec   float64 `json:"generate_tokens_per_s"`        // KV cache, batch Options.Batch
 	Gen1TokensPerSec  float64 `json:"generate_batch1_tokens_per_s"` // KV cache, batch 1
+	// Gen1InLibPerSec is batch-1 decoding timed inside the engine's library: for llama.cpp its own
+	// perf report (node-llama-cpp's JavaScript around each step left out); the Go engines' rate.
+	Gen1InLibPerSec   float64 `json:"generate_batch1_in_library_tokens_per_s,omitempty"`
 	TrainTokensPerSec float64 `json:"train_tokens_per_s,omitempty"` // PRO step (torch only; see Train)
 	GenNoCachePerSec  float64 `json:"generate_nocache_tokens_per_s,omitempty"`
 	PeakRSSMiB        float64 `json:"peak_rss_mib"`
@@ -149,7 +174,7 @@ func Run(ctx context.Context, b backends.Backend, o Options, engine string, unca
 			return nil, err
 		}
 		if rows == 1 {
-			res.Gen1TokensPerSec = r
+			res.Gen1TokensPerSec, res.Gen1InLibPerSec = r, r
 		} else {
 			res.GenTokensPerSec = r
 		}

@@ -49,8 +49,17 @@ func BenchmarkScore(b *testing.B) {
 // BenchmarkDecodeStep measures one cached decoding step for 16 rows.
 func BenchmarkDecodeStep(b *testing.B) { decodeSteps(b, benchModel) }
 
+// BenchmarkDecodeOneRow10M measures one cached decoding step of one row on the bench model.
+func BenchmarkDecodeOneRow10M(b *testing.B) {
+	decodeSteps(b, func(b *testing.B) (*model.Model, Options) {
+		o := Defaults()
+		o.Batch = 1
+		return sizedModel(b, o)
+	})
+}
+
 // BenchmarkDecodeOneRow100M measures one cached decoding step of one row on the 100M model:
-// what serve does for one user (profile it with -cpuprofile).
+// what serve does for one user (profile it with -cpuprofile -benchtime 2000x).
 func BenchmarkDecodeOneRow100M(b *testing.B) {
 	decodeSteps(b, func(b *testing.B) (*model.Model, Options) {
 		o := Size100M()
@@ -68,6 +77,8 @@ func BenchmarkDecodeOneRow100MBF16(b *testing.B) {
 	})
 }
 
+// decodeSteps times cached decoding steps as the bench command does: a fresh decoder (its
+// prefill untimed) every o.NewTokens steps, so the context stays the workload's.
 func decodeSteps(b *testing.B, build func(b *testing.B) (*model.Model, Options)) {
 	m, o := build(b)
 	prompts := make([][]int, o.Batch)
@@ -76,20 +87,27 @@ func decodeSteps(b *testing.B, build func(b *testing.B) (*model.Model, Options))
 			prompts[i] = append(prompts[i], (i*131+j*17)%o.Vocab)
 		}
 	}
-	d, err := m.NewDecoder(prompts, b.N+2, true)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := d.Start(); err != nil {
-		b.Fatal(err)
-	}
 	next := make([]int, o.Batch)
-	d.Step(next)
+	var d model.Decoder
+	left := 0
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
+		if left == 0 {
+			b.StopTimer()
+			var err error
+			if d, err = m.NewDecoder(prompts, o.NewTokens, true); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := d.Start(); err != nil {
+				b.Fatal(err)
+			}
+			left = o.NewTokens - 1
+			b.StartTimer()
+		}
 		if _, err := d.Step(next); err != nil {
 			b.Fatal(err)
 		}
+		left--
 	}
 	b.ReportMetric(float64(b.N*o.Batch)/b.Elapsed().Seconds(), "tokens/s")
 }

@@ -17,6 +17,7 @@ import (
 	cpuid "golang.org/x/sys/cpu"
 
 	"github.com/cyclealign/cyclealign/internal/cpu"
+	"github.com/gomlx/gomlx/backends"
 )
 
 //go:embed torchbench.py
@@ -24,9 +25,10 @@ var torchScript []byte
 
 // Comparison is every engine's result on one model, measured in one run.
 type Comparison struct {
-	Model      Options   `json:"model"`
-	PeakGFLOPS float64   `json:"fma_peak_gflops"` // measured register-only FMA ceiling, all threads
-	Results    []*Result `json:"results"`
+	Model      Options        `json:"model"`
+	LlamaCpp   *LlamaCppCheck `json:"llamacpp_check,omitempty"`
+	PeakGFLOPS float64        `json:"fma_peak_gflops"` // measured register-only FMA ceiling, all threads
+	Results    []*Result      `json:"results"`
 }
 
 // Child measures one engine in a fresh process (self bench --engine E --json ARGS), so that
@@ -128,9 +130,18 @@ func openBLASCore() string {
 	return "Prescott"
 }
 
+// Baselines are the other programs a comparison runs on the same model.
+type Baselines struct {
+	Torch bool // the PyTorch twin
+	// LlamaCppModules is a node_modules folder holding node-llama-cpp ("": llama.cpp not run).
+	// llama.cpp runs at every thread count from 1 to GOMAXPROCS: its thread pool is created
+	// for each decode step, and on a small machine fewer threads can be faster.
+	LlamaCppModules string
+}
+
 // Compare measures each engine in a child process of self (args give the model and workload
-// sizes), then the PyTorch twin if asked, then the machine's FMA ceiling.
-func Compare(ctx context.Context, self string, o Options, to TrainOptions, engines []string, withTorch, uncached bool, args []string) (*Comparison, error) {
+// sizes), then the baselines asked for, then the machine's FMA ceiling.
+func Compare(ctx context.Context, b backends.Backend, self string, o Options, to TrainOptions, engines []string, base Baselines, uncached bool, args []string) (*Comparison, error) {
 	c := &Comparison{Model: o}
 	for _, e := range engines {
 		slog.Info("measuring", "engine", e)
@@ -144,7 +155,7 @@ func Compare(ctx context.Context, self string, o Options, to TrainOptions, engin
 		}
 		c.Results = append(c.Results, r)
 	}
-	if withTorch {
+	if base.Torch {
 		py, err := FindTorch(ctx)
 		if err != nil {
 			return nil, err
@@ -155,6 +166,18 @@ func Compare(ctx context.Context, self string, o Options, to TrainOptions, engin
 			return nil, err
 		}
 		c.Results = append(c.Results, r)
+	}
+	if base.LlamaCppModules != "" {
+		for threads := 1; threads <= runtime.GOMAXPROCS(0); threads++ {
+			slog.Info("measuring", "engine", "llama.cpp", "threads", threads)
+			r, check, err := LlamaCpp(ctx, b, base.LlamaCppModules, o, threads)
+			if err != nil {
+				return nil, err
+			}
+			r.Engine = fmt.Sprintf("llamacpp-%dt", threads)
+			c.Results = append(c.Results, r)
+			c.LlamaCpp = check
+		}
 	}
 	c.PeakGFLOPS = cpu.PeakGFLOPS(time.Second)
 	return c, nil
@@ -182,6 +205,9 @@ func (c *Comparison) Table() string {
 	for _, r := range c.Results {
 		fmt.Fprintf(&b, "  %-6s %d threads, %s, peak RSS %.0f MiB, %d graphs built\n", r.Engine, r.Threads, r.Detail, r.PeakRSSMiB, r.Graphs)
 	}
+	if c.LlamaCpp != nil {
+		fmt.Fprintf(&b, "  llama.cpp's log-probabilities of a %d-token check sequence are within %.1e of cpu's (the GGUF conversion holds)\n", c.LlamaCpp.Tokens, c.LlamaCpp.MaxAbsDiff)
+	}
 	if c.PeakGFLOPS > 0 {
 		fmt.Fprintf(&b, "  float32 FMA ceiling measured on all threads: %.0f GFLOP/s\n", c.PeakGFLOPS)
 	}
@@ -195,17 +221,20 @@ func (c *Comparison) Table() string {
 		{fmt.Sprintf("scoring %dx%d", o.Batch, o.ScoreLen), float64(o.ScoreLen) / 2, func(r *Result) float64 { return r.ScoreTokensPerSec }, 1},
 		{fmt.Sprintf("generation, KV cache, batch %d", o.Batch), float64(o.PromptLen + o.NewTokens/2), func(r *Result) float64 { return r.GenTokensPerSec }, 1},
 		{"generation, KV cache, batch 1", float64(o.PromptLen + o.NewTokens/2), func(r *Result) float64 { return r.Gen1TokensPerSec }, 1},
+		{"  the same, inside the library", float64(o.PromptLen + o.NewTokens/2), func(r *Result) float64 { return r.Gen1InLibPerSec }, 1},
 		{"generation, no cache", float64(o.PromptLen + o.NewTokens/2), func(r *Result) float64 { return r.GenNoCachePerSec }, 1},
 		{"PRO training step", 32, func(r *Result) float64 { return r.TrainTokensPerSec }, 3},
 	}
+	// Columns are as wide as their headings, at least 10.
+	width := func(h string) int { return max(10, len(h)) }
 	fmt.Fprintf(&b, "%-34s", "tokens/s")
 	for _, r := range c.Results {
-		fmt.Fprintf(&b, " %10s", r.Engine)
+		fmt.Fprintf(&b, " %*s", width(r.Engine), r.Engine)
 	}
 	if len(c.Results) > 0 {
 		fmt.Fprintf(&b, " %16s", c.Results[0].Engine+" GFLOP/s")
 		for _, r := range c.Results[1:] {
-			fmt.Fprintf(&b, " %10s", c.Results[0].Engine+"/"+r.Engine)
+			fmt.Fprintf(&b, " %*s", width(c.Results[0].Engine+"/"+r.Engine), c.Results[0].Engine+"/"+r.Engine)
 		}
 	}
 	b.WriteString("\n")
@@ -220,9 +249,9 @@ func (c *Comparison) Table() string {
 		fmt.Fprintf(&b, "%-34s", w.name)
 		for _, r := range c.Results {
 			if v := w.get(r); v > 0 {
-				fmt.Fprintf(&b, " %10.1f", v)
+				fmt.Fprintf(&b, " %*.1f", width(r.Engine), v)
 			} else {
-				fmt.Fprintf(&b, " %10s", "-")
+				fmt.Fprintf(&b, " %*s", width(r.Engine), "-")
 			}
 		}
 		first := w.get(c.Results[0])
@@ -236,10 +265,11 @@ func (c *Comparison) Table() string {
 			fmt.Fprintf(&b, " %16s", "-")
 		}
 		for _, r := range c.Results[1:] {
+			wd := width(c.Results[0].Engine + "/" + r.Engine)
 			if v := w.get(r); v > 0 && first > 0 {
-				fmt.Fprintf(&b, " %9.2fx", first/v)
+				fmt.Fprintf(&b, " %*.2fx", wd-1, first/v)
 			} else {
-				fmt.Fprintf(&b, " %10s", "-")
+				fmt.Fprintf(&b, " %*s", wd, "-")
 			}
 		}
 		b.WriteString("\n")

@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"runtime"
-	"sync"
 	"unsafe"
 )
 
@@ -284,27 +282,6 @@ func (p *Packed) row(pi int, a, c *float32, acc int) {
 	} else {
 		p.k.row(p.K, a, &p.data[pi*p.K*p.k.nr], c, acc)
 	}
-}
-
-// Parallel runs fn over [0,n) split into one contiguous range per core.
-func Parallel(n int, fn func(lo, hi int)) {
-	workers := min(runtime.GOMAXPROCS(0), n)
-	if workers <= 1 {
-		fn(0, n)
-		return
-	}
-	var wg sync.WaitGroup
-	// Every share runs on a goroutine of its own: the caller taking one (and leaving the new
-	// goroutine in its processor's queue for another to steal) made 100m decoding 10-20% slower.
-	for w := 0; w < workers; w++ {
-		lo, hi := n*w/workers, n*(w+1)/workers
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fn(lo, hi)
-		}()
-	}
-	wg.Wait()
 }
 
 // PackTransposed packs w [n][k] so that MatMul computes c [m][k] = a [m][n] · w, the product a
