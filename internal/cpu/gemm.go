@@ -26,6 +26,11 @@ type kernel struct {
 	// (nil: the tile does it); a single row is what decoding one sequence multiplies.
 	row     func(k int, a *float32, b *float32, c *float32, acc int)
 	rowBF16 func(k int, a *float32, b *uint16, c *float32, acc int)
+	// dpTile and dpRow, where the CPU has AVX-512 BF16, replace bf16 and rowBF16: they multiply
+	// pairs of bfloat16 (VDPBF16PS) with float32 sums, A rounded to bfloat16 pairs (k2 of them
+	// a row, lda pairs apart) and the panel laid out in pairs ([k2][nr][2]).
+	dpTile func(k2 int, a *uint32, lda int, b *uint16, c *float32, ldc int, acc int)
+	dpRow  func(k2 int, a *uint32, b *uint16, c *float32, acc int)
 }
 
 // goKernel is the portable kernel, used where no assembly kernel runs.
@@ -116,18 +121,30 @@ type Packed struct {
 	N, K int
 	k    kernel
 	data []float32 // [panels][K][nr]
-	half []uint16  // the same layout in bfloat16, instead of data (PackRowsBF16)
+	// half holds bfloat16 weights instead of data: the same layout, or with a kernel that
+	// multiplies bf16 pairs, [panels][K/2 rounded up][nr][2].
+	half []uint16
 }
 
 // BF16 reports whether the weights are packed in bfloat16.
 func (p *Packed) BF16() bool { return p.half != nil }
 
+// pairs reports whether the product runs on bf16 pairs (dpTile, dpRow).
+func (p *Packed) pairs() bool { return p.half != nil && p.k.dpTile != nil }
+
 // PackRowsBF16 is PackRows for bfloat16 weights (their bits), kept as they are at half the
-// memory of float32: the kernels widen them as they load them.
-func PackRowsBF16(blocks [][]uint16, k int) *Packed {
-	n, data := packPanels(best, rowsOf(blocks, k), k)
-	return &Packed{N: n, K: k, k: best, half: data}
+// memory of float32: the kernels widen them as they load them, or multiply them in pairs.
+func PackRowsBF16(blocks [][]uint16, k int) *Packed { return packHalf(best, rowsOf(blocks, k), k) }
+
+func packHalf(kn kernel, rows [][]uint16, k int) *Packed {
+	n, data := packPanels(kn, rows, k, kn.dpTile != nil)
+	return &Packed{N: n, K: k, k: kn, half: data}
 }
+
+// ExactBF16 reports whether products with bfloat16 weights are exactly those of their float32
+// widening (the kernel widens them); if not (AVX-512 BF16), the other factor is rounded to
+// bfloat16 as well.
+func ExactBF16() bool { return best.dpTile == nil }
 
 // Pack packs w [n][k] for the kernel in use.
 func Pack(w []float32, n, k int) *Packed { return PackRows([][]float32{w[:n*k]}, k) }
@@ -147,25 +164,44 @@ func rowsOf[T float32 | uint16](blocks [][]T, k int) [][]T {
 }
 
 func packWith(kn kernel, rows [][]float32, k int) *Packed {
-	n, data := packPanels(kn, rows, k)
+	n, data := packPanels(kn, rows, k, false)
 	return &Packed{N: n, K: k, k: kn, data: data}
 }
 
+// at is where element (q, j) of a panel (reduction index q, column j of nr) lies, in the
+// plain layout or in pairs along q.
+func at(q, j, nr int, pairs bool) int {
+	if pairs {
+		return (q>>1)*2*nr + 2*j + q&1
+	}
+	return q*nr + j
+}
+
+// panelLen is the length of a panel of nr columns and k reduction steps (k rounded up to even
+// in pairs, the odd one's partner zero).
+func panelLen(k, nr int, pairs bool) int {
+	if pairs {
+		k += k & 1
+	}
+	return k * nr
+}
+
 // packPanels lays rows [n][k] out in the kernel's panels of nr columns of their transpose.
-func packPanels[T float32 | uint16](kn kernel, rows [][]T, k int) (int, []T) {
+func packPanels[T float32 | uint16](kn kernel, rows [][]T, k int, pairs bool) (int, []T) {
 	n := len(rows)
 	panels := (n + kn.nr - 1) / kn.nr
-	data := make([]T, panels*k*kn.nr)
+	plen := panelLen(k, kn.nr, pairs)
+	data := make([]T, panels*plen)
 	const blk = 64 // rows of k read in runs, writes kept within a small block of the panel
 	Parallel(panels, func(lo, hi int) {
 		for pi := lo; pi < hi; pi++ {
-			dst := data[pi*k*kn.nr : (pi+1)*k*kn.nr]
+			dst := data[pi*plen : (pi+1)*plen]
 			cols := min(kn.nr, n-pi*kn.nr)
 			for q0 := 0; q0 < k; q0 += blk {
 				for j := 0; j < cols; j++ {
 					row := rows[pi*kn.nr+j]
 					for q := q0; q < min(q0+blk, k); q++ {
-						dst[q*kn.nr+j] = row[q]
+						dst[at(q, j, kn.nr, pairs)] = row[q]
 					}
 				}
 			}
@@ -194,6 +230,12 @@ func matMul(c, a []float32, m int, p *Packed, acc int) {
 		return
 	}
 	kn := p.k
+	// A's rows are lda floats apart; on bf16 pairs, lda words that each hold two bf16.
+	lda := p.K
+	if p.pairs() {
+		lda = (p.K + 1) / 2
+		a = bf16Pairs(a, m, p.K)
+	}
 	rowTiles := (m + kn.mr - 1) / kn.mr
 	panels := (p.N + kn.nr - 1) / kn.nr
 	// Work is split along the longer of the two tile axes, so both cores stay busy whether
@@ -209,7 +251,7 @@ func matMul(c, a []float32, m int, p *Packed, acc int) {
 		do := func(rt, pi int) {
 			row, col := rt*kn.mr, pi*kn.nr
 			rows, cols := min(kn.mr, m-row), min(kn.nr, p.N-col)
-			src := a[row*p.K:]
+			src := a[row*lda:]
 			if rows == 1 && p.hasRow() {
 				if cols == kn.nr {
 					p.row(pi, &src[0], &c[row*p.N+col], acc)
@@ -222,8 +264,8 @@ func matMul(c, a []float32, m int, p *Packed, acc int) {
 			}
 			if rows < kn.mr {
 				if padA == nil {
-					padA = make([]float32, kn.mr*p.K)
-					copy(padA, a[row*p.K:(row+rows)*p.K])
+					padA = make([]float32, kn.mr*lda)
+					copy(padA, a[row*lda:(row+rows)*lda])
 				}
 				src = padA
 			}
@@ -259,17 +301,25 @@ func matMul(c, a []float32, m int, p *Packed, acc int) {
 }
 
 // tile runs the kernel on panel pi: C[mr][nr] (rows ldc apart) = A[mr][K] (rows K apart) · panel.
+// On bf16 pairs, a points to A's pairs (the words of bf16Pairs).
 func (p *Packed) tile(pi int, a, c *float32, ldc, acc int) {
 	kn := p.k
-	if p.half != nil {
+	switch {
+	case p.pairs():
+		k2 := (p.K + 1) / 2
+		kn.dpTile(k2, (*uint32)(unsafe.Pointer(a)), k2, &p.half[pi*2*k2*kn.nr], c, ldc, acc)
+	case p.half != nil:
 		kn.bf16(p.K, a, p.K, &p.half[pi*p.K*kn.nr], c, ldc, acc)
-	} else {
+	default:
 		kn.fn(p.K, a, p.K, &p.data[pi*p.K*kn.nr], c, ldc, acc)
 	}
 }
 
 func (p *Packed) hasRow() bool {
-	if p.half != nil {
+	switch {
+	case p.pairs():
+		return p.k.dpRow != nil
+	case p.half != nil:
 		return p.k.rowBF16 != nil
 	}
 	return p.k.row != nil
@@ -277,11 +327,48 @@ func (p *Packed) hasRow() bool {
 
 // row runs the one-row kernel on panel pi: C[nr] = A[K] · panel.
 func (p *Packed) row(pi int, a, c *float32, acc int) {
-	if p.half != nil {
+	switch {
+	case p.pairs():
+		k2 := (p.K + 1) / 2
+		p.k.dpRow(k2, (*uint32)(unsafe.Pointer(a)), &p.half[pi*2*k2*p.k.nr], c, acc)
+	case p.half != nil:
 		p.k.rowBF16(p.K, a, &p.half[pi*p.K*p.k.nr], c, acc)
-	} else {
+	default:
 		p.k.row(p.K, a, &p.data[pi*p.K*p.k.nr], c, acc)
 	}
+}
+
+// bf16Pairs rounds a [m][k] to bfloat16 (to nearest even) two by two: word q of a row holds
+// element 2q in its low half and 2q+1 (zero past the end) in its high half, as VDPBF16PS
+// pairs them. The words are returned as float32s for the tiles' indexing, never as numbers.
+func bf16Pairs(a []float32, m, k int) []float32 {
+	k2 := (k + 1) / 2
+	out := make([]float32, m*k2)
+	words := unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(out))), len(out))
+	Parallel(m, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			row, dst := a[r*k:(r+1)*k], words[r*k2:(r+1)*k2]
+			for q := range dst {
+				w := uint32(RoundBF16(row[2*q]))
+				if 2*q+1 < k {
+					w |= uint32(RoundBF16(row[2*q+1])) << 16
+				}
+				dst[q] = w
+			}
+		}
+	})
+	return out
+}
+
+// RoundBF16 rounds to the nearest bfloat16 (its bits), ties to even, as torch does when it
+// casts float32 to bfloat16 and as VCVTNEPS2BF16 does.
+func RoundBF16(v float32) uint16 {
+	b := math.Float32bits(v)
+	if v != v {
+		return uint16(b>>16) | 0x40
+	}
+	b += 0x7fff + (b>>16)&1
+	return uint16(b >> 16)
 }
 
 // PackTransposed packs w [n][k] so that MatMul computes c [m][k] = a [m][n] · w, the product a
@@ -292,27 +379,34 @@ func PackTransposed(w []float32, n, k int) *Packed {
 
 // PackRowsTransposed is PackTransposed of a weight given in consecutive row blocks.
 func PackRowsTransposed(blocks [][]float32, k int) *Packed {
-	n, data := packTransposed(best, rowsOf(blocks, k), k)
+	n, data := packTransposed(best, rowsOf(blocks, k), k, false)
 	return &Packed{N: k, K: n, k: best, data: data}
 }
 
 // PackRowsTransposedBF16 is PackRowsTransposed for bfloat16 weights.
 func PackRowsTransposedBF16(blocks [][]uint16, k int) *Packed {
-	n, data := packTransposed(best, rowsOf(blocks, k), k)
+	n, data := packTransposed(best, rowsOf(blocks, k), k, best.dpTile != nil)
 	return &Packed{N: k, K: n, k: best, half: data}
 }
 
-func packTransposed[T float32 | uint16](kn kernel, rows [][]T, k int) (int, []T) {
+func packTransposed[T float32 | uint16](kn kernel, rows [][]T, k int, pairs bool) (int, []T) {
 	n := len(rows)
 	panels := (k + kn.nr - 1) / kn.nr
-	data := make([]T, panels*n*kn.nr)
+	plen := panelLen(n, kn.nr, pairs)
+	data := make([]T, panels*plen)
 	// Row by row: each row is read once, in order, and its pieces go to every panel.
 	Parallel(n, func(lo, hi int) {
 		for q := lo; q < hi; q++ {
 			row := rows[q]
 			for pi := 0; pi < panels; pi++ {
 				cols := min(kn.nr, k-pi*kn.nr)
-				copy(data[pi*n*kn.nr+q*kn.nr:pi*n*kn.nr+q*kn.nr+cols], row[pi*kn.nr:pi*kn.nr+cols])
+				if !pairs {
+					copy(data[pi*plen+q*kn.nr:pi*plen+q*kn.nr+cols], row[pi*kn.nr:pi*kn.nr+cols])
+					continue
+				}
+				for j := 0; j < cols; j++ {
+					data[pi*plen+at(q, j, kn.nr, true)] = row[pi*kn.nr+j]
+				}
 			}
 		}
 	})

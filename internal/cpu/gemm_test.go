@@ -56,9 +56,10 @@ func TestMatMulEveryKernel(t *testing.T) {
 	}
 }
 
-// TestMatMulBF16EqualsWidened: on bfloat16 panels every kernel computes exactly what it
-// computes on float32 panels of the same weights widened (the products and sums are float32),
-// including partial tiles and accumulation.
+// TestMatMulBF16EqualsWidened: on bfloat16 panels every widening kernel computes exactly what
+// it computes on float32 panels of the same weights widened (the products and sums are
+// float32), including partial tiles and accumulation; a kernel that multiplies bf16 pairs
+// computes the product of A rounded to bf16 and the weights, within float32 summation error.
 func TestMatMulBF16EqualsWidened(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, kn := range kernels() {
@@ -71,12 +72,15 @@ func TestMatMulBF16EqualsWidened(t *testing.T) {
 						half[i] = uint16(math.Float32bits(v) >> 16)
 						w[i] = math.Float32frombits(uint32(half[i]) << 16)
 					}
-					n16, data := packPanels(kn, rowsOf([][]uint16{half}, k), k)
-					pb := &Packed{N: n16, K: k, k: kn, half: data}
+					pb := packHalf(kn, rowsOf([][]uint16{half}, k), k)
 					pf := packWith(kn, rowsOf([][]float32{w}, k), k)
 					cb, cf := randSlice(r, m*n), make([]float32, m*n)
 					copy(cf, cb)
 					MatMulAdd(cb, a, m, pb)
+					if kn.dpTile != nil {
+						checkPairProduct(t, kn.name, cb, cf, a, w, m, n, k)
+						continue
+					}
 					MatMulAdd(cf, a, m, pf)
 					if !slices.Equal(cb, cf) {
 						t.Fatalf("%s m=%d n=%d k=%d: bf16 panels %v, widened float32 %v", kn.name, m, n, k, cb[:min(4, len(cb))], cf[:min(4, len(cf))])
@@ -95,6 +99,25 @@ func TestMatMulBF16EqualsWidened(t *testing.T) {
 	}
 }
 
+// checkPairProduct checks got = c0 + bf16(a)·wᵀ (w holds bf16 values) against float64 sums:
+// the products of two bf16 are exact in float32, so only the float32 sums may differ, and a
+// kernel that left A unrounded, or paired the wrong halves, is far off.
+func checkPairProduct(t *testing.T, name string, got, c0, a, w []float32, m, n, k int) {
+	t.Helper()
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
+			want := float64(c0[i*n+j])
+			for q := 0; q < k; q++ {
+				ar := math.Float32frombits(uint32(RoundBF16(a[i*k+q])) << 16)
+				want += float64(ar) * float64(w[j*k+q])
+			}
+			if g := float64(got[i*n+j]); !(math.Abs(g-want) <= 1e-5*math.Sqrt(float64(k))*(1+math.Abs(want))) {
+				t.Fatalf("%s m=%d n=%d k=%d: c[%d][%d] = %v, want %v", name, m, n, k, i, j, g, want)
+			}
+		}
+	}
+}
+
 // TestRowAloneEqualsRowInTile: one row multiplied alone (the one-row kernels of decoding)
 // gives exactly what it gives inside a tile of rows, in float32 and bfloat16.
 func TestRowAloneEqualsRowInTile(t *testing.T) {
@@ -107,8 +130,7 @@ func TestRowAloneEqualsRowInTile(t *testing.T) {
 			for i, v := range w {
 				half[i] = uint16(math.Float32bits(v) >> 16)
 			}
-			_, hdata := packPanels(kn, rowsOf([][]uint16{half}, k), k)
-			for _, p := range []*Packed{packWith(kn, rowsOf([][]float32{w}, k), k), {N: n, K: k, k: kn, half: hdata}} {
+			for _, p := range []*Packed{packWith(kn, rowsOf([][]float32{w}, k), k), packHalf(kn, rowsOf([][]uint16{half}, k), k)} {
 				all := make([]float32, 11*n)
 				MatMul(all, a, 11, p)
 				for i := 0; i < 11; i++ {
@@ -146,8 +168,7 @@ func BenchmarkMatMul(b *testing.B) {
 					for i, v := range w {
 						half[i] = uint16(math.Float32bits(v) >> 16)
 					}
-					n, data := packPanels(kn, rowsOf([][]uint16{half}, s.k), s.k)
-					p = &Packed{N: n, K: s.k, k: kn, half: data}
+					p = packHalf(kn, rowsOf([][]uint16{half}, s.k), s.k)
 				}
 				c := make([]float32, s.m*s.n)
 				b.ResetTimer()

@@ -26,9 +26,19 @@ func rowAVX512(k int, a *float32, b *float32, c *float32, acc int)
 //go:noescape
 func rowAVX512BF16(k int, a *float32, b *uint16, c *float32, acc int)
 
+//go:noescape
+func tileAVX512DP(k2 int, a *uint32, lda int, b *uint16, c *float32, ldc int, acc int)
+
+//go:noescape
+func rowAVX512DP(k2 int, a *uint32, b *uint16, c *float32, acc int)
+
 var (
 	avx2Kernel   = kernel{name: "avx2", mr: 6, nr: 16, fn: tileAVX2, bf16: tileAVX2BF16, row: rowAVX2, rowBF16: rowAVX2BF16}
 	avx512Kernel = avx512()
+	// avx512bf16Kernel is the AVX-512 kernel that multiplies bf16 weights in pairs (VDPBF16PS)
+	// instead of widening them.
+	avx512bf16Kernel = kernel{name: "avx512bf16", mr: 8, nr: 32, fn: tileAVX512, row: rowAVX512,
+		dpTile: tileAVX512DP, dpRow: rowAVX512DP}
 )
 
 // avx512 is the AVX-512 kernel; widening 16-bit lanes (its bf16 tiles) takes AVX512BW.
@@ -42,6 +52,8 @@ func avx512() kernel {
 
 func pickKernel() kernel {
 	switch {
+	case cpu.X86.HasAVX512F && cpu.X86.HasAVX512VL && cpu.X86.HasAVX512BF16:
+		return avx512bf16Kernel
 	case cpu.X86.HasAVX512F && cpu.X86.HasAVX512VL:
 		return avx512Kernel
 	case cpu.X86.HasAVX2 && cpu.X86.HasFMA:
@@ -58,6 +70,9 @@ func kernels() []kernel {
 	}
 	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512VL {
 		out = append(out, avx512Kernel)
+	}
+	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512VL && cpu.X86.HasAVX512BF16 {
+		out = append(out, avx512bf16Kernel)
 	}
 	return out
 }

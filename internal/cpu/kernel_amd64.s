@@ -423,3 +423,66 @@ r2bloop:
 	VMOVUPS Y1, 32(DX)
 	VZEROUPPER
 	RET
+
+// The AVX-512 BF16 kernels have no mnemonics in Go's assembler: each VDPBF16PS (dst += the
+// dot products of src1's and src2's bf16 pairs, lane by lane) is spelled out in its EVEX bytes
+// (62, P0, P1, 40: 512 bits, 52, ModRM), named in its comment in Go's operand order (src2,
+// src1, dst). P0 holds the high bits of dst and src2, P1 src1, ModRM the low bits of dst and src2.
+#define VDPBF16PS_Z(p0, p1, modrm) BYTE $0x62; BYTE $p0; BYTE $p1; BYTE $0x40; BYTE $0x52; BYTE $modrm
+// DP_ROW is one row's step: its pair broadcast into zb, multiplied into its two accumulators.
+#define DP_ROW(src, zb, p0, p1, m0, m1) VBROADCASTSS src, zb; VDPBF16PS_Z(p0, p1, m0); VDPBF16PS_Z(p0, p1, m1)
+
+// func tileAVX512DP(k2 int, a *uint32, lda int, b *uint16, c *float32, ldc int, acc int)
+// tileAVX512 on bf16 pairs: A's rows hold k2 pairs of bf16 (lda pairs apart), the panel
+// [k2][32][2]; each step broadcasts one pair of each of the 8 rows and takes the pairs of
+// 32 columns from two registers.
+TEXT ·tileAVX512DP(SB), NOSPLIT, $0-56
+	TILE_ARGS
+	JZ dpzero
+	ACC512_LOAD
+	JMP dploop
+dpzero:
+	ACC512_ZERO
+dploop:
+	VMOVUPS 0(DI), Z16
+	VMOVUPS 64(DI), Z17
+	DP_ROW((SI), Z18, 0xb2, 0x6e, 0xc0, 0xc9) // Z18·Z16 into Z0, Z18·Z17 into Z1
+	DP_ROW((SI)(R8*1), Z19, 0xb2, 0x66, 0xd0, 0xd9) // Z19·Z16 into Z2, Z19·Z17 into Z3
+	DP_ROW((SI)(R8*2), Z20, 0xb2, 0x5e, 0xe0, 0xe9) // Z20·Z16 into Z4, Z20·Z17 into Z5
+	DP_ROW((SI)(R10*1), Z21, 0xb2, 0x56, 0xf0, 0xf9) // Z21·Z16 into Z6, Z21·Z17 into Z7
+	DP_ROW((BX), Z18, 0x32, 0x6e, 0xc0, 0xc9) // Z18·Z16 into Z8, Z18·Z17 into Z9
+	DP_ROW((BX)(R8*1), Z19, 0x32, 0x66, 0xd0, 0xd9) // Z19·Z16 into Z10, Z19·Z17 into Z11
+	DP_ROW((BX)(R8*2), Z20, 0x32, 0x5e, 0xe0, 0xe9) // Z20·Z16 into Z12, Z20·Z17 into Z13
+	DP_ROW((BX)(R10*1), Z21, 0x32, 0x56, 0xf0, 0xf9) // Z21·Z16 into Z14, Z21·Z17 into Z15
+	ADDQ $4, SI
+	ADDQ $4, BX
+	ADDQ $128, DI
+	DECQ CX
+	JNZ dploop
+	ACC512_STORE
+	VZEROUPPER
+	RET
+
+// func rowAVX512DP(k2 int, a *uint32, b *uint16, c *float32, acc int)
+// One row of tileAVX512DP, in the same order as the tile's first row.
+TEXT ·rowAVX512DP(SB), NOSPLIT, $0-40
+	ROW_ARGS
+	JZ rdpzero
+	VMOVUPS 0(DX), Z0
+	VMOVUPS 64(DX), Z1
+	JMP rdploop
+rdpzero:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+rdploop:
+	VMOVUPS 0(DI), Z16
+	VMOVUPS 64(DI), Z17
+	DP_ROW((SI), Z18, 0xb2, 0x6e, 0xc0, 0xc9) // Z18·Z16 into Z0, Z18·Z17 into Z1
+	ADDQ $4, SI
+	ADDQ $128, DI
+	DECQ CX
+	JNZ rdploop
+	VMOVUPS Z0, 0(DX)
+	VMOVUPS Z1, 64(DX)
+	VZEROUPPER
+	RET

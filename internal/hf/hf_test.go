@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cyclealign/cyclealign/internal/cpu"
 )
 
 func TestDTypesRoundTrip(t *testing.T) {
@@ -41,7 +43,7 @@ func TestDTypesRoundTrip(t *testing.T) {
 			t.Fatalf("%s: rewrite is not byte-identical", dt)
 		}
 	}
-	if bf16Bits(1.00390625) != 0x3f80 || bf16Bits(1.01171875) != 0x3f82 {
+	if cpu.RoundBF16(1.00390625) != 0x3f80 || cpu.RoundBF16(1.01171875) != 0x3f82 {
 		t.Fatal("bf16 rounding is not round-to-nearest-even")
 	}
 }

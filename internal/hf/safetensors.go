@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/cyclealign/cyclealign/internal/cpu"
 	"github.com/cyclealign/cyclealign/internal/files"
 	"github.com/x448/float16"
 )
@@ -182,7 +183,7 @@ func encode(dt DType, data []float32) []byte {
 		}
 	case BF16:
 		for i, v := range data {
-			binary.LittleEndian.PutUint16(buf[2*i:], bf16Bits(v))
+			binary.LittleEndian.PutUint16(buf[2*i:], cpu.RoundBF16(v))
 		}
 	case F16:
 		for i, v := range data {
@@ -190,16 +191,6 @@ func encode(dt DType, data []float32) []byte {
 		}
 	}
 	return buf
-}
-
-// bf16Bits rounds to nearest even, as torch does when casting float32 to bfloat16.
-func bf16Bits(v float32) uint16 {
-	b := math.Float32bits(v)
-	if v != v {
-		return uint16(b>>16) | 0x40
-	}
-	b += 0x7fff + (b>>16)&1
-	return uint16(b >> 16)
 }
 
 // WriteSafetensors writes tensors to path atomically (temporary file, fsync, rename), each in

@@ -308,7 +308,15 @@ func TestConformance(t *testing.T) {
 					}
 				}
 			})
-			t.Run("a bf16 checkpoint computes as its float32 widening", func(t *testing.T) {
+			t.Run("a bf16 checkpoint computes as its float32 widening, within bf16 rounding", func(t *testing.T) {
+				// A kernel that widens bf16 weights computes exactly what float32 does on them;
+				// one that multiplies bf16 pairs (AVX-512 BF16) rounds the activations to bf16
+				// too, which moves log-probabilities by a few bf16 steps (2⁻⁸ relative) at most.
+				tol, gradTol := 1e-6, 1e-6
+				pairs := engine == "cpu" && !cpu.ExactBF16()
+				if pairs {
+					tol, gradTol = 1e-2, 2e-2
+				}
 				for name, raw := range testFamilies {
 					cfg, ts := familyTensors(t, raw)
 					half := map[string]*hf.Tensor{}
@@ -326,11 +334,14 @@ func TestConformance(t *testing.T) {
 						t.Fatal(err)
 					}
 					b, _ := fm.LogProbs(ctx, seqs)
+					worst := 0.0
 					for i := range seqs {
-						if d := maxDiff(a[i], b[i]); d > 1e-6 {
-							t.Fatalf("%s: bf16 weights differ from their float32 widening by %g", name, d)
-						}
+						worst = max(worst, maxDiff(a[i], b[i]))
 					}
+					if worst > tol || pairs && worst == 0 {
+						t.Fatalf("%s: bf16 weights differ from their float32 widening by %g (at most %g, and not 0 when products are of bf16 pairs)", name, worst, tol)
+					}
+					t.Logf("%s: log-probabilities within %.2g of the float32 widening's", name, worst)
 					for _, n := range hm.names {
 						if dt := hm.Variable(n).DType(); dt != dtypes.BFloat16 {
 							t.Fatalf("%s: %s kept as %s", name, n, dt)
@@ -359,12 +370,12 @@ func TestConformance(t *testing.T) {
 						w := func(s, i int) float32 { return float32(math.Cos(float64(s + i))) }
 						la, ga := passGradients(t, lh, seqs, w)
 						lb, gb := passGradients(t, lf, seqs, w)
-						if math.Abs(la-lb) > 1e-6*math.Abs(lb) {
+						if math.Abs(la-lb) > tol*math.Abs(lb) {
 							t.Fatalf("%s: LoRA loss on the bf16 base %v, on its widening %v", name, la, lb)
 						}
 						for n, g := range gb.LoRA {
-							if d := maxDiff(ga.LoRA[n], g); d > 1e-6 {
-								t.Fatalf("%s: LoRA gradient of %s differs by %g on the bf16 base", name, n, d)
+							if d := maxDiff(ga.LoRA[n], g); d > gradTol*max(1e-3, maxAbs(g)) {
+								t.Fatalf("%s: LoRA gradient of %s differs by %g on the bf16 base (largest %g)", name, n, d, maxAbs(g))
 							}
 						}
 					}

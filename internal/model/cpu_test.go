@@ -58,6 +58,14 @@ func maxDiff(a, b []float32) float64 {
 	return d
 }
 
+func maxAbs(a []float32) float64 {
+	m := 0.0
+	for _, v := range a {
+		m = math.Max(m, math.Abs(float64(v)))
+	}
+	return m
+}
+
 // TestEnginesAgree compares the own CPU path with the GoMLX graphs on every architecture
 // variant: log-probs and logits within 1e-5, and the same greedy continuation token by token.
 func TestEnginesAgree(t *testing.T) {
