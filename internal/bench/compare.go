@@ -206,7 +206,7 @@ func (c *Comparison) Table() string {
 		fmt.Fprintf(&b, "  %-6s %d threads, %s, peak RSS %.0f MiB, %d graphs built\n", r.Engine, r.Threads, r.Detail, r.PeakRSSMiB, r.Graphs)
 	}
 	if c.LlamaCpp != nil {
-		fmt.Fprintf(&b, "  llama.cpp's log-probabilities of a %d-token check sequence are within %.1e of cpu's (the GGUF conversion holds)\n", c.LlamaCpp.Tokens, c.LlamaCpp.MaxAbsDiff)
+		fmt.Fprintf(&b, "  llama.cpp's log-probabilities of a %d-token check sequence are within %.1e of cpu's (limit %.0e)\n", c.LlamaCpp.Tokens, c.LlamaCpp.MaxAbsDiff, c.LlamaCpp.Limit)
 	}
 	if c.PeakGFLOPS > 0 {
 		fmt.Fprintf(&b, "  float32 FMA ceiling measured on all threads: %.0f GFLOP/s\n", c.PeakGFLOPS)

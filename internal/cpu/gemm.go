@@ -1,5 +1,6 @@
 // Package cpu holds the numerical kernels of the engine's own CPU path: matrix products on
-// weights packed once into column panels, computed by register-tiled Go assembly (AVX-512 or
+// weights packed once into column panels (float32, or bfloat16 kept as it is), computed by
+// register-tiled Go assembly (AVX-512, with VDPBF16PS where the CPU has AVX-512 BF16, or
 // AVX2+FMA, chosen at run time; portable Go elsewhere) on all cores, and the vector operations
 // a transformer layer needs around them. It knows nothing of models or files: internal/model
 // builds its forward pass from these parts.
@@ -67,8 +68,9 @@ func tileGoBF16(mr, nr int) func(k int, a *float32, lda int, b *uint16, c *float
 	}
 }
 
-// KernelEnv names the environment variable that forces a kernel ("go", "avx2", "avx512"),
-// for tests of the fallbacks and for comparisons; by default the fastest one this CPU runs.
+// KernelEnv names the environment variable that forces a kernel ("go", "avx2", "avx512",
+// "avx512bf16"), for tests of the fallbacks and for comparisons; by default the fastest one
+// this CPU runs.
 const KernelEnv = "CYCLEALIGN_KERNEL"
 
 // best is the kernel in use, chosen once at start.
@@ -87,7 +89,7 @@ func chooseKernel(name string) kernel {
 	return pickKernel()
 }
 
-// Kernel names the kernel in use ("avx512", "avx2" or "go").
+// Kernel names the kernel in use ("avx512bf16", "avx512", "avx2" or "go").
 func Kernel() string { return best.name }
 
 func tileGo(k int, a *float32, lda int, b *float32, c *float32, ldc int, add int) {
