@@ -211,3 +211,45 @@ func TestFastPathFollowsWeights(t *testing.T) {
 		}
 	})
 }
+
+// TestTrainingHeadInChunks: a training pass whose logits do not fit in one chunk computes
+// them again chunk by chunk in the backward pass, and gets what the pass holding them all
+// gets: the same outputs and input-side gradients (LoRA's) bit for bit, and the head's own
+// weight gradient (summed chunk by chunk) within float32 rounding.
+func TestTrainingHeadInChunks(t *testing.T) {
+	if !PureGo(testBackend) {
+		t.Skip("the chunked head is the cpu engine's")
+	}
+	seqs := randSeqs(3, 9, 20, 300, 23)
+	weight := func(s, i int) float32 { return float32(math.Sin(float64(2*s + i))) }
+	for _, lora := range []bool{true, false} {
+		run := func(floats int) (float64, *Grads) {
+			defer func(old int) { headFloats = old }(headFloats)
+			headFloats = floats
+			m := familyModel(t, testFamilies["qwen2 biases"], "cpu")
+			if lora {
+				if err := m.AddLoRA(LoRA{R: 2, Alpha: 4, Targets: []string{"q", "v", "down"}}, 3); err != nil {
+					t.Fatal(err)
+				}
+				setAdapters(t, m)
+			}
+			return passGradients(t, m, seqs, weight)
+		}
+		whole, gw := run(1 << 30)
+		chunked, gc := run(16 * 300) // 16 rows of a 300-word vocabulary: four chunks or more
+		if whole != chunked {
+			t.Fatalf("lora=%v: loss %v in chunks, %v whole", lora, chunked, whole)
+		}
+		for _, pair := range [][2]map[string][]float32{{gw.LoRA, gc.LoRA}, {gw.Base, gc.Base}} {
+			for n, g := range pair[0] {
+				tol := 0.0
+				if n == "model.embed_tokens.weight" { // the tied head's gradient, summed by chunk
+					tol = 1e-5 * max(1e-3, maxAbs(g))
+				}
+				if d := maxDiff(pair[1][n], g); d > tol {
+					t.Fatalf("lora=%v: %s differs by %g in chunks", lora, n, d)
+				}
+			}
+		}
+	}
+}

@@ -280,8 +280,8 @@ func (l *trainLinear) backward(dx, dy []float32, M int, a linActs, g *Grads) {
 		wT = l.packT()
 	}
 	cpu.MatMulAdd(dx, dy, M, wT)
-	dyT := cpu.Transpose(dy, M, l.n) // [n][M]: each output block's rows are contiguous
 	if len(g.Base) > 0 {
+		dyT := cpu.Transpose(dy, M, l.n) // [n][M]: each output block's rows are contiguous
 		xT := cpu.PackTransposed(a.x, M, l.in)
 		for _, blk := range l.blocks {
 			if blk.conv { // stored [in][out]: the gradient is xᵀ·dy
@@ -375,8 +375,24 @@ type cpuPass struct {
 	layers   []layerActs
 	xOut, hF []float32
 	invF     []float32
-	headA    linActs
-	logits   []float32 // [M][head outputs]
+	// The head's logits and activations, kept when they fit in one chunk (headRows); past
+	// that the backward pass computes each chunk again.
+	headA  linActs
+	logits []float32 // [M][head outputs]
+	done   bool      // Backward ran
+}
+
+// headFloats bounds the logits a training pass holds at once: a LoRA step of a model with a
+// 151,936-word vocabulary would otherwise hold 0.6 MB a token (1.5 GB for 16 candidates).
+var headFloats = 1 << 25 // a variable for the test that forces chunks
+
+// headRows is how many rows' logits a chunk holds: all M when they fit (then nothing is
+// computed twice), else a multiple of 8 (a row tile).
+func headRows(M, N int) int {
+	if M*N <= headFloats {
+		return M
+	}
+	return max(8, headFloats/N/8*8)
 }
 
 func (e *cpuEngine) trainForward(seqs [][]int, drop Dropout) (TrainPass, [][]float32, error) {
@@ -453,22 +469,31 @@ func (e *cpuEngine) trainForward(seqs [][]int, drop Dropout) (TrainPass, [][]flo
 	p.xOut = x
 	p.hF = make([]float32, M*D)
 	p.invF = normRows(d, p.hF, x, w.norm, w.normB)
-	N := w.head.n
-	p.logits = make([]float32, M*N)
-	p.headA = w.head.forward(p.logits, p.hF, M, 0)
 	out := make([][]float32, len(seqs))
 	for s, seq := range seqs {
-		base := p.start[s]
 		if d.labels > 0 {
 			out[s] = make([]float32, len(seq))
-			for t := range seq {
-				out[s][t] = p.logits[(base+t)*N]
-			}
-			continue
+		} else {
+			out[s] = make([]float32, len(seq)-1)
 		}
-		out[s] = make([]float32, len(seq)-1)
-		for t := 0; t+1 < len(seq); t++ {
-			out[s][t] = float32(cpu.LogSoftmaxAt(p.logits[(base+t)*N:(base+t+1)*N], seq[t+1]))
+	}
+	N := w.head.n
+	per := headRows(M, N)
+	logits := make([]float32, per*N)
+	for r0 := 0; r0 < M; r0 += per {
+		n := min(per, M-r0)
+		acts := w.head.forward(logits[:n*N], p.hF[r0*D:(r0+n)*D], n, 0)
+		if per == M {
+			p.logits, p.headA = logits, acts
+		}
+		for r := r0; r < r0+n; r++ {
+			ri, row := p.rows[r], logits[(r-r0)*N:(r-r0+1)*N]
+			switch {
+			case d.labels > 0:
+				out[ri.seq][ri.pos] = row[0]
+			case ri.pos+1 < len(seqs[ri.seq]):
+				out[ri.seq][ri.pos] = float32(cpu.LogSoftmaxAt(row, seqs[ri.seq][ri.pos+1]))
+			}
 		}
 	}
 	return p, out, nil
@@ -579,19 +604,30 @@ func (p *cpuPass) Backward(dOut [][]float32, g *Grads) error {
 	d := w.d
 	M, D, N := len(p.rows), d.D, w.head.n
 	qd, kvd := d.H*d.hd, d.Hkv*d.hd
-	if p.logits == nil {
+	if p.done {
 		return fmt.Errorf("a training pass runs backward once")
 	}
-	dlogits := p.logits
-	p.logits = nil
-	cpu.Parallel(len(p.seqs), func(lo, hi int) {
-		for s := lo; s < hi; s++ {
-			for t := range p.seqs[s] {
-				row := p.start[s] + t
-				dl := dlogits[row*N : (row+1)*N]
+	p.done = true
+	dh := make([]float32, M*D)
+	per := headRows(M, N)
+	var buf []float32
+	for r0 := 0; r0 < M; r0 += per {
+		n := min(per, M-r0)
+		dlogits, acts := p.logits, p.headA
+		if dlogits == nil {
+			if buf == nil {
+				buf = make([]float32, per*N)
+			}
+			dlogits = buf[:n*N]
+			acts = w.head.forward(dlogits, p.hF[r0*D:(r0+n)*D], n, 0)
+		}
+		cpu.Parallel(n, func(lo, hi int) {
+			for r := r0 + lo; r < r0+hi; r++ {
+				ri := p.rows[r]
+				dl := dlogits[(r-r0)*N : (r-r0+1)*N]
 				gv := float32(0)
-				if t < len(dOut[s]) {
-					gv = dOut[s][t]
+				if ri.pos < len(dOut[ri.seq]) {
+					gv = dOut[ri.seq][ri.pos]
 				}
 				switch {
 				case gv == 0:
@@ -605,14 +641,14 @@ func (p *cpuPass) Backward(dOut [][]float32, g *Grads) error {
 					for i, v := range dl {
 						dl[i] = -gv * float32(math.Exp(float64(v)-lse))
 					}
-					dl[p.seqs[s][t+1]] += gv
+					dl[p.seqs[ri.seq][ri.pos+1]] += gv
 				}
 			}
-		}
-	})
-	dh := make([]float32, M*D)
-	// A tied head's block is named as the embedding, so its gradient joins the embedding's.
-	w.head.backward(dh, dlogits, M, p.headA, g)
+		})
+		// A tied head's block is named as the embedding, so its gradient joins the embedding's.
+		w.head.backward(dh[r0*D:(r0+n)*D], dlogits, n, acts, g)
+	}
+	p.logits = nil
 	dx := make([]float32, M*D)
 	normBackward(d, dx, dh, p.xOut, w.norm, p.invF, g.Base[d.final.w], g.Base[d.final.b])
 	half := d.hd / 2
