@@ -379,11 +379,7 @@ func Sample(logits []float32, rng *rand.Rand, opt Options) int {
 		}
 		return best
 	}
-	idx := make([]int, len(logits))
-	for i := range idx {
-		idx[i] = i
-	}
-	sort.SliceStable(idx, func(a, b int) bool { return logits[idx[a]] > logits[idx[b]] })
+	idx := sortedDescending(logits)
 	if opt.TopK > 0 && opt.TopK < len(idx) {
 		idx = idx[:opt.TopK]
 	}
@@ -418,4 +414,51 @@ func Sample(logits []float32, rng *rand.Rand, opt Options) int {
 		}
 	}
 	return idx[keep-1]
+}
+
+// sortedDescending returns the token ids ordered by logit, largest first, ties in id order
+// (a stable sort). It is a least-significant-digit radix sort on the logits' bits, 11 bits a
+// pass: a 151,936-word vocabulary took a comparison sort 20-30 ms a token, and sampling 16
+// rows of a 0.5B model spent more time sorting than the model spent computing.
+func sortedDescending(logits []float32) []int {
+	n := len(logits)
+	// Keys in ascending order of ^key = descending order of the float: flip the sign bit of
+	// positives, every bit of negatives (IEEE order as unsigned integers), then invert.
+	// (NaN has no place in a comparison sort's order either; logits have none.)
+	keys := make([]uint32, n)
+	idx := make([]int32, n)
+	for i, v := range logits {
+		b := math.Float32bits(v)
+		if b == 1<<31 { // -0 ties with 0, as a comparison sees them
+			b = 0
+		}
+		if b>>31 == 1 {
+			b = ^b
+		} else {
+			b |= 1 << 31
+		}
+		keys[i], idx[i] = ^b, int32(i)
+	}
+	tmpK, tmpI := make([]uint32, n), make([]int32, n)
+	for shift := uint(0); shift < 32; shift += 11 {
+		var count [1 << 11]int
+		for _, k := range keys {
+			count[(k>>shift)&(1<<11-1)]++
+		}
+		pos := 0
+		for d, c := range count {
+			count[d], pos = pos, pos+c
+		}
+		for i, k := range keys {
+			d := (k >> shift) & (1<<11 - 1)
+			tmpK[count[d]], tmpI[count[d]] = k, idx[i]
+			count[d]++
+		}
+		keys, tmpK, idx, tmpI = tmpK, keys, tmpI, idx
+	}
+	out := make([]int, n)
+	for i, id := range idx {
+		out[i] = int(id)
+	}
+	return out
 }

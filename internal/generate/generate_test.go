@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"testing"
 
 	"github.com/cyclealign/cyclealign/internal/model"
@@ -270,5 +271,46 @@ func TestBanRepeats(t *testing.T) {
 	}
 	if keep := stopContinuations([]int{4, 1}, stop); !slices.Equal(keep, []int{1, 2}) {
 		t.Fatalf("continuations of 4 1: %v, want [1 2]", keep)
+	}
+}
+
+// TestSortedDescending: the radix sort orders as a stable comparison sort by logit, largest
+// first: ties (many here), negatives, zeros of both signs and infinities included.
+func TestSortedDescending(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	for _, n := range []int{1, 2, 7, 2048, 151936} {
+		logits := make([]float32, n)
+		for i := range logits {
+			switch r.IntN(6) {
+			case 0:
+				logits[i] = float32(r.IntN(5)) - 2 // ties
+			case 1:
+				logits[i] = float32(math.Inf(-1))
+			case 2:
+				logits[i] = float32(math.Copysign(0, -1))
+			default:
+				logits[i] = float32(r.NormFloat64() * 10)
+			}
+		}
+		want := make([]int, n)
+		for i := range want {
+			want[i] = i
+		}
+		sort.SliceStable(want, func(a, b int) bool { return logits[want[a]] > logits[want[b]] })
+		if got := sortedDescending(logits); !slices.Equal(got, want) {
+			t.Fatalf("n=%d: order differs from a stable sort's", n)
+		}
+	}
+}
+
+func BenchmarkSample152k(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 2))
+	logits := make([]float32, 151936)
+	for i := range logits {
+		logits[i] = float32(r.NormFloat64() * 3)
+	}
+	opt := Defaults()
+	for i := 0; i < b.N; i++ {
+		Sample(logits, r, opt)
 	}
 }
