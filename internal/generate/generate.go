@@ -182,7 +182,8 @@ func IDs(ctx context.Context, m *model.Model, prompts [][]int, opt Options) ([][
 }
 
 // Row is one sequence to continue with its own sampling options (Opt.N and Opt.MaxRows are
-// not used). OnToken, when set, is called after each token is added (for streaming). Ctx,
+// not used) and its own RNG (rows draw their tokens in parallel, so rows sharing one draw
+// one after the other). OnToken, when set, is called after each token is added (for streaming). Ctx,
 // when set, belongs to the row alone: once it is done the row stops (finish reason
 // "cancelled") and OnToken is not called again, while the other rows of the batch go on.
 type Row struct {
@@ -248,6 +249,24 @@ func Rows(ctx context.Context, m *model.Model, rows []Row) ([]Completion, error)
 	comps := make([]Completion, n)
 	done := make([]bool, n)
 	next := make([]int, n)
+	lps := make([]float64, n)
+	// A vocabulary-sized sort and softmax a row (milliseconds for a 150k-word vocabulary) are
+	// drawn on all cores, unless rows share an RNG (their draws then keep the rows' order).
+	shared := map[*rand.Rand]bool{}
+	parallel := true
+	for _, r := range rows {
+		parallel = parallel && !shared[r.RNG]
+		shared[r.RNG] = true
+	}
+	draw := func(r int) {
+		opt := rows[r].Opt
+		if opt.NoRepeatNGram > 0 {
+			banRepeats(logits[r], append(append([]int(nil), rows[r].Prompt...), comps[r].IDs...), opt.NoRepeatNGram,
+				append(stopContinuations(comps[r].IDs, stopIDs[r]), m.TurnEndIDs()...))
+		}
+		next[r] = Sample(logits[r], rows[r].RNG, opt)
+		lps[r] = logProb(logits[r], next[r])
+	}
 	remaining := n
 	for step := 0; remaining > 0; step++ {
 		if err := ctx.Err(); err != nil {
@@ -260,21 +279,31 @@ func Rows(ctx context.Context, m *model.Model, rows []Row) ([]Completion, error)
 			}
 			if done[r] {
 				next[r] = -1 // finished: the decoder may skip the row
+			} else if !parallel {
+				draw(r)
+			}
+		}
+		if parallel {
+			cpu.Parallel(n, func(lo, hi int) {
+				for r := lo; r < hi; r++ {
+					if !done[r] {
+						draw(r)
+					}
+				}
+			})
+		}
+		for r := 0; r < n; r++ {
+			if done[r] {
 				continue
 			}
 			opt := rows[r].Opt
-			if opt.NoRepeatNGram > 0 {
-				banRepeats(logits[r], append(append([]int(nil), rows[r].Prompt...), comps[r].IDs...), opt.NoRepeatNGram,
-					append(stopContinuations(comps[r].IDs, stopIDs[r]), m.TurnEndIDs()...))
-			}
-			tok := Sample(logits[r], rows[r].RNG, opt)
-			next[r] = tok
+			tok := next[r]
 			finish := ""
 			if eos[tok] && !opt.IgnoreEOS {
 				finish = "stop"
 			} else {
 				comps[r].IDs = append(comps[r].IDs, tok)
-				comps[r].Logprobs = append(comps[r].Logprobs, logProb(logits[r], tok))
+				comps[r].Logprobs = append(comps[r].Logprobs, lps[r])
 				if opt.TopLogprobs > 0 {
 					comps[r].Top = append(comps[r].Top, TopK(logits[r], opt.TopLogprobs))
 				}
