@@ -1,6 +1,7 @@
 package hf
 
 import (
+	"bytes"
 	"encoding/binary"
 	"os"
 	"path/filepath"
@@ -167,5 +168,34 @@ func TestConfigRefusesHostileValues(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), field) {
 			t.Errorf("%s: got %v, want an error naming %s", extra, err, field)
 		}
+	}
+}
+
+// A tensor given by Source is written as the same tensor given by Data, and a Source that
+// gives the wrong number of values is refused by name, the file left unwritten.
+func TestWriteSafetensorsSource(t *testing.T) {
+	dir := t.TempDir()
+	vals := []float32{1, -2.5, 3.25, 0.5, 7, -1}
+	eager := map[string]*Tensor{"w": {Shape: []int{2, 3}, Stored: BF16, Data: vals}}
+	lazy := map[string]*Tensor{"w": {Shape: []int{2, 3}, Stored: BF16, Source: func() ([]float32, error) { return vals, nil }}}
+	a, b := filepath.Join(dir, "a.safetensors"), filepath.Join(dir, "b.safetensors")
+	if err := WriteSafetensors(a, eager, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteSafetensors(b, lazy, nil); err != nil {
+		t.Fatal(err)
+	}
+	ab, _ := os.ReadFile(a)
+	bb, _ := os.ReadFile(b)
+	if !bytes.Equal(ab, bb) {
+		t.Fatal("a tensor written from Source differs from the same tensor written from Data")
+	}
+	short := map[string]*Tensor{"w": {Shape: []int{2, 3}, Source: func() ([]float32, error) { return vals[:5], nil }}}
+	c := filepath.Join(dir, "c.safetensors")
+	if err := WriteSafetensors(c, short, nil); err == nil || !strings.Contains(err.Error(), `"w"`) {
+		t.Fatalf("a short Source: %v", err)
+	}
+	if _, err := os.Stat(c); !os.IsNotExist(err) {
+		t.Fatalf("a failed write left %s: %v", c, err)
 	}
 }

@@ -58,6 +58,9 @@ type Tensor struct {
 	// BF16 holds a bfloat16 tensor's bits instead of Data when it was read to be kept in
 	// bfloat16 (ReadModelTensorsBF16): half the memory, nothing widened.
 	BF16 []uint16
+	// Source, when Data is nil, gives the values to WriteSafetensors as it reaches the tensor,
+	// so a large model is written without all of it widened to float32 at once.
+	Source func() ([]float32, error)
 }
 
 // NumElements is the product of the shape.
@@ -212,10 +215,10 @@ func WriteSafetensors(path string, tensors map[string]*Tensor, metadata map[stri
 		if dt == "" {
 			dt = F32
 		}
-		if len(t.Data) != t.NumElements() {
+		if t.Source == nil && len(t.Data) != t.NumElements() {
 			return fmt.Errorf("tensor %q: %d values for shape %v", n, len(t.Data), t.Shape)
 		}
-		sz := len(t.Data) * dt.size()
+		sz := t.NumElements() * dt.size()
 		header[n] = headerEntry{DType: string(dt), Shape: t.Shape, DataOffsets: [2]int{offset, offset + sz}}
 		offset += sz
 	}
@@ -242,7 +245,17 @@ func WriteSafetensors(path string, tensors map[string]*Tensor, metadata map[stri
 			if dt == "" {
 				dt = F32
 			}
-			if _, err := w.Write(encode(dt, t.Data)); err != nil {
+			data := t.Data
+			if data == nil && t.Source != nil {
+				var err error
+				if data, err = t.Source(); err != nil {
+					return fmt.Errorf("tensor %q: %w", n, err)
+				}
+				if len(data) != t.NumElements() {
+					return fmt.Errorf("tensor %q: %d values for shape %v", n, len(data), t.Shape)
+				}
+			}
+			if _, err := w.Write(encode(dt, data)); err != nil {
 				return err
 			}
 		}

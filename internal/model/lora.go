@@ -203,6 +203,11 @@ func (m *Model) MergeLoRA() error {
 	if m.lora == nil {
 		return fmt.Errorf("model has no LoRA adapters")
 	}
+	// The engine's packings of the base and adapters go stale now: a fresh engine lets them go
+	// before the base is widened (for a 0.5B model they are 2 GB).
+	if err := m.SetEngine(m.Engine()); err != nil {
+		return err
+	}
 	for mod := range m.lora.modules {
 		a := m.Ctx.GetVariableByScopeAndName(LoRAScope, mod+".lora_A.weight").MustValue()
 		b := m.Ctx.GetVariableByScopeAndName(LoRAScope, mod+".lora_B.weight").MustValue()

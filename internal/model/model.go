@@ -206,9 +206,17 @@ func (m *Model) SaveAs(dir, dtype string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	ts, err := m.Tensors()
-	if err != nil {
-		return err
+	// Each tensor is widened only when the writer reaches it.
+	ts := map[string]*hf.Tensor{}
+	for _, n := range m.names {
+		v := m.Variable(n)
+		ts[n] = &hf.Tensor{Shape: v.Shape().Dimensions, Stored: m.stored[n], Source: func() ([]float32, error) {
+			val, err := v.Value()
+			if err != nil {
+				return nil, err
+			}
+			return floatData(val)
+		}}
 	}
 	cfg := m.Config
 	if dtype != "" {
