@@ -35,6 +35,7 @@ func (o *alignOptions) AddFlags(f *pflag.FlagSet) {
 	f.IntVar(&c.Steps, "steps", c.Steps, "steps (batches of prompts)")
 	f.IntVar(&c.BatchSize, "batch-size", c.BatchSize, "prompts per step")
 	f.IntVar(&c.GradAccum, "grad-accum", c.GradAccum, "micro-batches a step's training is split into: the same update, less memory")
+	f.BoolVar(&c.GradientCheckpointing, "gradient-checkpointing", c.GradientCheckpointing, "run each layer again in the backward pass instead of keeping its activations: the same update, less memory, more time")
 	f.IntVarP(&c.N, "n", "n", c.N, "candidates per prompt")
 	f.Float64Var(&c.Temperature, "temperature", c.Temperature, "sampling temperature")
 	f.Float64Var(&c.TopP, "top-p", c.TopP, "nucleus sampling mass")

@@ -59,6 +59,10 @@ type Config struct {
 	// GradAccum splits a step's training into micro-batches of prompts: the same update, with the
 	// activations of fewer prompts in memory at once (0 or 1: one pass).
 	GradAccum int `yaml:"grad_accum"`
+	// GradientCheckpointing keeps each layer's input only and runs the layer again in the
+	// backward pass (transformers' gradient_checkpointing): the same update, about a third more
+	// training time, a layer's activations in memory instead of all of them.
+	GradientCheckpointing bool `yaml:"gradient_checkpointing"`
 
 	N            int      `yaml:"n"` // candidates per prompt
 	Temperature  float64  `yaml:"temperature"`

@@ -133,6 +133,7 @@ func prepare(ctx context.Context, cfg Config, prompts []chat.Prompt, static []bl
 	if r.M, err = model.Load(b, cfg.Model); err != nil {
 		return nil, err
 	}
+	r.M.Recompute = cfg.GradientCheckpointing
 	switch {
 	case r.chat() && r.M.Chat == nil:
 		return nil, fmt.Errorf("%s holds conversations, but %s has no chat template (chat_template.jinja or tokenizer_config.json's chat_template)", cfg.Prompts, cfg.Model)

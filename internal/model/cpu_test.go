@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/gomlx/gomlx/pkg/core/tensors"
@@ -248,6 +249,69 @@ func TestTrainingHeadInChunks(t *testing.T) {
 				}
 				if d := maxDiff(pair[1][n], g); d > tol {
 					t.Fatalf("lora=%v: %s differs by %g in chunks", lora, n, d)
+				}
+			}
+		}
+	}
+}
+
+// TestRecomputeGradients: with Model.Recompute the CPU engine keeps only each layer's input
+// and runs the layer again in the backward pass; outputs and every gradient are bit for bit
+// those of the pass that kept everything, on every family, with LoRA and its dropout too.
+func TestRecomputeGradients(t *testing.T) {
+	if !PureGo(testBackend) {
+		t.Skip("recomputation is the cpu engine's")
+	}
+	seqs := randSeqs(3, 5, 14, 300, 29)
+	for name, raw := range testFamilies {
+		for _, lora := range []bool{false, true} {
+			run := func(recompute bool) ([][]float32, *Grads) {
+				m := familyModel(t, raw, "cpu")
+				if lora {
+					if m.desc.loraTargets == nil {
+						return nil, nil
+					}
+					if err := m.AddLoRA(LoRA{R: 2, Alpha: 4, Dropout: 0.3, Targets: []string{"q", "v", "down"}}, 3); err != nil {
+						t.Fatal(err)
+					}
+					setAdapters(t, m)
+				}
+				m.Recompute = recompute
+				pass, outs, err := m.TrainForward(seqs, Dropout{Rate: 0.3, Seed: 11})
+				if err != nil {
+					t.Fatal(err)
+				}
+				d := make([][]float32, len(outs))
+				for s, o := range outs {
+					d[s] = make([]float32, len(o))
+					for i := range o {
+						d[s][i] = float32(math.Cos(float64(s*7 + i)))
+					}
+				}
+				g := m.NewGrads()
+				if err := pass.Backward(d, g); err != nil {
+					t.Fatal(err)
+				}
+				return outs, g
+			}
+			kept, gk := run(false)
+			again, ga := run(true)
+			if gk == nil {
+				continue
+			}
+			for s := range kept {
+				if !slices.Equal(kept[s], again[s]) {
+					t.Fatalf("%s lora=%v: outputs differ with recomputation", name, lora)
+				}
+			}
+			for _, pair := range [][2]map[string][]float32{{gk.Base, ga.Base}, {gk.LoRA, ga.LoRA}} {
+				if len(pair[0]) == 0 && len(pair[1]) == 0 {
+					continue
+				}
+				for n, g := range pair[0] {
+					if !slices.Equal(g, pair[1][n]) {
+						t.Fatalf("%s lora=%v: gradient of %s differs with recomputation by %g", name, lora, n, maxDiff(g, pair[1][n]))
+					}
 				}
 			}
 		}

@@ -380,6 +380,9 @@ type cpuPass struct {
 	headA  linActs
 	logits []float32 // [M][head outputs]
 	done   bool      // Backward ran
+	// recompute keeps only each layer's input and runs the layer again in the backward pass
+	// (Model.Recompute).
+	recompute bool
 }
 
 // headFloats bounds the logits a training pass holds at once: a LoRA step of a model with a
@@ -401,7 +404,7 @@ func (e *cpuEngine) trainForward(seqs [][]int, drop Dropout) (TrainPass, [][]flo
 	}
 	w := e.trainWeights(drop)
 	d := w.d
-	p := &cpuPass{w: w, seqs: seqs}
+	p := &cpuPass{w: w, seqs: seqs, recompute: e.m.Recompute}
 	for s, seq := range seqs {
 		p.start = append(p.start, len(p.rows))
 		for i := range seq {
@@ -409,7 +412,6 @@ func (e *cpuEngine) trainForward(seqs [][]int, drop Dropout) (TrainPass, [][]flo
 		}
 	}
 	M, D := len(p.rows), d.D
-	qd, kvd := d.H*d.hd, d.Hkv*d.hd
 	if d.rope != nil {
 		p.cos, p.sin = ropeTables(d.rope, p.rows)
 	}
@@ -420,8 +422,56 @@ func (e *cpuEngine) trainForward(seqs [][]int, drop Dropout) (TrainPass, [][]flo
 			cpu.Add(x[r*D:(r+1)*D], w.wpe[ri.pos*D:(ri.pos+1)*D])
 		}
 	}
-	half := d.hd / 2
 	for li := range w.layers {
+		a, next := p.layerForward(li, x)
+		if p.recompute {
+			a = layerActs{x: x} // the rest is computed again in the backward pass
+		}
+		p.layers = append(p.layers, a)
+		x = next
+	}
+	p.xOut = x
+	p.hF = make([]float32, M*D)
+	p.invF = normRows(d, p.hF, x, w.norm, w.normB)
+	out := make([][]float32, len(seqs))
+	for s, seq := range seqs {
+		if d.labels > 0 {
+			out[s] = make([]float32, len(seq))
+		} else {
+			out[s] = make([]float32, len(seq)-1)
+		}
+	}
+	N := w.head.n
+	per := headRows(M, N)
+	logits := make([]float32, per*N)
+	for r0 := 0; r0 < M; r0 += per {
+		n := min(per, M-r0)
+		acts := w.head.forward(logits[:n*N], p.hF[r0*D:(r0+n)*D], n, 0)
+		if per == M {
+			p.logits, p.headA = logits, acts
+		}
+		for r := r0; r < r0+n; r++ {
+			ri, row := p.rows[r], logits[(r-r0)*N:(r-r0+1)*N]
+			switch {
+			case d.labels > 0:
+				out[ri.seq][ri.pos] = row[0]
+			case ri.pos+1 < len(seqs[ri.seq]):
+				out[ri.seq][ri.pos] = float32(cpu.LogSoftmaxAt(row, seqs[ri.seq][ri.pos+1]))
+			}
+		}
+	}
+	return p, out, nil
+}
+
+// layerForward runs layer li on its input x [M][D], keeping what the backward pass needs,
+// and returns those activations and the layer's output.
+func (p *cpuPass) layerForward(li int, x []float32) (layerActs, []float32) {
+	w := p.w
+	d := w.d
+	M, D := len(p.rows), d.D
+	qd, kvd := d.H*d.hd, d.Hkv*d.hd
+	half := d.hd / 2
+	{
 		ly := &w.layers[li]
 		a := layerActs{x: x}
 		a.h1 = make([]float32, M*D)
@@ -462,41 +512,10 @@ func (e *cpuEngine) trainForward(seqs [][]int, drop Dropout) (TrainPass, [][]flo
 		}
 		dn := make([]float32, M*D)
 		a.dnA = ly.dn.forward(dn, a.act, M, uint64(li)<<8|4)
-		x = append([]float32(nil), a.xMid...)
-		cpu.Add(x, dn)
-		p.layers = append(p.layers, a)
+		next := append([]float32(nil), a.xMid...)
+		cpu.Add(next, dn)
+		return a, next
 	}
-	p.xOut = x
-	p.hF = make([]float32, M*D)
-	p.invF = normRows(d, p.hF, x, w.norm, w.normB)
-	out := make([][]float32, len(seqs))
-	for s, seq := range seqs {
-		if d.labels > 0 {
-			out[s] = make([]float32, len(seq))
-		} else {
-			out[s] = make([]float32, len(seq)-1)
-		}
-	}
-	N := w.head.n
-	per := headRows(M, N)
-	logits := make([]float32, per*N)
-	for r0 := 0; r0 < M; r0 += per {
-		n := min(per, M-r0)
-		acts := w.head.forward(logits[:n*N], p.hF[r0*D:(r0+n)*D], n, 0)
-		if per == M {
-			p.logits, p.headA = logits, acts
-		}
-		for r := r0; r < r0+n; r++ {
-			ri, row := p.rows[r], logits[(r-r0)*N:(r-r0+1)*N]
-			switch {
-			case d.labels > 0:
-				out[ri.seq][ri.pos] = row[0]
-			case ri.pos+1 < len(seqs[ri.seq]):
-				out[ri.seq][ri.pos] = float32(cpu.LogSoftmaxAt(row, seqs[ri.seq][ri.pos+1]))
-			}
-		}
-	}
-	return p, out, nil
 }
 
 // attend is packedLM.attend over the pass's own keys (each sequence's rows), keeping the weights.
@@ -654,6 +673,10 @@ func (p *cpuPass) Backward(dOut [][]float32, g *Grads) error {
 	half := d.hd / 2
 	for li := len(w.layers) - 1; li >= 0; li-- {
 		ly, a := &w.layers[li], &p.layers[li]
+		if p.recompute {
+			full, _ := p.layerForward(li, a.x)
+			a = &full
+		}
 		ld := ly.ld
 		// MLP: x = xMid + down(act(up(norm(xMid))))
 		dAct := make([]float32, M*d.I)

@@ -47,6 +47,12 @@ type Model struct {
 	stored    map[string]hf.DType
 	names     []string
 
+	// Recompute trades time for memory in training passes (transformers' gradient
+	// checkpointing): the CPU engine keeps each layer's input only and runs the layer again in
+	// the backward pass, with the same results. The GoMLX graphs always compute their backward
+	// pass from the inputs.
+	Recompute bool
+
 	// Chat is the model's chat template (nil: none, prompts are HH-format text).
 	Chat       *chat.Template
 	turnEnd    string // what Chat writes after an assistant message
