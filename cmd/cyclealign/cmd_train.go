@@ -24,6 +24,7 @@ type trainOptions struct {
 	Opt                    train.Optimizer
 	Run                    train.RunOptions
 	Quiet                  bool
+	GradientCheckpointing  bool
 	SaveDType              string
 	End                    string
 }
@@ -46,6 +47,7 @@ func (o *trainOptions) AddFlags(f *pflag.FlagSet) {
 	f.IntVar(&o.Run.MaxSteps, "max-steps", 0, "stop after this many optimiser steps (0: epochs decide)")
 	f.IntVar(&o.Run.BatchSize, "batch-size", 4, "prompts per optimiser step")
 	f.IntVar(&o.Run.GradAccum, "grad-accum", 1, "micro-batches the batch is split into")
+	f.BoolVar(&o.GradientCheckpointing, "gradient-checkpointing", false, "run each layer again in the backward pass instead of keeping its activations: the same update, less memory, more time")
 	f.Uint64Var(&o.Run.Seed, "seed", 0, "data-order seed")
 	f.IntVar(&o.Run.SaveEvery, "save-every", 50, "checkpoint every N steps")
 	f.IntVar(&o.Run.Keep, "keep", 2, "checkpoints to keep")
@@ -87,6 +89,7 @@ func runTrain(cmd *cobra.Command, g *globalOptions, o *trainOptions) error {
 	if err != nil {
 		return err
 	}
+	m.Recompute = o.GradientCheckpointing
 	if err := loss.Fits(m); err != nil {
 		return err
 	}

@@ -133,6 +133,14 @@ func TestCLITrainAndLoss(t *testing.T) {
 			t.Errorf("train output lacks %s", f)
 		}
 	}
+	// Recomputing each layer in the backward pass trains the same adapters, byte for byte.
+	again := t.TempDir()
+	run(t, "train", "--model", model, "--data", data, "--loss", "pro", "--out", again, "--epochs", "2", "--batch-size", "1", "--lora-r", "2", "--quiet",
+		"--save-dtype", "bfloat16", "--gradient-checkpointing")
+	a, _ := os.ReadFile(filepath.Join(out, "adapter", "adapter_model.safetensors"))
+	if b, err := os.ReadFile(filepath.Join(again, "adapter", "adapter_model.safetensors")); err != nil || !bytes.Equal(a, b) {
+		t.Errorf("--gradient-checkpointing trained other adapters (%v)", err)
+	}
 	bad := filepath.Join(t.TempDir(), "bad.jsonl")
 	os.WriteFile(bad, []byte(`{"prompt": "p", "candidates": ["a", "b"]}`+"\n"+`{"prompt": "p", "candidates": ["a"]}`+"\n"), 0o644)
 	root := newRootCmd()
