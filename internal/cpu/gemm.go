@@ -34,6 +34,9 @@ type kernel struct {
 	dpRow  func(k2 int, a *uint32, b *uint16, c *float32, acc int)
 }
 
+// pairs reports whether the kernel multiplies bf16 weights in pairs (and packs them so).
+func (k kernel) pairs() bool { return k.dpTile != nil }
+
 // goKernel is the portable kernel, used where no assembly kernel runs.
 var goKernel = kernel{name: "go", mr: 4, nr: 16, fn: tileGo, bf16: tileGoBF16(4, 16)}
 
@@ -132,21 +135,21 @@ type Packed struct {
 func (p *Packed) BF16() bool { return p.half != nil }
 
 // pairs reports whether the product runs on bf16 pairs (dpTile, dpRow).
-func (p *Packed) pairs() bool { return p.half != nil && p.k.dpTile != nil }
+func (p *Packed) pairs() bool { return p.half != nil && p.k.pairs() }
 
 // PackRowsBF16 is PackRows for bfloat16 weights (their bits), kept as they are at half the
 // memory of float32: the kernels widen them as they load them, or multiply them in pairs.
 func PackRowsBF16(blocks [][]uint16, k int) *Packed { return packHalf(best, rowsOf(blocks, k), k) }
 
 func packHalf(kn kernel, rows [][]uint16, k int) *Packed {
-	n, data := packPanels(kn, rows, k, kn.dpTile != nil)
+	n, data := packPanels(kn, rows, k, kn.pairs())
 	return &Packed{N: n, K: k, k: kn, half: data}
 }
 
 // ExactBF16 reports whether products with bfloat16 weights are exactly those of their float32
 // widening (the kernel widens them); if not (AVX-512 BF16), the other factor is rounded to
 // bfloat16 as well.
-func ExactBF16() bool { return best.dpTile == nil }
+func ExactBF16() bool { return !best.pairs() }
 
 // Pack packs w [n][k] for the kernel in use.
 func Pack(w []float32, n, k int) *Packed { return PackRows([][]float32{w[:n*k]}, k) }
@@ -387,7 +390,7 @@ func PackRowsTransposed(blocks [][]float32, k int) *Packed {
 
 // PackRowsTransposedBF16 is PackRowsTransposed for bfloat16 weights.
 func PackRowsTransposedBF16(blocks [][]uint16, k int) *Packed {
-	n, data := packTransposed(best, rowsOf(blocks, k), k, best.dpTile != nil)
+	n, data := packTransposed(best, rowsOf(blocks, k), k, best.pairs())
 	return &Packed{N: k, K: n, k: best, half: data}
 }
 

@@ -77,7 +77,7 @@ func TestMatMulBF16EqualsWidened(t *testing.T) {
 					cb, cf := randSlice(r, m*n), make([]float32, m*n)
 					copy(cf, cb)
 					MatMulAdd(cb, a, m, pb)
-					if kn.dpTile != nil {
+					if kn.pairs() {
 						checkPairProduct(t, kn.name, cb, cf, a, w, m, n, k)
 						continue
 					}

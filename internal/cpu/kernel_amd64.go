@@ -33,13 +33,20 @@ func tileAVX512DP(k2 int, a *uint32, lda int, b *uint16, c *float32, ldc int, ac
 func rowAVX512DP(k2 int, a *uint32, b *uint16, c *float32, acc int)
 
 var (
-	avx2Kernel   = kernel{name: "avx2", mr: 6, nr: 16, fn: tileAVX2, bf16: tileAVX2BF16, row: rowAVX2, rowBF16: rowAVX2BF16}
-	avx512Kernel = avx512()
-	// avx512bf16Kernel is the AVX-512 kernel that multiplies bf16 weights in pairs (VDPBF16PS)
-	// instead of widening them.
-	avx512bf16Kernel = kernel{name: "avx512bf16", mr: 8, nr: 32, fn: tileAVX512, row: rowAVX512,
-		dpTile: tileAVX512DP, dpRow: rowAVX512DP}
+	avx2Kernel       = kernel{name: "avx2", mr: 6, nr: 16, fn: tileAVX2, bf16: tileAVX2BF16, row: rowAVX2, rowBF16: rowAVX2BF16}
+	avx512Kernel     = avx512()
+	avx512bf16Kernel = avx512bf16()
 )
+
+// avx512bf16 is the AVX-512 kernel that multiplies bf16 weights in pairs (VDPBF16PS) instead
+// of widening them.
+func avx512bf16() kernel {
+	k := avx512()
+	k.name = "avx512bf16"
+	k.bf16, k.rowBF16 = nil, nil
+	k.dpTile, k.dpRow = tileAVX512DP, rowAVX512DP
+	return k
+}
 
 // avx512 is the AVX-512 kernel; widening 16-bit lanes (its bf16 tiles) takes AVX512BW.
 func avx512() kernel {

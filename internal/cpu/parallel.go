@@ -22,7 +22,7 @@ func Parallel(n int, fn func(lo, hi int)) {
 	}
 	if p := thePool.get(); p != nil {
 		p.run(n, workers, fn)
-		thePool.put(p)
+		thePool.put()
 		return
 	}
 	var wg sync.WaitGroup
@@ -66,7 +66,7 @@ func (s *poolSlot) get() *pool {
 	return s.p
 }
 
-func (s *poolSlot) put(*pool) {
+func (s *poolSlot) put() {
 	s.mu.Lock()
 	s.busy = false
 	s.mu.Unlock()
@@ -100,6 +100,11 @@ func newPool(workers int) *pool {
 
 func (p *pool) stop() {
 	p.quit.Store(true)
+	p.wakeParked()
+}
+
+// wakeParked wakes every parked worker (each flag taken by one waker only).
+func (p *pool) wakeParked() {
 	for i := range p.wake {
 		if p.parked[i].CompareAndSwap(true, false) {
 			p.wake[i] <- struct{}{}
@@ -112,11 +117,7 @@ func (p *pool) run(n, shares int, fn func(lo, hi int)) {
 	j.pending.Store(int32(shares))
 	p.job.Store(j)
 	p.gen.Add(1)
-	for i := range p.wake {
-		if p.parked[i].CompareAndSwap(true, false) {
-			p.wake[i] <- struct{}{}
-		}
-	}
+	p.wakeParked()
 	j.take()
 	for spins := 0; j.pending.Load() > 0; spins++ {
 		if spins > 64 {
