@@ -215,9 +215,6 @@ func WriteSafetensors(path string, tensors map[string]*Tensor, metadata map[stri
 		if dt == "" {
 			dt = F32
 		}
-		if t.Source == nil && len(t.Data) != t.NumElements() {
-			return fmt.Errorf("tensor %q: %d values for shape %v", n, len(t.Data), t.Shape)
-		}
 		sz := t.NumElements() * dt.size()
 		header[n] = headerEntry{DType: string(dt), Shape: t.Shape, DataOffsets: [2]int{offset, offset + sz}}
 		offset += sz
@@ -251,9 +248,9 @@ func WriteSafetensors(path string, tensors map[string]*Tensor, metadata map[stri
 				if data, err = t.Source(); err != nil {
 					return fmt.Errorf("tensor %q: %w", n, err)
 				}
-				if len(data) != t.NumElements() {
-					return fmt.Errorf("tensor %q: %d values for shape %v", n, len(data), t.Shape)
-				}
+			}
+			if len(data) != t.NumElements() { // the file is not written: WriteAtomic drops it
+				return fmt.Errorf("tensor %q: %d values for shape %v", n, len(data), t.Shape)
 			}
 			if _, err := w.Write(encode(dt, data)); err != nil {
 				return err

@@ -163,11 +163,7 @@ func bf16Bits(v *mlctx.Variable) ([]uint16, error) {
 
 // weight returns a tensor's current values with its LoRA adapter (if any) folded in.
 func (m *Model) weight(name string) ([]float32, error) {
-	v, err := m.Variable(name).Value()
-	if err != nil {
-		return nil, fmt.Errorf("tensor %q: %w", name, err)
-	}
-	w, err := floatData(v)
+	w, err := m.floats(name)
 	if err != nil {
 		return nil, fmt.Errorf("tensor %q: %w", name, err)
 	}

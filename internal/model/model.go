@@ -172,18 +172,22 @@ func (m *Model) Variable(name string) *context.Variable {
 func (m *Model) Tensors() (map[string]*hf.Tensor, error) {
 	out := map[string]*hf.Tensor{}
 	for _, n := range m.names {
-		v := m.Variable(n)
-		val, err := v.Value()
+		data, err := m.floats(n)
 		if err != nil {
 			return nil, fmt.Errorf("tensor %q: %w", n, err)
 		}
-		data, err := floatData(val)
-		if err != nil {
-			return nil, fmt.Errorf("tensor %q: %w", n, err)
-		}
-		out[n] = &hf.Tensor{Shape: val.Shape().Dimensions, Stored: m.stored[n], Data: data}
+		out[n] = &hf.Tensor{Shape: m.Variable(n).Shape().Dimensions, Stored: m.stored[n], Data: data}
 	}
 	return out, nil
+}
+
+// floats is checkpoint tensor n's values as float32 (a copy, widened from bf16 if kept so).
+func (m *Model) floats(n string) ([]float32, error) {
+	val, err := m.Variable(n).Value()
+	if err != nil {
+		return nil, err
+	}
+	return floatData(val)
 }
 
 // SaveDTypes are the dtypes SaveAs writes.
@@ -215,14 +219,7 @@ func (m *Model) SaveAs(dir, dtype string) error {
 	// Each tensor is widened only when the writer reaches it.
 	ts := map[string]*hf.Tensor{}
 	for _, n := range m.names {
-		v := m.Variable(n)
-		ts[n] = &hf.Tensor{Shape: v.Shape().Dimensions, Stored: m.stored[n], Source: func() ([]float32, error) {
-			val, err := v.Value()
-			if err != nil {
-				return nil, err
-			}
-			return floatData(val)
-		}}
+		ts[n] = &hf.Tensor{Shape: m.Variable(n).Shape().Dimensions, Stored: m.stored[n], Source: func() ([]float32, error) { return m.floats(n) }}
 	}
 	cfg := m.Config
 	if dtype != "" {
