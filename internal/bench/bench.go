@@ -72,6 +72,10 @@ func SaveRandomModel(dir string, o Options) error {
 	if err != nil {
 		return err
 	}
+	return saveCheckpoint(dir, cfg, ts)
+}
+
+func saveCheckpoint(dir string, cfg *hf.Config, ts map[string]*hf.Tensor) error {
 	if err := hf.WriteConfig(dir, cfg); err != nil {
 		return err
 	}

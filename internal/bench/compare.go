@@ -168,16 +168,15 @@ func Compare(ctx context.Context, b backends.Backend, self string, o Options, to
 		c.Results = append(c.Results, r)
 	}
 	if base.LlamaCppModules != "" {
-		for threads := 1; threads <= runtime.GOMAXPROCS(0); threads++ {
-			slog.Info("measuring", "engine", "llama.cpp", "threads", threads)
-			r, check, err := LlamaCpp(ctx, b, base.LlamaCppModules, o, threads)
-			if err != nil {
-				return nil, err
-			}
-			r.Engine = fmt.Sprintf("llamacpp-%dt", threads)
-			c.Results = append(c.Results, r)
-			c.LlamaCpp = check
+		var threads []int
+		for t := 1; t <= runtime.GOMAXPROCS(0); t++ {
+			threads = append(threads, t)
 		}
+		rs, check, err := LlamaCpp(ctx, b, base.LlamaCppModules, o, threads)
+		if err != nil {
+			return nil, err
+		}
+		c.Results, c.LlamaCpp = append(c.Results, rs...), check
 	}
 	c.PeakGFLOPS = cpu.PeakGFLOPS(time.Second)
 	return c, nil

@@ -5,9 +5,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"regexp"
-	"sort"
+	"slices"
 
 	"github.com/cyclealign/cyclealign/internal/files"
 	"github.com/cyclealign/cyclealign/internal/hf"
@@ -75,7 +76,7 @@ func ConvertGGUF(dir, out string) error {
 	}
 	var entries []entry
 	allF32 := true
-	for _, name := range sortedTensorNames(ts) {
+	for _, name := range slices.Sorted(maps.Keys(ts)) {
 		t := ts[name]
 		gname := ""
 		for _, m := range ggufNames {
@@ -125,28 +126,28 @@ func ConvertGGUF(dir, out string) error {
 		fileType = ggufFileMostlyBF16
 	}
 	w := &ggufWriter{}
-	w.kv("general.architecture", ggufString, "llama")
-	w.kv("general.name", ggufString, "cyclealign bench model")
-	w.kv("general.file_type", ggufUint32, fileType)
-	w.kv("general.alignment", ggufUint32, uint32(ggufAlignment))
-	w.kv("llama.context_length", ggufUint32, uint32(cfg.MaxPositions))
-	w.kv("llama.embedding_length", ggufUint32, uint32(cfg.HiddenSize))
-	w.kv("llama.block_count", ggufUint32, uint32(cfg.NumLayers))
-	w.kv("llama.feed_forward_length", ggufUint32, uint32(cfg.IntermediateSize))
-	w.kv("llama.rope.dimension_count", ggufUint32, uint32(cfg.HeadDim))
-	w.kv("llama.attention.head_count", ggufUint32, uint32(cfg.NumHeads))
-	w.kv("llama.attention.head_count_kv", ggufUint32, uint32(cfg.NumKVHeads))
-	w.kv("llama.attention.layer_norm_rms_epsilon", ggufFloat32, float32(cfg.NormEps))
-	w.kv("llama.rope.freq_base", ggufFloat32, float32(cfg.Rope.Theta))
-	w.kv("llama.vocab_size", ggufUint32, uint32(cfg.VocabSize))
+	w.kv("general.architecture", "llama")
+	w.kv("general.name", "cyclealign bench model")
+	w.kv("general.file_type", fileType)
+	w.kv("general.alignment", uint32(ggufAlignment))
+	w.kv("llama.context_length", uint32(cfg.MaxPositions))
+	w.kv("llama.embedding_length", uint32(cfg.HiddenSize))
+	w.kv("llama.block_count", uint32(cfg.NumLayers))
+	w.kv("llama.feed_forward_length", uint32(cfg.IntermediateSize))
+	w.kv("llama.rope.dimension_count", uint32(cfg.HeadDim))
+	w.kv("llama.attention.head_count", uint32(cfg.NumHeads))
+	w.kv("llama.attention.head_count_kv", uint32(cfg.NumKVHeads))
+	w.kv("llama.attention.layer_norm_rms_epsilon", float32(cfg.NormEps))
+	w.kv("llama.rope.freq_base", float32(cfg.Rope.Theta))
+	w.kv("llama.vocab_size", uint32(cfg.VocabSize))
 	tokens, scores, types := placeholderVocab(cfg.VocabSize)
-	w.kv("tokenizer.ggml.model", ggufString, "llama")
-	w.kv("tokenizer.ggml.tokens", ggufArray, tokens)
-	w.kv("tokenizer.ggml.scores", ggufArray, scores)
-	w.kv("tokenizer.ggml.token_type", ggufArray, types)
-	w.kv("tokenizer.ggml.unknown_token_id", ggufUint32, uint32(0))
-	w.kv("tokenizer.ggml.bos_token_id", ggufUint32, uint32(1))
-	w.kv("tokenizer.ggml.eos_token_id", ggufUint32, uint32(2))
+	w.kv("tokenizer.ggml.model", "llama")
+	w.kv("tokenizer.ggml.tokens", tokens)
+	w.kv("tokenizer.ggml.scores", scores)
+	w.kv("tokenizer.ggml.token_type", types)
+	w.kv("tokenizer.ggml.unknown_token_id", uint32(0))
+	w.kv("tokenizer.ggml.bos_token_id", uint32(1))
+	w.kv("tokenizer.ggml.eos_token_id", uint32(2))
 
 	var infos ggufBuf
 	offset := uint64(0)
@@ -229,15 +230,6 @@ func placeholderVocab(n int) (tokens []string, scores []float32, types []int32) 
 
 func pad(n uint64) uint64 { return (n + ggufAlignment - 1) / ggufAlignment * ggufAlignment }
 
-func sortedTensorNames(ts map[string]*hf.Tensor) []string {
-	names := make([]string, 0, len(ts))
-	for n := range ts {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
-
 // ggufBuf appends GGUF's little-endian encodings.
 type ggufBuf []byte
 
@@ -252,30 +244,36 @@ type ggufWriter struct {
 	count int
 }
 
-func (w *ggufWriter) kv(key string, typ uint32, v any) {
+// kv appends a key and its value, typed by the Go type of v.
+func (w *ggufWriter) kv(key string, v any) {
 	w.count++
 	w.buf.str(key)
-	w.buf.u32(typ)
 	switch x := v.(type) {
 	case string:
+		w.buf.u32(ggufString)
 		w.buf.str(x)
 	case uint32:
+		w.buf.u32(ggufUint32)
 		w.buf.u32(x)
 	case float32:
+		w.buf.u32(ggufFloat32)
 		w.buf.u32(math.Float32bits(x))
 	case []string:
+		w.buf.u32(ggufArray)
 		w.buf.u32(ggufString)
 		w.buf.u64(uint64(len(x)))
 		for _, s := range x {
 			w.buf.str(s)
 		}
 	case []float32:
+		w.buf.u32(ggufArray)
 		w.buf.u32(ggufFloat32)
 		w.buf.u64(uint64(len(x)))
 		for _, f := range x {
 			w.buf.u32(math.Float32bits(f))
 		}
 	case []int32:
+		w.buf.u32(ggufArray)
 		w.buf.u32(ggufInt32)
 		w.buf.u64(uint64(len(x)))
 		for _, i := range x {
