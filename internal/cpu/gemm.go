@@ -222,25 +222,11 @@ func MatMul(c, a []float32, m int, p *Packed) { matMul(c, a, m, p, 0) }
 func MatMulAdd(c, a []float32, m int, p *Packed) { matMul(c, a, m, p, 1) }
 
 func matMul(c, a []float32, m int, p *Packed, acc int) {
-	if m == 0 || p.N == 0 {
-		return
-	}
-	if len(a) < m*p.K || len(c) < m*p.N {
-		panic("cpu.MatMul: slice too short")
-	}
-	if p.K == 0 {
-		if acc == 0 {
-			clear(c[:m*p.N])
-		}
+	if !p.checkMul(c, a, m, p.K, p.N, acc) {
 		return
 	}
 	kn := p.k
-	// A's rows are lda floats apart; on bf16 pairs, lda words that each hold two bf16.
-	lda := p.K
-	if p.pairs() {
-		lda = (p.K + 1) / 2
-		a = bf16Pairs(a, m, p.K)
-	}
+	a, lda := p.operand(a, m, p.K)
 	rowTiles := (m + kn.mr - 1) / kn.mr
 	panels := (p.N + kn.nr - 1) / kn.nr
 	// Work is split along the longer of the two tile axes, so both cores stay busy whether
@@ -251,44 +237,8 @@ func matMul(c, a []float32, m int, p *Packed, acc int) {
 		units = rowTiles
 	}
 	Parallel(units, func(lo, hi int) {
-		part := make([]float32, kn.mr*kn.nr) // a partial tile
-		var padA []float32                   // the last row tile, zero-padded to mr rows
-		do := func(rt, pi int) {
-			row, col := rt*kn.mr, pi*kn.nr
-			rows, cols := min(kn.mr, m-row), min(kn.nr, p.N-col)
-			src := a[row*lda:]
-			if rows == 1 && p.hasRow() {
-				if cols == kn.nr {
-					p.row(pi, &src[0], &c[row*p.N+col], acc)
-					return
-				}
-				copy(part, c[row*p.N+col:row*p.N+col+cols])
-				p.row(pi, &src[0], &part[0], acc)
-				copy(c[row*p.N+col:row*p.N+col+cols], part[:cols])
-				return
-			}
-			if rows < kn.mr {
-				if padA == nil {
-					padA = make([]float32, kn.mr*lda)
-					copy(padA, a[row*lda:(row+rows)*lda])
-				}
-				src = padA
-			}
-			if rows == kn.mr && cols == kn.nr {
-				p.tile(pi, &src[0], &c[row*p.N+col], p.N, acc)
-				return
-			}
-			if acc != 0 { // the partial tile starts from C's values
-				clear(part)
-				for r := 0; r < rows; r++ {
-					copy(part[r*kn.nr:r*kn.nr+cols], c[(row+r)*p.N+col:(row+r)*p.N+col+cols])
-				}
-			}
-			p.tile(pi, &src[0], &part[0], kn.nr, acc)
-			for r := 0; r < rows; r++ {
-				copy(c[(row+r)*p.N+col:(row+r)*p.N+col+cols], part[r*kn.nr:r*kn.nr+cols])
-			}
-		}
+		t := tiler{a: a, lda: lda, m: m, c: c, ldc: p.N}
+		do := func(rt, pi int) { t.do(p, pi, rt, pi*kn.nr, min(kn.nr, p.N-pi*kn.nr), 0, acc) }
 		// The outer loop runs over this worker's share, so what it streams (a row tile, or a
 		// panel) stays in cache while the inner loop reuses it.
 		for u := lo; u < hi; u++ {
@@ -305,18 +255,101 @@ func matMul(c, a []float32, m int, p *Packed, acc int) {
 	})
 }
 
-// tile runs the kernel on panel pi: C[mr][nr] (rows ldc apart) = A[mr][K] (rows K apart) · panel.
-// On bf16 pairs, a points to A's pairs (the words of bf16Pairs).
-func (p *Packed) tile(pi int, a, c *float32, ldc, acc int) {
+// checkMul checks the operands of a product of c [m][n] = a [m][k] · (a matrix [k][n]) and
+// reports whether there is anything to multiply (an empty sum clears c, or leaves it to add to).
+func (p *Packed) checkMul(c, a []float32, m, k, n, acc int) bool {
+	if m == 0 || n == 0 {
+		return false
+	}
+	if len(a) < m*k || len(c) < m*n {
+		panic("cpu.MatMul: slice too short")
+	}
+	if k == 0 {
+		if acc == 0 {
+			clear(c[:m*n])
+		}
+		return false
+	}
+	return true
+}
+
+// operand returns a [m][k] as the kernel reads it, and its rows' stride: as it is, or on bf16
+// pairs rounded two by two (lda words that each hold two bf16).
+func (p *Packed) operand(a []float32, m, k int) ([]float32, int) {
+	if p.pairs() {
+		return bf16Pairs(a, m, k), (k + 1) / 2
+	}
+	return a, k
+}
+
+// tiler computes C's tiles from a worker's share of panels, with the buffers it reuses.
+type tiler struct {
+	a       []float32 // A as the kernel reads it (operand)
+	lda, m  int
+	c       []float32
+	ldc     int
+	part    []float32 // a partial tile
+	padA    []float32 // the last row tile, zero-padded to mr rows
+	padFrom int       // the row tile padA holds
+}
+
+// do computes C's tile of row tile rt and columns [col, col+cols) from panel pi of p, reading
+// A's rows from column (or pair) off on.
+func (t *tiler) do(p *Packed, pi, rt, col, cols, off, acc int) {
+	kn := p.k
+	row := rt * kn.mr
+	rows := min(kn.mr, t.m-row)
+	src := t.a[row*t.lda+off:]
+	c := t.c[row*t.ldc+col:]
+	if t.part == nil {
+		t.part = make([]float32, kn.mr*kn.nr)
+	}
+	if rows == 1 && p.hasRow() {
+		if cols == kn.nr {
+			p.row(pi, &src[0], &c[0], acc)
+			return
+		}
+		copy(t.part, c[:cols])
+		p.row(pi, &src[0], &t.part[0], acc)
+		copy(c[:cols], t.part[:cols])
+		return
+	}
+	if rows < kn.mr {
+		if t.padA == nil || t.padFrom != row {
+			t.padA = make([]float32, kn.mr*t.lda)
+			copy(t.padA, t.a[row*t.lda:(row+rows)*t.lda])
+			t.padFrom = row
+		}
+		src = t.padA[off:]
+	}
+	if rows == kn.mr && cols == kn.nr {
+		p.tile(pi, &src[0], t.lda, &c[0], t.ldc, acc)
+		return
+	}
+	if acc != 0 { // the partial tile starts from C's values
+		clear(t.part)
+		for r := 0; r < rows; r++ {
+			copy(t.part[r*kn.nr:r*kn.nr+cols], c[r*t.ldc:r*t.ldc+cols])
+		}
+	}
+	p.tile(pi, &src[0], t.lda, &t.part[0], kn.nr, acc)
+	for r := 0; r < rows; r++ {
+		copy(c[r*t.ldc:r*t.ldc+cols], t.part[r*kn.nr:r*kn.nr+cols])
+	}
+}
+
+// tile runs the kernel on panel pi: C[mr][nr] (rows ldc apart) = A[mr][K] (rows lda apart) ·
+// panel. On bf16 pairs, a points to A's pairs (the words of bf16Pairs).
+func (p *Packed) tile(pi int, a *float32, lda int, c *float32, ldc, acc int) {
 	kn := p.k
 	switch {
 	case p.pairs():
 		k2 := (p.K + 1) / 2
-		kn.dpTile(k2, (*uint32)(unsafe.Pointer(a)), k2, &p.half[pi*2*k2*kn.nr], c, ldc, acc)
+		kn.dpTile(k2, (*uint32)(unsafe.Pointer(a)), lda, &p.half[pi*2*k2*kn.nr], c, ldc, acc)
 	case p.half != nil:
-		kn.bf16(p.K, a, p.K, &p.half[pi*p.K*kn.nr], c, ldc, acc)
+		kn.bf16(p.K, a, lda, &p.half[pi*p.K*kn.nr], c, ldc, acc)
 	default:
-		kn.fn(p.K, a, p.K, &p.data[pi*p.K*kn.nr], c, ldc, acc)
+		kn.fn(p.K, a, lda, &p.data[pi*p.K*kn.nr], c, ldc, acc)
 	}
 }
 
@@ -340,6 +373,124 @@ func (p *Packed) row(pi int, a, c *float32, acc int) {
 		p.k.rowBF16(p.K, a, &p.half[pi*p.K*p.k.nr], c, acc)
 	default:
 		p.k.row(p.K, a, &p.data[pi*p.K*p.k.nr], c, acc)
+	}
+}
+
+// MatMulTAdd adds a [m][N] · W to c [m][K]: the product a backward pass needs (the gradient
+// flowing from a layer's outputs to its inputs), read from W's own packing rather than from a
+// second, transposed one. Each worker transposes the panels of C's columns it computes, a
+// block of the reduction at a time, into a buffer that stays in cache, reading W's packing in
+// long runs; the sums run in the same order as MatMulAdd's on PackTransposed(W), so the result
+// is the same bit for bit.
+func MatMulTAdd(c, a []float32, m int, p *Packed) {
+	if !p.checkMul(c, a, m, p.N, p.K, 1) {
+		return
+	}
+	kn := p.k
+	pairs := p.pairs()
+	a, lda := p.operand(a, m, p.N)
+	const (
+		kc    = 1024 // reduction steps a block holds: even, a multiple of every nr
+		group = 16   // panels transposed together: a block of them is a few hundred KiB
+	)
+	rowTiles := (m + kn.mr - 1) / kn.mr
+	panels := (p.K + kn.nr - 1) / kn.nr
+	blen := panelLen(kc, kn.nr, pairs)
+	Parallel(panels, func(lo, hi int) {
+		t := tiler{a: a, lda: lda, m: m, c: c, ldc: p.K}
+		var buf16 []uint16
+		var buf32 []float32
+		if p.half != nil {
+			buf16 = make([]uint16, min(group, hi-lo)*blen)
+		} else {
+			buf32 = make([]float32, min(group, hi-lo)*blen)
+		}
+		for g0 := lo; g0 < hi; g0 += group {
+			g1 := min(g0+group, hi)
+			c0, c1 := g0*kn.nr, min(g1*kn.nr, p.K)
+			for n0 := 0; n0 < p.N; n0 += kc {
+				nb := min(kc, p.N-n0)
+				if p.half != nil {
+					transposePanels(buf16, p.half, p, c0, c1, n0, nb, blen)
+				} else {
+					transposePanels(buf32, p.data, p, c0, c1, n0, nb, blen)
+				}
+				off := n0
+				if pairs {
+					off = n0 / 2
+				}
+				for pi := g0; pi < g1; pi++ {
+					col := pi * kn.nr
+					blk := &Packed{N: min(kn.nr, p.K-col), K: nb, k: kn}
+					if p.half != nil {
+						blk.half = buf16[(pi-g0)*blen:]
+					} else {
+						blk.data = buf32[(pi-g0)*blen:]
+					}
+					for rt := 0; rt < rowTiles; rt++ {
+						t.do(blk, 0, rt, col, blk.N, off, 1)
+					}
+				}
+			}
+		}
+	})
+}
+
+// transposePanels sets dst to the panels of Wᵀ (p's matrix transposed) of W's columns [c0, c1)
+// (whole panels but the last) and rows [n0, n0+nb), plen apart: the panels PackTransposed(W)
+// has there, cut to those rows. n0 is a multiple of nr.
+func transposePanels[T float32 | uint16](dst, src []T, p *Packed, c0, c1, n0, nb, plen int) {
+	nr, pairs := p.k.nr, p.pairs()
+	if (c1-c0)%nr != 0 || nb&1 == 1 {
+		clear(dst)
+	}
+	splen := panelLen(p.K, nr, pairs)
+	for s0 := n0; s0 < n0+nb; s0 += nr { // W's rows in one of its panels
+		rows := min(nr, n0+nb-s0)
+		from := src[(s0/nr)*splen:]
+		if pairs && nr == 32 && rows == nr && (c1-c0)%nr == 0 {
+			// In 32×32 tiles, read as 16×16 words of two rows by two columns: W's pair of
+			// columns in a row and the next row's lie side by side, and become Wᵀ's pair of
+			// rows in a column and the next column's.
+			s64 := unsafe.Slice((*uint64)(unsafe.Pointer(&from[(c0>>1)*2*nr])), (c1-c0)*nr/4)
+			d64 := unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(dst))), len(dst)/4)
+			for pd := 0; pd < (c1-c0)/nr; pd++ {
+				transposePairs((*[256]uint64)(d64[(pd*plen+(s0-n0)*nr)/4:]), (*[256]uint64)(s64[pd*256:]))
+			}
+			continue
+		}
+		for k := c0; k < c1; k++ {
+			to := dst[((k-c0)/nr)*plen:]
+			for jn := 0; jn < rows; jn++ {
+				to[at(s0-n0+jn, (k-c0)%nr, nr, pairs)] = from[at(k, jn, nr, pairs)]
+			}
+		}
+	}
+}
+
+// transposePairs transposes 16×16 words of four bf16, each a pair of a row's reduction steps
+// and the next row's, swapping each word's middle two into a pair of a column's and the next
+// column's.
+func transposePairs(to, from *[256]uint64) {
+	for i := 0; i < 16; i++ {
+		for j := 0; j < 16; j++ {
+			v := from[j*16+i]
+			to[i*16+j] = v&0xffff00000000ffff | v>>16&0xffff0000 | v<<16&0xffff00000000
+		}
+	}
+}
+
+// Row sets dst [K] to row i of W, widened to float32: an embedding read from the packing of
+// the head tied to it, so that the model keeps one copy.
+func (p *Packed) Row(i int, dst []float32) {
+	nr, pairs := p.k.nr, p.pairs()
+	base := (i / nr) * panelLen(p.K, nr, pairs)
+	for q := range dst[:p.K] {
+		if p.half != nil {
+			dst[q] = math.Float32frombits(uint32(p.half[base+at(q, i%nr, nr, pairs)]) << 16)
+		} else {
+			dst[q] = p.data[base+at(q, i%nr, nr, pairs)]
+		}
 	}
 }
 
@@ -384,38 +535,20 @@ func PackTransposed(w []float32, n, k int) *Packed {
 
 // PackRowsTransposed is PackTransposed of a weight given in consecutive row blocks.
 func PackRowsTransposed(blocks [][]float32, k int) *Packed {
-	n, data := packTransposed(best, rowsOf(blocks, k), k, false)
-	return &Packed{N: k, K: n, k: best, data: data}
-}
-
-// PackRowsTransposedBF16 is PackRowsTransposed for bfloat16 weights.
-func PackRowsTransposedBF16(blocks [][]uint16, k int) *Packed {
-	n, data := packTransposed(best, rowsOf(blocks, k), k, best.pairs())
-	return &Packed{N: k, K: n, k: best, half: data}
-}
-
-func packTransposed[T float32 | uint16](kn kernel, rows [][]T, k int, pairs bool) (int, []T) {
-	n := len(rows)
-	panels := (k + kn.nr - 1) / kn.nr
-	plen := panelLen(n, kn.nr, pairs)
-	data := make([]T, panels*plen)
+	rows := rowsOf(blocks, k)
+	n, nr := len(rows), best.nr
+	panels := (k + nr - 1) / nr
+	data := make([]float32, panels*n*nr)
 	// Row by row: each row is read once, in order, and its pieces go to every panel.
 	Parallel(n, func(lo, hi int) {
 		for q := lo; q < hi; q++ {
-			row := rows[q]
 			for pi := 0; pi < panels; pi++ {
-				cols := min(kn.nr, k-pi*kn.nr)
-				if !pairs {
-					copy(data[pi*plen+q*kn.nr:pi*plen+q*kn.nr+cols], row[pi*kn.nr:pi*kn.nr+cols])
-					continue
-				}
-				for j := 0; j < cols; j++ {
-					data[pi*plen+at(q, j, kn.nr, true)] = row[pi*kn.nr+j]
-				}
+				cols := min(nr, k-pi*nr)
+				copy(data[pi*n*nr+q*nr:pi*n*nr+q*nr+cols], rows[q][pi*nr:pi*nr+cols])
 			}
 		}
 	})
-	return n, data
+	return &Packed{N: k, K: n, k: best, data: data}
 }
 
 // AddMatMulTN adds dyᵀ·x to dw: dw [n][k] += Σ_r dy[r][n]·x[r][k] over m rows, a weight's

@@ -255,3 +255,119 @@ func TestPackRowsEqualsConcatenation(t *testing.T) {
 		}
 	}
 }
+
+// TestMatMulTAddEqualsTransposedPacking: the product with W read from its own packing equals,
+// bit for bit, the product on W transposed and packed (the second packing it replaces), for
+// every kernel, float32 and bfloat16, with row tiles and column panels cut short, a reduction
+// longer than one block and more panels than a worker transposes at once; and both are a · W within float32 summation error.
+func TestMatMulTAddEqualsTransposedPacking(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, kn := range kernels() {
+		for _, s := range []struct{ m, n, k int }{{1, 5, 3}, {9, 70, 33}, {17, 2101, 40}, {8, 64, 96}, {3, 2112, 1088}, {5, 66, 1100}} {
+			w := randSlice(r, s.n*s.k) // W [n][k]: the product is a [m][n] · W
+			half := make([]uint16, len(w))
+			for i, v := range w {
+				half[i] = uint16(math.Float32bits(v) >> 16)
+			}
+			wT, halfT := make([]float32, len(w)), make([]uint16, len(w))
+			for i := 0; i < s.n; i++ {
+				for j := 0; j < s.k; j++ {
+					wT[j*s.n+i], halfT[j*s.n+i] = w[i*s.k+j], half[i*s.k+j]
+				}
+			}
+			for _, bf16 := range []bool{false, true} {
+				p, pT := packWith(kn, rowsOf([][]float32{w}, s.k), s.k), packWith(kn, rowsOf([][]float32{wT}, s.n), s.n)
+				ws := w
+				if bf16 {
+					p, pT = packHalf(kn, rowsOf([][]uint16{half}, s.k), s.k), packHalf(kn, rowsOf([][]uint16{halfT}, s.n), s.n)
+					ws = make([]float32, len(w))
+					for i, h := range half {
+						ws[i] = math.Float32frombits(uint32(h) << 16)
+					}
+				}
+				a, c0 := randSlice(r, s.m*s.n), randSlice(r, s.m*s.k)
+				got, want := slices.Clone(c0), slices.Clone(c0)
+				MatMulTAdd(got, a, s.m, p)
+				MatMulAdd(want, a, s.m, pT)
+				if !slices.Equal(got, want) {
+					t.Fatalf("%s bf16=%v %v: read transposed %v, on the transposed packing %v", kn.name, bf16, s, got[:3], want[:3])
+				}
+				for i := 0; i < s.m; i++ {
+					for j := 0; j < s.k; j++ {
+						sum := float64(c0[i*s.k+j])
+						for q := 0; q < s.n; q++ {
+							x := a[i*s.n+q]
+							if p.pairs() {
+								x = math.Float32frombits(uint32(RoundBF16(x)) << 16)
+							}
+							sum += float64(x) * float64(ws[q*s.k+j])
+						}
+						if g := float64(got[i*s.k+j]); !(math.Abs(g-sum) <= 1e-5*math.Sqrt(float64(s.n))*(1+math.Abs(sum))) {
+							t.Fatalf("%s bf16=%v %v: c[%d][%d] = %v, want %v", kn.name, bf16, s, i, j, g, sum)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestPackedRow: a row read back from a packing is the matrix's row, in every layout.
+func TestPackedRow(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	n, k := 37, 21
+	w := randSlice(r, n*k)
+	half := make([]uint16, len(w))
+	for i, v := range w {
+		half[i] = uint16(math.Float32bits(v) >> 16)
+	}
+	for _, kn := range kernels() {
+		p, ph := packWith(kn, rowsOf([][]float32{w}, k), k), packHalf(kn, rowsOf([][]uint16{half}, k), k)
+		got := make([]float32, k)
+		for i := 0; i < n; i++ {
+			p.Row(i, got)
+			if !slices.Equal(got, w[i*k:(i+1)*k]) {
+				t.Fatalf("%s float32 row %d: %v, want %v", kn.name, i, got[:3], w[i*k:i*k+3])
+			}
+			ph.Row(i, got)
+			for q, h := range half[i*k : (i+1)*k] {
+				if got[q] != math.Float32frombits(uint32(h)<<16) {
+					t.Fatalf("%s bf16 row %d[%d]: %v, want bits %#x", kn.name, i, q, got[q], h)
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkMatMulTAdd compares the backward pass's product read from W's own packing
+// (MatMulTAdd) with the same product on a second, transposed packing (MatMulAdd), on the
+// shapes of a 0.5B model's LoRA backward pass in bfloat16: the MLP's down and fused gate/up
+// projections and a chunk of the tied head's rows.
+func BenchmarkMatMulTAdd(b *testing.B) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, s := range []struct{ m, n, k int }{{800, 896, 4864}, {800, 9728, 896}, {216, 151936, 896}} {
+		half := make([]uint16, s.n*s.k)
+		for i := range half {
+			half[i] = uint16(math.Float32bits(float32(r.NormFloat64())) >> 16)
+		}
+		halfT := make([]uint16, len(half))
+		for i := 0; i < s.n; i++ {
+			for j := 0; j < s.k; j++ {
+				halfT[j*s.n+i] = half[i*s.k+j]
+			}
+		}
+		p, pT := PackRowsBF16([][]uint16{half}, s.k), PackRowsBF16([][]uint16{halfT}, s.n)
+		a, c := randSlice(r, s.m*s.n), make([]float32, s.m*s.k)
+		for _, v := range []struct {
+			name string
+			mul  func()
+		}{{"transposed-packing", func() { MatMulAdd(c, a, s.m, pT) }}, {"read-transposed", func() { MatMulTAdd(c, a, s.m, p) }}} {
+			b.Run(fmt.Sprintf("%s/%dx%dx%d", v.name, s.m, s.n, s.k), func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					v.mul()
+				}
+				b.ReportMetric(float64(2*s.m*s.n*s.k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
+}

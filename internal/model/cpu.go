@@ -37,10 +37,10 @@ type cpuEngine struct {
 	frozenVer uint64
 }
 
-// bf16Pack returns the packing of projections' bf16 base weights, fused along their outputs
-// (transposed: for the backward pass), or nil unless every one is a bf16 linear weight. It is
-// made once and shared while the base weights do not change. Callers hold e.mu.
-func (e *cpuEngine) bf16Pack(ps []proj, transposed bool) *cpu.Packed {
+// bf16Pack returns the packing of projections' bf16 base weights, fused along their outputs,
+// or nil unless every one is a bf16 linear weight. It is made once and shared by inference and
+// training while the base weights do not change. Callers hold e.mu.
+func (e *cpuEngine) bf16Pack(ps []proj) *cpu.Packed {
 	m := e.m
 	key := make([]*tensors.Tensor, 0, len(m.names))
 	for _, n := range m.names {
@@ -49,7 +49,7 @@ func (e *cpuEngine) bf16Pack(ps []proj, transposed bool) *cpu.Packed {
 	if !slices.Equal(key, e.frozenKey) || e.frozenVer != m.baseVersion.Load() {
 		e.frozen, e.frozenKey, e.frozenVer = map[string]*cpu.Packed{}, key, m.baseVersion.Load()
 	}
-	id := fmt.Sprint(transposed)
+	var id string
 	for _, p := range ps {
 		if p.conv || m.Variable(p.weight).DType() != dtypes.BFloat16 {
 			return nil
@@ -68,9 +68,6 @@ func (e *cpuEngine) bf16Pack(ps []proj, transposed bool) *cpu.Packed {
 		hs[i] = h
 	}
 	p := cpu.PackRowsBF16(hs, ps[0].in)
-	if transposed {
-		p = cpu.PackRowsTransposedBF16(hs, ps[0].in)
-	}
 	e.frozen[id] = p
 	return p
 }
@@ -79,9 +76,12 @@ func (e *cpuEngine) name() string { return "cpu" }
 
 // packedLM is a model's weights packed for the kernels.
 type packedLM struct {
-	d      *desc
-	embed  []float32 // [V][D]
-	embedH []uint16  // the embedding in bfloat16, instead of embed, when it is kept so
+	d *desc
+	// embed [V][D] (or embedH, in bfloat16 when it is kept so) is an embedding not tied to the
+	// head; a tied one is read from the head's packing (tied), so that it is held once.
+	embed  []float32
+	embedH []uint16
+	tied   bool
 	wpe    []float32 // [positions][D] (learned positions)
 	layers []packedLayer
 	normW  []float32
@@ -230,7 +230,7 @@ func (e *cpuEngine) pack() (*packedLM, error) {
 		if m.adapts(ps...) {
 			return nil
 		}
-		return e.bf16Pack(ps, false)
+		return e.bf16Pack(ps)
 	}
 	// pack packs projections fused along their outputs (a Conv1D as stored, [in][out]), unless
 	// the base's packing of them can be shared.
@@ -267,9 +267,13 @@ func (e *cpuEngine) pack() (*packedLM, error) {
 		}
 		return out
 	}
-	if shared != nil {
+	f.tied = d.head.weight == d.embed
+	switch {
+	case shared != nil:
 		f.embed, f.embedH, f.wpe = shared.embed, shared.embedH, shared.wpe
-	} else {
+	case f.tied:
+		f.wpe = get(d.positions)
+	default:
 		if f.embedH = half(d.embed); f.embedH == nil {
 			f.embed = get(d.embed)
 		}
@@ -291,10 +295,10 @@ func (e *cpuEngine) pack() (*packedLM, error) {
 	switch {
 	case shared != nil:
 		f.head = shared.head
-	case d.head.weight == d.embed && f.embedH != nil:
-		f.head = e.bf16Pack([]proj{d.head}, false)
-	case d.head.weight == d.embed:
-		f.head = cpu.Pack(f.embed, d.head.out, d.D)
+	case f.tied:
+		if f.head = e.bf16Pack([]proj{d.head}); f.head == nil {
+			f.head = cpu.Pack(get(d.embed), d.head.out, d.D)
+		}
 	default:
 		f.head = pack([]proj{d.head}, nil)
 	}
@@ -394,7 +398,11 @@ func (f *packedLM) forward(tokens [][]int, caches []*kvCache) []float32 {
 
 // embedRow sets x to token id's embedding.
 func (f *packedLM) embedRow(x []float32, id int) {
-	if f.embedH == nil {
+	switch {
+	case f.tied:
+		f.head.Row(id, x)
+		return
+	case f.embedH == nil:
 		copy(x, f.embed[id*len(x):])
 		return
 	}

@@ -19,15 +19,16 @@ import (
 // LoRA. It computes from the architecture's description as cpu.go does; the conformance tests
 // check its gradients against finite differences and against the graph engine's.
 
-// trainLinear is one (possibly fused) linear layer: W [n][in] packed both ways, its
-// tensors' names by output block, and the adapters on its blocks.
+// trainLinear is one (possibly fused) linear layer: W [n][in] packed (the backward pass reads
+// the same packing transposed), its tensors' names by output block, and the adapters on its
+// blocks.
 type trainLinear struct {
 	n, in int
-	w, wT *cpu.Packed
-	// packW and packT make w and wT when they are not kept (nil).
-	packW, packT func() *cpu.Packed
-	bias         []float32
-	blocks       []linBlock
+	w     *cpu.Packed
+	// packW makes w when it is not kept (nil).
+	packW  func() *cpu.Packed
+	bias   []float32
+	blocks []linBlock
 }
 
 type linBlock struct {
@@ -57,7 +58,7 @@ type trainLayer struct {
 
 type trainWeights struct {
 	d      *desc
-	embed  []float32
+	embed  []float32 // nil: read from the head's packing (a frozen embedding tied to it)
 	wpe    []float32
 	layers []trainLayer
 	norm   []float32
@@ -164,25 +165,18 @@ func (e *cpuEngine) packBase() *trainWeights {
 			l.blocks = append(l.blocks, linBlock{name: p.weight, bias: p.bias, off: l.n, out: p.out, conv: p.conv})
 			l.n += p.out
 		}
-		if l.w = e.bf16Pack(ps, false); l.w != nil {
-			l.wT = e.bf16Pack(ps, true)
-		}
+		l.w = e.bf16Pack(ps)
 		weights := make([]string, len(ps))
 		for i, p := range ps {
 			weights[i] = p.weight
 		}
-		// The fused layer is packed from its parts where they are stored, both ways round.
-		pack := func(transposed bool) *cpu.Packed {
+		// The fused layer is packed from its parts where they are stored.
+		pack := func() *cpu.Packed {
 			var p *cpu.Packed
 			m.withValues(weights, func(vals [][]float32) {
-				switch {
-				case ps[0].conv && transposed:
-					p = cpu.Pack(vals[0], l.in, l.n)
-				case ps[0].conv:
+				if ps[0].conv {
 					p = cpu.PackTransposed(vals[0], l.in, l.n)
-				case transposed:
-					p = cpu.PackRowsTransposed(vals, l.in)
-				default:
+				} else {
 					p = cpu.PackRows(vals, l.in)
 				}
 			})
@@ -191,11 +185,11 @@ func (e *cpuEngine) packBase() *trainWeights {
 		switch {
 		case l.w != nil:
 		case m.lora != nil: // a frozen base: packed once, kept while it does not change
-			l.w, l.wT = pack(false), pack(true)
+			l.w = pack()
 		default:
 			// Weights that train change every step, so they are packed every step anyway: each
 			// layer when the pass reaches it, dropped after, rather than every layer held at once.
-			l.packW, l.packT = func() *cpu.Packed { return pack(false) }, func() *cpu.Packed { return pack(true) }
+			l.packW = pack
 		}
 		for _, blk := range l.blocks {
 			if blk.bias != "" {
@@ -207,7 +201,11 @@ func (e *cpuEngine) packBase() *trainWeights {
 		}
 		return l
 	}
-	w.embed, w.wpe = get(d.embed), get(d.positions)
+	// A frozen embedding tied to the head is read from the head's packing (held once).
+	if m.lora == nil || d.head.weight != d.embed {
+		w.embed = get(d.embed)
+	}
+	w.wpe = get(d.positions)
 	for i := range d.layers {
 		ld := &d.layers[i]
 		w.layers = append(w.layers, trainLayer{ld: ld,
@@ -275,11 +273,11 @@ func (l *trainLinear) forward(y, x []float32, M int, seed uint64) linActs {
 // backward adds the input gradient dy·W (and the adapters') into dx [M][in], and the weight,
 // bias and adapter gradients into g, accumulating in place.
 func (l *trainLinear) backward(dx, dy []float32, M int, a linActs, g *Grads) {
-	wT := l.wT
-	if wT == nil {
-		wT = l.packT()
+	w := l.w
+	if w == nil {
+		w = l.packW()
 	}
-	cpu.MatMulAdd(dx, dy, M, wT)
+	cpu.MatMulTAdd(dx, dy, M, w)
 	if len(g.Base) > 0 {
 		dyT := cpu.Transpose(dy, M, l.n) // [n][M]: each output block's rows are contiguous
 		xT := cpu.PackTransposed(a.x, M, l.in)
@@ -417,7 +415,11 @@ func (e *cpuEngine) trainForward(seqs [][]int, drop Dropout) (TrainPass, [][]flo
 	}
 	x := make([]float32, M*D)
 	for r, ri := range p.rows {
-		copy(x[r*D:(r+1)*D], w.embed[seqs[ri.seq][ri.pos]*D:])
+		if tok := seqs[ri.seq][ri.pos]; w.embed != nil {
+			copy(x[r*D:(r+1)*D], w.embed[tok*D:])
+		} else {
+			w.head.w.Row(tok, x[r*D:(r+1)*D])
+		}
 		if w.wpe != nil {
 			cpu.Add(x[r*D:(r+1)*D], w.wpe[ri.pos*D:(ri.pos+1)*D])
 		}
