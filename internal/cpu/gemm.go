@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"runtime"
 	"unsafe"
 )
 
@@ -395,8 +396,11 @@ func MatMulTAdd(c, a []float32, m int, p *Packed) {
 	)
 	rowTiles := (m + kn.mr - 1) / kn.mr
 	panels := (p.K + kn.nr - 1) / kn.nr
+	// Work is split by column panels, and by row tiles too where there are fewer panels than
+	// cores (an adapter's rank-wide product): unit u is panel u%panels of row share u/panels.
+	shares := max(1, min(rowTiles, runtime.GOMAXPROCS(0)/panels))
 	blen := panelLen(kc, kn.nr, pairs)
-	Parallel(panels, func(lo, hi int) {
+	Parallel(panels*shares, func(lo, hi int) {
 		t := tiler{a: a, lda: lda, m: m, c: c, ldc: p.K}
 		var buf16 []uint16
 		var buf32 []float32
@@ -405,8 +409,10 @@ func MatMulTAdd(c, a []float32, m int, p *Packed) {
 		} else {
 			buf32 = make([]float32, min(group, hi-lo)*blen)
 		}
-		for g0 := lo; g0 < hi; g0 += group {
-			g1 := min(g0+group, hi)
+		for u := lo; u < hi; {
+			sh, g0 := u/panels, u%panels
+			g1 := min(g0+group, panels, hi-sh*panels)
+			u += g1 - g0
 			c0, c1 := g0*kn.nr, min(g1*kn.nr, p.K)
 			for n0 := 0; n0 < p.N; n0 += kc {
 				nb := min(kc, p.N-n0)
@@ -427,7 +433,7 @@ func MatMulTAdd(c, a []float32, m int, p *Packed) {
 					} else {
 						blk.data = buf32[(pi-g0)*blen:]
 					}
-					for rt := 0; rt < rowTiles; rt++ {
+					for rt := rowTiles * sh / shares; rt < rowTiles*(sh+1)/shares; rt++ {
 						t.do(blk, 0, rt, col, blk.N, off, 1)
 					}
 				}
@@ -527,16 +533,10 @@ func RoundBF16(v float32) uint16 {
 	return uint16(b >> 16)
 }
 
-// PackTransposed packs w [n][k] so that MatMul computes c [m][k] = a [m][n] · w, the product a
-// backward pass needs (the gradient flowing from a layer's outputs to its inputs).
+// PackTransposed packs w [n][k] so that MatMul computes c [m][k] = a [m][n] · w: the layout of
+// an activation that a weight gradient multiplies (xᵀ·dy), or of a GPT-2 Conv1D stored [in][out].
 func PackTransposed(w []float32, n, k int) *Packed {
-	return PackRowsTransposed([][]float32{w[:n*k]}, k)
-}
-
-// PackRowsTransposed is PackTransposed of a weight given in consecutive row blocks.
-func PackRowsTransposed(blocks [][]float32, k int) *Packed {
-	rows := rowsOf(blocks, k)
-	n, nr := len(rows), best.nr
+	nr := best.nr
 	panels := (k + nr - 1) / nr
 	data := make([]float32, panels*n*nr)
 	// Row by row: each row is read once, in order, and its pieces go to every panel.
@@ -544,7 +544,7 @@ func PackRowsTransposed(blocks [][]float32, k int) *Packed {
 		for q := lo; q < hi; q++ {
 			for pi := 0; pi < panels; pi++ {
 				cols := min(nr, k-pi*nr)
-				copy(data[pi*n*nr+q*nr:pi*n*nr+q*nr+cols], rows[q][pi*nr:pi*nr+cols])
+				copy(data[pi*n*nr+q*nr:pi*n*nr+q*nr+cols], w[q*k+pi*nr:q*k+pi*nr+cols])
 			}
 		}
 	})

@@ -238,7 +238,7 @@ func TestTransposedProducts(t *testing.T) {
 }
 
 // TestPackRowsEqualsConcatenation: packing a fused weight from its blocks equals packing the
-// concatenated matrix, both ways round.
+// concatenated matrix.
 func TestPackRowsEqualsConcatenation(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 9))
 	k := 70
@@ -248,22 +248,20 @@ func TestPackRowsEqualsConcatenation(t *testing.T) {
 		cat = append(cat, b...)
 	}
 	n := len(cat) / k
-	for _, pair := range [][2]*Packed{{PackRows(blocks, k), Pack(cat, n, k)}, {PackRowsTransposed(blocks, k), PackTransposed(cat, n, k)}} {
-		a, b := pair[0], pair[1]
-		if a.N != b.N || a.K != b.K || !slices.Equal(a.data, b.data) {
-			t.Fatalf("packings differ: %dx%d vs %dx%d", a.N, a.K, b.N, b.K)
-		}
+	a, b := PackRows(blocks, k), Pack(cat, n, k)
+	if a.N != b.N || a.K != b.K || !slices.Equal(a.data, b.data) {
+		t.Fatalf("packings differ: %dx%d vs %dx%d", a.N, a.K, b.N, b.K)
 	}
 }
 
 // TestMatMulTAddEqualsTransposedPacking: the product with W read from its own packing equals,
 // bit for bit, the product on W transposed and packed (the second packing it replaces), for
 // every kernel, float32 and bfloat16, with row tiles and column panels cut short, a reduction
-// longer than one block and more panels than a worker transposes at once; and both are a · W within float32 summation error.
+// longer than one block, more panels than a worker transposes at once and fewer than cores; and both are a · W within float32 summation error.
 func TestMatMulTAddEqualsTransposedPacking(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
 	for _, kn := range kernels() {
-		for _, s := range []struct{ m, n, k int }{{1, 5, 3}, {9, 70, 33}, {17, 2101, 40}, {8, 64, 96}, {3, 2112, 1088}, {5, 66, 1100}} {
+		for _, s := range []struct{ m, n, k int }{{1, 5, 3}, {9, 70, 33}, {17, 2101, 40}, {8, 64, 96}, {3, 2112, 1088}, {5, 66, 1100}, {41, 300, 16}} {
 			w := randSlice(r, s.n*s.k) // W [n][k]: the product is a [m][n] · W
 			half := make([]uint16, len(w))
 			for i, v := range w {

@@ -42,8 +42,7 @@ type linBlock struct {
 type loraLin struct {
 	module   string
 	r        int
-	pa, pb   *cpu.Packed // for u = xd·Aᵀ and u·Bᵀ
-	paT, pbT *cpu.Packed // for du·A and dy·B
+	pa, pb   *cpu.Packed // for u = xd·Aᵀ and u·Bᵀ (read transposed for du·A and dy·B)
 	scale    float32
 	dropout  float64
 	dropSeed uint64
@@ -134,8 +133,7 @@ func (e *cpuEngine) trainWeights(drop Dropout) *trainWeights {
 			}
 			a, b := m.value(LoRAScope, mod+".lora_A.weight"), m.value(LoRAScope, mod+".lora_B.weight")
 			r := len(a) / l.in
-			blk.lora = &loraLin{module: mod, r: r, pa: cpu.Pack(a, r, l.in), pb: cpu.Pack(b, blk.out, r),
-				paT: cpu.PackTransposed(a, r, l.in), pbT: cpu.PackTransposed(b, blk.out, r), scale: float32(m.lora.scale),
+			blk.lora = &loraLin{module: mod, r: r, pa: cpu.Pack(a, r, l.in), pb: cpu.Pack(b, blk.out, r), scale: float32(m.lora.scale),
 				dropout: drop.Rate, dropSeed: drop.Seed ^ hashName(mod)}
 		}
 	}
@@ -313,7 +311,7 @@ func (l *trainLinear) backward(dx, dy []float32, M int, a linActs, g *Grads) {
 		u := a.lora[bi]
 		cpu.AddMatMulTN(g.LoRA[lo.module+".lora_B.weight"], dyb, u, M, blk.out, lo.r)
 		du := make([]float32, M*lo.r)
-		cpu.MatMul(du, dyb, M, lo.pbT)
+		cpu.MatMulTAdd(du, dyb, M, lo.pb)
 		keep := a.keep[bi]
 		xd := a.x
 		if keep != nil {
@@ -324,11 +322,11 @@ func (l *trainLinear) backward(dx, dy []float32, M int, a linActs, g *Grads) {
 		}
 		cpu.AddMatMulTN(g.LoRA[lo.module+".lora_A.weight"], du, xd, M, lo.r, l.in)
 		if keep == nil {
-			cpu.MatMulAdd(dx, du, M, lo.paT)
+			cpu.MatMulTAdd(dx, du, M, lo.pa)
 			continue
 		}
 		dxl := make([]float32, M*l.in)
-		cpu.MatMul(dxl, du, M, lo.paT)
+		cpu.MatMulTAdd(dxl, du, M, lo.pa)
 		for i := range dxl {
 			dx[i] += dxl[i] * keep[i]
 		}
