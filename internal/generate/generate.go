@@ -35,7 +35,10 @@ type Options struct {
 	TruncatePrompt bool
 	NoCache        bool // recompute the window each step (benchmark baseline)
 	MaxRows        int  // rows per decoding batch (0: 64)
-	TopLogprobs    int  // also keep the k most likely tokens at each step (0: none)
+	// Logprobs records each generated token's log-probability (Completion.Logprobs), a
+	// log-softmax over the vocabulary a token: only when asked, as the OpenAI API does.
+	Logprobs    bool
+	TopLogprobs int // also keep the k most likely tokens at each step (0: none)
 	// NoRepeatNGram > 0 forbids a token that would repeat an n-gram of the prompt and the
 	// completion so far (HF's no_repeat_ngram_size), except the tokens that continue a Stop
 	// string or are the chat template's turn end: the HH format's "\n\nHuman:" is in every
@@ -58,7 +61,7 @@ type Completion struct {
 	Text         string    `json:"text"`
 	IDs          []int     `json:"ids"`
 	FinishReason string    `json:"finish_reason"` // "stop" (EOS or stop string) or "length"
-	Logprobs     []float64 `json:"-"`             // log-probability of each generated token
+	Logprobs     []float64 `json:"-"`             // with Options.Logprobs: each generated token's log-probability
 	Top          [][]Alt   `json:"-"`             // with Options.TopLogprobs: the likeliest tokens at each step
 }
 
@@ -250,6 +253,7 @@ func Rows(ctx context.Context, m *model.Model, rows []Row) ([]Completion, error)
 	done := make([]bool, n)
 	next := make([]int, n)
 	lps := make([]float64, n)
+	samplers := make([]sampler, n)
 	// A vocabulary-sized sort and softmax a row (milliseconds for a 150k-word vocabulary) are
 	// drawn on all cores, unless rows share an RNG (their draws then keep the rows' order).
 	shared := map[*rand.Rand]bool{}
@@ -264,8 +268,10 @@ func Rows(ctx context.Context, m *model.Model, rows []Row) ([]Completion, error)
 			banRepeats(logits[r], append(append([]int(nil), rows[r].Prompt...), comps[r].IDs...), opt.NoRepeatNGram,
 				append(stopContinuations(comps[r].IDs, stopIDs[r]), m.TurnEndIDs()...))
 		}
-		next[r] = Sample(logits[r], rows[r].RNG, opt)
-		lps[r] = logProb(logits[r], next[r])
+		next[r] = samplers[r].sample(logits[r], rows[r].RNG, opt)
+		if opt.Logprobs {
+			lps[r] = logProb(logits[r], next[r])
+		}
 	}
 	remaining := n
 	for step := 0; remaining > 0; step++ {
@@ -303,7 +309,9 @@ func Rows(ctx context.Context, m *model.Model, rows []Row) ([]Completion, error)
 				finish = "stop"
 			} else {
 				comps[r].IDs = append(comps[r].IDs, tok)
-				comps[r].Logprobs = append(comps[r].Logprobs, lps[r])
+				if opt.Logprobs {
+					comps[r].Logprobs = append(comps[r].Logprobs, lps[r])
+				}
 				if opt.TopLogprobs > 0 {
 					comps[r].Top = append(comps[r].Top, TopK(logits[r], opt.TopLogprobs))
 				}
@@ -399,6 +407,18 @@ func cutStop(m *model.Model, c *Completion, stops []string) bool {
 
 // Sample draws a token from logits under the options; greedy takes the first maximum.
 func Sample(logits []float32, rng *rand.Rand, opt Options) int {
+	return new(sampler).sample(logits, rng, opt)
+}
+
+// sampler holds the vocabulary-sized buffers of drawing a token, kept by a row from one token
+// to the next: allocated at every token they cost more than the sort itself.
+type sampler struct {
+	keys, tmpK []uint32
+	idx, tmpI  []int32
+	probs      []float64
+}
+
+func (s *sampler) sample(logits []float32, rng *rand.Rand, opt Options) int {
 	if opt.Greedy {
 		best := 0
 		for i, v := range logits {
@@ -408,12 +428,12 @@ func Sample(logits []float32, rng *rand.Rand, opt Options) int {
 		}
 		return best
 	}
-	idx := sortedDescending(logits)
+	idx := s.sortedDescending(logits)
 	if opt.TopK > 0 && opt.TopK < len(idx) {
 		idx = idx[:opt.TopK]
 	}
 	top := float64(logits[idx[0]])
-	probs := make([]float64, len(idx))
+	probs := grow(&s.probs, len(idx))
 	sum := 0.0
 	for i, id := range idx {
 		probs[i] = math.Exp((float64(logits[id]) - top) / opt.Temperature)
@@ -439,23 +459,34 @@ func Sample(logits []float32, rng *rand.Rand, opt Options) int {
 	for i, p := range probs[:keep] {
 		u -= p
 		if u < 0 {
-			return idx[i]
+			return int(idx[i])
 		}
 	}
-	return idx[keep-1]
+	return int(idx[keep-1])
+}
+
+// grow returns *buf resliced to n, allocating it again only when it is too short.
+func grow[T any](buf *[]T, n int) []T {
+	if cap(*buf) < n {
+		*buf = make([]T, n)
+	}
+	return (*buf)[:n]
 }
 
 // sortedDescending returns the token ids ordered by logit, largest first, ties in id order
-// (a stable sort). It is a least-significant-digit radix sort on the logits' bits, 11 bits a
-// pass: a 151,936-word vocabulary took a comparison sort 20-30 ms a token, and sampling 16
-// rows of a 0.5B model spent more time sorting than the model spent computing.
-func sortedDescending(logits []float32) []int {
+// (a stable sort), in the sampler's buffer. It is a least-significant-digit radix sort on the
+// logits' bits, 11 bits a pass, the three passes' digits counted in one sweep: a 151,936-word
+// vocabulary took a comparison sort 20-30 ms a token, and sampling 16 rows of a 0.5B model
+// spent more time sorting than the model spent computing.
+func (s *sampler) sortedDescending(logits []float32) []int32 {
 	n := len(logits)
+	keys, idx := grow(&s.keys, n), grow(&s.idx, n)
+	tmpK, tmpI := grow(&s.tmpK, n), grow(&s.tmpI, n)
+	const bits, mask = 11, 1<<11 - 1
+	var count [3][1 << bits]int
 	// Keys in ascending order of ^key = descending order of the float: flip the sign bit of
 	// positives, every bit of negatives (IEEE order as unsigned integers), then invert.
 	// (NaN has no place in a comparison sort's order either; logits have none.)
-	keys := make([]uint32, n)
-	idx := make([]int32, n)
 	for i, v := range logits {
 		b := math.Float32bits(v)
 		if b == 1<<31 { // -0 ties with 0, as a comparison sees them
@@ -466,28 +497,25 @@ func sortedDescending(logits []float32) []int {
 		} else {
 			b |= 1 << 31
 		}
-		keys[i], idx[i] = ^b, int32(i)
+		k := ^b
+		keys[i], idx[i] = k, int32(i)
+		count[0][k&mask]++
+		count[1][k>>bits&mask]++
+		count[2][k>>(2*bits)&mask]++
 	}
-	tmpK, tmpI := make([]uint32, n), make([]int32, n)
-	for shift := uint(0); shift < 32; shift += 11 {
-		var count [1 << 11]int
-		for _, k := range keys {
-			count[(k>>shift)&(1<<11-1)]++
-		}
+	for pass := range count {
+		shift := uint(pass * bits)
 		pos := 0
-		for d, c := range count {
-			count[d], pos = pos, pos+c
+		for d, c := range count[pass] {
+			count[pass][d], pos = pos, pos+c
 		}
+		at := &count[pass]
 		for i, k := range keys {
-			d := (k >> shift) & (1<<11 - 1)
-			tmpK[count[d]], tmpI[count[d]] = k, idx[i]
-			count[d]++
+			d := k >> shift & mask
+			tmpK[at[d]], tmpI[at[d]] = k, idx[i]
+			at[d]++
 		}
 		keys, tmpK, idx, tmpI = tmpK, keys, tmpI, idx
 	}
-	out := make([]int, n)
-	for i, id := range idx {
-		out[i] = int(id)
-	}
-	return out
+	return idx
 }

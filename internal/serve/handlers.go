@@ -108,6 +108,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		apiErrorCode(w, http.StatusBadRequest, "invalid_request_error", "", "logprobs", "logprobs are not supported with stream")
 		return
 	}
+	opt.Logprobs = req.Logprobs
 	// The model's end tokens end every reply (generate stops at them); the HH format also
 	// ends a turn where the next one would start.
 	if len(opt.Stop) == 0 && s.chatTemplate() == nil {
@@ -366,7 +367,7 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 			apiErrorCode(w, http.StatusBadRequest, "invalid_request_error", "", "logprobs", fmt.Sprintf("logprobs must be between 0 and %d", maxTopLogprobs))
 			return
 		}
-		opt.TopLogprobs = *req.Logprobs
+		opt.Logprobs, opt.TopLogprobs = true, *req.Logprobs
 	}
 	id, created := s.id("cmpl"), time.Now().Unix()
 	if req.Stream {
@@ -439,8 +440,8 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 			ids = append(ids, c.IDs...)
-			for k, v := range c.Logprobs {
-				lps = append(lps, v)
+			for k := range c.IDs { // a stop string may have cut ids whose log-probs were kept
+				lps = append(lps, c.Logprobs[k])
 				addTop(c.Top, k)
 			}
 			tokens := make([]string, len(ids))

@@ -472,6 +472,9 @@ func TestOpenAIFaithfulLogprobs(t *testing.T) {
 	if int(offsets[0].(float64)) != len("Paris is the") {
 		t.Fatalf("first offset %v, want the prompt's length %d", offsets[0], len("Paris is the"))
 	}
+	if lps := lp["token_logprobs"].([]any); len(tokens) == 0 || len(lps) != len(tokens) || len(tops) != len(tokens) {
+		t.Fatalf("%d tokens, %d log-probs, %d top_logprobs", len(tokens), len(lps), len(tops))
+	}
 	for k := 1; k < len(tokens); k++ {
 		if int(offsets[k].(float64)) != int(offsets[k-1].(float64))+len([]rune(tokens[k-1].(string))) {
 			t.Fatalf("text_offset %v does not follow the tokens %q", offsets, tokens)
