@@ -223,7 +223,7 @@ func MatMul(c, a []float32, m int, p *Packed) { matMul(c, a, m, p, 0) }
 func MatMulAdd(c, a []float32, m int, p *Packed) { matMul(c, a, m, p, 1) }
 
 func matMul(c, a []float32, m int, p *Packed, acc int) {
-	if !p.checkMul(c, a, m, p.K, p.N, acc) {
+	if !checkMul(c, a, m, p.K, p.N, acc) {
 		return
 	}
 	kn := p.k
@@ -258,7 +258,7 @@ func matMul(c, a []float32, m int, p *Packed, acc int) {
 
 // checkMul checks the operands of a product of c [m][n] = a [m][k] · (a matrix [k][n]) and
 // reports whether there is anything to multiply (an empty sum clears c, or leaves it to add to).
-func (p *Packed) checkMul(c, a []float32, m, k, n, acc int) bool {
+func checkMul(c, a []float32, m, k, n, acc int) bool {
 	if m == 0 || n == 0 {
 		return false
 	}
@@ -342,17 +342,19 @@ func (t *tiler) do(p *Packed, pi, rt, col, cols, off, acc int) {
 // tile runs the kernel on panel pi: C[mr][nr] (rows ldc apart) = A[mr][K] (rows lda apart) ·
 // panel. On bf16 pairs, a points to A's pairs (the words of bf16Pairs).
 func (p *Packed) tile(pi int, a *float32, lda int, c *float32, ldc, acc int) {
-	kn := p.k
+	kn, off := p.k, p.panel(pi)
 	switch {
 	case p.pairs():
-		k2 := (p.K + 1) / 2
-		kn.dpTile(k2, (*uint32)(unsafe.Pointer(a)), lda, &p.half[pi*2*k2*kn.nr], c, ldc, acc)
+		kn.dpTile((p.K+1)/2, (*uint32)(unsafe.Pointer(a)), lda, &p.half[off], c, ldc, acc)
 	case p.half != nil:
-		kn.bf16(p.K, a, lda, &p.half[pi*p.K*kn.nr], c, ldc, acc)
+		kn.bf16(p.K, a, lda, &p.half[off], c, ldc, acc)
 	default:
-		kn.fn(p.K, a, lda, &p.data[pi*p.K*kn.nr], c, ldc, acc)
+		kn.fn(p.K, a, lda, &p.data[off], c, ldc, acc)
 	}
 }
+
+// panel is where panel pi starts in the packing.
+func (p *Packed) panel(pi int) int { return pi * panelLen(p.K, p.k.nr, p.pairs()) }
 
 func (p *Packed) hasRow() bool {
 	switch {
@@ -366,14 +368,14 @@ func (p *Packed) hasRow() bool {
 
 // row runs the one-row kernel on panel pi: C[nr] = A[K] · panel.
 func (p *Packed) row(pi int, a, c *float32, acc int) {
+	off := p.panel(pi)
 	switch {
 	case p.pairs():
-		k2 := (p.K + 1) / 2
-		p.k.dpRow(k2, (*uint32)(unsafe.Pointer(a)), &p.half[pi*2*k2*p.k.nr], c, acc)
+		p.k.dpRow((p.K+1)/2, (*uint32)(unsafe.Pointer(a)), &p.half[off], c, acc)
 	case p.half != nil:
-		p.k.rowBF16(p.K, a, &p.half[pi*p.K*p.k.nr], c, acc)
+		p.k.rowBF16(p.K, a, &p.half[off], c, acc)
 	default:
-		p.k.row(p.K, a, &p.data[pi*p.K*p.k.nr], c, acc)
+		p.k.row(p.K, a, &p.data[off], c, acc)
 	}
 }
 
@@ -384,7 +386,7 @@ func (p *Packed) row(pi int, a, c *float32, acc int) {
 // long runs; the sums run in the same order as MatMulAdd's on PackTransposed(W), so the result
 // is the same bit for bit.
 func MatMulTAdd(c, a []float32, m int, p *Packed) {
-	if !p.checkMul(c, a, m, p.N, p.K, 1) {
+	if !checkMul(c, a, m, p.N, p.K, 1) {
 		return
 	}
 	kn := p.k
@@ -450,10 +452,9 @@ func transposePanels[T float32 | uint16](dst, src []T, p *Packed, c0, c1, n0, nb
 	if (c1-c0)%nr != 0 || nb&1 == 1 {
 		clear(dst)
 	}
-	splen := panelLen(p.K, nr, pairs)
 	for s0 := n0; s0 < n0+nb; s0 += nr { // W's rows in one of its panels
 		rows := min(nr, n0+nb-s0)
-		from := src[(s0/nr)*splen:]
+		from := src[p.panel(s0/nr):]
 		if pairs && nr == 32 && rows == nr && (c1-c0)%nr == 0 {
 			// In 32×32 tiles, read as 16×16 words of two rows by two columns: W's pair of
 			// columns in a row and the next row's lie side by side, and become Wᵀ's pair of
@@ -490,7 +491,7 @@ func transposePairs(to, from *[256]uint64) {
 // the head tied to it, so that the model keeps one copy.
 func (p *Packed) Row(i int, dst []float32) {
 	nr, pairs := p.k.nr, p.pairs()
-	base := (i / nr) * panelLen(p.K, nr, pairs)
+	base := p.panel(i / nr)
 	for q := range dst[:p.K] {
 		if p.half != nil {
 			dst[q] = math.Float32frombits(uint32(p.half[base+at(q, i%nr, nr, pairs)]) << 16)
