@@ -74,18 +74,25 @@ func (e *cpuEngine) bf16Pack(ps []proj) *cpu.Packed {
 // withBF16 calls fn with the bits of the named bfloat16 tensors, read in place: copying each
 // before packing it made loading a 0.5B model 40% slower and its peak 0.25 GB higher.
 func (m *Model) withBF16(names []string, fn func(hs [][]uint16)) error {
-	var rec func(acc [][]uint16) error
-	rec = func(acc [][]uint16) error {
+	return inPlace(m, names, func(val *tensors.Tensor, use func([]uint16)) error {
+		return tensors.ConstFlatData(val, func(flat []bfloat16.BFloat16) {
+			use(unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(flat))), len(flat)))
+		})
+	}, fn)
+}
+
+// inPlace calls fn with the named tensors' values as view gives each (read in place where it
+// can, so valid only during fn): every view stays open, one inside the other, until fn returns.
+func inPlace[T any](m *Model, names []string, view func(val *tensors.Tensor, use func([]T)) error, fn func([][]T)) error {
+	var rec func(acc [][]T) error
+	rec = func(acc [][]T) error {
 		if len(acc) == len(names) {
 			fn(acc)
 			return nil
 		}
 		var inner error
-		err := tensors.ConstFlatData(m.Variable(names[len(acc)]).MustValue(), func(flat []bfloat16.BFloat16) {
-			inner = rec(append(acc, unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(flat))), len(flat))))
-		})
-		if err != nil {
-			return err
+		if err := view(m.Variable(names[len(acc)]).MustValue(), func(flat []T) { inner = rec(append(acc, flat)) }); err != nil {
+			return fmt.Errorf("tensor %q: %w", names[len(acc)], err)
 		}
 		return inner
 	}

@@ -76,23 +76,22 @@ func (m *Model) value(scope, name string) []float32 {
 	return data
 }
 
-// withValues calls fn with the values of the named tensors, read in place (no copy); they are
-// valid only during fn.
+// withValues calls fn with the values of the named tensors, read in place (no copy) unless a
+// frozen base kept in bf16 is widened; they are valid only during fn.
 func (m *Model) withValues(names []string, fn func(vals [][]float32)) {
-	var rec func(acc [][]float32)
-	rec = func(acc [][]float32) {
-		if len(acc) == len(names) {
-			fn(acc)
-			return
+	err := inPlace(m, names, func(val *tensors.Tensor, use func([]float32)) error {
+		if val.DType() != dtypes.Float32 {
+			data, err := floatData(val)
+			if err == nil {
+				use(data)
+			}
+			return err
 		}
-		val := m.Variable(names[len(acc)]).MustValue()
-		if val.DType() != dtypes.Float32 { // a frozen base kept in bf16: widened
-			rec(append(acc, m.value(WeightScope, names[len(acc)])))
-			return
-		}
-		tensors.ConstFlatData(val, func(flat []float32) { rec(append(acc, flat)) })
+		return tensors.ConstFlatData(val, use)
+	}, fn)
+	if err != nil {
+		panic(err)
 	}
-	rec(nil)
 }
 
 // trainCache keeps the packed base weights while they cannot change (LoRA training).
@@ -471,51 +470,49 @@ func (p *cpuPass) layerForward(li int, x []float32) (layerActs, []float32) {
 	M, D := len(p.rows), d.D
 	qd, kvd := d.H*d.hd, d.Hkv*d.hd
 	half := d.hd / 2
-	{
-		ly := &w.layers[li]
-		a := layerActs{x: x}
-		a.h1 = make([]float32, M*D)
-		a.inv1 = normRows(d, a.h1, x, ly.ln1, ly.ln1b)
-		a.qkv = make([]float32, M*ly.qkv.n)
-		a.qkvA = ly.qkv.forward(a.qkv, a.h1, M, uint64(li)<<8|1)
-		if ly.qn != nil {
-			a.qkPre = make([]float32, M*(qd+kvd))
-			a.qkInv = make([]float32, 0, M*(d.H+d.Hkv))
-			for r := range p.rows {
-				row := a.qkv[r*ly.qkv.n:]
-				copy(a.qkPre[r*(qd+kvd):], row[:qd+kvd])
-				a.qkInv = append(a.qkInv, cpu.RMSNorm(row[:qd], row[:qd], ly.qn, d.hd, d.eps)...)
-				a.qkInv = append(a.qkInv, cpu.RMSNorm(row[qd:qd+kvd], row[qd:qd+kvd], ly.kn, d.hd, d.eps)...)
-			}
+	ly := &w.layers[li]
+	a := layerActs{x: x}
+	a.h1 = make([]float32, M*D)
+	a.inv1 = normRows(d, a.h1, x, ly.ln1, ly.ln1b)
+	a.qkv = make([]float32, M*ly.qkv.n)
+	a.qkvA = ly.qkv.forward(a.qkv, a.h1, M, uint64(li)<<8|1)
+	if ly.qn != nil {
+		a.qkPre = make([]float32, M*(qd+kvd))
+		a.qkInv = make([]float32, 0, M*(d.H+d.Hkv))
+		for r := range p.rows {
+			row := a.qkv[r*ly.qkv.n:]
+			copy(a.qkPre[r*(qd+kvd):], row[:qd+kvd])
+			a.qkInv = append(a.qkInv, cpu.RMSNorm(row[:qd], row[:qd], ly.qn, d.hd, d.eps)...)
+			a.qkInv = append(a.qkInv, cpu.RMSNorm(row[qd:qd+kvd], row[qd:qd+kvd], ly.kn, d.hd, d.eps)...)
 		}
-		if p.cos != nil {
-			for r := range p.rows {
-				rotateHeads(a.qkv[r*ly.qkv.n:], d.H+d.Hkv, d.hd, p.cos[r*half:(r+1)*half], p.sin[r*half:(r+1)*half])
-			}
-		}
-		a.att = make([]float32, M*qd)
-		a.probs, a.probOff = p.attend(a.qkv, a.att, float32(ly.ld.scale))
-		o := make([]float32, M*D)
-		a.oA = ly.o.forward(o, a.att, M, uint64(li)<<8|2)
-		a.xMid = append([]float32(nil), x...)
-		cpu.Add(a.xMid, o)
-		a.h2 = make([]float32, M*D)
-		a.inv2 = normRows(d, a.h2, a.xMid, ly.ln2, ly.ln2b)
-		a.gu = make([]float32, M*ly.up.n)
-		a.upA = ly.up.forward(a.gu, a.h2, M, uint64(li)<<8|3)
-		a.act = make([]float32, M*d.I)
-		if d.act == actSwiGLU {
-			cpu.SwiGLU(a.act, a.gu, d.I)
-		} else { // GELU in place, on a copy: the backward pass needs its input
-			copy(a.act, a.gu)
-			activate(d.act, nil, a.act, d.I)
-		}
-		dn := make([]float32, M*D)
-		a.dnA = ly.dn.forward(dn, a.act, M, uint64(li)<<8|4)
-		next := append([]float32(nil), a.xMid...)
-		cpu.Add(next, dn)
-		return a, next
 	}
+	if p.cos != nil {
+		for r := range p.rows {
+			rotateHeads(a.qkv[r*ly.qkv.n:], d.H+d.Hkv, d.hd, p.cos[r*half:(r+1)*half], p.sin[r*half:(r+1)*half])
+		}
+	}
+	a.att = make([]float32, M*qd)
+	a.probs, a.probOff = p.attend(a.qkv, a.att, float32(ly.ld.scale))
+	o := make([]float32, M*D)
+	a.oA = ly.o.forward(o, a.att, M, uint64(li)<<8|2)
+	a.xMid = append([]float32(nil), x...)
+	cpu.Add(a.xMid, o)
+	a.h2 = make([]float32, M*D)
+	a.inv2 = normRows(d, a.h2, a.xMid, ly.ln2, ly.ln2b)
+	a.gu = make([]float32, M*ly.up.n)
+	a.upA = ly.up.forward(a.gu, a.h2, M, uint64(li)<<8|3)
+	a.act = make([]float32, M*d.I)
+	if d.act == actSwiGLU {
+		cpu.SwiGLU(a.act, a.gu, d.I)
+	} else { // GELU in place, on a copy: the backward pass needs its input
+		copy(a.act, a.gu)
+		activate(d.act, nil, a.act, d.I)
+	}
+	dn := make([]float32, M*D)
+	a.dnA = ly.dn.forward(dn, a.act, M, uint64(li)<<8|4)
+	next := append([]float32(nil), a.xMid...)
+	cpu.Add(next, dn)
+	return a, next
 }
 
 // attend is packedLM.attend over the pass's own keys (each sequence's rows), keeping the weights.
