@@ -259,27 +259,22 @@ func (w *ggufWriter) kv(key string, v any) {
 		w.buf.u32(ggufFloat32)
 		w.buf.u32(math.Float32bits(x))
 	case []string:
-		w.buf.u32(ggufArray)
-		w.buf.u32(ggufString)
-		w.buf.u64(uint64(len(x)))
-		for _, s := range x {
-			w.buf.str(s)
-		}
+		w.array(ggufString, len(x), func(i int) { w.buf.str(x[i]) })
 	case []float32:
-		w.buf.u32(ggufArray)
-		w.buf.u32(ggufFloat32)
-		w.buf.u64(uint64(len(x)))
-		for _, f := range x {
-			w.buf.u32(math.Float32bits(f))
-		}
+		w.array(ggufFloat32, len(x), func(i int) { w.buf.u32(math.Float32bits(x[i])) })
 	case []int32:
-		w.buf.u32(ggufArray)
-		w.buf.u32(ggufInt32)
-		w.buf.u64(uint64(len(x)))
-		for _, i := range x {
-			w.buf.u32(uint32(i))
-		}
+		w.array(ggufInt32, len(x), func(i int) { w.buf.u32(uint32(x[i])) })
 	default:
 		panic(fmt.Sprintf("gguf: no encoding for %T", v))
+	}
+}
+
+// array writes an array value's header (element type, length), then each element by put.
+func (w *ggufWriter) array(elem uint32, n int, put func(i int)) {
+	w.buf.u32(ggufArray)
+	w.buf.u32(elem)
+	w.buf.u64(uint64(n))
+	for i := range n {
+		put(i)
 	}
 }
