@@ -245,6 +245,7 @@ func (t *Template) Render(msgs []Message, addGen, continueFinal bool) (string, e
 			return jinja.Undefined(), fmt.Errorf("%w: %s", ErrRaised, msg)
 		}),
 		tojsonName: jinja.NewCallable(tojsonName, tojson),
+		"range":    jinja.NewCallable("range", sandboxRange),
 		"strftime_now": jinja.NewCallable("strftime_now", func(args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
 			if len(args) != 1 || !args[0].IsString() {
 				return jinja.Undefined(), fmt.Errorf("strftime_now takes one format string")
@@ -257,7 +258,7 @@ func (t *Template) Render(msgs []Message, addGen, continueFinal bool) (string, e
 			data[n] = jinja.NewString(v)
 		}
 	}
-	out, err := t.tmpl.RenderValues(data)
+	out, err := t.render(data)
 	if err != nil {
 		if errors.Is(err, ErrRaised) {
 			return "", fmt.Errorf("%s: %w", t.Source, err)
@@ -268,6 +269,60 @@ func (t *Template) Render(msgs []Message, addGen, continueFinal bool) (string, e
 		return cutAfterFinal(out, msgs[len(msgs)-1].Content)
 	}
 	return out, nil
+}
+
+// render runs the template engine, turning its panics (a negative repeat count in
+// `'a' * -1` or `indent(-1)`, say) into errors: a model directory's template is untrusted input.
+func (t *Template) render(data map[string]jinja.Value) (out string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("the template engine failed: %v", r)
+		}
+	}()
+	return t.tmpl.RenderValues(data)
+}
+
+// maxRange is jinja2's sandbox limit on range(), which transformers' sandboxed environment
+// applies to every chat template.
+const maxRange = 100000
+
+// sandboxRange is Python's range(stop), range(start, stop[, step]) with the sandbox's limit.
+func sandboxRange(args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
+	if len(args) < 1 || len(args) > 3 {
+		return jinja.Undefined(), fmt.Errorf("range expected 1 to 3 arguments, got %d", len(args))
+	}
+	n := make([]int64, len(args))
+	for i, a := range args {
+		if !a.IsInt() {
+			return jinja.Undefined(), fmt.Errorf("range: argument %d is not an integer", i+1)
+		}
+		n[i] = a.AsInt()
+	}
+	start, stop, step := int64(0), n[0], int64(1)
+	if len(n) > 1 {
+		start, stop = n[0], n[1]
+	}
+	if len(n) > 2 {
+		step = n[2]
+	}
+	if step == 0 {
+		return jinja.Undefined(), fmt.Errorf("range: step must not be zero")
+	}
+	// The length in uint64 so that range(-2**63, 2**63-1) does not overflow.
+	var count uint64
+	if step > 0 && start < stop {
+		count = (uint64(stop-start)-1)/uint64(step) + 1
+	} else if step < 0 && start > stop {
+		count = (uint64(start-stop)-1)/(-uint64(step)) + 1
+	}
+	if count > maxRange {
+		return jinja.Undefined(), fmt.Errorf("range too big: the sandbox blocks ranges larger than %d", maxRange)
+	}
+	items := make([]jinja.Value, count)
+	for i := range items {
+		items[i] = jinja.NewInt(start + int64(i)*step)
+	}
+	return jinja.NewList(items), nil
 }
 
 // cutAfterFinal ends the rendering right after the final message's content, so that the model

@@ -191,3 +191,55 @@ func TestTojsonAsTransformers(t *testing.T) {
 		}
 	}
 }
+
+// range is the sandboxed environment's (transformers renders in jinja2's sandbox): Python's
+// range, refused above 100,000 items. Expected renderings and refusals are jinja2's.
+func TestRangeIsTheSandboxs(t *testing.T) {
+	for src, want := range map[string]string{
+		"{% for i in range(3) %}{{ i }},{% endfor %}":                     "0,1,2,",
+		"{{ range(2, 11, 3) | join(',') }}":                               "2,5,8",
+		"{{ range(5, -4, -2) | join(',') }}":                              "5,3,1,-1,-3",
+		"{{ range(3, 1) | length }}|{{ range(-2) | length }}":             "0|0",
+		"{{ range(100000) | length }}":                                    "100000",
+		"{{ range(0, 200000, 2) | length }}":                              "100000",
+		"{{ range(0, 200001, 2) | length }}":                              "",
+		"{{ range(100001) | length }}":                                    "",
+		"{{ range(-9223372036854775807, 9223372036854775807) | length }}": "",
+		"{{ range(1, 2, 0) }}":                                            "",
+	} {
+		tm, err := Parse(src, "t", nil)
+		if err != nil {
+			t.Fatalf("%q: %v", src, err)
+		}
+		got, err := tm.Render(nil, false, false)
+		if want == "" {
+			if err == nil {
+				t.Errorf("%q rendered %q, jinja2's sandbox raises", src, got)
+			}
+			continue
+		}
+		if err != nil || got != want {
+			t.Errorf("%q: %q %v, jinja2 renders %q", src, got, err, want)
+		}
+	}
+}
+
+// A template that makes the engine panic, or asks tojson for an indent that would size a huge
+// allocation, fails with an error naming the template (FuzzTemplate found the indent).
+func TestTemplateFaultsAreErrors(t *testing.T) {
+	for _, src := range []string{
+		"{{ 'a' * -1 }}",
+		"{{ 'x\ny' | indent(-1) }}",
+		"{{ messages | tojson(indent=99999999999999999) }}",
+		"{{ messages | tojson(indent=1025) }}",
+	} {
+		tm, err := Parse(src, "model/chat_template.jinja", nil)
+		if err != nil {
+			t.Fatalf("%q: %v", src, err)
+		}
+		got, err := tm.Render([]Message{{Role: "user", Content: "hi"}}, false, false)
+		if err == nil || !strings.Contains(err.Error(), "model/chat_template.jinja") {
+			t.Errorf("%q: %q %v, want an error naming the template", src, got, err)
+		}
+	}
+}

@@ -197,6 +197,9 @@ func tojson(args []jinja.Value, kwargs map[string]jinja.Value) (jinja.Value, err
 	if v, ok := get(1); ok && !v.IsNone() && !v.IsUndefined() {
 		switch {
 		case v.IsInt():
+			if v.AsInt() > maxIndent {
+				return jinja.Undefined(), fmt.Errorf("tojson: indent %d is above the %d spaces allowed", v.AsInt(), maxIndent)
+			}
 			o.indent, o.indented = strings.Repeat(" ", int(max(0, v.AsInt()))), true
 		case v.IsString():
 			o.indent, o.indented = v.AsString(), true
@@ -223,6 +226,9 @@ func tojson(args []jinja.Value, kwargs map[string]jinja.Value) (jinja.Value, err
 	}
 	return jinja.NewString(b.String()), nil
 }
+
+// maxIndent bounds tojson's indent: a template's number should not size an allocation.
+const maxIndent = 1024
 
 type jsonOpts struct {
 	ascii, sort, indented bool
